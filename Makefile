@@ -1,0 +1,46 @@
+# Two commands that work on a fresh machine: `make demo` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The local CPU build on this kind of machine; override on a GPU host (e.g. TORCH_SPEC=torch).
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.dlsec-installed
+
+.PHONY: setup demo test test-slow lint typecheck bench-setup bench clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -c "import torch; print('dlsec setup: torch', torch.__version__)"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/dlsec demo --out dlsec-demo
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-slow: setup
+	$(BIN)/python -m pytest -q -m slow
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+typecheck: setup
+	$(BIN)/mypy
+
+bench-setup: setup
+	$(BIN)/python -m pip install -q -e ".[bench]"
+	$(BIN)/python -m pip install -q --no-deps torchattacks
+	$(BIN)/python -c "import torch, torchattacks, art; print('bench peers ok; torch', torch.__version__)"
+
+bench: bench-setup
+	$(BIN)/python benchmarks/attacks.py
+
+clean:
+	rm -rf $(VENV) dlsec-demo
