@@ -1,0 +1,122 @@
+"""Shared CLI plumbing: the Typer app, global options, output and the entry point."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from dlsec.errors import EXIT_USAGE, Error
+
+app = typer.Typer(
+    name="dlsec",
+    help="Deep-learning security toolkit: attack, harden, release, serve, monitor, respond.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,  # locals can hold keys and passphrases
+)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
+
+
+@dataclass
+class Settings:
+    """Options given before the command (``dlsec --home DIR CMD``)."""
+
+    home: Path | None = None
+    device: str | None = None
+
+
+@app.callback()
+def _global(
+    ctx: typer.Context,
+    home: Annotated[Path | None, typer.Option(
+        "--home", help="dlsec home (registry, keys, caches); default $DLSEC_HOME or the user data dir.",
+        envvar="DLSEC_HOME")] = None,
+    device: Annotated[str | None, typer.Option(
+        "--device", help="Where white-box models run: cpu or cuda (default: cuda when present).")] = None,
+) -> None:
+    if device is not None and device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise typer.BadParameter("use cpu, cuda or cuda:N", param_hint="--device")
+    ctx.obj = Settings(home=home, device=device)
+
+
+def settings(ctx: typer.Context) -> Settings:
+    obj = ctx.find_object(Settings)
+    return obj if obj is not None else Settings()
+
+
+def out_console() -> Console:
+    return Console(file=sys.stdout, highlight=False, soft_wrap=False)
+
+
+def err_console() -> Console:
+    return Console(file=sys.stderr, highlight=False, soft_wrap=True)
+
+
+def emit_json(payload: Any) -> None:
+    sys.stdout.write(json.dumps(payload, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+@contextmanager
+def progress_bar(description: str, *, enabled: bool) -> Iterator[Callable[[int, int, dict[str, float]], None]]:
+    """A Rich progress bar on stderr, fed by ``callback(done, total, stats)``."""
+    if not enabled:
+        yield lambda done, total, stats: None
+        return
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TextColumn("{task.fields[stats]}"), TimeElapsedColumn(),
+                  console=err_console(), transient=True) as progress:
+        task = progress.add_task(description, total=None, stats="")
+
+        def callback(done: int, total: int, stats: dict[str, float]) -> None:
+            text = " ".join(f"{k}={v:.3f}" for k, v in stats.items())
+            progress.update(task, completed=done, total=total, stats=text)
+
+        yield callback
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI with ``argv`` and return the exit code (testable entry point).
+
+    Only dlsec's own errors are mapped to one-line messages (exit 2 for bad input, 1 for a
+    security finding); anything else is a bug and keeps its traceback.
+    """
+    from dlsec.cli import commands  # noqa: F401  (registers the commands)
+
+    command = typer.main.get_command(app)
+    try:
+        # Standalone mode: Typer reports its own usage errors (exit 2) and --help itself.
+        command.main(args=list(argv) if argv is not None else None, prog_name="dlsec",
+                     standalone_mode=True)
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else EXIT_USAGE)
+    except Error as exc:
+        err_console().print(f"error: {exc}", markup=False)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err_console().print("interrupted", markup=False)
+        return 130
+    return 0
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

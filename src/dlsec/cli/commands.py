@@ -1,0 +1,237 @@
+"""The commands. Each parses options, calls the public library API and prints the result."""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+import dlsec
+from dlsec.cli._app import JsonOpt, app, emit_json, out_console, progress_bar, settings
+from dlsec.core import (
+    ZOO,
+    Dataset,
+    EvalResult,
+    Model,
+    WhiteBoxModel,
+    evaluate,
+    load_dataset,
+    load_model,
+)
+from dlsec.core.arch import parse_arch_kwargs
+from dlsec.core.data import with_spec
+from dlsec.errors import UsageError
+
+DataOpt = Annotated[str, typer.Option("--data", "-d", help="builtin:digits, builtin:breast-cancer, a .npz, a .csv or an image folder.")]
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="zoo:NAME, a .safetensors file (with --arch) or an .onnx file.")]
+ArchOpt = Annotated[str | None, typer.Option("--arch", help="Architecture: a built-in name (cnn, mlp) or module:factory.")]
+ArchArgOpt = Annotated[list[str] | None, typer.Option("--arch-arg", help="Architecture keyword argument key=value (repeatable).")]
+LabelColOpt = Annotated[str | None, typer.Option("--label-column", help="CSV label column (default: label/target/class/y).")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for every random choice; recorded in outputs.")]
+TestSizeOpt = Annotated[float, typer.Option("--test-size", help="Fraction of rows held out as the test split.")]
+SplitSeedOpt = Annotated[int, typer.Option("--split-seed", help="Seed of the deterministic train/test split.")]
+
+
+def _load_data(ref: str, label_column: str | None) -> Dataset:
+    return load_dataset(ref, label_column=label_column)
+
+
+def _pick_split(data: Dataset, split: str, test_size: float, split_seed: int) -> tuple[Dataset, str]:
+    if split == "auto":
+        split = "test" if data.name.startswith("builtin:") else "all"
+    if split == "all":
+        return data, "all"
+    if split not in ("train", "test"):
+        raise UsageError(f"--split must be auto, test, train or all, got {split!r}")
+    train_set, test_set = data.split(test_size=test_size, seed=split_seed)
+    chosen = test_set if split == "test" else train_set
+    return chosen, f"{split} (test_size={test_size}, seed={split_seed})"
+
+
+def _model_and_data(ctx: typer.Context, model_ref: str, data_ref: str, arch: str | None,
+                    arch_args: list[str] | None, label_column: str | None) -> tuple[Model, Dataset]:
+    opts = settings(ctx)
+    data = _load_data(data_ref, label_column)
+    if arch_args and arch is None and not model_ref.endswith(".safetensors"):
+        raise UsageError("--arch-arg needs --arch or a .safetensors model")
+    model = load_model(model_ref, arch=arch, arch_kwargs=parse_arch_kwargs(arch_args) if arch_args else None,
+                       spec_hint=data.spec, home=opts.home, device=opts.device)
+    return model, with_spec(data, model.spec)
+
+
+def _confusion_table(result: EvalResult, names: list[str]) -> Table:
+    table = Table(title="confusion matrix (rows: true, columns: predicted)", show_lines=False)
+    table.add_column("true")
+    for name in names:
+        table.add_column(name, justify="right")
+    table.add_column("recall", justify="right")
+    for i, row in enumerate(result.confusion):
+        recall = result.per_class_accuracy[i]
+        table.add_row(names[i], *[str(v) for v in row], "-" if np.isnan(recall) else f"{recall:.3f}")
+    return table
+
+
+def _class_names(model: Model) -> list[str]:
+    return list(model.spec.class_names or [str(i) for i in range(model.spec.num_classes)])
+
+
+@app.command()
+def version(json_out: JsonOpt = False) -> None:
+    """Print the versions of dlsec and of what it runs on."""
+    import torch
+
+    info = {"dlsec": dlsec.__version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version(), "cuda": torch.cuda.is_available()}
+    if json_out:
+        emit_json(info)
+    else:
+        out_console().print(" ".join(f"{k} {v}" for k, v in info.items()))
+
+
+@app.command()
+def train(
+    ctx: typer.Context,
+    data: DataOpt,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for model.safetensors and its card model.json.")],
+    recipe: Annotated[str, typer.Option("--recipe", help="Training recipe. Available: standard.")] = "standard",
+    arch: ArchOpt = None,
+    arch_arg: ArchArgOpt = None,
+    epochs: Annotated[int, typer.Option("--epochs", help="Passes over the training split.")] = 20,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 64,
+    lr: Annotated[float, typer.Option("--lr", help="Learning rate (AdamW).")] = 1e-3,
+    weight_decay: Annotated[float, typer.Option("--weight-decay")] = 0.0,
+    label_smoothing: Annotated[float, typer.Option("--label-smoothing")] = 0.0,
+    seed: SeedOpt = 0,
+    test_size: TestSizeOpt = 0.25,
+    split_seed: SplitSeedOpt = 0,
+    label_column: LabelColOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace a model already in --out.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Train a classifier on the train split, score it on the test split, save safetensors + card."""
+    from dlsec.train import TrainConfig
+    from dlsec.train import train as train_model
+
+    if recipe != "standard":
+        raise UsageError(f"unknown recipe {recipe!r}; available: standard")
+    if (out / "model.safetensors").exists() and not force:
+        raise UsageError(f"{out / 'model.safetensors'} exists; pass --force to replace it or pick another --out")
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                         label_smoothing=label_smoothing, seed=seed)
+    dataset = _load_data(data, label_column)
+    kwargs = parse_arch_kwargs(arch_arg) if arch_arg else None
+    with progress_bar("training", enabled=not json_out) as callback:
+        trained = train_model(dataset, arch=arch, arch_kwargs=kwargs, config=config, test_size=test_size,
+                              split_seed=split_seed, device=settings(ctx).device, progress=callback)
+    weights, card_path = trained.save(out)
+    result = {"model": str(weights), "card": str(card_path), "architecture": trained.arch,
+              "arch_kwargs": trained.arch_kwargs, "seed": seed, **trained.metrics}
+    if json_out:
+        emit_json(result)
+        return
+    console = out_console()
+    console.print(f"trained [bold]{escape(trained.arch)}[/] on {escape(dataset.name)}: clean accuracy "
+                  f"[bold]{trained.metrics['clean_accuracy']:.4f}[/] on the test split "
+                  f"(train {trained.metrics['train_accuracy']:.4f})")
+    console.print(f"wrote {escape(str(weights))} and {escape(str(card_path))}")
+
+
+@app.command(name="eval")
+def eval_cmd(
+    ctx: typer.Context,
+    model: ModelOpt,
+    data: DataOpt,
+    arch: ArchOpt = None,
+    arch_arg: ArchArgOpt = None,
+    split: Annotated[str, typer.Option("--split", help="auto (test split of built-ins, all rows of files), test, train or all.")] = "auto",
+    test_size: TestSizeOpt = 0.25,
+    split_seed: SplitSeedOpt = 0,
+    label_column: LabelColOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Clean accuracy and confusion matrix of a model on a dataset."""
+    loaded, dataset = _model_and_data(ctx, model, data, arch, arch_arg, label_column)
+    subset, split_desc = _pick_split(dataset, split, test_size, split_seed)
+    result = evaluate(loaded, subset)
+    payload = {"model": model, "access": loaded.access.label, "data": data, "split": split_desc,
+               "class_names": _class_names(loaded), **result.to_dict()}
+    if json_out:
+        emit_json(payload)
+        return
+    console = out_console()
+    console.print(f"{escape(model)} ({loaded.access.label}) on {escape(data)} \\[{escape(split_desc)}]: accuracy "
+                  f"[bold]{result.accuracy:.4f}[/] over {result.n} examples")
+    console.print(_confusion_table(result, _class_names(loaded)))
+
+
+@app.command(name="zoo")
+def zoo_cmd(json_out: JsonOpt = False) -> None:
+    """List the built-in zoo models (trained on first use, then cached)."""
+    rows = [{"name": f"zoo:{e.name}", "dataset": e.dataset, "architecture": e.arch,
+             "description": e.description} for e in ZOO.values()]
+    if json_out:
+        emit_json(rows)
+        return
+    table = Table("model", "dataset", "architecture", "description")
+    for r in rows:
+        table.add_row(r["name"], r["dataset"], r["architecture"], r["description"])
+    out_console().print(table)
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where the demo writes its report.")] = Path("dlsec-demo"),
+    model: Annotated[str, typer.Option("--model", "-m", help="Zoo model to run the demo on.")] = "zoo:digits-cnn",
+    json_out: JsonOpt = False,
+) -> None:
+    """Run everything dlsec has end to end on a zoo model and write an HTML report."""
+    from dlsec.assess.report import png_data_uri, reproducibility, write_report
+    from dlsec.core.zoo import load_zoo_model, zoo_card
+
+    if not model.startswith("zoo:"):
+        raise UsageError("the demo runs on a zoo model; pass --model zoo:NAME (see `dlsec zoo`)")
+    opts = settings(ctx)
+    name = model.removeprefix("zoo:")
+    with progress_bar(f"training {model} (first use only)", enabled=not json_out) as callback:
+        card = zoo_card(name, home=opts.home, device=opts.device, progress=callback)
+    loaded: WhiteBoxModel = load_zoo_model(name, home=opts.home, device=opts.device)
+    dataset = load_dataset(card["dataset"]["name"])
+    split = card["dataset"]["split"]
+    _, test_set = dataset.split(test_size=split["test_size"], seed=split["seed"])
+    result = evaluate(loaded, test_set)
+    names = _class_names(loaded)
+    report: dict[str, Any] = {
+        "title": f"dlsec demo: {model}",
+        "model": {"ref": model, "access": loaded.access.label, "architecture": card["architecture"],
+                  "sha256": card["weights"]["sha256"], "recipe": card["recipe"]},
+        "data": {"ref": dataset.name, "sha256": dataset.sha256, "rows": len(test_set),
+                 "split": f"test (test_size={split['test_size']}, seed={split['seed']})"},
+        "clean": {**result.to_dict(), "class_names": names},
+        "findings": [],
+        "reproducibility": reproducibility(seed=card["seed"], split_seed=split["seed"],
+                                           model_sha256=card["weights"]["sha256"],
+                                           data_sha256=dataset.sha256),
+    }
+    gallery = []
+    if loaded.spec.kind == "image":
+        wrong = np.flatnonzero(result.predictions != test_set.y)[:4]
+        right = np.flatnonzero(result.predictions == test_set.y)[: 12 - len(wrong)]
+        for i in sorted(np.concatenate([wrong, right]).tolist()):
+            scale = max(1, 64 // max(loaded.spec.shape[1:]))
+            gallery.append({"index": i, "label": names[test_set.y[i]], "prediction": names[result.predictions[i]],
+                            "src": png_data_uri(test_set.x[i], scale=scale),
+                            "width": loaded.spec.shape[2] * scale, "height": loaded.spec.shape[1] * scale})
+    paths = write_report(out, report, gallery=gallery)
+    if json_out:
+        emit_json({"report_html": paths["html"], "report_json": paths["json"],
+                   "clean_accuracy": result.accuracy, "model": model})
+        return
+    console = out_console()
+    console.print(f"{escape(model)}: clean accuracy [bold]{result.accuracy:.4f}[/] on {len(test_set)} test examples")
+    console.print(f"report: {escape(str(paths['html'].resolve()))}")

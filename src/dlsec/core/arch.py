@@ -1,0 +1,179 @@
+"""Model architectures: a registry of built-in ones, and ``module:factory`` references.
+
+Built-in architectures register by name with :func:`register_architecture`; duplicates are
+refused. A saved model's metadata may name a *registered* architecture and be rebuilt from
+it; a ``module:factory`` reference is imported only when the user passes it explicitly
+(``--arch``), never because a file under test asked for it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from torch import nn
+
+from dlsec.errors import ModelLoadError, UsageError
+
+__all__ = [
+    "register_architecture",
+    "ARCHITECTURES",
+    "build_architecture",
+    "parse_arch_kwargs",
+    "SmallCNN",
+    "MLP",
+]
+
+ArchFactory = Callable[..., nn.Module]
+ARCHITECTURES: dict[str, ArchFactory] = {}
+_MODULE_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+def register_architecture(name: str) -> Callable[[ArchFactory], ArchFactory]:
+    """Register a factory under ``name``; registering a name twice raises ``UsageError``."""
+
+    def decorator(factory: ArchFactory) -> ArchFactory:
+        if name in ARCHITECTURES:
+            raise UsageError(f"architecture {name!r} is already registered")
+        ARCHITECTURES[name] = factory
+        return factory
+
+    return decorator
+
+
+def build_architecture(arch: str, kwargs: dict[str, Any] | None = None, *,
+                       allow_import: bool = True) -> nn.Module:
+    """Build a module from a registered name or a ``module:factory`` reference.
+
+    Args:
+        arch: a registered name (``cnn``, ``mlp``) or ``package.module:factory``.
+        kwargs: keyword arguments for the factory.
+        allow_import: whether a ``module:factory`` reference may be imported. Callers pass
+            ``False`` when the name comes from a file rather than from the user.
+
+    Raises:
+        ModelLoadError: unknown name, import failure, or a factory that does not return a
+            ``torch.nn.Module``.
+    """
+    kwargs = dict(kwargs or {})
+    if arch in ARCHITECTURES:
+        factory = ARCHITECTURES[arch]
+    elif _MODULE_REF.match(arch):
+        if not allow_import:
+            raise ModelLoadError(
+                f"the file names architecture {arch!r}, which is not built in; dlsec does not import "
+                "code named by a file: pass --arch module:factory yourself if you trust it"
+            )
+        mod_name, func_name = arch.split(":")
+        try:
+            module = importlib.import_module(mod_name)
+        except ImportError as exc:
+            raise ModelLoadError(f"cannot import {mod_name!r} for --arch {arch}: {exc}") from None
+        factory = getattr(module, func_name, None)
+        if factory is None or not callable(factory):
+            raise ModelLoadError(f"{mod_name!r} has no callable {func_name!r} (from --arch {arch})")
+    else:
+        raise ModelLoadError(
+            f"unknown architecture {arch!r}; use one of {', '.join(sorted(ARCHITECTURES))} "
+            "or module:factory"
+        )
+    try:
+        built = factory(**kwargs)
+    except TypeError as exc:
+        raise ModelLoadError(f"architecture {arch!r} rejected its arguments: {exc}") from None
+    if not isinstance(built, nn.Module):
+        raise ModelLoadError(f"architecture {arch!r} returned {type(built).__name__}, not a torch.nn.Module")
+    return built
+
+
+def parse_arch_kwargs(items: Sequence[str]) -> dict[str, Any]:
+    """Parse ``key=value`` strings; values are JSON literals when they parse, else strings.
+
+    Example:
+        >>> parse_arch_kwargs(["hidden=[64, 32]", "num_classes=2", "name=small"])
+        {'hidden': [64, 32], 'num_classes': 2, 'name': 'small'}
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise UsageError(f"bad architecture argument {item!r}; write key=value, e.g. hidden=128")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+@register_architecture("cnn")
+class SmallCNN(nn.Module):
+    """A small convolutional classifier for small images (e.g. 1x8x8 digits, 3x32x32).
+
+    Two 3x3 convolution blocks (the second followed by 2x2 max-pooling), then a hidden
+    fully-connected layer.
+
+    Args:
+        in_channels: input channels.
+        num_classes: output classes.
+        image_size: input height and width (square).
+        width: channels of the first convolution (the second has twice as many).
+        hidden: units in the hidden fully-connected layer.
+        dropout: dropout before the last layer.
+    """
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, image_size: int = 8,
+                 width: int = 32, hidden: int = 128, dropout: float = 0.0) -> None:
+        super().__init__()
+        pooled = image_size // 2
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Linear(2 * width * pooled * pooled, hidden), nn.ReLU(),
+            nn.Dropout(dropout), nn.Linear(hidden, num_classes),
+        )
+
+    def forward(self, x):  # type: ignore[no-untyped-def]
+        return self.classifier(self.features(x))
+
+
+@register_architecture("mlp")
+class MLP(nn.Module):
+    """A multi-layer perceptron over flattened inputs.
+
+    Args:
+        in_features: number of input values per example.
+        num_classes: output classes.
+        hidden: sizes of the hidden layers.
+        dropout: dropout after each hidden layer.
+    """
+
+    def __init__(self, in_features: int = 64, num_classes: int = 10,
+                 hidden: Sequence[int] = (128, 64), dropout: float = 0.0) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = in_features
+        for h in hidden:
+            layers += [nn.Linear(width, int(h)), nn.ReLU(), nn.Dropout(dropout)]
+            width = int(h)
+        layers.append(nn.Linear(width, num_classes))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):  # type: ignore[no-untyped-def]
+        return self.net(x)
+
+
+def default_arch_for(kind: str, shape: tuple[int, ...], num_classes: int) -> tuple[str, dict[str, Any]]:
+    """A sensible built-in architecture for data of this kind and shape."""
+    if kind == "image" and len(shape) == 3 and shape[1] == shape[2] and shape[1] >= 2:
+        return "cnn", {"in_channels": shape[0], "num_classes": num_classes, "image_size": shape[1]}
+    n = 1
+    for s in shape:
+        n *= s
+    return "mlp", {"in_features": n, "num_classes": num_classes, "hidden": [64, 32]}

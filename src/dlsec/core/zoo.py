@@ -1,0 +1,162 @@
+"""The model zoo: small models trained deterministically on first use, then cached.
+
+Each entry names a built-in dataset, an architecture and a training recipe. The first use
+trains it (seconds on 2 CPU cores) and caches ``model.safetensors`` plus a JSON card under
+``<home>/cache/zoo/NAME/``. A cache entry is trusted only if its card matches the current
+recipe and the weights' SHA-256 matches the card; otherwise it is retrained.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dlsec.core.fsutil import sha256_file
+from dlsec.core.home import cache_dir
+from dlsec.core.model import WhiteBoxModel
+from dlsec.errors import ModelLoadError, UsageError
+
+__all__ = ["ZooEntry", "ZOO", "register_zoo", "load_zoo_model", "zoo_card", "zoo_path"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """A zoo model: how to train it, fully determined by these fields."""
+
+    name: str
+    dataset: str
+    arch: str
+    arch_kwargs: dict[str, Any]
+    epochs: int
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    seed: int = 0
+    test_size: float = 0.25
+    split_seed: int = 0
+    description: str = ""
+    tags: tuple[str, ...] = field(default=())
+
+    @property
+    def recipe_hash(self) -> str:
+        """SHA-256 of everything that determines the trained weights."""
+        fields = asdict(self)
+        for key in ("description", "tags"):
+            fields.pop(key)
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+ZOO: dict[str, ZooEntry] = {}
+
+
+def register_zoo(entry: ZooEntry) -> ZooEntry:
+    """Add an entry to the zoo; a duplicate name raises ``UsageError``."""
+    if entry.name in ZOO:
+        raise UsageError(f"zoo model {entry.name!r} is already registered")
+    ZOO[entry.name] = entry
+    return entry
+
+
+register_zoo(ZooEntry(
+    name="digits-cnn", dataset="builtin:digits", arch="cnn",
+    arch_kwargs={"in_channels": 1, "num_classes": 10, "image_size": 8, "width": 16, "hidden": 64},
+    epochs=30, description="small CNN on 8x8 digits (the demo model)", tags=("image",),
+))
+register_zoo(ZooEntry(
+    name="digits-mlp", dataset="builtin:digits", arch="mlp",
+    arch_kwargs={"in_features": 64, "num_classes": 10, "hidden": [128, 64]},
+    epochs=30, description="MLP on 8x8 digits", tags=("image",),
+))
+register_zoo(ZooEntry(
+    name="breast-cancer-mlp", dataset="builtin:breast-cancer", arch="mlp",
+    arch_kwargs={"in_features": 30, "num_classes": 2, "hidden": [64, 32]},
+    epochs=40, batch_size=32, description="MLP on the Wisconsin breast-cancer table", tags=("tabular",),
+))
+
+
+def _entry(name: str) -> ZooEntry:
+    if name not in ZOO:
+        raise ModelLoadError(f"unknown zoo model {name!r}; choose one of: "
+                             + ", ".join(f"zoo:{n}" for n in ZOO))
+    return ZOO[name]
+
+
+def zoo_path(name: str, *, home: str | Path | None = None) -> Path:
+    """The cache folder of zoo model ``name``."""
+    return cache_dir(home) / "zoo" / _entry(name).name
+
+
+def _cached_card(entry: ZooEntry, folder: Path) -> dict[str, Any] | None:
+    weights, card_path = folder / "model.safetensors", folder / "model.json"
+    if not weights.is_file() or not card_path.is_file():
+        return None
+    try:
+        card = json.loads(card_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        log.warning("zoo:%s: unreadable cache card; retraining", entry.name)
+        return None
+    if not isinstance(card, dict) or card.get("zoo", {}).get("recipe_hash") != entry.recipe_hash:
+        log.warning("zoo:%s: cache made by another recipe; retraining", entry.name)
+        return None
+    if card.get("weights", {}).get("sha256") != sha256_file(weights):
+        log.warning("zoo:%s: cached weights do not match their recorded SHA-256; retraining", entry.name)
+        return None
+    return card
+
+
+def _train_entry(entry: ZooEntry, folder: Path, device: torch.device | str | None,
+                 progress: Callable[[int, int, dict[str, float]], None] | None) -> dict[str, Any]:
+    from dlsec.core.data import load_dataset
+    from dlsec.train import TrainConfig, train
+
+    data = load_dataset(entry.dataset)
+    config = TrainConfig(epochs=entry.epochs, batch_size=entry.batch_size, lr=entry.lr,
+                         weight_decay=entry.weight_decay, seed=entry.seed)
+    trained = train(data, arch=entry.arch, arch_kwargs=entry.arch_kwargs, config=config,
+                    test_size=entry.test_size, split_seed=entry.split_seed, device=device,
+                    progress=progress)
+    weights, card_path = trained.save(folder, name=f"zoo:{entry.name}")
+    card = json.loads(card_path.read_text())
+    card["zoo"] = {"recipe_hash": entry.recipe_hash, "description": entry.description}
+    from dlsec.core.fsutil import atomic_write_text
+
+    atomic_write_text(card_path, json.dumps(card, indent=2) + "\n")
+    return card
+
+
+def zoo_card(name: str, *, home: str | Path | None = None, device: torch.device | str | None = None,
+             progress: Callable[[int, int, dict[str, float]], None] | None = None) -> dict[str, Any]:
+    """The card of zoo model ``name``, training and caching the model first if needed."""
+    entry = _entry(name)
+    folder = zoo_path(name, home=home)
+    card = _cached_card(entry, folder)
+    if card is None:
+        card = _train_entry(entry, folder, device, progress)
+    return card
+
+
+def load_zoo_model(name: str, *, home: str | Path | None = None, device: torch.device | str | None = None,
+                   progress: Callable[[int, int, dict[str, float]], None] | None = None) -> WhiteBoxModel:
+    """Load zoo model ``name`` as a white-box model, training it on first use.
+
+    Example:
+        >>> model = load_zoo_model("breast-cancer-mlp")    # doctest: +SKIP
+        >>> model.spec.num_classes                         # doctest: +SKIP
+        2
+    """
+    from dlsec.core.io import load_safetensors_model
+
+    entry = _entry(name)
+    zoo_card(name, home=home, device=device, progress=progress)
+    folder = zoo_path(name, home=home)
+    return load_safetensors_model(folder / "model.safetensors", arch=entry.arch,
+                                  arch_kwargs=entry.arch_kwargs, device=device)

@@ -1,0 +1,67 @@
+"""Errors raised by dlsec.
+
+One package-wide base, :class:`Error`, and a distinct type for each kind of failure. Each
+carries the process exit code the CLI maps it to: 2 for bad usage or bad input, 1 for a
+security finding or a failed gate. The message is one line that says what is wrong and how
+to fix it; it never contains secrets.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "EXIT_OK",
+    "EXIT_FINDING",
+    "EXIT_USAGE",
+    "Error",
+    "UsageError",
+    "DataError",
+    "SpecError",
+    "ModelLoadError",
+    "UnsafeModelFileError",
+    "NotFittedError",
+    "SecurityFinding",
+]
+
+EXIT_OK = 0
+EXIT_FINDING = 1
+EXIT_USAGE = 2
+
+
+class Error(Exception):
+    """Base class of every error dlsec raises on purpose."""
+
+    exit_code: int = EXIT_USAGE
+
+
+class UsageError(Error):
+    """A command or function was called with arguments that cannot work."""
+
+
+class SpecError(UsageError):
+    """An input spec is inconsistent (bounds, shape, normalisation, classes)."""
+
+
+class DataError(UsageError):
+    """A dataset could not be loaded or failed validation."""
+
+
+class ModelLoadError(UsageError):
+    """A model reference could not be resolved to a model."""
+
+
+class UnsafeModelFileError(ModelLoadError):
+    """A model file is in a format that can execute code when loaded (pickle and kin).
+
+    dlsec never loads such files; it refuses them and points at ``dlsec scan`` and
+    safetensors.
+    """
+
+
+class NotFittedError(UsageError):
+    """A fitted object (detector, sanitiser) was used before ``fit``."""
+
+
+class SecurityFinding(Error):
+    """Base for verdicts that mean 'unsafe': tampering, failed gates, malicious content."""
+
+    exit_code = EXIT_FINDING
