@@ -22,7 +22,9 @@ demo: setup
 	$(BIN)/dlsec demo --out dlsec-demo
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/ruff check src tests
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -q -m "not slow"
 
 test-slow: setup
 	$(BIN)/python -m pytest -q -m slow

@@ -32,9 +32,14 @@ def reproducibility(**extra: Any) -> dict[str, Any]:
 
     import dlsec
 
-    return {"dlsec": dlsec.__version__, "torch": torch.__version__, "numpy": np.__version__,
-            "python": platform.python_version(), "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            **extra}
+    return {
+        "dlsec": dlsec.__version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        **extra,
+    }
 
 
 def png_data_uri(image: np.ndarray, *, scale: int = 8) -> str:
@@ -59,20 +64,28 @@ def _bar_chart(values: list[float | None], labels: list[str], *, width: int = 56
     pad_left, pad_bottom = 36, 24
     plot_w, plot_h = width - pad_left - 8, height - pad_bottom - 8
     bw = plot_w / n
-    parts = [f'<svg class="chart" role="img" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
-             'xmlns="http://www.w3.org/2000/svg">']
+    parts = [
+        f'<svg class="chart" role="img" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+        'xmlns="http://www.w3.org/2000/svg">'
+    ]
     for tick in (0.0, 0.5, 1.0):
         y = 8 + plot_h * (1 - tick)
         parts.append(f'<line x1="{pad_left}" x2="{width - 8}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>')
-        parts.append(f'<text x="{pad_left - 4}" y="{y + 4:.1f}" text-anchor="end" font-size="11">{tick:.1f}</text>')
+        parts.append(
+            f'<text x="{pad_left - 4}" y="{y + 4:.1f}" text-anchor="end" font-size="11">{tick:.1f}</text>'
+        )
     for i, (v, label) in enumerate(zip(values, labels, strict=True)):
         x = pad_left + i * bw
         if v is not None:
             h = plot_h * float(v)
-            parts.append(f'<rect x="{x + bw * 0.15:.1f}" y="{8 + plot_h - h:.1f}" width="{bw * 0.7:.1f}" '
-                         f'height="{h:.1f}" fill="#3b6ea5"><title>{_esc(label)}: {v:.3f}</title></rect>')
-        parts.append(f'<text x="{x + bw / 2:.1f}" y="{height - 8}" text-anchor="middle" font-size="11">'
-                     f'{_esc(label)}</text>')
+            parts.append(
+                f'<rect x="{x + bw * 0.15:.1f}" y="{8 + plot_h - h:.1f}" width="{bw * 0.7:.1f}" '
+                f'height="{h:.1f}" fill="#3b6ea5"><title>{_esc(label)}: {v:.3f}</title></rect>'
+            )
+        parts.append(
+            f'<text x="{x + bw / 2:.1f}" y="{height - 8}" text-anchor="middle" font-size="11">'
+            f"{_esc(label)}</text>"
+        )
     parts.append("</svg>")
     return "".join(parts)
 
@@ -96,14 +109,18 @@ def render_html(report: dict[str, Any], *, gallery: list[dict[str, Any]] | None 
     row_sums = np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     shades = (matrix / row_sums).tolist()
     return env.from_string(template_text).render(
-        report=report, class_names=names, per_class_chart=jinja2.utils.markupsafe.Markup(chart),
-        shades=shades, gallery=gallery or [],
+        report=report,
+        class_names=names,
+        per_class_chart=jinja2.utils.markupsafe.Markup(chart),
+        shades=shades,
+        gallery=gallery or [],
         report_json=json.dumps(report, indent=2),
     )
 
 
-def write_report(out_dir: str | Path, report: dict[str, Any], *,
-                 gallery: list[dict[str, Any]] | None = None) -> dict[str, Path]:
+def write_report(
+    out_dir: str | Path, report: dict[str, Any], *, gallery: list[dict[str, Any]] | None = None
+) -> dict[str, Path]:
     """Write ``report.json`` and ``report.html`` into ``out_dir`` (each atomically)."""
     out = Path(out_dir)
     report = {"schema": REPORT_SCHEMA, **report}

@@ -38,11 +38,20 @@ class Settings:
 @app.callback()
 def _global(
     ctx: typer.Context,
-    home: Annotated[Path | None, typer.Option(
-        "--home", help="dlsec home (registry, keys, caches); default $DLSEC_HOME or the user data dir.",
-        envvar="DLSEC_HOME")] = None,
-    device: Annotated[str | None, typer.Option(
-        "--device", help="Where white-box models run: cpu or cuda (default: cuda when present).")] = None,
+    home: Annotated[
+        Path | None,
+        typer.Option(
+            "--home",
+            help="dlsec home (registry, keys, caches); default $DLSEC_HOME or the user data dir.",
+            envvar="DLSEC_HOME",
+        ),
+    ] = None,
+    device: Annotated[
+        str | None,
+        typer.Option(
+            "--device", help="Where white-box models run: cpu or cuda (default: cuda when present)."
+        ),
+    ] = None,
 ) -> None:
     if device is not None and device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise typer.BadParameter("use cpu, cuda or cuda:N", param_hint="--device")
@@ -75,14 +84,22 @@ def _json_default(value: Any) -> Any:
 
 
 @contextmanager
-def progress_bar(description: str, *, enabled: bool) -> Iterator[Callable[[int, int, dict[str, float]], None]]:
+def progress_bar(
+    description: str, *, enabled: bool
+) -> Iterator[Callable[[int, int, dict[str, float]], None]]:
     """A Rich progress bar on stderr, fed by ``callback(done, total, stats)``."""
     if not enabled:
         yield lambda done, total, stats: None
         return
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TextColumn("{task.fields[stats]}"), TimeElapsedColumn(),
-                  console=err_console(), transient=True) as progress:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("{task.fields[stats]}"),
+        TimeElapsedColumn(),
+        console=err_console(),
+        transient=True,
+    ) as progress:
         task = progress.add_task(description, total=None, stats="")
 
         def callback(done: int, total: int, stats: dict[str, float]) -> None:
@@ -103,8 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = typer.main.get_command(app)
     try:
         # Standalone mode: Typer reports its own usage errors (exit 2) and --help itself.
-        command.main(args=list(argv) if argv is not None else None, prog_name="dlsec",
-                     standalone_mode=True)
+        command.main(args=list(argv) if argv is not None else None, prog_name="dlsec", standalone_mode=True)
     except SystemExit as exc:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else EXIT_USAGE)

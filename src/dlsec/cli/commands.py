@@ -27,14 +27,31 @@ from dlsec.core.arch import parse_arch_kwargs
 from dlsec.core.data import with_spec
 from dlsec.errors import UsageError
 
-DataOpt = Annotated[str, typer.Option("--data", "-d", help="builtin:digits, builtin:breast-cancer, a .npz, a .csv or an image folder.")]
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help="zoo:NAME, a .safetensors file (with --arch) or an .onnx file.")]
-ArchOpt = Annotated[str | None, typer.Option("--arch", help="Architecture: a built-in name (cnn, mlp) or module:factory.")]
-ArchArgOpt = Annotated[list[str] | None, typer.Option("--arch-arg", help="Architecture keyword argument key=value (repeatable).")]
-LabelColOpt = Annotated[str | None, typer.Option("--label-column", help="CSV label column (default: label/target/class/y).")]
+DataOpt = Annotated[
+    str,
+    typer.Option(
+        "--data", "-d", help="builtin:digits, builtin:breast-cancer, a .npz, a .csv or an image folder."
+    ),
+]
+ModelOpt = Annotated[
+    str, typer.Option("--model", "-m", help="zoo:NAME, a .safetensors file (with --arch) or an .onnx file.")
+]
+ArchOpt = Annotated[
+    str | None, typer.Option("--arch", help="Architecture: a built-in name (cnn, mlp) or module:factory.")
+]
+ArchArgOpt = Annotated[
+    list[str] | None, typer.Option("--arch-arg", help="Architecture keyword argument key=value (repeatable).")
+]
+LabelColOpt = Annotated[
+    str | None, typer.Option("--label-column", help="CSV label column (default: label/target/class/y).")
+]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for every random choice; recorded in outputs.")]
-TestSizeOpt = Annotated[float, typer.Option("--test-size", help="Fraction of rows held out as the test split.")]
-SplitSeedOpt = Annotated[int, typer.Option("--split-seed", help="Seed of the deterministic train/test split.")]
+TestSizeOpt = Annotated[
+    float, typer.Option("--test-size", help="Fraction of rows held out as the test split.")
+]
+SplitSeedOpt = Annotated[
+    int, typer.Option("--split-seed", help="Seed of the deterministic train/test split.")
+]
 
 
 def _load_data(ref: str, label_column: str | None) -> Dataset:
@@ -53,14 +70,26 @@ def _pick_split(data: Dataset, split: str, test_size: float, split_seed: int) ->
     return chosen, f"{split} (test_size={test_size}, seed={split_seed})"
 
 
-def _model_and_data(ctx: typer.Context, model_ref: str, data_ref: str, arch: str | None,
-                    arch_args: list[str] | None, label_column: str | None) -> tuple[Model, Dataset]:
+def _model_and_data(
+    ctx: typer.Context,
+    model_ref: str,
+    data_ref: str,
+    arch: str | None,
+    arch_args: list[str] | None,
+    label_column: str | None,
+) -> tuple[Model, Dataset]:
     opts = settings(ctx)
     data = _load_data(data_ref, label_column)
     if arch_args and arch is None and not model_ref.endswith(".safetensors"):
         raise UsageError("--arch-arg needs --arch or a .safetensors model")
-    model = load_model(model_ref, arch=arch, arch_kwargs=parse_arch_kwargs(arch_args) if arch_args else None,
-                       spec_hint=data.spec, home=opts.home, device=opts.device)
+    model = load_model(
+        model_ref,
+        arch=arch,
+        arch_kwargs=parse_arch_kwargs(arch_args) if arch_args else None,
+        spec_hint=data.spec,
+        home=opts.home,
+        device=opts.device,
+    )
     return model, with_spec(data, model.spec)
 
 
@@ -85,8 +114,13 @@ def version(json_out: JsonOpt = False) -> None:
     """Print the versions of dlsec and of what it runs on."""
     import torch
 
-    info = {"dlsec": dlsec.__version__, "torch": torch.__version__, "numpy": np.__version__,
-            "python": platform.python_version(), "cuda": torch.cuda.is_available()}
+    info = {
+        "dlsec": dlsec.__version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "cuda": torch.cuda.is_available(),
+    }
     if json_out:
         emit_json(info)
     else:
@@ -97,8 +131,12 @@ def version(json_out: JsonOpt = False) -> None:
 def train(
     ctx: typer.Context,
     data: DataOpt,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for model.safetensors and its card model.json.")],
-    recipe: Annotated[str, typer.Option("--recipe", help="Training recipe. Available: standard.")] = "standard",
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for model.safetensors and its card model.json.")
+    ],
+    recipe: Annotated[
+        str, typer.Option("--recipe", help="Training recipe. Available: standard.")
+    ] = "standard",
     arch: ArchOpt = None,
     arch_arg: ArchArgOpt = None,
     epochs: Annotated[int, typer.Option("--epochs", help="Passes over the training split.")] = 20,
@@ -120,24 +158,48 @@ def train(
     if recipe != "standard":
         raise UsageError(f"unknown recipe {recipe!r}; available: standard")
     if (out / "model.safetensors").exists() and not force:
-        raise UsageError(f"{out / 'model.safetensors'} exists; pass --force to replace it or pick another --out")
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                         label_smoothing=label_smoothing, seed=seed)
+        raise UsageError(
+            f"{out / 'model.safetensors'} exists; pass --force to replace it or pick another --out"
+        )
+    config = TrainConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        label_smoothing=label_smoothing,
+        seed=seed,
+    )
     dataset = _load_data(data, label_column)
     kwargs = parse_arch_kwargs(arch_arg) if arch_arg else None
     with progress_bar("training", enabled=not json_out) as callback:
-        trained = train_model(dataset, arch=arch, arch_kwargs=kwargs, config=config, test_size=test_size,
-                              split_seed=split_seed, device=settings(ctx).device, progress=callback)
+        trained = train_model(
+            dataset,
+            arch=arch,
+            arch_kwargs=kwargs,
+            config=config,
+            test_size=test_size,
+            split_seed=split_seed,
+            device=settings(ctx).device,
+            progress=callback,
+        )
     weights, card_path = trained.save(out)
-    result = {"model": str(weights), "card": str(card_path), "architecture": trained.arch,
-              "arch_kwargs": trained.arch_kwargs, "seed": seed, **trained.metrics}
+    result = {
+        "model": str(weights),
+        "card": str(card_path),
+        "architecture": trained.arch,
+        "arch_kwargs": trained.arch_kwargs,
+        "seed": seed,
+        **trained.metrics,
+    }
     if json_out:
         emit_json(result)
         return
     console = out_console()
-    console.print(f"trained [bold]{escape(trained.arch)}[/] on {escape(dataset.name)}: clean accuracy "
-                  f"[bold]{trained.metrics['clean_accuracy']:.4f}[/] on the test split "
-                  f"(train {trained.metrics['train_accuracy']:.4f})")
+    console.print(
+        f"trained [bold]{escape(trained.arch)}[/] on {escape(dataset.name)}: clean accuracy "
+        f"[bold]{trained.metrics['clean_accuracy']:.4f}[/] on the test split "
+        f"(train {trained.metrics['train_accuracy']:.4f})"
+    )
     console.print(f"wrote {escape(str(weights))} and {escape(str(card_path))}")
 
 
@@ -148,7 +210,12 @@ def eval_cmd(
     data: DataOpt,
     arch: ArchOpt = None,
     arch_arg: ArchArgOpt = None,
-    split: Annotated[str, typer.Option("--split", help="auto (test split of built-ins, all rows of files), test, train or all.")] = "auto",
+    split: Annotated[
+        str,
+        typer.Option(
+            "--split", help="auto (test split of built-ins, all rows of files), test, train or all."
+        ),
+    ] = "auto",
     test_size: TestSizeOpt = 0.25,
     split_seed: SplitSeedOpt = 0,
     label_column: LabelColOpt = None,
@@ -158,22 +225,32 @@ def eval_cmd(
     loaded, dataset = _model_and_data(ctx, model, data, arch, arch_arg, label_column)
     subset, split_desc = _pick_split(dataset, split, test_size, split_seed)
     result = evaluate(loaded, subset)
-    payload = {"model": model, "access": loaded.access.label, "data": data, "split": split_desc,
-               "class_names": _class_names(loaded), **result.to_dict()}
+    payload = {
+        "model": model,
+        "access": loaded.access.label,
+        "data": data,
+        "split": split_desc,
+        "class_names": _class_names(loaded),
+        **result.to_dict(),
+    }
     if json_out:
         emit_json(payload)
         return
     console = out_console()
-    console.print(f"{escape(model)} ({loaded.access.label}) on {escape(data)} \\[{escape(split_desc)}]: accuracy "
-                  f"[bold]{result.accuracy:.4f}[/] over {result.n} examples")
+    console.print(
+        f"{escape(model)} ({loaded.access.label}) on {escape(data)} \\[{escape(split_desc)}]: accuracy "
+        f"[bold]{result.accuracy:.4f}[/] over {result.n} examples"
+    )
     console.print(_confusion_table(result, _class_names(loaded)))
 
 
 @app.command(name="zoo")
 def zoo_cmd(json_out: JsonOpt = False) -> None:
     """List the built-in zoo models (trained on first use, then cached)."""
-    rows = [{"name": f"zoo:{e.name}", "dataset": e.dataset, "architecture": e.arch,
-             "description": e.description} for e in ZOO.values()]
+    rows = [
+        {"name": f"zoo:{e.name}", "dataset": e.dataset, "architecture": e.arch, "description": e.description}
+        for e in ZOO.values()
+    ]
     if json_out:
         emit_json(rows)
         return
@@ -186,8 +263,12 @@ def zoo_cmd(json_out: JsonOpt = False) -> None:
 @app.command()
 def demo(
     ctx: typer.Context,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Where the demo writes its report.")] = Path("dlsec-demo"),
-    model: Annotated[str, typer.Option("--model", "-m", help="Zoo model to run the demo on.")] = "zoo:digits-cnn",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where the demo writes its report.")] = Path(
+        "dlsec-demo"
+    ),
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="Zoo model to run the demo on.")
+    ] = "zoo:digits-cnn",
     json_out: JsonOpt = False,
 ) -> None:
     """Run everything dlsec has end to end on a zoo model and write an HTML report."""
@@ -208,15 +289,27 @@ def demo(
     names = _class_names(loaded)
     report: dict[str, Any] = {
         "title": f"dlsec demo: {model}",
-        "model": {"ref": model, "access": loaded.access.label, "architecture": card["architecture"],
-                  "sha256": card["weights"]["sha256"], "recipe": card["recipe"]},
-        "data": {"ref": dataset.name, "sha256": dataset.sha256, "rows": len(test_set),
-                 "split": f"test (test_size={split['test_size']}, seed={split['seed']})"},
+        "model": {
+            "ref": model,
+            "access": loaded.access.label,
+            "architecture": card["architecture"],
+            "sha256": card["weights"]["sha256"],
+            "recipe": card["recipe"],
+        },
+        "data": {
+            "ref": dataset.name,
+            "sha256": dataset.sha256,
+            "rows": len(test_set),
+            "split": f"test (test_size={split['test_size']}, seed={split['seed']})",
+        },
         "clean": {**result.to_dict(), "class_names": names},
         "findings": [],
-        "reproducibility": reproducibility(seed=card["seed"], split_seed=split["seed"],
-                                           model_sha256=card["weights"]["sha256"],
-                                           data_sha256=dataset.sha256),
+        "reproducibility": reproducibility(
+            seed=card["seed"],
+            split_seed=split["seed"],
+            model_sha256=card["weights"]["sha256"],
+            data_sha256=dataset.sha256,
+        ),
     }
     gallery = []
     if loaded.spec.kind == "image":
@@ -224,14 +317,29 @@ def demo(
         right = np.flatnonzero(result.predictions == test_set.y)[: 12 - len(wrong)]
         for i in sorted(np.concatenate([wrong, right]).tolist()):
             scale = max(1, 64 // max(loaded.spec.shape[1:]))
-            gallery.append({"index": i, "label": names[test_set.y[i]], "prediction": names[result.predictions[i]],
-                            "src": png_data_uri(test_set.x[i], scale=scale),
-                            "width": loaded.spec.shape[2] * scale, "height": loaded.spec.shape[1] * scale})
+            gallery.append(
+                {
+                    "index": i,
+                    "label": names[test_set.y[i]],
+                    "prediction": names[result.predictions[i]],
+                    "src": png_data_uri(test_set.x[i], scale=scale),
+                    "width": loaded.spec.shape[2] * scale,
+                    "height": loaded.spec.shape[1] * scale,
+                }
+            )
     paths = write_report(out, report, gallery=gallery)
     if json_out:
-        emit_json({"report_html": paths["html"], "report_json": paths["json"],
-                   "clean_accuracy": result.accuracy, "model": model})
+        emit_json(
+            {
+                "report_html": paths["html"],
+                "report_json": paths["json"],
+                "clean_accuracy": result.accuracy,
+                "model": model,
+            }
+        )
         return
     console = out_console()
-    console.print(f"{escape(model)}: clean accuracy [bold]{result.accuracy:.4f}[/] on {len(test_set)} test examples")
+    console.print(
+        f"{escape(model)}: clean accuracy [bold]{result.accuracy:.4f}[/] on {len(test_set)} test examples"
+    )
     console.print(f"report: {escape(str(paths['html'].resolve()))}")

@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import torch
 from torch import nn
 
 from dlsec.errors import ModelLoadError, UsageError
@@ -44,8 +45,9 @@ def register_architecture(name: str) -> Callable[[ArchFactory], ArchFactory]:
     return decorator
 
 
-def build_architecture(arch: str, kwargs: dict[str, Any] | None = None, *,
-                       allow_import: bool = True) -> nn.Module:
+def build_architecture(
+    arch: str, kwargs: dict[str, Any] | None = None, *, allow_import: bool = True
+) -> nn.Module:
     """Build a module from a registered name or a ``module:factory`` reference.
 
     Args:
@@ -72,13 +74,13 @@ def build_architecture(arch: str, kwargs: dict[str, Any] | None = None, *,
             module = importlib.import_module(mod_name)
         except ImportError as exc:
             raise ModelLoadError(f"cannot import {mod_name!r} for --arch {arch}: {exc}") from None
-        factory = getattr(module, func_name, None)
-        if factory is None or not callable(factory):
+        found = getattr(module, func_name, None)
+        if found is None or not callable(found):
             raise ModelLoadError(f"{mod_name!r} has no callable {func_name!r} (from --arch {arch})")
+        factory = found
     else:
         raise ModelLoadError(
-            f"unknown architecture {arch!r}; use one of {', '.join(sorted(ARCHITECTURES))} "
-            "or module:factory"
+            f"unknown architecture {arch!r}; use one of {', '.join(sorted(ARCHITECTURES))} or module:factory"
         )
     try:
         built = factory(**kwargs)
@@ -125,21 +127,33 @@ class SmallCNN(nn.Module):
         dropout: dropout before the last layer.
     """
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10, image_size: int = 8,
-                 width: int = 32, hidden: int = 128, dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_classes: int = 10,
+        image_size: int = 8,
+        width: int = 32,
+        hidden: int = 128,
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         pooled = image_size // 2
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(in_channels, width, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width, 2 * width, 3, padding=1),
+            nn.ReLU(),
             nn.MaxPool2d(2),
         )
         self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Linear(2 * width * pooled * pooled, hidden), nn.ReLU(),
-            nn.Dropout(dropout), nn.Linear(hidden, num_classes),
+            nn.Flatten(),
+            nn.Linear(2 * width * pooled * pooled, hidden),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, num_classes),
         )
 
-    def forward(self, x):  # type: ignore[no-untyped-def]
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
 
 
@@ -154,8 +168,13 @@ class MLP(nn.Module):
         dropout: dropout after each hidden layer.
     """
 
-    def __init__(self, in_features: int = 64, num_classes: int = 10,
-                 hidden: Sequence[int] = (128, 64), dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        in_features: int = 64,
+        num_classes: int = 10,
+        hidden: Sequence[int] = (128, 64),
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]
         width = in_features
@@ -165,7 +184,7 @@ class MLP(nn.Module):
         layers.append(nn.Linear(width, num_classes))
         self.net = nn.Sequential(*layers)
 
-    def forward(self, x):  # type: ignore[no-untyped-def]
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
 

@@ -11,20 +11,23 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import re
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from dlsec.core.spec import InputSpec
+from dlsec.core.spec import Bound, DataKind, InputSpec
 from dlsec.errors import DataError, SpecError
 
 __all__ = ["Dataset", "load_dataset", "BUILTIN_DATASETS"]
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 _LABEL_COLUMNS = ("label", "target", "class", "y")
+_SCHEME = re.compile(r"^[A-Za-z][\w+.-]+:")  # two or more letters: not a Windows drive
 
 
 @dataclass(frozen=True)
@@ -60,8 +63,7 @@ class Dataset:
 
     def subset(self, index: np.ndarray, *, name: str | None = None) -> Dataset:
         """The rows at ``index`` (a copy)."""
-        return Dataset(self.x[index].copy(), self.y[index].copy(), self.spec,
-                       name or f"{self.name}[subset]")
+        return Dataset(self.x[index].copy(), self.y[index].copy(), self.spec, name or f"{self.name}[subset]")
 
     def split(self, *, test_size: float = 0.25, seed: int = 0) -> tuple[Dataset, Dataset]:
         """A deterministic stratified train/test split.
@@ -79,10 +81,11 @@ class Dataset:
         stratify = self.y if counts[counts > 0].min() >= 2 and n_test >= (counts > 0).sum() else None
         if len(self) < 2 or n_test >= len(self):
             raise DataError(f"{self.name}: {len(self)} rows are too few to split; add data")
-        train_idx, test_idx = train_test_split(idx, test_size=test_size, random_state=seed,
-                                               stratify=stratify)
-        return (self.subset(np.sort(train_idx), name=f"{self.name}[train]"),
-                self.subset(np.sort(test_idx), name=f"{self.name}[test]"))
+        train_idx, test_idx = train_test_split(idx, test_size=test_size, random_state=seed, stratify=stratify)
+        return (
+            self.subset(np.sort(train_idx), name=f"{self.name}[train]"),
+            self.subset(np.sort(test_idx), name=f"{self.name}[test]"),
+        )
 
     def save_npz(self, path: str | Path) -> Path:
         """Write ``x`` and ``y`` to ``path`` atomically (no pickled objects)."""
@@ -111,8 +114,7 @@ def validate(x: np.ndarray, y: np.ndarray, spec: InputSpec, *, source: str) -> N
         raise DataError(f"{source}: {x.shape[0]} inputs but {y.shape[0]} labels")
     if y.min() < 0 or y.max() >= spec.num_classes:
         raise DataError(
-            f"{source}: labels must lie in 0..{spec.num_classes - 1}, "
-            f"found {int(y.min())}..{int(y.max())}"
+            f"{source}: labels must lie in 0..{spec.num_classes - 1}, found {int(y.min())}..{int(y.max())}"
         )
     try:
         spec.check_batch(x, what=source)
@@ -122,14 +124,16 @@ def validate(x: np.ndarray, y: np.ndarray, spec: InputSpec, *, source: str) -> N
 
 # --------------------------------------------------------------------------- built-ins
 
+
 def _digits() -> Dataset:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
     x = (bunch.images.astype(np.float32) / 16.0)[:, None, :, :]
     y = bunch.target.astype(np.int64)
-    spec = InputSpec(shape=(1, 8, 8), num_classes=10, kind="image",
-                     class_names=tuple(str(i) for i in range(10)))
+    spec = InputSpec(
+        shape=(1, 8, 8), num_classes=10, kind="image", class_names=tuple(str(i) for i in range(10))
+    )
     return Dataset(x, y, spec, "builtin:digits")
 
 
@@ -143,9 +147,13 @@ def _breast_cancer() -> Dataset:
     # each feature's range; the scaling is a constant of the dataset, not learned per split.
     x = ((raw - lo) / np.where(hi > lo, hi - lo, 1.0)).astype(np.float32)
     y = bunch.target.astype(np.int64)
-    spec = InputSpec(shape=(x.shape[1],), num_classes=2, kind="tabular",
-                     class_names=tuple(str(c) for c in bunch.target_names),
-                     feature_names=tuple(str(f) for f in bunch.feature_names))
+    spec = InputSpec(
+        shape=(x.shape[1],),
+        num_classes=2,
+        kind="tabular",
+        class_names=tuple(str(c) for c in bunch.target_names),
+        feature_names=tuple(str(f) for f in bunch.feature_names),
+    )
     return Dataset(x, y, spec, "builtin:breast-cancer")
 
 
@@ -157,8 +165,10 @@ BUILTIN_DATASETS: dict[str, Callable[[], Dataset]] = {
 
 # --------------------------------------------------------------------------- loaders
 
-def load_dataset(ref: str | Path, *, label_column: str | None = None,
-                 bounds: tuple[float, float] | None = None) -> Dataset:
+
+def load_dataset(
+    ref: str | Path, *, label_column: str | None = None, bounds: tuple[float, float] | None = None
+) -> Dataset:
     """Load a dataset from a reference.
 
     Args:
@@ -186,7 +196,7 @@ def load_dataset(ref: str | Path, *, label_column: str | None = None,
                 + ", ".join(f"builtin:{n}" for n in BUILTIN_DATASETS)
             )
         return BUILTIN_DATASETS[name]()
-    if ":" in text.split("/")[0] and not Path(text).exists() and len(text.split(":")[0]) > 1:
+    if _SCHEME.match(text) and not Path(text).exists():
         raise DataError(f"unknown dataset scheme in {text!r}; use builtin:NAME or a file path")
     path = Path(text)
     if not path.exists():
@@ -206,7 +216,7 @@ def load_dataset(ref: str | Path, *, label_column: str | None = None,
 
 def _to_float_inputs(x: np.ndarray, source: str) -> np.ndarray:
     if x.dtype == np.uint8:
-        return (x.astype(np.float32) / 255.0)
+        return x.astype(np.float32) / 255.0
     if x.dtype.kind not in "fiu" or x.dtype.kind == "c":
         raise DataError(f"{source}: x must hold real numbers, got dtype {x.dtype}")
     return x.astype(np.float32)
@@ -229,14 +239,18 @@ def _load_npz(path: Path, bounds: tuple[float, float] | None) -> Dataset:
         with np.load(path, allow_pickle=False) as npz:
             missing = [k for k in ("x", "y") if k not in npz.files]
             if missing:
-                raise DataError(f"{source}: missing array(s) {missing}; save with np.savez(path, x=..., y=...)")
+                raise DataError(
+                    f"{source}: missing array(s) {missing}; save with np.savez(path, x=..., y=...)"
+                )
             x_raw, y_raw = npz["x"], npz["y"]
     except DataError:
         raise
     except ValueError as exc:
         if "pickle" in str(exc).lower() or "object" in str(exc).lower():
-            raise DataError(f"{source}: holds object arrays, which need pickle; dlsec never "
-                            "unpickles data: save numeric arrays instead") from None
+            raise DataError(
+                f"{source}: holds object arrays, which need pickle; dlsec never "
+                "unpickles data: save numeric arrays instead"
+            ) from None
         raise DataError(f"{source}: not a readable .npz file ({exc})") from None
     except (OSError, zipfile.BadZipFile, EOFError) as exc:
         raise DataError(f"{source}: not a readable .npz file ({exc})") from None
@@ -248,7 +262,7 @@ def _load_npz(path: Path, bounds: tuple[float, float] | None) -> Dataset:
     y = _to_labels(np.asarray(y_raw).reshape(-1) if y_raw.ndim == 1 else y_raw, source)
     if x.ndim == 3:
         x = x[:, None, :, :]
-    kind = "tabular" if x.ndim == 2 else "image"
+    kind: DataKind = "tabular" if x.ndim == 2 else "image"
     if y.ndim != 1:
         raise DataError(f"{source}: y must be one label per row, got shape {y.shape}")
     if y.size == 0 or x.shape[0] == 0:
@@ -259,11 +273,19 @@ def _load_npz(path: Path, bounds: tuple[float, float] | None) -> Dataset:
     return Dataset(np.ascontiguousarray(x), y, spec, source)
 
 
-def _spec(shape: tuple[int, ...], num_classes: int, lower: object, upper: object, kind: str,
-          source: str, **extra: object) -> InputSpec:
+def _spec(
+    shape: tuple[int, ...],
+    num_classes: int,
+    lower: Bound,
+    upper: Bound,
+    kind: DataKind,
+    source: str,
+    **extra: Any,
+) -> InputSpec:
     try:
-        return InputSpec(shape=tuple(shape), num_classes=num_classes, lower=lower,  # type: ignore[arg-type]
-                         upper=upper, kind=kind, **extra)  # type: ignore[arg-type]
+        return InputSpec(
+            shape=tuple(shape), num_classes=num_classes, lower=lower, upper=upper, kind=kind, **extra
+        )
     except SpecError as exc:
         raise DataError(f"{source}: {exc}") from None
 
@@ -285,8 +307,10 @@ def _load_csv(path: Path, label_column: str | None, bounds: tuple[float, float] 
     if label_column is None:
         found = [c for c in _LABEL_COLUMNS if c in header]
         if not found:
-            raise DataError(f"{source}: no label column; name one with --label-column "
-                            f"(columns: {', '.join(header[:8])}{'...' if len(header) > 8 else ''})")
+            raise DataError(
+                f"{source}: no label column; name one with --label-column "
+                f"(columns: {', '.join(header[:8])}{'...' if len(header) > 8 else ''})"
+            )
         label_column = found[0]
     if label_column not in header:
         raise DataError(f"{source}: label column {label_column!r} not in the header")
@@ -305,21 +329,32 @@ def _load_csv(path: Path, label_column: str | None, bounds: tuple[float, float] 
             try:
                 x[r - 2, c] = float(cell)
             except ValueError:
-                raise DataError(f"{source}: line {r}, column {features[c]!r}: {cell!r} is not a number; "
-                                "encode categorical features as numbers first") from None
+                raise DataError(
+                    f"{source}: line {r}, column {features[c]!r}: {cell!r} is not a number; "
+                    "encode categorical features as numbers first"
+                ) from None
     if not np.all(np.isfinite(x)):
         bad = int(np.argwhere(~np.isfinite(x))[0][0]) + 2
         raise DataError(f"{source}: line {bad} has a missing, NaN or infinite value; impute it first")
     classes, y = _encode_labels(labels)
+    lower: Bound
+    upper: Bound
     if bounds is not None:
         lower, upper = bounds
     else:
         lo, hi = x.min(axis=0), x.max(axis=0)
         upper_arr = np.where(hi > lo, hi, lo + 1.0)
         lower, upper = tuple(lo.tolist()), tuple(upper_arr.tolist())
-    spec = _spec((len(features),), max(len(classes), 2), lower, upper, "tabular", source,
-                 class_names=tuple(classes) if len(classes) >= 2 else None,
-                 feature_names=tuple(features))
+    spec = _spec(
+        (len(features),),
+        max(len(classes), 2),
+        lower,
+        upper,
+        "tabular",
+        source,
+        class_names=tuple(classes) if len(classes) >= 2 else None,
+        feature_names=tuple(features),
+    )
     return Dataset(x.astype(np.float32), y, spec, source)
 
 
@@ -342,8 +377,9 @@ def _load_image_folder(path: Path, bounds: tuple[float, float] | None) -> Datase
     source = str(path)
     class_dirs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(class_dirs) < 2:
-        raise DataError(f"{source}: an image folder needs one subfolder per class (at least 2), "
-                        f"found {len(class_dirs)}")
+        raise DataError(
+            f"{source}: an image folder needs one subfolder per class (at least 2), found {len(class_dirs)}"
+        )
     arrays: list[np.ndarray] = []
     labels: list[int] = []
     first: tuple[str, tuple[int, int]] | None = None
@@ -356,9 +392,9 @@ def _load_image_folder(path: Path, bounds: tuple[float, float] | None) -> Datase
                 with Image.open(file) as img:
                     img.load()
                     mode = "L" if img.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB"
-                    img = img.convert(mode)
-                    size = img.size
-                    arr = np.asarray(img, dtype=np.uint8)
+                    converted = img.convert(mode)
+                    size = converted.size
+                    arr = np.asarray(converted, dtype=np.uint8)
             except (UnidentifiedImageError, OSError, ValueError) as exc:
                 raise DataError(f"{file}: not a readable image ({exc})") from None
             if first is None:
@@ -372,8 +408,9 @@ def _load_image_folder(path: Path, bounds: tuple[float, float] | None) -> Datase
             labels.append(label)
     x = np.stack(arrays).astype(np.float32) / 255.0
     lo, hi = bounds if bounds is not None else (0.0, 1.0)
-    spec = _spec(x.shape[1:], len(class_dirs), lo, hi, "image", source,
-                 class_names=tuple(p.name for p in class_dirs))
+    spec = _spec(
+        x.shape[1:], len(class_dirs), lo, hi, "image", source, class_names=tuple(p.name for p in class_dirs)
+    )
     return Dataset(x, np.array(labels, dtype=np.int64), spec, source)
 
 

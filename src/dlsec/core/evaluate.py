@@ -53,7 +53,9 @@ def evaluate(model: Model, data: Dataset) -> EvalResult:
         0.978
     """
     if data.spec.shape != model.spec.shape:
-        raise DataError(f"{data.name}: examples have shape {data.spec.shape}, the model expects {model.spec.shape}")
+        raise DataError(
+            f"{data.name}: examples have shape {data.spec.shape}, the model expects {model.spec.shape}"
+        )
     k = model.spec.num_classes
     if int(data.y.max()) >= k:
         raise DataError(f"{data.name}: labels go up to {int(data.y.max())} but the model has {k} classes")

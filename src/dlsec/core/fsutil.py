@@ -44,7 +44,11 @@ def _umask() -> int:
 
 def atomic_write_bytes(path: Path, data: bytes, *, mode: int | None = None) -> Path:
     """Write ``data`` to ``path`` atomically."""
-    return atomic_write_with(Path(path), lambda tmp: tmp.write_bytes(data), mode=mode)
+
+    def write(tmp: Path) -> None:
+        tmp.write_bytes(data)
+
+    return atomic_write_with(Path(path), write, mode=mode)
 
 
 def atomic_write_text(path: Path, text: str, *, mode: int | None = None) -> Path:

@@ -25,14 +25,22 @@ from dlsec.core.model import DecisionModel, ScoreModel, WhiteBoxModel
 from dlsec.core.spec import InputSpec
 from dlsec.errors import ModelLoadError, SpecError, UnsafeModelFileError
 
-__all__ = ["sniff_format", "save_safetensors_model", "load_safetensors_model", "load_onnx_model",
-           "read_safetensors_metadata", "PICKLE_FAMILY"]
+__all__ = [
+    "sniff_format",
+    "save_safetensors_model",
+    "load_safetensors_model",
+    "load_onnx_model",
+    "read_safetensors_metadata",
+    "read_dlsec_metadata",
+    "PICKLE_FAMILY",
+    "METADATA_KEY",
+]
 
 # Formats that can execute code when loaded by their usual loader.
-PICKLE_FAMILY = frozenset({"pickle", "torch-zip", "torchscript", "numpy-object", "compressed",
-                           "keras"})
+PICKLE_FAMILY = frozenset({"pickle", "torch-zip", "torchscript", "numpy-object", "compressed", "keras"})
 
 _MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
+METADATA_KEY = "dlsec"
 
 
 def sniff_format(path: str | Path) -> str:
@@ -121,36 +129,61 @@ def read_safetensors_metadata(path: str | Path) -> dict[str, str]:
     return {str(k): str(v) for k, v in meta.items()}
 
 
-def save_safetensors_model(module: nn.Module, spec: InputSpec, path: str | Path, *,
-                           arch: str, arch_kwargs: dict[str, Any] | None = None,
-                           extra_metadata: dict[str, str] | None = None) -> Path:
+def save_safetensors_model(
+    module: nn.Module,
+    spec: InputSpec,
+    path: str | Path,
+    *,
+    arch: str,
+    arch_kwargs: dict[str, Any] | None = None,
+) -> Path:
     """Save weights as safetensors, with the architecture and input spec as metadata.
 
-    The write is atomic. Returns the path written.
+    The metadata is one key, ``dlsec``, holding canonical JSON, so that the same weights always
+    give the same bytes (safetensors orders several metadata keys arbitrarily). The write is
+    atomic. Returns the path written.
     """
     from safetensors.torch import save_file
 
     from dlsec.core.fsutil import atomic_write_with
 
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    metadata = {
-        "format": "pt",
-        "dlsec.arch": arch,
-        "dlsec.arch_kwargs": json.dumps(arch_kwargs or {}, sort_keys=True),
-        "dlsec.spec": json.dumps(spec.to_dict(), sort_keys=True),
-    }
-    metadata.update(extra_metadata or {})
+    meta = {"arch": arch, "arch_kwargs": arch_kwargs or {}, "spec": spec.to_dict()}
+    metadata = {METADATA_KEY: json.dumps(meta, sort_keys=True, separators=(",", ":"))}
     return atomic_write_with(Path(path), lambda tmp: save_file(state, str(tmp), metadata=metadata))
+
+
+def read_dlsec_metadata(path: str | Path) -> dict[str, Any]:
+    """dlsec's own metadata in a safetensors file (``{}`` when absent), checked for shape."""
+    meta = read_safetensors_metadata(path)
+    if METADATA_KEY not in meta:
+        return {}
+    try:
+        value = json.loads(meta[METADATA_KEY])
+    except json.JSONDecodeError:
+        raise ModelLoadError(f"{path}: metadata '{METADATA_KEY}' is not valid JSON") from None
+    if (
+        not isinstance(value, dict)
+        or not isinstance(value.get("arch", ""), str)
+        or not isinstance(value.get("arch_kwargs", {}), dict)
+        or not isinstance(value.get("spec", {}), dict)
+    ):
+        raise ModelLoadError(f"{path}: metadata '{METADATA_KEY}' has an unexpected layout")
+    return value
 
 
 def refuse_unsafe(path: Path, fmt: str) -> None:
     """Raise unless ``fmt`` is a format dlsec loads."""
     if fmt in PICKLE_FAMILY or fmt in ("numpy", "npz"):
         kind = {
-            "pickle": "a pickle", "torch-zip": "a pickle-based PyTorch checkpoint",
-            "torchscript": "a TorchScript archive", "numpy-object": "a NumPy file with pickled objects",
+            "pickle": "a pickle",
+            "torch-zip": "a pickle-based PyTorch checkpoint",
+            "torchscript": "a TorchScript archive",
+            "numpy-object": "a NumPy file with pickled objects",
             "compressed": "a compressed file (likely a pickle or joblib dump)",
-            "keras": "a Keras archive", "numpy": "a NumPy array file", "npz": "a NumPy archive",
+            "keras": "a Keras archive",
+            "numpy": "a NumPy array file",
+            "npz": "a NumPy archive",
         }[fmt]
         raise UnsafeModelFileError(
             f"{path}: refusing to load {kind}, which can run code or is not a model format dlsec "
@@ -163,10 +196,15 @@ def refuse_unsafe(path: Path, fmt: str) -> None:
         )
 
 
-def load_safetensors_model(path: str | Path, *, arch: str | None = None,
-                           arch_kwargs: dict[str, Any] | None = None, spec: InputSpec | None = None,
-                           spec_hint: InputSpec | None = None,
-                           device: torch.device | str | None = None) -> WhiteBoxModel:
+def load_safetensors_model(
+    path: str | Path,
+    *,
+    arch: str | None = None,
+    arch_kwargs: dict[str, Any] | None = None,
+    spec: InputSpec | None = None,
+    spec_hint: InputSpec | None = None,
+    device: torch.device | str | None = None,
+) -> WhiteBoxModel:
     """Load a white-box model from a safetensors file.
 
     The architecture is ``arch`` (a registered name, or ``module:factory`` that the caller
@@ -190,22 +228,25 @@ def load_safetensors_model(path: str | Path, *, arch: str | None = None,
     refuse_unsafe(path, fmt)
     if fmt != "safetensors":
         raise ModelLoadError(f"{path}: expected a safetensors file, found {fmt}")
-    meta = read_safetensors_metadata(path)
-    meta_arch = meta.get("dlsec.arch")
-    meta_kwargs = _json_dict(meta.get("dlsec.arch_kwargs"), path, "dlsec.arch_kwargs")
+    meta = read_dlsec_metadata(path)
+    meta_arch = meta.get("arch")
+    meta_kwargs = meta.get("arch_kwargs", {})
     if arch is None:
         if meta_arch is None:
-            raise ModelLoadError(f"{path}: the file does not name its architecture; pass --arch module:factory")
+            raise ModelLoadError(
+                f"{path}: the file does not name its architecture; pass --arch module:factory"
+            )
         arch = meta_arch
-        module = build_architecture(arch, meta_kwargs if arch_kwargs is None else arch_kwargs,
-                                    allow_import=arch in ARCHITECTURES)
+        module = build_architecture(
+            arch, meta_kwargs if arch_kwargs is None else arch_kwargs, allow_import=arch in ARCHITECTURES
+        )
     else:
         kwargs = arch_kwargs if arch_kwargs is not None else (meta_kwargs if arch == meta_arch else {})
         module = build_architecture(arch, kwargs)
     if spec is None:
-        if "dlsec.spec" in meta:
+        if "spec" in meta:
             try:
-                spec = InputSpec.from_dict(_json_dict(meta["dlsec.spec"], path, "dlsec.spec"))
+                spec = InputSpec.from_dict(meta["spec"])
             except SpecError as exc:
                 raise ModelLoadError(f"{path}: bad input spec in metadata: {exc}") from None
         elif spec_hint is not None:
@@ -227,21 +268,14 @@ def load_safetensors_model(path: str | Path, *, arch: str | None = None,
     return WhiteBoxModel(module, spec, device=target)
 
 
-def _json_dict(text: str | None, path: Path, key: str) -> dict[str, Any]:
-    if text is None:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        raise ModelLoadError(f"{path}: metadata {key} is not valid JSON") from None
-    if not isinstance(value, dict):
-        raise ModelLoadError(f"{path}: metadata {key} must be a JSON object")
-    return value
-
-
-def load_onnx_model(path: str | Path, *, spec: InputSpec | None = None,
-                    spec_hint: InputSpec | None = None, output: str = "logits",
-                    labels_only: bool = False) -> ScoreModel | DecisionModel:
+def load_onnx_model(
+    path: str | Path,
+    *,
+    spec: InputSpec | None = None,
+    spec_hint: InputSpec | None = None,
+    output: str = "logits",
+    labels_only: bool = False,
+) -> ScoreModel | DecisionModel:
     """Load an ONNX classifier as a black-box model run by onnxruntime (on the CPU).
 
     Args:
@@ -264,10 +298,11 @@ def load_onnx_model(path: str | Path, *, spec: InputSpec | None = None,
     try:
         options = ort.SessionOptions()
         options.log_severity_level = 3
-        session = ort.InferenceSession(str(path), sess_options=options,
-                                       providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
-        raise ModelLoadError(f"{path}: onnxruntime cannot load it ({str(exc).splitlines()[0][:200]})") from None
+        raise ModelLoadError(
+            f"{path}: onnxruntime cannot load it ({str(exc).splitlines()[0][:200]})"
+        ) from None
     inp = session.get_inputs()[0]
     out = session.get_outputs()[0]
     if spec is None:
@@ -278,11 +313,15 @@ def load_onnx_model(path: str | Path, *, spec: InputSpec | None = None,
     if len(graph_shape) != len(spec.shape) or any(
         g is not None and g != s for g, s in zip(graph_shape, spec.shape, strict=False)
     ):
-        raise ModelLoadError(f"{path}: the graph takes inputs of shape {inp.shape}, the data have "
-                             f"(N, {', '.join(map(str, spec.shape))})")
+        raise ModelLoadError(
+            f"{path}: the graph takes inputs of shape {inp.shape}, the data have "
+            f"(N, {', '.join(map(str, spec.shape))})"
+        )
     out_classes = out.shape[-1] if out.shape and isinstance(out.shape[-1], int) else None
     if out_classes is not None and out_classes != spec.num_classes:
-        raise ModelLoadError(f"{path}: the graph outputs {out_classes} classes, the data have {spec.num_classes}")
+        raise ModelLoadError(
+            f"{path}: the graph outputs {out_classes} classes, the data have {spec.num_classes}"
+        )
     fixed_batch = inp.shape[0] if isinstance(inp.shape[0], int) else None
 
     def run(x: torch.Tensor) -> np.ndarray:

@@ -18,10 +18,17 @@ __all__ = ["load_model"]
 _URL = re.compile(r"^https?://", re.IGNORECASE)
 
 
-def load_model(ref: str | Path, *, arch: str | None = None, arch_kwargs: dict[str, Any] | None = None,
-               spec: InputSpec | None = None, spec_hint: InputSpec | None = None,
-               home: str | Path | None = None, device: torch.device | str | None = None,
-               onnx_output: str = "logits") -> Model:
+def load_model(
+    ref: str | Path,
+    *,
+    arch: str | None = None,
+    arch_kwargs: dict[str, Any] | None = None,
+    spec: InputSpec | None = None,
+    spec_hint: InputSpec | None = None,
+    home: str | Path | None = None,
+    device: torch.device | str | None = None,
+    onnx_output: str = "logits",
+) -> Model:
     """Load a model under test from a reference.
 
     Args:
@@ -67,5 +74,6 @@ def load_model(ref: str | Path, *, arch: str | None = None, arch_kwargs: dict[st
     refuse_unsafe(path, fmt)
     if fmt == "onnx":
         return load_onnx_model(path, spec=spec, spec_hint=spec_hint, output=onnx_output)
-    return load_safetensors_model(path, arch=arch, arch_kwargs=arch_kwargs, spec=spec,
-                                  spec_hint=spec_hint, device=device)
+    return load_safetensors_model(
+        path, arch=arch, arch_kwargs=arch_kwargs, spec=spec, spec_hint=spec_hint, device=device
+    )

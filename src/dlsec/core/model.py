@@ -92,8 +92,7 @@ class Model:
         t = torch.as_tensor(x)
         if tuple(t.shape[1:]) != self.spec.shape or t.ndim != len(self.spec.shape) + 1:
             raise SpecError(
-                f"expected a batch of shape (N, {', '.join(map(str, self.spec.shape))}), "
-                f"got {tuple(t.shape)}"
+                f"expected a batch of shape (N, {', '.join(map(str, self.spec.shape))}), got {tuple(t.shape)}"
             )
         if not t.is_floating_point():
             t = t.float()
@@ -127,8 +126,14 @@ class WhiteBoxModel(Model, nn.Module):
 
     access = Access.WHITE_BOX
 
-    def __init__(self, module: nn.Module, spec: InputSpec, *, device: torch.device | str | None = None,
-                 batch_size: int = 256) -> None:
+    def __init__(
+        self,
+        module: nn.Module,
+        spec: InputSpec,
+        *,
+        device: torch.device | str | None = None,
+        batch_size: int = 256,
+    ) -> None:
         nn.Module.__init__(self)
         Model.__init__(self, spec, batch_size=batch_size)
         if not isinstance(module, nn.Module):
@@ -193,8 +198,7 @@ class ScoreModel(Model):
 
     access = Access.SCORE
 
-    def __init__(self, fn: Callable[[torch.Tensor], Any], spec: InputSpec, *,
-                 batch_size: int = 256) -> None:
+    def __init__(self, fn: Callable[[torch.Tensor], Any], spec: InputSpec, *, batch_size: int = 256) -> None:
         super().__init__(spec, batch_size=batch_size)
         if not callable(fn):
             raise UsageError("ScoreModel needs a callable returning probabilities")
@@ -211,8 +215,10 @@ class ScoreModel(Model):
                     f"score model returned shape {tuple(p.shape)}, expected "
                     f"({b.shape[0]}, {self.spec.num_classes})"
                 )
-            if not torch.isfinite(p).all() or (p < -1e-6).any() or not torch.allclose(
-                p.sum(1), torch.ones(p.shape[0]), atol=1e-3
+            if (
+                not torch.isfinite(p).all()
+                or (p < -1e-6).any()
+                or not torch.allclose(p.sum(1), torch.ones(p.shape[0]), atol=1e-3)
             ):
                 raise UsageError("score model must return probabilities (finite, >= 0, rows sum to 1)")
             outs.append(p)
@@ -239,8 +245,7 @@ class DecisionModel(Model):
 
     access = Access.DECISION
 
-    def __init__(self, fn: Callable[[torch.Tensor], Any], spec: InputSpec, *,
-                 batch_size: int = 256) -> None:
+    def __init__(self, fn: Callable[[torch.Tensor], Any], spec: InputSpec, *, batch_size: int = 256) -> None:
         super().__init__(spec, batch_size=batch_size)
         if not callable(fn):
             raise UsageError("DecisionModel needs a callable returning labels")

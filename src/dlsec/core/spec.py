@@ -84,9 +84,7 @@ class InputSpec:
         n = self.num_features
         for name, b in (("lower", lower), ("upper", upper)):
             if isinstance(b, tuple) and len(b) not in (1, n):
-                raise SpecError(
-                    f"input spec: {name} has {len(b)} values; give one, or one per feature ({n})"
-                )
+                raise SpecError(f"input spec: {name} has {len(b)} values; give one, or one per feature ({n})")
         lo, hi = np.broadcast_arrays(np.asarray(lower), np.asarray(upper))
         if np.any(lo >= hi):
             raise SpecError("input spec: every lower bound must be below its upper bound")
@@ -96,9 +94,7 @@ class InputSpec:
             if names is not None:
                 object.__setattr__(self, name, tuple(str(v) for v in names))
         if self.class_names is not None and len(self.class_names) != self.num_classes:
-            raise SpecError(
-                f"input spec: {len(self.class_names)} class names for {self.num_classes} classes"
-            )
+            raise SpecError(f"input spec: {len(self.class_names)} class names for {self.num_classes} classes")
         if self.feature_names is not None and len(self.feature_names) != n:
             raise SpecError(f"input spec: {len(self.feature_names)} feature names for {n} features")
 
@@ -129,35 +125,36 @@ class InputSpec:
         """Number of scalar values in one example."""
         return int(np.prod(self.shape))
 
-    def _broadcast(self, values: Bound, *, device: torch.device | str | None,
-                   dtype: torch.dtype) -> torch.Tensor:
+    def _broadcast(
+        self, values: Bound, *, device: torch.device | str | None, dtype: torch.dtype
+    ) -> torch.Tensor:
         t = torch.as_tensor(values, dtype=dtype, device=device)
         if t.ndim == 0 or t.numel() == 1:
             return t.reshape(())
         return t.reshape(self.shape)
 
-    def lower_tensor(self, *, device: torch.device | str | None = None,
-                     dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    def lower_tensor(
+        self, *, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+    ) -> torch.Tensor:
         """Lower bound as a tensor broadcastable to a batch ``(N, *shape)``."""
         return self._broadcast(self.lower, device=device, dtype=dtype)
 
-    def upper_tensor(self, *, device: torch.device | str | None = None,
-                     dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    def upper_tensor(
+        self, *, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+    ) -> torch.Tensor:
         """Upper bound as a tensor broadcastable to a batch ``(N, *shape)``."""
         return self._broadcast(self.upper, device=device, dtype=dtype)
 
-    def normalisation(self, *, device: torch.device | str | None = None,
-                      dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def normalisation(
+        self, *, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
         """``(mean, std)`` shaped to broadcast against ``(N, *shape)``, or ``None``."""
         if self.mean is None or self.std is None:
             return None
         mean = torch.as_tensor(self.mean, dtype=dtype, device=device)
         std = torch.as_tensor(self.std, dtype=dtype, device=device)
         if mean.numel() > 1:
-            if self.kind == "image":
-                view = (len(self.mean),) + (1,) * (len(self.shape) - 1)
-            else:
-                view = self.shape
+            view = (len(self.mean),) + (1,) * (len(self.shape) - 1) if self.kind == "image" else self.shape
             mean, std = mean.reshape(view), std.reshape(view)
         return mean, std
 
@@ -166,8 +163,7 @@ class InputSpec:
         shape = tuple(x.shape)
         if shape[1:] != self.shape:
             raise SpecError(
-                f"{what}: expected a batch of shape (N, {', '.join(map(str, self.shape))}), "
-                f"got {shape}"
+                f"{what}: expected a batch of shape (N, {', '.join(map(str, self.shape))}), got {shape}"
             )
         arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
         if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):

@@ -66,27 +66,47 @@ def register_zoo(entry: ZooEntry) -> ZooEntry:
     return entry
 
 
-register_zoo(ZooEntry(
-    name="digits-cnn", dataset="builtin:digits", arch="cnn",
-    arch_kwargs={"in_channels": 1, "num_classes": 10, "image_size": 8, "width": 16, "hidden": 64},
-    epochs=30, description="small CNN on 8x8 digits (the demo model)", tags=("image",),
-))
-register_zoo(ZooEntry(
-    name="digits-mlp", dataset="builtin:digits", arch="mlp",
-    arch_kwargs={"in_features": 64, "num_classes": 10, "hidden": [128, 64]},
-    epochs=30, description="MLP on 8x8 digits", tags=("image",),
-))
-register_zoo(ZooEntry(
-    name="breast-cancer-mlp", dataset="builtin:breast-cancer", arch="mlp",
-    arch_kwargs={"in_features": 30, "num_classes": 2, "hidden": [64, 32]},
-    epochs=40, batch_size=32, description="MLP on the Wisconsin breast-cancer table", tags=("tabular",),
-))
+register_zoo(
+    ZooEntry(
+        name="digits-cnn",
+        dataset="builtin:digits",
+        arch="cnn",
+        arch_kwargs={"in_channels": 1, "num_classes": 10, "image_size": 8, "width": 16, "hidden": 64},
+        epochs=30,
+        description="small CNN on 8x8 digits (the demo model)",
+        tags=("image",),
+    )
+)
+register_zoo(
+    ZooEntry(
+        name="digits-mlp",
+        dataset="builtin:digits",
+        arch="mlp",
+        arch_kwargs={"in_features": 64, "num_classes": 10, "hidden": [128, 64]},
+        epochs=30,
+        description="MLP on 8x8 digits",
+        tags=("image",),
+    )
+)
+register_zoo(
+    ZooEntry(
+        name="breast-cancer-mlp",
+        dataset="builtin:breast-cancer",
+        arch="mlp",
+        arch_kwargs={"in_features": 30, "num_classes": 2, "hidden": [64, 32]},
+        epochs=40,
+        batch_size=32,
+        description="MLP on the Wisconsin breast-cancer table",
+        tags=("tabular",),
+    )
+)
 
 
 def _entry(name: str) -> ZooEntry:
     if name not in ZOO:
-        raise ModelLoadError(f"unknown zoo model {name!r}; choose one of: "
-                             + ", ".join(f"zoo:{n}" for n in ZOO))
+        raise ModelLoadError(
+            f"unknown zoo model {name!r}; choose one of: " + ", ".join(f"zoo:{n}" for n in ZOO)
+        )
     return ZOO[name]
 
 
@@ -113,17 +133,33 @@ def _cached_card(entry: ZooEntry, folder: Path) -> dict[str, Any] | None:
     return card
 
 
-def _train_entry(entry: ZooEntry, folder: Path, device: torch.device | str | None,
-                 progress: Callable[[int, int, dict[str, float]], None] | None) -> dict[str, Any]:
+def _train_entry(
+    entry: ZooEntry,
+    folder: Path,
+    device: torch.device | str | None,
+    progress: Callable[[int, int, dict[str, float]], None] | None,
+) -> dict[str, Any]:
     from dlsec.core.data import load_dataset
     from dlsec.train import TrainConfig, train
 
     data = load_dataset(entry.dataset)
-    config = TrainConfig(epochs=entry.epochs, batch_size=entry.batch_size, lr=entry.lr,
-                         weight_decay=entry.weight_decay, seed=entry.seed)
-    trained = train(data, arch=entry.arch, arch_kwargs=entry.arch_kwargs, config=config,
-                    test_size=entry.test_size, split_seed=entry.split_seed, device=device,
-                    progress=progress)
+    config = TrainConfig(
+        epochs=entry.epochs,
+        batch_size=entry.batch_size,
+        lr=entry.lr,
+        weight_decay=entry.weight_decay,
+        seed=entry.seed,
+    )
+    trained = train(
+        data,
+        arch=entry.arch,
+        arch_kwargs=entry.arch_kwargs,
+        config=config,
+        test_size=entry.test_size,
+        split_seed=entry.split_seed,
+        device=device,
+        progress=progress,
+    )
     weights, card_path = trained.save(folder, name=f"zoo:{entry.name}")
     card = json.loads(card_path.read_text())
     card["zoo"] = {"recipe_hash": entry.recipe_hash, "description": entry.description}
@@ -133,8 +169,13 @@ def _train_entry(entry: ZooEntry, folder: Path, device: torch.device | str | Non
     return card
 
 
-def zoo_card(name: str, *, home: str | Path | None = None, device: torch.device | str | None = None,
-             progress: Callable[[int, int, dict[str, float]], None] | None = None) -> dict[str, Any]:
+def zoo_card(
+    name: str,
+    *,
+    home: str | Path | None = None,
+    device: torch.device | str | None = None,
+    progress: Callable[[int, int, dict[str, float]], None] | None = None,
+) -> dict[str, Any]:
     """The card of zoo model ``name``, training and caching the model first if needed."""
     entry = _entry(name)
     folder = zoo_path(name, home=home)
@@ -144,8 +185,13 @@ def zoo_card(name: str, *, home: str | Path | None = None, device: torch.device 
     return card
 
 
-def load_zoo_model(name: str, *, home: str | Path | None = None, device: torch.device | str | None = None,
-                   progress: Callable[[int, int, dict[str, float]], None] | None = None) -> WhiteBoxModel:
+def load_zoo_model(
+    name: str,
+    *,
+    home: str | Path | None = None,
+    device: torch.device | str | None = None,
+    progress: Callable[[int, int, dict[str, float]], None] | None = None,
+) -> WhiteBoxModel:
     """Load zoo model ``name`` as a white-box model, training it on first use.
 
     Example:
@@ -158,5 +204,6 @@ def load_zoo_model(name: str, *, home: str | Path | None = None, device: torch.d
     entry = _entry(name)
     zoo_card(name, home=home, device=device, progress=progress)
     folder = zoo_path(name, home=home)
-    return load_safetensors_model(folder / "model.safetensors", arch=entry.arch,
-                                  arch_kwargs=entry.arch_kwargs, device=device)
+    return load_safetensors_model(
+        folder / "model.safetensors", arch=entry.arch, arch_kwargs=entry.arch_kwargs, device=device
+    )

@@ -17,8 +17,8 @@ from dlsec.core.arch import build_architecture, default_arch_for
 from dlsec.core.data import Dataset
 from dlsec.core.evaluate import evaluate
 from dlsec.core.model import WhiteBoxModel, default_device, inference_mode
-from dlsec.core.spec import InputSpec
 from dlsec.core.seeding import torch_generator
+from dlsec.core.spec import InputSpec
 from dlsec.errors import UsageError
 
 __all__ = ["TrainConfig", "TrainedModel", "fit", "train", "fit_normalisation"]
@@ -72,8 +72,9 @@ def fit_normalisation(data: Dataset) -> InputSpec:
     return replace(data.spec, mean=tuple(mean.tolist()), std=tuple(std.tolist()))
 
 
-def fit(model: WhiteBoxModel, data: Dataset, config: TrainConfig, *,
-        progress: Progress | None = None) -> list[dict[str, float]]:
+def fit(
+    model: WhiteBoxModel, data: Dataset, config: TrainConfig, *, progress: Progress | None = None
+) -> list[dict[str, float]]:
     """Train ``model.module`` in place on ``data`` with the standard recipe.
 
     Batches are drawn in input space and normalised by the wrapper's spec. Randomness (batch
@@ -157,8 +158,12 @@ class TrainedModel:
             "dataset": self.dataset,
             "metrics": self.metrics,
             "weights": {"file": "model.safetensors", "sha256": weights_sha256},
-            "versions": {"dlsec": dlsec.__version__, "torch": torch.__version__,
-                         "python": platform.python_version(), "platform": sys.platform},
+            "versions": {
+                "dlsec": dlsec.__version__,
+                "torch": torch.__version__,
+                "python": platform.python_version(),
+                "platform": sys.platform,
+            },
         }
 
     def save(self, out_dir: str | Path, *, name: str | None = None) -> tuple[Path, Path]:
@@ -169,16 +174,29 @@ class TrainedModel:
         from dlsec.core.io import save_safetensors_model
 
         out = Path(out_dir)
-        weights = save_safetensors_model(self.model.module, self.model.spec, out / "model.safetensors",
-                                         arch=self.arch, arch_kwargs=self.arch_kwargs)
+        weights = save_safetensors_model(
+            self.model.module,
+            self.model.spec,
+            out / "model.safetensors",
+            arch=self.arch,
+            arch_kwargs=self.arch_kwargs,
+        )
         card = self.card(name=name, weights_sha256=sha256_file(weights))
         card_path = atomic_write_text(out / "model.json", json.dumps(card, indent=2) + "\n")
         return weights, card_path
 
 
-def train(data: Dataset, *, arch: str | None = None, arch_kwargs: dict[str, Any] | None = None,
-          config: TrainConfig | None = None, test_size: float = 0.25, split_seed: int = 0,
-          device: torch.device | str | None = None, progress: Progress | None = None) -> TrainedModel:
+def train(
+    data: Dataset,
+    *,
+    arch: str | None = None,
+    arch_kwargs: dict[str, Any] | None = None,
+    config: TrainConfig | None = None,
+    test_size: float = 0.25,
+    split_seed: int = 0,
+    device: torch.device | str | None = None,
+    progress: Progress | None = None,
+) -> TrainedModel:
     """Split ``data``, train a classifier on the train part and score it on the test part.
 
     Args:
@@ -214,14 +232,23 @@ def train(data: Dataset, *, arch: str | None = None, arch_kwargs: dict[str, Any]
     with inference_mode(module):
         out = model(torch.from_numpy(train_set.x[:2]).to(target))
     if out.ndim != 2 or out.shape[1] != spec.num_classes:
-        raise UsageError(f"architecture {arch!r} outputs shape {tuple(out.shape)}; "
-                         f"expected (N, {spec.num_classes}) logits")
+        raise UsageError(
+            f"architecture {arch!r} outputs shape {tuple(out.shape)}; expected (N, {spec.num_classes}) logits"
+        )
     history = fit(model, train_set, config, progress=progress)
     metrics = {
         "clean_accuracy": evaluate(model, test_set).accuracy,
         "train_accuracy": evaluate(model, train_set).accuracy,
     }
-    dataset = {"name": data.name, "sha256": data.sha256, "rows": len(data),
-               "split": {"test_size": test_size, "seed": split_seed,
-                         "train_rows": len(train_set), "test_rows": len(test_set)}}
+    dataset = {
+        "name": data.name,
+        "sha256": data.sha256,
+        "rows": len(data),
+        "split": {
+            "test_size": test_size,
+            "seed": split_seed,
+            "train_rows": len(train_set),
+            "test_rows": len(test_set),
+        },
+    }
     return TrainedModel(model, arch, kwargs, config, dataset, metrics, history)
