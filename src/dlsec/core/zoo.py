@@ -27,6 +27,9 @@ __all__ = ["ZooEntry", "ZOO", "register_zoo", "load_zoo_model", "zoo_card", "zoo
 
 log = logging.getLogger(__name__)
 
+# Bump when the cached files' layout changes (e.g. safetensors metadata), so old caches retrain.
+_CACHE_FORMAT = 2
+
 
 @dataclass(frozen=True)
 class ZooEntry:
@@ -52,6 +55,7 @@ class ZooEntry:
         fields = asdict(self)
         for key in ("description", "tags"):
             fields.pop(key)
+        fields["cache_format"] = _CACHE_FORMAT
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 

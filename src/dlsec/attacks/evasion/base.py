@@ -1,0 +1,329 @@
+"""The attack contract.
+
+An attack is configured by keyword-only hyperparameters (the threat model: ``norm``, ``eps``,
+``targeted``, ``seed``) and called as ``attack(model, x, y)``. :meth:`Attack.__call__` is the
+one verb: it validates the inputs, checks the model's access level, splits the work into
+batches, hands each to the subclass's :meth:`Attack.run` (the algorithm, and nothing else),
+projects what comes back to the budget and the input bounds, applies tabular constraints, and
+scores success with one prediction. A subclass never re-implements any of that.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from dlsec.attacks.evasion._constraints import TabularConstraints
+from dlsec.attacks.evasion._norms import Norm, get_norm
+from dlsec.core.model import Access, Model, WhiteBoxModel
+from dlsec.core.seeding import torch_generator
+from dlsec.errors import SpecError, UsageError
+
+__all__ = ["Attack", "AttackResult", "Oracle", "register_attack", "ATTACKS", "get_attack"]
+
+ATTACKS: dict[str, type[Attack]] = {}
+
+
+def register_attack(name: str) -> Callable[[type[Attack]], type[Attack]]:
+    """Class decorator: register an attack under ``name``; duplicates raise ``UsageError``."""
+
+    def decorator(cls: type[Attack]) -> type[Attack]:
+        if name in ATTACKS:
+            raise UsageError(f"attack {name!r} is already registered")
+        cls.name = name
+        ATTACKS[name] = cls
+        return cls
+
+    return decorator
+
+
+def get_attack(name: str, **params: Any) -> Attack:
+    """Build the registered attack ``name`` with ``params``."""
+    key = name.lower()
+    if key not in ATTACKS:
+        raise UsageError(f"unknown attack {name!r}; choose one of: {', '.join(sorted(ATTACKS))}")
+    return ATTACKS[key](**params)
+
+
+class Oracle:
+    """The model as an attack sees it: every question it asks is counted.
+
+    ``oracle(x)`` returns differentiable logits (white-box only), ``oracle.probs(x)``
+    probabilities (score-based and up), ``oracle.predict(x)`` labels (any access). ``queries``
+    counts examples evaluated. With tabular constraints, features that must not change get no
+    gradient (the base resets them to their clean values before scoring).
+    """
+
+    def __init__(self, model: Model, *, mutable: torch.Tensor | None = None) -> None:
+        self.model = model
+        self.spec = model.spec
+        self.access = model.access
+        self.device = model.device if isinstance(model, WhiteBoxModel) else torch.device("cpu")
+        self.queries = 0
+        self._mutable = mutable
+
+    def _hold(self, x: torch.Tensor) -> torch.Tensor:
+        # Features that must not change get no gradient; the base resets them at the end.
+        if self._mutable is None:
+            return x
+        return torch.where(self._mutable, x, x.detach())
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(self.model, WhiteBoxModel):
+            raise UsageError("this attack needs gradients: it requires white-box access")
+        self.queries += x.shape[0]
+        return self.model(self._hold(x))
+
+    def probs(self, x: torch.Tensor) -> torch.Tensor:
+        self.queries += x.shape[0]
+        x = self._hold(x)
+        if isinstance(self.model, WhiteBoxModel):
+            with torch.no_grad():
+                return torch.softmax(self.model(x), dim=1)
+        probs = getattr(self.model, "probs", None)
+        if probs is None:
+            raise UsageError("this attack needs scores: it requires score-based or white-box access")
+        return probs(x.detach().cpu()).to(x.device)
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        self.queries += x.shape[0]
+        x = self._hold(x)
+        if isinstance(self.model, WhiteBoxModel):
+            with torch.no_grad():
+                return self.model(x).argmax(dim=1)
+        return self.model.predict(x.detach().cpu()).to(x.device)
+
+
+@dataclass(frozen=True)
+class AttackResult:
+    """What an attack returns.
+
+    Attributes:
+        x_adv: adversarial batch, same shape, dtype and device as the input.
+        success: per example, whether the goal holds at ``x_adv`` (misclassified, or classified
+            as the target when targeted). Examples the model already got wrong count as
+            successes for an untargeted attack (``x_adv = x`` suffices).
+        norms: per-example perturbation norm in the attack's norm.
+        adv_pred: per-example predicted label at ``x_adv``.
+        clean_correct: per-example, whether the model was right on the clean input.
+        queries: model evaluations the attack used (examples x calls), scoring excluded.
+        y: true labels; ``target``: target labels of a targeted attack.
+    """
+
+    x_adv: torch.Tensor
+    success: torch.Tensor
+    norms: torch.Tensor
+    adv_pred: torch.Tensor
+    clean_correct: torch.Tensor
+    queries: int
+    y: torch.Tensor
+    attack: str
+    norm: str
+    eps: float | None
+    targeted: bool = False
+    target: torch.Tensor | None = None
+    seed: int = 0
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def clean_accuracy(self) -> float:
+        return float(self.clean_correct.float().mean()) if len(self.y) else float("nan")
+
+    @property
+    def robust_accuracy(self) -> float:
+        """Fraction of examples still classified correctly at ``x_adv``."""
+        return float((self.adv_pred == self.y).float().mean()) if len(self.y) else float("nan")
+
+    @property
+    def success_rate(self) -> float:
+        """Fraction of the clean-correct examples on which the attack succeeded."""
+        n = int(self.clean_correct.sum())
+        return float(self.success[self.clean_correct].float().mean()) if n else float("nan")
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-serialisable summary of the run."""
+        fooled = self.success & self.clean_correct
+        norms = self.norms[fooled].double()
+        return {
+            "attack": self.attack, "norm": self.norm, "eps": self.eps, "targeted": self.targeted,
+            "seed": self.seed, "n": len(self.y), "clean_accuracy": self.clean_accuracy,
+            "robust_accuracy": self.robust_accuracy, "success_rate": self.success_rate,
+            "queries": self.queries, "queries_per_example": self.queries / max(len(self.y), 1),
+            "perturbation_norms": {
+                "mean": float(norms.mean()) if len(norms) else None,
+                "median": float(norms.median()) if len(norms) else None,
+                "max": float(norms.max()) if len(norms) else None,
+            },
+        }
+
+
+class Attack(ABC):
+    """Base class of evasion attacks. Subclasses implement :meth:`run` only.
+
+    Class attributes a subclass sets: ``access`` (the least access it needs), ``norms`` (the
+    threat models it supports) and ``minimal`` (True for minimal-norm attacks, whose ``eps``
+    is optional). ``name`` is set by :func:`register_attack`.
+    """
+
+    name: ClassVar[str] = "attack"
+    access: ClassVar[Access] = Access.WHITE_BOX
+    norms: ClassVar[tuple[str, ...]] = ("linf", "l2")
+    minimal: ClassVar[bool] = False
+    randomised: ClassVar[bool] = True
+
+    def __init__(self, *, norm: str = "linf", eps: float | None = None, targeted: bool = False,
+                 seed: int = 0, batch_size: int = 512) -> None:
+        self.norm = norm
+        self.eps = eps
+        self.targeted = targeted
+        self.seed = seed
+        self.batch_size = batch_size
+        self._norm: Norm = get_norm(norm)
+        if self._norm.name not in self.norms:
+            raise UsageError(f"{self.name} supports norms {', '.join(self.norms)}, not {norm!r}")
+        if eps is None:
+            if not self.minimal:
+                raise UsageError(f"{self.name} needs a budget: pass eps")
+        elif not isinstance(eps, int | float) or not math.isfinite(eps) or eps < 0:
+            raise UsageError(f"eps must be a finite number >= 0, got {eps!r}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise UsageError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if not isinstance(seed, int):
+            raise UsageError(f"seed must be an integer, got {seed!r}")
+
+    # ------------------------------------------------------------------ parameters
+    def get_params(self) -> dict[str, Any]:
+        """The keyword arguments this attack was built with."""
+        params = inspect.signature(type(self).__init__).parameters.values()
+        names = [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
+        return {n: getattr(self, n) for n in names if hasattr(self, n)}
+
+    def replace(self, **changes: Any) -> Attack:
+        """A copy with some hyperparameters changed (the original is untouched)."""
+        return type(self)(**{**self.get_params(), **changes})
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    # ------------------------------------------------------------------ the one verb
+    def __call__(self, model: Model, x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray, *,
+                 target: torch.Tensor | np.ndarray | None = None,
+                 constraints: TabularConstraints | None = None) -> AttackResult:
+        """Attack ``model`` on ``(x, y)``.
+
+        Args:
+            model: a :class:`~dlsec.core.Model` with at least the access this attack needs.
+            x: a batch in input space, within the model's bounds.
+            y: true labels.
+            target: target labels; required when the attack is targeted.
+            constraints: tabular constraints (features that must not change, integer and
+                one-hot features).
+
+        Raises:
+            UsageError: bad inputs (NaN, out of bounds, wrong shape, labels out of range,
+                missing target) or too little access.
+        """
+        if not isinstance(model, Model):
+            raise UsageError(f"attacks take a dlsec Model, got {type(model).__name__}")
+        if model.access < self.access:
+            raise UsageError(
+                f"{self.name} needs {self.access.label} access; the model offers {model.access.label}"
+            )
+        x_in = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+        if not x_in.is_floating_point():
+            raise UsageError(f"x must be floating point, got {x_in.dtype}")
+        model.spec.check_batch(x_in, what="x")
+        y_t = self._labels(y, x_in.shape[0], model.spec.num_classes, "y")
+        tgt = None
+        if self.targeted:
+            if target is None:
+                raise UsageError(f"{self.name} is targeted: pass target labels (or wrap it in Targeted)")
+            tgt = self._labels(target, x_in.shape[0], model.spec.num_classes, "target")
+            if bool((tgt == y_t).any()):
+                raise UsageError("target labels must differ from the true labels")
+        elif target is not None:
+            raise UsageError("target given to an untargeted attack; build it with targeted=True")
+        if constraints is not None:
+            constraints.check(model.spec)
+
+        device = model.device if isinstance(model, WhiteBoxModel) else torch.device("cpu")
+        x0 = x_in.detach().to(device=device, dtype=torch.float32)
+        y0 = y_t.to(device)
+        t0 = tgt.to(device) if tgt is not None else None
+        lower = model.spec.lower_tensor(device=device)
+        upper = model.spec.upper_tensor(device=device)
+        gen = torch_generator(self.seed)
+        outs, queries = [], 0
+        for start in range(0, x0.shape[0], self.batch_size):
+            sl = slice(start, start + self.batch_size)
+            xb, yb = x0[sl], y0[sl]
+            tb = t0[sl] if t0 is not None else None
+            mutable = constraints.mutable_tensor(model.spec, device) if constraints is not None else None
+            oracle = Oracle(model, mutable=mutable)
+            adv = self.run(oracle, xb, yb, tb, gen).detach().to(device=device, dtype=torch.float32)
+            if adv.shape != xb.shape:
+                raise RuntimeError(f"{self.name}.run returned shape {tuple(adv.shape)} for {tuple(xb.shape)}")
+            adv = self._project(xb, adv, lower, upper)
+            if constraints is not None:
+                adv = constraints.apply(xb, adv, self._norm, self.eps, lower, upper)
+            outs.append(adv)
+            queries += oracle.queries
+        x_adv = torch.cat(outs) if outs else x0.clone()
+        scorer = Oracle(model)
+        clean_pred = self._predict_all(scorer, x0)
+        adv_pred = self._predict_all(scorer, x_adv)
+        success = (adv_pred == t0) if t0 is not None else (adv_pred != y0)
+        norms = self._norm.distance(x_adv - x0)
+        return AttackResult(
+            x_adv=x_adv.to(device=x_in.device, dtype=x_in.dtype), success=success.cpu(),
+            norms=norms.cpu(), adv_pred=adv_pred.cpu(), clean_correct=(clean_pred == y0).cpu(),
+            queries=queries, y=y_t.cpu(), attack=self.name, norm=self._norm.name, eps=self.eps,
+            targeted=self.targeted, target=tgt, seed=self.seed,
+        )
+
+    def _predict_all(self, oracle: Oracle, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([oracle.predict(x[i : i + self.batch_size]) for i in range(0, len(x), self.batch_size)]) \
+            if len(x) else torch.empty(0, dtype=torch.long, device=x.device)
+
+    def _project(self, x: torch.Tensor, adv: torch.Tensor, lower: torch.Tensor,
+                 upper: torch.Tensor) -> torch.Tensor:
+        if not torch.isfinite(adv).all():
+            adv = torch.where(torch.isfinite(adv), adv, x)
+        delta = adv - x
+        if self.eps is not None:
+            delta = self._norm.project(delta, self.eps)
+        return torch.clamp(x + delta, lower, upper)
+
+    @staticmethod
+    def _labels(labels: torch.Tensor | np.ndarray, n: int, num_classes: int, what: str) -> torch.Tensor:
+        t = labels if isinstance(labels, torch.Tensor) else torch.as_tensor(np.asarray(labels))
+        if t.ndim != 1 or t.shape[0] != n:
+            raise SpecError(f"{what}: expected {n} labels in a 1-D tensor, got shape {tuple(t.shape)}")
+        if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+            raise SpecError(f"{what}: labels must be integers, got {t.dtype}")
+        t = t.long()
+        if n and (int(t.min()) < 0 or int(t.max()) >= num_classes):
+            raise SpecError(f"{what}: labels must lie in 0..{num_classes - 1}")
+        return t
+
+    # ------------------------------------------------------------------ the algorithm
+    @abstractmethod
+    def run(self, model: Oracle, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
+            gen: torch.Generator) -> torch.Tensor:
+        """Return adversarial examples for one batch (the base projects and scores them).
+
+        Args:
+            model: the counted oracle (``model(x)`` logits, ``.probs``, ``.predict``).
+            x: clean batch on the model's device, float32, within bounds.
+            y: true labels.
+            target: target labels when targeted, else ``None``.
+            gen: the seeded CPU generator for every random draw (move draws to ``x.device``).
+        """
