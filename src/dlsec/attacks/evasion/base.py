@@ -290,8 +290,10 @@ class Attack(ABC):
         )
 
     def _predict_all(self, oracle: Oracle, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([oracle.predict(x[i : i + self.batch_size]) for i in range(0, len(x), self.batch_size)]) \
-            if len(x) else torch.empty(0, dtype=torch.long, device=x.device)
+        if not len(x):
+            return torch.empty(0, dtype=torch.long, device=x.device)
+        step = self.batch_size
+        return torch.cat([oracle.predict(x[i : i + step]) for i in range(0, len(x), step)])
 
     def _project(self, x: torch.Tensor, adv: torch.Tensor, lower: torch.Tensor,
                  upper: torch.Tensor) -> torch.Tensor:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 
 from dlsec.attacks.evasion._losses import ce_loss
@@ -40,7 +42,7 @@ class PGD(Attack):
         >>> result.robust_accuracy                           # doctest: +SKIP
     """
 
-    norms = ("linf", "l2", "l1")
+    norms: ClassVar[tuple[str, ...]] = ("linf", "l2", "l1")
 
     def __init__(self, *, eps: float, steps: int = 40, step_size: float | None = None, norm: str = "linf",
                  random_start: bool = True, restarts: int = 1, targeted: bool = False, seed: int = 0,
@@ -69,7 +71,8 @@ class PGD(Attack):
             idx = todo.nonzero().squeeze(1)
             if idx.numel() == 0:
                 break
-            adv, fooled = self._attack_once(model, x[idx], y[idx], None if target is None else target[idx], gen)
+            tgt = None if target is None else target[idx]
+            adv, fooled = self._attack_once(model, x[idx], y[idx], tgt, gen)
             best[idx] = adv
             todo[idx[fooled]] = False
         return best
@@ -117,7 +120,7 @@ class FGSM(PGD):
         targeted, seed, batch_size: as for every attack.
     """
 
-    norms = ("linf", "l2")
+    norms: ClassVar[tuple[str, ...]] = ("linf", "l2")
 
     def __init__(self, *, eps: float, norm: str = "linf", targeted: bool = False, seed: int = 0,
                  batch_size: int = 512) -> None:
