@@ -164,6 +164,26 @@ class AttackResult:
         }
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """Validated inputs of one attack call, on the model's device (float32)."""
+
+    model: Model
+    x_in: torch.Tensor
+    x: torch.Tensor
+    y: torch.Tensor
+    target: torch.Tensor | None
+    constraints: TabularConstraints | None
+    lower: torch.Tensor
+    upper: torch.Tensor
+
+    def subset(self, index: torch.Tensor) -> Prepared:
+        """The same call restricted to the rows at ``index``."""
+        return Prepared(self.model, self.x_in[index.to(self.x_in.device)], self.x[index], self.y[index],
+                        None if self.target is None else self.target[index], self.constraints,
+                        self.lower, self.upper)
+
+
 class Attack(ABC):
     """Base class of evasion attacks. Subclasses implement :meth:`run` only.
 
@@ -231,6 +251,13 @@ class Attack(ABC):
             UsageError: bad inputs (NaN, out of bounds, wrong shape, labels out of range,
                 missing target) or too little access.
         """
+        prepared = self._prepare(model, x, y, target, constraints)
+        x_adv, queries, extras = self._attack(prepared)
+        return self._assemble(prepared, x_adv, queries, extras)
+
+    def _prepare(self, model: Model, x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray,
+                 target: torch.Tensor | np.ndarray | None,
+                 constraints: TabularConstraints | None) -> Prepared:
         if not isinstance(model, Model):
             raise UsageError(f"attacks take a dlsec Model, got {type(model).__name__}")
         if model.access < self.access:
@@ -253,40 +280,53 @@ class Attack(ABC):
             raise UsageError("target given to an untargeted attack; build it with targeted=True")
         if constraints is not None:
             constraints.check(model.spec)
-
         device = model.device if isinstance(model, WhiteBoxModel) else torch.device("cpu")
-        x0 = x_in.detach().to(device=device, dtype=torch.float32)
-        y0 = y_t.to(device)
-        t0 = tgt.to(device) if tgt is not None else None
-        lower = model.spec.lower_tensor(device=device)
-        upper = model.spec.upper_tensor(device=device)
+        return Prepared(
+            model=model, x_in=x_in, x=x_in.detach().to(device=device, dtype=torch.float32),
+            y=y_t.to(device), target=tgt.to(device) if tgt is not None else None, constraints=constraints,
+            lower=model.spec.lower_tensor(device=device), upper=model.spec.upper_tensor(device=device),
+        )
+
+    def _attack(self, p: Prepared) -> tuple[torch.Tensor, int, dict[str, Any]]:
+        """Run the algorithm batch by batch; project each batch to the budget, bounds and constraints.
+
+        Composite attacks (AutoAttack, restarts) override this, not ``__call__``.
+        """
         gen = torch_generator(self.seed)
         outs, queries = [], 0
-        for start in range(0, x0.shape[0], self.batch_size):
+        mutable = p.constraints.mutable_tensor(p.model.spec, p.x.device) if p.constraints else None
+        for start in range(0, p.x.shape[0], self.batch_size):
             sl = slice(start, start + self.batch_size)
-            xb, yb = x0[sl], y0[sl]
-            tb = t0[sl] if t0 is not None else None
-            mutable = constraints.mutable_tensor(model.spec, device) if constraints is not None else None
-            oracle = Oracle(model, mutable=mutable)
-            adv = self.run(oracle, xb, yb, tb, gen).detach().to(device=device, dtype=torch.float32)
+            xb = p.x[sl]
+            oracle = Oracle(p.model, mutable=mutable)
+            tb = p.target[sl] if p.target is not None else None
+            adv = self.run(oracle, xb, p.y[sl], tb, gen).detach().to(device=xb.device, dtype=torch.float32)
             if adv.shape != xb.shape:
                 raise RuntimeError(f"{self.name}.run returned shape {tuple(adv.shape)} for {tuple(xb.shape)}")
-            adv = self._project(xb, adv, lower, upper)
-            if constraints is not None:
-                adv = constraints.apply(xb, adv, self._norm, self.eps, lower, upper)
-            outs.append(adv)
+            outs.append(self._finish(p, xb, adv))
             queries += oracle.queries
-        x_adv = torch.cat(outs) if outs else x0.clone()
-        scorer = Oracle(model)
-        clean_pred = self._predict_all(scorer, x0)
+        return (torch.cat(outs) if outs else p.x.clone()), queries, {}
+
+    def _finish(self, p: Prepared, x: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
+        """Project ``adv`` onto the budget and the bounds, then repair tabular constraints."""
+        adv = self._project(x, adv, p.lower, p.upper)
+        if p.constraints is not None:
+            adv = p.constraints.apply(x, adv, self._norm, self.eps, p.lower, p.upper)
+        return adv
+
+    def _assemble(self, p: Prepared, x_adv: torch.Tensor, queries: int,
+                  extras: dict[str, Any]) -> AttackResult:
+        scorer = Oracle(p.model)
+        clean_pred = self._predict_all(scorer, p.x)
         adv_pred = self._predict_all(scorer, x_adv)
-        success = (adv_pred == t0) if t0 is not None else (adv_pred != y0)
-        norms = self._norm.distance(x_adv - x0)
+        success = (adv_pred == p.target) if p.target is not None else (adv_pred != p.y)
+        norms = self._norm.distance(x_adv - p.x)
         return AttackResult(
-            x_adv=x_adv.to(device=x_in.device, dtype=x_in.dtype), success=success.cpu(),
-            norms=norms.cpu(), adv_pred=adv_pred.cpu(), clean_correct=(clean_pred == y0).cpu(),
-            queries=queries, y=y_t.cpu(), attack=self.name, norm=self._norm.name, eps=self.eps,
-            targeted=self.targeted, target=tgt, seed=self.seed,
+            x_adv=x_adv.to(device=p.x_in.device, dtype=p.x_in.dtype), success=success.cpu(),
+            norms=norms.cpu(), adv_pred=adv_pred.cpu(), clean_correct=(clean_pred == p.y).cpu(),
+            queries=queries, y=p.y.cpu(), attack=self.name, norm=self._norm.name, eps=self.eps,
+            targeted=self.targeted, target=p.target.cpu() if p.target is not None else None,
+            seed=self.seed, extras=extras,
         )
 
     def _predict_all(self, oracle: Oracle, x: torch.Tensor) -> torch.Tensor:
