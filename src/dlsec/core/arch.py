@@ -91,7 +91,7 @@ def build_architecture(
     return built
 
 
-def parse_arch_kwargs(items: Sequence[str]) -> dict[str, Any]:
+def parse_arch_kwargs(items: Sequence[str], *, what: str = "architecture") -> dict[str, Any]:
     """Parse ``key=value`` strings; values are JSON literals when they parse, else strings.
 
     Example:
@@ -103,7 +103,7 @@ def parse_arch_kwargs(items: Sequence[str]) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         key = key.strip()
         if not sep or not key.isidentifier():
-            raise UsageError(f"bad architecture argument {item!r}; write key=value, e.g. hidden=128")
+            raise UsageError(f"bad {what} argument {item!r}; write key=value, e.g. steps=100")
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:

@@ -98,7 +98,7 @@ class L1(Norm):
     name = "l1"
     p = 1.0
 
-    def __init__(self, *, sparsity: float = 0.99) -> None:
+    def __init__(self, *, sparsity: float = 0.95) -> None:
         self.sparsity = sparsity
 
     def project(self, delta: torch.Tensor, eps: float | torch.Tensor) -> torch.Tensor:

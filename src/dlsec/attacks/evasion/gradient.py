@@ -102,7 +102,12 @@ class PGD(Attack):
                 new = hit & ~fooled
                 found[new] = (x + delta)[new]
                 fooled |= hit
-                delta = delta + sign * alpha * norm.ascent(grad)
+                # Coordinates pinned at a bound and pushed outward cannot move: leave them out
+                # of the step so the whole step length goes to coordinates that can.
+                push = sign * grad
+                here = x + delta
+                blocked = ((here >= upper) & (push > 0)) | ((here <= lower) & (push < 0))
+                delta = delta + sign * alpha * norm.ascent(torch.where(blocked, 0.0, grad))
                 delta = norm.project(delta, eps)
                 delta = torch.clamp(x + delta, lower, upper) - x
         with torch.no_grad():

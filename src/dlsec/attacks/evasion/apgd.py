@@ -1,0 +1,362 @@
+"""Auto-PGD (Croce & Hein 2020): PGD with a step size that tunes itself, as in AutoAttack.
+
+Reference: F. Croce and M. Hein, "Reliable evaluation of adversarial robustness with an
+ensemble of diverse parameter-free attacks", ICML 2020 (arXiv:2003.01690); the protocol
+follows the authors' AutoAttack code (``autoattack/autopgd_base.py``).
+
+One run of APGD on a batch, per example (Algorithm 1 of the paper):
+
+* start at a random point ``x0`` on the boundary of the eps-ball (AutoAttack's start: a uniform
+  draw from the cube rescaled to L-inf norm ``eps``, or a uniform direction with L2 norm
+  ``eps``), clipped to the input bounds;
+* step size ``eta = 2 * eps``; the first step is plain projected gradient ascent, later ones
+  add momentum: ``z = P(x_k + eta * ascent(grad))``,
+  ``x_{k+1} = P(x_k + alpha (z - x_k) + (1 - alpha)(x_k - x_{k-1}))`` with ``alpha = 0.75``;
+* checkpoints ``w_j = ceil(p_j * n_iter)`` with ``p_0 = 0``, ``p_1 = 0.22`` and
+  ``p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)``; at each checkpoint the step size is
+  halved, and the iterate restarts from the best point so far, when (1) the loss went up in at
+  most a fraction ``rho = 0.75`` of the steps since the last checkpoint, or (2) neither the
+  step size nor the best loss changed since the last checkpoint;
+* the best loss and best point are tracked per example; an example counts as fooled at the
+  first iterate the model misclassifies (or assigns the target).
+
+Differences from the reference code that change no outcome: an example leaves the batch as
+soon as it is fooled (so later iterations cost less; the others' trajectories are
+unchanged, since examples are independent), and an example never fooled comes back at its
+highest-loss point rather than at ``x``. The first oscillation count compares with the loss
+at ``x0``, as in the paper (the reference code reads an unfilled slot there).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import ClassVar
+
+import torch
+
+from dlsec.attacks.evasion._losses import ce_loss, dlr_loss, targeted_dlr_loss
+from dlsec.attacks.evasion.base import Attack, Oracle, register_attack
+from dlsec.errors import UsageError
+
+__all__ = ["APGD", "APGDDLR", "APGDT"]
+
+_MOMENTUM = 0.75  # alpha in the paper
+_FIRST_CHECK = 0.22  # p_1
+_MIN_PERIOD = 0.06  # the smallest gap between checkpoints
+_PERIOD_DECREASE = 0.03  # how much the gap shrinks from one checkpoint to the next
+
+#: A per-example objective to ascend: ``loss(logits, y, target)``.
+Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
+
+
+def _positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _objective(loss: str, num_classes: int, *, targeted: bool) -> Objective:
+    """The per-example function APGD ascends: ``loss`` is ``ce``, ``dlr`` or ``dlr-targeted``.
+
+    Targeted (a target class is passed), ``ce`` is the target's negated cross-entropy and
+    ``dlr`` the targeted DLR loss. ``dlr-targeted`` (APGD-T) falls back to the targeted
+    cross-entropy below four classes.
+    """
+    if loss == "dlr" and num_classes < (4 if targeted else 3):
+        raise UsageError(f"the {'targeted ' if targeted else ''}DLR loss needs at least "
+                         f"{4 if targeted else 3} classes, the model has {num_classes}; use apgd-ce")
+    if loss == "dlr-targeted" and num_classes < 4:
+        loss = "ce"
+
+    def objective(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        if target is None:
+            return ce_loss(logits, y) if loss == "ce" else dlr_loss(logits, y)
+        return -ce_loss(logits, target) if loss == "ce" else targeted_dlr_loss(logits, y, target)
+
+    return objective
+
+
+@dataclass
+class _Run:
+    """Per-example state of one APGD run over the examples still being attacked."""
+
+    idx: torch.Tensor  # positions in the sub-batch this run started with
+    x: torch.Tensor
+    y: torch.Tensor
+    target: torch.Tensor | None  # the loss's target class
+    goal: torch.Tensor | None  # the class to reach when the attack is targeted
+    x_adv: torch.Tensor  # the current iterate x_k
+    x_prev: torch.Tensor  # x_{k-1}, for the momentum term
+    grad: torch.Tensor  # gradient at x_adv
+    x_best: torch.Tensor  # highest-loss point so far
+    grad_best: torch.Tensor
+    loss_best: torch.Tensor
+    loss_prev: torch.Tensor  # loss at the last evaluated iterate
+    increases: torch.Tensor  # steps that raised the loss since the last checkpoint
+    step: torch.Tensor  # step size eta, shape (N, 1, ..., 1)
+    best_at_check: torch.Tensor  # loss_best at the last checkpoint
+    halved_at_check: torch.Tensor  # whether the step was halved at the last checkpoint
+
+    def keep(self, mask: torch.Tensor) -> None:
+        """Drop the examples where ``mask`` is False."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                setattr(self, f.name, value[mask])
+
+
+@register_attack("apgd-ce")
+class APGD(Attack):
+    """Auto-PGD (Croce & Hein, ICML 2020), L-inf or L2, on the cross-entropy or DLR loss.
+
+    PGD without a step size to tune: momentum, and a step size that starts at ``2 * eps`` and is
+    halved at checkpoints where progress stalls, restarting from the best point found. This is
+    APGD-CE of AutoAttack; ``apgd-dlr`` (:class:`APGDDLR`) is the same attack on the
+    difference-of-logits-ratio loss. Examples the model already gets wrong (or already assigns
+    the target) are not attacked; with ``restarts > 1`` each restart runs only on the examples
+    not yet fooled. Each iteration is one forward and one backward pass on the batch.
+
+    Args:
+        eps: budget in the chosen norm.
+        n_iter: iterations per restart (100 in AutoAttack).
+        norm: ``linf`` or ``l2``.
+        loss: ``ce`` (cross-entropy) or ``dlr`` (difference of logits ratio, needs 3 classes;
+            4 when targeted). Targeted, the loss of the target is descended (targeted CE) or the
+            targeted DLR loss ascended.
+        restarts: independent random starts; examples fooled in one are not attacked again.
+        rho: the step size is halved when the loss rose in at most this fraction of the steps
+            since the last checkpoint.
+        targeted: reach ``target`` instead of any wrong class.
+        seed: seeds the random starts.
+        batch_size: examples attacked at once.
+
+    Example:
+        >>> from dlsec.attacks.evasion.apgd import APGD
+        >>> attack = APGD(eps=8 / 255, n_iter=100, norm="linf", loss="ce", seed=0)
+        >>> result = attack(model, x, y)                     # doctest: +SKIP
+        >>> result.robust_accuracy                           # doctest: +SKIP
+    """
+
+    norms: ClassVar[tuple[str, ...]] = ("linf", "l2")
+    losses: ClassVar[tuple[str, ...]] = ("ce", "dlr")
+
+    def __init__(self, *, eps: float, n_iter: int = 100, norm: str = "linf", loss: str = "ce",
+                 restarts: int = 1, rho: float = 0.75, targeted: bool = False, seed: int = 0,
+                 batch_size: int = 512) -> None:
+        super().__init__(norm=norm, eps=eps, targeted=targeted, seed=seed, batch_size=batch_size)
+        if not _positive_int(n_iter):
+            raise UsageError(f"n_iter must be a positive integer, got {n_iter!r}")
+        if loss not in self.losses:
+            raise UsageError(f"loss must be one of {', '.join(self.losses)}, got {loss!r}")
+        if not _positive_int(restarts):
+            raise UsageError(f"restarts must be a positive integer, got {restarts!r}")
+        if not isinstance(rho, int | float) or not 0.0 <= rho <= 1.0:
+            raise UsageError(f"rho must be a number in [0, 1], got {rho!r}")
+        self.n_iter = n_iter
+        self.loss = loss
+        self.restarts = restarts
+        self.rho = rho
+
+    # ------------------------------------------------------------------ the attack
+    def run(self, model: Oracle, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
+            gen: torch.Generator) -> torch.Tensor:
+        objective = _objective(self.loss, model.spec.num_classes, targeted=self.targeted)
+        with torch.no_grad():
+            clean = model(x).argmax(1)
+        todo = (clean != target) if target is not None else (clean == y)
+        best, best_loss = x.clone(), torch.full((len(x),), -torch.inf, device=x.device)
+        for _ in range(self.restarts):
+            self._attack_subset(model, x, y, target, todo, best, best_loss, objective, gen)
+        return best
+
+    def _attack_subset(self, model: Oracle, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
+                       todo: torch.Tensor, best: torch.Tensor, best_loss: torch.Tensor,
+                       objective: Objective, gen: torch.Generator) -> None:
+        """One APGD run on the examples ``todo``; updates ``todo``, ``best``, ``best_loss`` in place.
+
+        ``target`` is the loss's target class (None for an untargeted loss); success means
+        reaching it only when the attack itself is targeted.
+        """
+        idx = todo.nonzero().squeeze(1)
+        if idx.numel() == 0:
+            return
+        tgt = None if target is None else target[idx]
+        adv, fooled, loss = self._single_run(model, x[idx], y[idx], tgt, objective, gen)
+        better = fooled | (loss > best_loss[idx])
+        best[idx[better]] = adv[better]
+        best_loss[idx[better]] = loss[better]
+        todo[idx[fooled]] = False
+
+    def _start(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """AutoAttack's random start: a random point on the sphere of radius eps."""
+        assert self.eps is not None
+        delta = self._norm.random(x.shape, 1.0, gen, device=x.device, dtype=x.dtype)
+        radius = self._norm.distance(delta).reshape(-1, *([1] * (x.ndim - 1)))
+        return delta * (self.eps / (radius + 1e-12))
+
+    def _single_run(self, model: Oracle, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
+                    objective: Objective, gen: torch.Generator
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Algorithm 1 of the paper on one batch.
+
+        Returns:
+            per example: the first adversarial iterate, or the highest-loss point when none was
+            found; whether it was fooled; the best loss (``+inf`` where fooled).
+        """
+        assert self.eps is not None
+        eps, norm, n_iter = self.eps, self._norm, self.n_iter
+        lower = model.spec.lower_tensor(device=x.device)
+        upper = model.spec.upper_tensor(device=x.device)
+
+        def to_ball(point: torch.Tensor) -> torch.Tensor:
+            return torch.clamp(s.x + norm.project(point - s.x, eps), lower, upper)
+
+        def evaluate(point: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            with torch.enable_grad():
+                point = point.detach().requires_grad_(True)
+                logits = model(point)
+                loss = objective(logits, s.y, s.target)
+                (grad,) = torch.autograd.grad(loss.sum(), point)
+            return logits.detach(), loss.detach(), grad.detach()
+
+        def retire(logits: torch.Tensor) -> None:
+            """Record the examples fooled at the current iterate and drop them from the run."""
+            pred = logits.argmax(1)
+            done = (pred == s.goal) if s.goal is not None else (pred != s.y)
+            if done.any():
+                fooled[s.idx[done]] = True
+                out[s.idx[done]] = s.x_adv[done]
+                s.keep(~done)
+
+        n = len(x)
+        out = torch.clamp(x + self._start(x, gen), lower, upper)
+        out_loss = torch.full((n,), torch.inf, device=x.device)
+        fooled = torch.zeros(n, dtype=torch.bool, device=x.device)
+        s = _Run(
+            idx=torch.arange(n, device=x.device), x=x, y=y, target=target,
+            goal=target if self.targeted else None, x_adv=out.clone(), x_prev=out.clone(),
+            grad=torch.zeros_like(x), x_best=out.clone(), grad_best=torch.zeros_like(x),
+            loss_best=out_loss.clone(), loss_prev=out_loss.clone(),
+            increases=torch.zeros(n, dtype=torch.long, device=x.device),
+            step=torch.full((n, *([1] * (x.ndim - 1))), 2.0 * eps, device=x.device, dtype=x.dtype),
+            best_at_check=out_loss.clone(), halved_at_check=torch.ones(n, dtype=torch.bool, device=x.device),
+        )
+        logits, loss, s.grad = evaluate(s.x_adv)
+        s.grad_best, s.loss_best, s.loss_prev, s.best_at_check = s.grad.clone(), loss, loss, loss
+        retire(logits)
+
+        # Checkpoints: the first after 22% of the iterations, then gaps shrinking by 3% to 6%.
+        period = max(int(_FIRST_CHECK * n_iter), 1)
+        min_period = max(int(_MIN_PERIOD * n_iter), 1)
+        decrease = max(int(_PERIOD_DECREASE * n_iter), 1)
+        since_check = 0
+        for i in range(n_iter):
+            if len(s.idx) == 0:
+                break
+            with torch.no_grad():
+                a = _MOMENTUM if i > 0 else 1.0
+                z = to_ball(s.x_adv + s.step * norm.ascent(s.grad))
+                x_new = to_ball(s.x_adv + a * (z - s.x_adv) + (1 - a) * (s.x_adv - s.x_prev))
+                s.x_prev, s.x_adv = s.x_adv, x_new
+            logits, loss, s.grad = evaluate(s.x_adv)
+            with torch.no_grad():
+                s.increases += loss > s.loss_prev
+                s.loss_prev = loss
+                up = loss > s.loss_best
+                s.x_best[up] = s.x_adv[up]
+                s.grad_best[up] = s.grad[up]
+                s.loss_best = torch.where(up, loss, s.loss_best)
+                retire(logits)
+                since_check += 1
+                if since_check < period:
+                    continue
+                # Halve where (1) the loss rose in at most rho of the steps since the last
+                # checkpoint, or (2) neither the step size nor the best loss changed since then.
+                oscillating = s.increases <= self.rho * period
+                stalled = ~s.halved_at_check & (s.best_at_check >= s.loss_best)
+                halve = oscillating | stalled
+                s.step[halve] /= 2
+                s.x_adv[halve] = s.x_best[halve]
+                s.grad[halve] = s.grad_best[halve]
+                s.halved_at_check = halve
+                s.best_at_check = s.loss_best
+                s.increases.zero_()
+                since_check = 0
+                period = max(period - decrease, min_period)
+        out[s.idx] = s.x_best
+        out_loss[s.idx] = s.loss_best
+        return out, fooled, out_loss
+
+
+@register_attack("apgd-dlr")
+class APGDDLR(APGD):
+    """APGD on the difference-of-logits-ratio loss (APGD-DLR of Croce & Hein, ICML 2020).
+
+    The DLR loss ``-(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3)`` is invariant to shifting and
+    rescaling the logits, so it is not fooled by saturated softmax outputs. Needs at least three
+    classes (four when targeted); with fewer it raises :class:`~dlsec.errors.UsageError`.
+
+    Args:
+        eps, n_iter, norm, restarts, rho, targeted, seed, batch_size: as for :class:`APGD`.
+
+    Example:
+        >>> from dlsec.attacks.evasion.apgd import APGDDLR
+        >>> result = APGDDLR(eps=8 / 255)(model, x, y)       # doctest: +SKIP
+    """
+
+    def __init__(self, *, eps: float, n_iter: int = 100, norm: str = "linf", restarts: int = 1,
+                 rho: float = 0.75, targeted: bool = False, seed: int = 0, batch_size: int = 512) -> None:
+        super().__init__(eps=eps, n_iter=n_iter, norm=norm, loss="dlr", restarts=restarts, rho=rho,
+                         targeted=targeted, seed=seed, batch_size=batch_size)
+
+
+@register_attack("apgd-t")
+class APGDT(APGD):
+    """APGD on the targeted DLR loss (APGD-T of Croce & Hein, ICML 2020).
+
+    With ``targeted=False`` (as in AutoAttack) the goal is any wrong class: for each of the
+    ``n_target_classes`` classes with the highest clean logits after the top one, taken in
+    order (the 2nd largest, then the 3rd, ...), APGD runs ``restarts`` times on the targeted
+    DLR loss ``-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)``, each time only on the examples
+    not yet fooled. With ``targeted=True`` it runs on the given ``target`` labels.
+
+    The targeted DLR loss needs four classes; for models with two or three classes the attack
+    uses the targeted cross-entropy loss ``-CE(z, t)`` instead.
+
+    Args:
+        eps, n_iter, norm, restarts, rho, seed, batch_size: as for :class:`APGD`.
+        n_target_classes: target classes tried per example when untargeted (9 in AutoAttack);
+            at most ``num_classes - 1`` are used.
+        targeted: reach ``target`` instead of any wrong class.
+
+    Example:
+        >>> from dlsec.attacks.evasion.apgd import APGDT
+        >>> result = APGDT(eps=8 / 255, n_target_classes=9)(model, x, y)   # doctest: +SKIP
+    """
+
+    def __init__(self, *, eps: float, n_iter: int = 100, norm: str = "linf", n_target_classes: int = 9,
+                 restarts: int = 1, rho: float = 0.75, targeted: bool = False, seed: int = 0,
+                 batch_size: int = 512) -> None:
+        super().__init__(eps=eps, n_iter=n_iter, norm=norm, loss="ce", restarts=restarts, rho=rho,
+                         targeted=targeted, seed=seed, batch_size=batch_size)
+        if not _positive_int(n_target_classes):
+            raise UsageError(f"n_target_classes must be a positive integer, got {n_target_classes!r}")
+        self.n_target_classes = n_target_classes
+
+    def run(self, model: Oracle, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
+            gen: torch.Generator) -> torch.Tensor:
+        num_classes = model.spec.num_classes
+        objective = _objective("dlr-targeted", num_classes, targeted=True)
+        with torch.no_grad():
+            clean_logits = model(x)
+        clean = clean_logits.argmax(1)
+        todo = (clean != target) if target is not None else (clean == y)
+        best, best_loss = x.clone(), torch.full((len(x),), -torch.inf, device=x.device)
+        if target is not None:
+            for _ in range(self.restarts):
+                self._attack_subset(model, x, y, target, todo, best, best_loss, objective, gen)
+            return best
+        ranking = clean_logits.argsort(dim=1, descending=True)
+        for rank in range(1, min(self.n_target_classes, num_classes - 1) + 1):
+            for _ in range(self.restarts):
+                self._attack_subset(model, x, y, ranking[:, rank], todo, best, best_loss, objective, gen)
+        return best

@@ -1,0 +1,195 @@
+"""Wrappers that change how an attack is run, not what it is: restarts, EOT, targeting.
+
+Each wraps any registered attack and is itself an attack (same contract, same result), so
+they compose: ``Restarts(EOT(PGD(...), samples=10), restarts=5)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+
+from dlsec.attacks.evasion._constraints import TabularConstraints
+from dlsec.attacks.evasion.base import Attack, AttackResult, Oracle, Prepared
+from dlsec.core.model import Access, Model, WhiteBoxModel
+from dlsec.errors import UsageError
+
+__all__ = ["Restarts", "EOT", "Targeted", "ExpectationModel"]
+
+
+class _Wrapper(Attack):
+    """An attack around another; threat model, access and norms are the inner attack's."""
+
+    def __init__(self, attack: Attack, *, seed: int | None = None, targeted: bool | None = None) -> None:
+        if not isinstance(attack, Attack):
+            raise UsageError(f"{type(self).__name__} wraps an Attack, got {type(attack).__name__}")
+        self.attack = attack
+        super().__init__(norm=attack.norm, eps=attack.eps,
+                         targeted=attack.targeted if targeted is None else targeted,
+                         seed=attack.seed if seed is None else seed, batch_size=attack.batch_size)
+
+    @property
+    def access(self) -> Access:  # type: ignore[override]
+        return self.attack.access
+
+    @property
+    def norms(self) -> tuple[str, ...]:  # type: ignore[override]
+        return self.attack.norms
+
+    @property
+    def minimal(self) -> bool:  # type: ignore[override]
+        return self.attack.minimal
+
+    def run(self, model: Oracle, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
+            gen: torch.Generator) -> torch.Tensor:
+        return self.attack.run(model, x, y, target, gen)
+
+
+class Restarts(_Wrapper):
+    """Run an attack several times with different seeds; keep each example's best result.
+
+    Restart ``i`` uses seed ``seed + i`` and attacks only the examples not yet successful. For
+    minimal-norm attacks every restart runs on every example and the smallest successful
+    perturbation is kept.
+
+    Args:
+        attack: the attack to repeat.
+        restarts: number of runs (at least 1).
+
+    Example:
+        >>> strong = Restarts(PGD(eps=0.1, steps=40), restarts=5)     # doctest: +SKIP
+    """
+
+    def __init__(self, attack: Attack, *, restarts: int = 5) -> None:
+        if not isinstance(restarts, int) or restarts < 1:
+            raise UsageError(f"restarts must be a positive integer, got {restarts!r}")
+        self.restarts = restarts
+        super().__init__(attack)
+
+    def get_params(self) -> dict[str, Any]:
+        return {"attack": self.attack, "restarts": self.restarts}
+
+    def _attack(self, p: Prepared) -> tuple[torch.Tensor, int, dict[str, Any]]:
+        best = p.x.clone()
+        best_norm = torch.full((len(p.x),), float("inf"), device=p.x.device)
+        done = torch.zeros(len(p.x), dtype=torch.bool, device=p.x.device)
+        queries = 0
+        scorer = Oracle(p.model)
+        for i in range(self.restarts):
+            idx = torch.arange(len(p.x), device=p.x.device) if self.minimal else (~done).nonzero().squeeze(1)
+            if idx.numel() == 0:
+                break
+            sub = p.subset(idx)
+            adv, q, _ = self.attack.replace(seed=self.seed + i)._attack(sub)
+            queries += q
+            pred = self._predict_all(scorer, adv)
+            hit = (pred == sub.target) if sub.target is not None else (pred != sub.y)
+            norm = self._norm.distance(adv - sub.x)
+            better = hit & (norm < best_norm[idx])
+            best[idx[better]] = adv[better]
+            best_norm[idx[better]] = norm[better]
+            done[idx[hit]] = True
+            if i == 0:  # unsuccessful examples keep the first run's (strongest-effort) point
+                best[idx[~hit]] = adv[~hit]
+        return best, queries, {"restarts": self.restarts}
+
+
+class ExpectationModel(WhiteBoxModel):
+    """A randomised white-box model replaced by its expectation over ``samples`` forward passes.
+
+    Its logits are the log of the mean softmax over the samples, so gradients are those of the
+    expected prediction (expectation over transformation, Athalye et al. 2018).
+    """
+
+    def __init__(self, model: WhiteBoxModel, samples: int) -> None:
+        super().__init__(model.module, model.spec, device=model.device, batch_size=model.batch_size)
+        self._norm = model._norm
+        self.samples = samples
+        self._inner = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probs = torch.stack([torch.softmax(self._inner(x), dim=1) for _ in range(self.samples)]).mean(0)
+        return torch.log(probs.clamp_min(1e-30))
+
+
+class EOT(_Wrapper):
+    """Expectation over transformation: attack a randomised model through its expectation.
+
+    Every gradient (and score) the inner attack asks for is averaged over ``samples`` forward
+    passes; query counts include every pass. Use it when the model randomises its forward
+    pass (dropout at test time, random input transformations); the gradient-masking diagnostics
+    flag such models.
+
+    Args:
+        attack: the attack to run (white-box).
+        samples: forward passes averaged per query.
+    """
+
+    def __init__(self, attack: Attack, *, samples: int = 10) -> None:
+        if not isinstance(samples, int) or samples < 1:
+            raise UsageError(f"samples must be a positive integer, got {samples!r}")
+        self.samples = samples
+        super().__init__(attack)
+
+    def get_params(self) -> dict[str, Any]:
+        return {"attack": self.attack, "samples": self.samples}
+
+    def _attack(self, p: Prepared) -> tuple[torch.Tensor, int, dict[str, Any]]:
+        model: Model = p.model
+        if isinstance(model, WhiteBoxModel):
+            model = ExpectationModel(model, self.samples)
+        sub = Prepared(model, p.x_in, p.x, p.y, p.target, p.constraints, p.lower, p.upper)
+        adv, queries, extras = self.attack._attack(sub)
+        return adv, queries * self.samples, {**extras, "eot_samples": self.samples}
+
+
+TargetPolicy = Literal["random", "least-likely", "next"]
+
+
+class Targeted(_Wrapper):
+    """Make an attack targeted, choosing each example's target by a policy.
+
+    Policies: ``random`` (uniform over the other classes, seeded), ``least-likely`` (the class
+    the model finds least likely on the clean input; needs scores), ``next`` (``(y + 1) mod K``).
+    Explicit targets passed to the call take precedence. Success means reaching the target.
+
+    Args:
+        attack: the attack (built untargeted or targeted; it is run targeted).
+        policy: how targets are chosen when none are given.
+    """
+
+    def __init__(self, attack: Attack, *, policy: TargetPolicy = "random") -> None:
+        if policy not in ("random", "least-likely", "next"):
+            raise UsageError(f"target policy must be random, least-likely or next, got {policy!r}")
+        self.policy = policy
+        super().__init__(attack.replace(targeted=True) if not attack.targeted else attack, targeted=True)
+
+    def get_params(self) -> dict[str, Any]:
+        return {"attack": self.attack, "policy": self.policy}
+
+    def __call__(self, model: Model, x: Any, y: Any, *, target: Any = None,
+                 constraints: TabularConstraints | None = None) -> AttackResult:
+        if target is None:
+            target = self.choose_targets(model, x, y)
+        return super().__call__(model, x, y, target=target, constraints=constraints)
+
+    def choose_targets(self, model: Model, x: Any, y: Any) -> torch.Tensor:
+        """Targets for ``(x, y)`` under this wrapper's policy."""
+        y_t = torch.as_tensor(y).long().cpu()
+        k = model.spec.num_classes
+        if self.policy == "next":
+            return (y_t + 1) % k
+        if self.policy == "random":
+            gen = torch.Generator().manual_seed(self.seed)
+            shift = torch.randint(1, k, y_t.shape, generator=gen)
+            return (y_t + shift) % k
+        if model.access < Access.SCORE:
+            raise UsageError("the least-likely target policy needs scores; the model gives labels only")
+        probs = Oracle(model).probs(torch.as_tensor(x).float()).cpu()
+        probs.scatter_(1, y_t[:, None], float("inf"))
+        return probs.argmin(dim=1)
+
+
+# Wrappers are built around an attack, never by name alone, so they are not in the registry.
+Restarts.name, EOT.name, Targeted.name = "restarts", "eot", "targeted"

@@ -1,0 +1,149 @@
+"""Known answers for FGSM, PGD and MI-FGSM, and the wrappers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from dlsec.attacks import FGSM, MIFGSM, PGD, TabularConstraints
+from dlsec.attacks.evasion.wrappers import EOT, Restarts, Targeted
+from dlsec.core import InputSpec, WhiteBoxModel
+from dlsec.errors import UsageError
+
+
+def _inside_points(n=40, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = 0.3 + 0.4 * torch.rand(n, 2, generator=g)
+    return x
+
+
+def test_fgsm_linf_is_the_closed_form_optimum(linear_model):
+    # For logits [x0 - x1, x1 - x0] the worst case for class 0 is x + eps * (-1, +1), clipped.
+    x = torch.rand(200, 2, generator=torch.Generator().manual_seed(1))
+    y = linear_model.predict(x)
+    eps = 0.15
+    direction = torch.stack([torch.where(y == 0, -1.0, 1.0), torch.where(y == 0, 1.0, -1.0)], dim=1)
+    expected = torch.clamp(x + eps * direction, 0, 1)
+    result = FGSM(eps=eps)(linear_model, x, y)
+    torch.testing.assert_close(result.x_adv, expected)
+    # Exactly the points whose margin under that optimum turns negative are fooled.
+    margin = (expected[:, 0] - expected[:, 1]) * torch.where(y == 0, 1.0, -1.0)
+    assert torch.equal(result.success, margin < 0)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_pgd_reaches_the_linear_optimum(linear_model, norm):
+    x = _inside_points()
+    y = linear_model.predict(x)
+    eps = 0.1
+    sign = torch.where(y == 0, -1.0, 1.0)
+    if norm == "linf":
+        best_margin = (x[:, 0] - x[:, 1]).abs() - 2 * eps
+    else:  # move eps along -w/||w|| = (-1, 1)/sqrt(2): the margin drops by eps * sqrt(2) * ... per logit
+        best_margin = (x[:, 0] - x[:, 1]).abs() - eps * math.sqrt(2)
+    result = PGD(eps=eps, steps=30, step_size=eps / 5, norm=norm, random_start=True)(linear_model, x, y)
+    margin = (result.x_adv[:, 0] - result.x_adv[:, 1]) * -sign
+    fooled = result.success
+    # Unfooled points sit at the optimum; fooled ones are at least as good as it needs.
+    torch.testing.assert_close(margin[~fooled], best_margin[~fooled], atol=1e-5, rtol=0)
+    assert torch.equal(fooled, best_margin < 0)
+
+
+def test_targeted_pgd_reaches_targets_and_untargeted_call_with_target_is_refused(digits_cnn, digits_batch):
+    x, y = digits_batch
+    target = (y + 3) % 10
+    result = PGD(eps=0.3, steps=40, targeted=True)(digits_cnn, x, y, target=target)
+    assert result.success.float().mean() >= 0.9
+    assert torch.equal(result.success, result.adv_pred == target)
+    with pytest.raises(UsageError, match="untargeted"):
+        PGD(eps=0.1)(digits_cnn, x, y, target=target)
+    with pytest.raises(UsageError, match="targeted"):
+        PGD(eps=0.1, targeted=True)(digits_cnn, x, y)
+
+
+def test_pgd_restarts_and_wrapper_never_weaker(digits_cnn, digits_batch):
+    x, y = digits_batch
+    one = PGD(eps=0.08, steps=10, seed=1)(digits_cnn, x, y)
+    several = PGD(eps=0.08, steps=10, seed=1, restarts=4)(digits_cnn, x, y)
+    wrapped = Restarts(PGD(eps=0.08, steps=10, seed=1), restarts=4)(digits_cnn, x, y)
+    assert several.robust_accuracy <= one.robust_accuracy
+    assert wrapped.robust_accuracy <= one.robust_accuracy
+    assert (several.success | ~one.success).all()  # restart 0 is the single run
+
+
+def test_mifgsm_fools_and_respects_budget(digits_cnn, digits_batch):
+    x, y = digits_batch
+    result = MIFGSM(eps=0.2, steps=10)(digits_cnn, x, y)
+    assert result.robust_accuracy < 0.3
+    assert float(result.norms.max()) <= 0.2 + 1e-6
+
+
+def test_targeted_wrapper_policies(digits_cnn, digits_batch):
+    x, y = digits_batch
+    nxt = Targeted(PGD(eps=0.3, steps=20), policy="next")(digits_cnn, x, y)
+    assert torch.equal(nxt.target, (y + 1) % 10) and nxt.targeted
+    rnd = Targeted(PGD(eps=0.3, steps=20), policy="random")(digits_cnn, x, y)
+    assert (rnd.target != y).all()
+    ll = Targeted(PGD(eps=0.3, steps=20), policy="least-likely")
+    targets = ll.choose_targets(digits_cnn, x, y)
+    probs = digits_cnn.probs(x)
+    assert torch.equal(targets, probs.argmin(1)) or (targets != y).all()
+    with pytest.raises(UsageError, match="scores"):
+        ll.choose_targets(digits_cnn.as_decision(), x, y)
+
+
+class _Noisy(torch.nn.Module):
+    """A linear model whose forward pass adds large random noise to its input."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(2, 2)
+        with torch.no_grad():
+            self.lin.weight.copy_(torch.tensor([[1.0, -1.0], [-1.0, 1.0]]))
+            self.lin.bias.zero_()
+
+    def forward(self, x):
+        return self.lin(x + 0.05 * torch.randn_like(x))
+
+
+def test_eot_attacks_the_expectation_and_counts_every_pass():
+    torch.manual_seed(0)
+    model = WhiteBoxModel(_Noisy(), InputSpec(shape=(2,), num_classes=2, kind="tabular"), device="cpu")
+    x = _inside_points(30)
+    y = (x[:, 1] > x[:, 0]).long()
+    result = EOT(PGD(eps=0.2, steps=10), samples=8)(model, x, y)
+    plain = PGD(eps=0.2, steps=10)(model, x, y)
+    assert result.queries == 8 * plain.queries
+    assert result.robust_accuracy <= plain.robust_accuracy + 0.1
+
+
+def test_tabular_constraints_hold():
+    spec = InputSpec(shape=(6,), num_classes=2, kind="tabular", lower=(0, 0, 0, 0, 0, 0),
+                     upper=(1, 10, 1, 1, 1, 1))
+    layer = torch.nn.Linear(6, 2)
+    torch.manual_seed(0)
+    model = WhiteBoxModel(layer, spec, device="cpu")
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(50, 6, generator=g)
+    x[:, 1] = torch.randint(0, 10, (50,), generator=g).float()
+    x[:, 3:] = 0
+    x[torch.arange(50), 3 + torch.randint(0, 3, (50,), generator=g)] = 1.0
+    y = model.predict(x)
+    c = TabularConstraints(immutable=[0], integer=[1], one_hot=[[3, 4, 5]])
+    result = PGD(eps=1.5, steps=20)(model, x, y, constraints=c)
+    adv = result.x_adv
+    assert torch.equal(adv[:, 0], x[:, 0])
+    assert torch.equal(adv[:, 1], adv[:, 1].round())
+    assert torch.equal(adv[:, 3:].sum(1), torch.ones(50)) and set(adv[:, 3:].unique().tolist()) <= {0.0, 1.0}
+    assert float((adv - x).abs().max()) <= 1.5 + 1e-6
+    assert torch.equal(result.success, model.predict(adv) != y)
+    with pytest.raises(UsageError, match="outside"):
+        PGD(eps=0.1)(model, x, y, constraints=TabularConstraints(immutable=[9]))
+
+
+def test_access_is_enforced(digits_cnn, digits_batch):
+    x, y = digits_batch
+    with pytest.raises(UsageError, match="white-box access"):
+        PGD(eps=0.1)(digits_cnn.as_score(), x, y)
