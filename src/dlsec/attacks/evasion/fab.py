@@ -111,7 +111,7 @@ class FAB(Attack):
 
     Each step linearises the classifier at the current point ``x_i`` and picks the closest
     linearised decision hyperplane (untargeted: over all classes, by ``|f_k| / ||w_k||_q``;
-    targeted: the one between the true class and the target). It projects both ``x_i`` and the
+    targeted: the one between the target and the strongest other class). It projects both ``x_i`` and the
     original ``x`` onto that hyperplane intersected with the box (exact, batched projections
     for each norm), then takes the biased step (Eq. 7 of the paper)
 
@@ -153,7 +153,7 @@ class FAB(Attack):
                  seed: int = 0, batch_size: int = 512) -> None:
         super().__init__(norm=norm, eps=eps, targeted=targeted, seed=seed, batch_size=batch_size)
         for name, value in (("steps", steps), ("restarts", restarts)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if not _is_positive_int(value):
                 raise UsageError(f"{name} must be a positive integer, got {value!r}")
         if not _is_number(alpha_max) or not 0 <= alpha_max <= 1:
             raise UsageError(f"alpha_max must lie in [0, 1], got {alpha_max!r}")
@@ -239,25 +239,28 @@ class FAB(Attack):
         size = self._norm.distance(t).clamp_min(_TINY)
         return t * (radius / size).reshape(-1, *([1] * (like.ndim - 1)))
 
-    def _linearise(self, model: Oracle, x: torch.Tensor, y: torch.Tensor,
-                   lin: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _linearise(self, model: Oracle, x: torch.Tensor, y: torch.Tensor, lin: torch.Tensor | None,
+                   goal: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """The linearised boundary to aim at: ``f + <w, z - x> = 0``; returns ``(f, w)``.
 
-        Untargeted: over all classes ``k != y`` with ``f_k = z_k - z_y``, the one with the
-        smallest ``|f_k| / ||w_k||_q``. Targeted: ``f = z_t - z_y``.
+        Untargeted (``lin`` is ``None``): over all classes ``k != y`` with ``f_k = z_k - z_y``,
+        the one with the smallest ``|f_k| / ||w_k||_q``. With a class ``t = lin``:
+        ``f = z_t - z_o`` where ``o`` is ``y`` when any misclassification will do (FAB-T as in
+        AutoAttack), and the strongest class other than ``t`` when ``t`` must be reached.
         """
         xg = x.clone().requires_grad_(True)
         logits = model(xg)
-        num_classes = logits.shape[1]
-        if lin is not None:
-            classes = torch.stack([y, lin], dim=1)
-        else:
-            classes = torch.arange(num_classes, device=x.device).expand(len(x), -1)
-        grads = _class_gradients(logits, xg, classes).detach().flatten(2)
-        z = logits.detach().gather(1, classes)
         rows = torch.arange(len(x), device=x.device)
         if lin is not None:
-            return z[:, 1] - z[:, 0], grads[:, 1] - grads[:, 0]
+            # Reaching t means beating every other class: aim at the strongest one.
+            others = logits.detach().scatter(1, lin[:, None], -torch.inf)
+            origin = y if goal is None else others.argmax(dim=1)
+            diff = logits[rows, lin] - logits[rows, origin]
+            (grad,) = torch.autograd.grad(diff.sum(), xg)
+            return diff.detach(), grad.flatten(1)
+        classes = torch.arange(logits.shape[1], device=x.device).expand(len(x), -1)
+        grads = _class_gradients(logits, xg, classes).detach().flatten(2)
+        z = logits.detach()
         f = z - z[rows, y][:, None]
         w = grads - grads[rows, y][:, None]
         dist = f.abs() / (_dual_norm(w, self._norm.name) + _TINY)
@@ -277,7 +280,7 @@ class FAB(Attack):
         best_norm = torch.full((n,), math.inf, device=x.device)
         shape = (-1, *x.shape[1:])
         for _ in range(self.steps):
-            f, w = self._linearise(model, cur.reshape(shape), y, lin)
+            f, w = self._linearise(model, cur.reshape(shape), y, lin, goal)
             with torch.no_grad():
                 # Hyperplane f + <w, z - cur> = 0, reached from cur and from x0 (both boxed).
                 d_cur = project(cur, w, -f, lo, hi)
@@ -326,7 +329,7 @@ class FABTargeted(FAB):
                  targeted: bool = False, seed: int = 0, batch_size: int = 512) -> None:
         super().__init__(norm=norm, eps=eps, steps=steps, restarts=restarts, alpha_max=alpha_max, eta=eta,
                          beta=beta, targeted=targeted, seed=seed, batch_size=batch_size)
-        if not isinstance(n_target_classes, int) or isinstance(n_target_classes, bool) or n_target_classes < 1:
+        if not _is_positive_int(n_target_classes):
             raise UsageError(f"n_target_classes must be a positive integer, got {n_target_classes!r}")
         self.n_target_classes = n_target_classes
 
@@ -352,3 +355,7 @@ class FABTargeted(FAB):
 
 def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1

@@ -150,8 +150,8 @@ class Square(Attack):
         upper = self._bound(model.spec.upper_tensor(device=x.device), c, h, w)
         labels = target if target is not None else y
         best = xs.clone()
-        margin, _ = self._margin_loss(model, xs, labels, target is not None)
-        todo = margin > 0
+        _, reached = self._loss(model, xs, labels, target is not None)
+        todo = ~reached
         for _ in range(self.restarts):
             idx = todo.nonzero().squeeze(1)
             if idx.numel() == 0:
@@ -166,20 +166,22 @@ class Square(Attack):
     def _bound(bound: torch.Tensor, c: int, h: int, w: int) -> torch.Tensor:
         return bound if bound.ndim == 0 else bound.reshape(1, c, h, w)
 
-    def _margin_loss(self, model: Oracle, x: torch.Tensor, labels: torch.Tensor,
-                     targeted: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per example ``(margin, loss)``: the margin is positive until the goal holds.
+    def _loss(self, model: Oracle, x: torch.Tensor, labels: torch.Tensor,
+              targeted: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per example ``(loss, reached)``: the loss to decrease and whether the goal holds.
 
-        Untargeted both are ``log p_y - max_{k != y} log p_k``; targeted the margin is
-        ``max_{k != t} log p_k - log p_t`` and the loss the cross-entropy ``-log p_t``.
+        Untargeted the loss is the margin ``log p_y - max_{k != y} log p_k``; targeted it is the
+        cross-entropy ``-log p_t``. The goal is read from the predicted label (the arg-max, as
+        the model's own ``predict`` breaks ties), not from the sign of the margin.
         """
         probs = model.probs(x.reshape(x.shape[0], *model.spec.shape))
         logp = torch.log(probs.clamp_min(torch.finfo(probs.dtype).tiny))
         own = logp.gather(1, labels[:, None]).squeeze(1)
-        others = logp.scatter(1, labels[:, None], -torch.inf).max(dim=1).values
+        pred = probs.argmax(dim=1)
         if targeted:
-            return others - own, -own
-        return own - others, own - others
+            return -own, pred == labels
+        others = logp.scatter(1, labels[:, None], -torch.inf).max(dim=1).values
+        return own - others, pred != labels
 
     def _side(self, p: float, h: int, w: int, *, smallest: int) -> int:
         """Side of the square (length of the window for 1-D inputs) covering a fraction ``p``."""
@@ -207,12 +209,12 @@ class Square(Attack):
         mask = (in_rows[:, :, None] & in_cols[:, None, :])[:, None]
         return mask.to(device), top, left
 
-    def _accept(self, margin: torch.Tensor, loss: torch.Tensor, new_margin: torch.Tensor,
-                new_loss: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    @staticmethod
+    def _accept(loss: torch.Tensor, new_loss: torch.Tensor,
+                new_reached: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Keep a candidate whose loss decreased or that reaches the goal (the paper's rule)."""
         better = new_loss < loss
-        keep = better | (new_margin <= 0)
-        return keep, torch.where(keep, new_margin, margin), torch.where(better, new_loss, loss)
+        return better | new_reached, torch.where(better, new_loss, loss)
 
     def _linf(self, model: Oracle, x: torch.Tensor, labels: torch.Tensor, targeted: bool,
               lower: torch.Tensor, upper: torch.Tensor,
@@ -223,9 +225,9 @@ class Square(Attack):
         # Vertical stripes: one random sign per column and channel.
         stripes = _signs((n, c, 1, w), gen).to(x.device)
         best = torch.clamp(x + eps * stripes, lower, upper)
-        margin, loss = self._margin_loss(model, best, labels, targeted)
+        loss, reached = self._loss(model, best, labels, targeted)
         for i in range(self.n_queries - 1):
-            idx = (margin > 0).nonzero().squeeze(1)
+            idx = (~reached).nonzero().squeeze(1)
             if idx.numel() == 0:
                 break
             k = idx.numel()
@@ -235,10 +237,11 @@ class Square(Attack):
             cand = best[idx] + mask * step
             cand = torch.minimum(torch.maximum(cand, x[idx] - eps), x[idx] + eps)
             cand = torch.clamp(cand, lower, upper)
-            new_margin, new_loss = self._margin_loss(model, cand, labels[idx], targeted)
-            keep, margin[idx], loss[idx] = self._accept(margin[idx], loss[idx], new_margin, new_loss)
+            new_loss, new_reached = self._loss(model, cand, labels[idx], targeted)
+            keep, loss[idx] = self._accept(loss[idx], new_loss, new_reached)
+            reached[idx] = new_reached & keep
             best[idx] = torch.where(keep[:, None, None, None], cand, best[idx])
-        return best, margin <= 0
+        return best, reached
 
     def _l2_init(self, n: int, c: int, h: int, w: int, gen: torch.Generator) -> torch.Tensor:
         """A grid of ``eta`` patterns with random signs per example and channel (unnormalised)."""
@@ -272,9 +275,9 @@ class Square(Attack):
         tiny = 1e-12
         init = self._l2_init(n, c, h, w, gen).to(x.device)
         best = torch.clamp(x + eps * init / (self._l2_norm(init, (1, 2, 3)) + tiny), lower, upper)
-        margin, loss = self._margin_loss(model, best, labels, targeted)
+        loss, reached = self._loss(model, best, labels, targeted)
         for i in range(self.n_queries - 1):
-            idx = (margin > 0).nonzero().squeeze(1)
+            idx = (~reached).nonzero().squeeze(1)
             if idx.numel() == 0:
                 break
             k = idx.numel()
@@ -303,7 +306,8 @@ class Square(Attack):
             delta = torch.where(mask1, new, delta)
             delta = eps * delta / (self._l2_norm(delta, (1, 2, 3)) + tiny)
             cand = torch.clamp(x_cur + delta, lower, upper)
-            new_margin, new_loss = self._margin_loss(model, cand, labels[idx], targeted)
-            keep, margin[idx], loss[idx] = self._accept(margin[idx], loss[idx], new_margin, new_loss)
+            new_loss, new_reached = self._loss(model, cand, labels[idx], targeted)
+            keep, loss[idx] = self._accept(loss[idx], new_loss, new_reached)
+            reached[idx] = new_reached & keep
             best[idx] = torch.where(keep[:, None, None, None], cand, best[idx])
-        return best, margin <= 0
+        return best, reached

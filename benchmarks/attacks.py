@@ -1,0 +1,315 @@
+"""Evasion attacks, side by side with the peers: time ratios and robust accuracies.
+
+Runs dlsec, torchattacks and ART in one process on the same model, inputs and budget, and
+prints a Markdown table. Peers come from the ``bench`` extra (``make bench-setup``); a missing
+peer is reported as such, never silently skipped.
+
+    python benchmarks/attacks.py            # all settings
+    python benchmarks/attacks.py --quick    # fewer repeats, smaller batches
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from dlsec.attacks import PGD, get_attack
+from dlsec.core import InputSpec, WhiteBoxModel, load_dataset, load_model
+
+
+def cifar_cnn() -> nn.Module:
+    """A CIFAR-sized CNN (about 0.8M parameters), Kaiming-initialised, fixed by the seed.
+
+    Random weights give CIFAR-sized compute; the budget (1/255) is chosen so that the attacks
+    have work to do (the labels are the model's own clean predictions).
+    """
+    torch.manual_seed(0)
+
+    def block(cin: int, cout: int) -> list[nn.Module]:
+        return [nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU()]
+
+    net = nn.Sequential(
+        *block(3, 32),
+        *block(32, 32),
+        nn.MaxPool2d(2),
+        *block(32, 64),
+        *block(64, 64),
+        nn.MaxPool2d(2),
+        *block(64, 128),
+        *block(128, 128),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(128 * 16, 256),
+        nn.ReLU(),
+        nn.Linear(256, 10),
+    )
+    for layer in net.modules():
+        if isinstance(layer, nn.Conv2d | nn.Linear):
+            nn.init.kaiming_normal_(layer.weight)
+            nn.init.zeros_(layer.bias)
+    return net.eval()
+
+
+def settings(quick: bool) -> list[dict[str, Any]]:
+    out = []
+    digits = load_model("zoo:digits-cnn", device="cpu")
+    _, test = load_dataset("builtin:digits").split(test_size=0.25, seed=0)
+    n = 200 if quick else 450
+    out.append(
+        {
+            "name": "zoo:digits-cnn",
+            "model": digits,
+            "x": torch.from_numpy(test.x[:n]),
+            "y": torch.from_numpy(test.y[:n]),
+            "eps": 0.1,
+        }
+    )
+    spec = InputSpec(shape=(3, 32, 32), num_classes=10, mean=(0.5,) * 3, std=(0.25,) * 3)
+    big = WhiteBoxModel(cifar_cnn(), spec, device="cpu")
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(64 if quick else 128, 3, 32, 32, generator=g)
+    out.append({"name": "cnn 3x32x32 (random)", "model": big, "x": x, "y": big.predict(x), "eps": 1 / 255})
+    return out
+
+
+def timed(fn: Callable[[], torch.Tensor], repeats: int) -> tuple[float, torch.Tensor]:
+    times, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    assert result is not None
+    return statistics.median(times), result
+
+
+def robust_acc(model: WhiteBoxModel, x_adv: torch.Tensor, y: torch.Tensor) -> float:
+    return float((model.predict(x_adv) == y).float().mean())
+
+
+def peers_pgd(model: WhiteBoxModel, eps: float, steps: int, alpha: float) -> dict[str, Callable[..., Any]]:
+    peers: dict[str, Callable[..., Any]] = {}
+    try:
+        import torchattacks
+
+        ta = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=True)
+        peers["torchattacks"] = lambda x, y: ta(x, y)
+    except ImportError as exc:
+        peers["torchattacks"] = exc  # type: ignore[assignment]
+    try:
+        from art.attacks.evasion import ProjectedGradientDescent
+        from art.estimators.classification import PyTorchClassifier
+
+        clf = PyTorchClassifier(
+            model=model,
+            loss=nn.CrossEntropyLoss(),
+            input_shape=model.spec.shape,
+            nb_classes=model.spec.num_classes,
+            clip_values=(0.0, 1.0),
+            device_type="cpu",
+        )
+        art_pgd = ProjectedGradientDescent(
+            clf,
+            norm=np.inf,
+            eps=eps,
+            eps_step=alpha,
+            max_iter=steps,
+            num_random_init=1,
+            batch_size=512,
+            verbose=False,
+        )
+        peers["ART"] = lambda x, y: torch.from_numpy(art_pgd.generate(x.numpy(), y=y.numpy()))
+    except ImportError as exc:
+        peers["ART"] = exc  # type: ignore[assignment]
+    return peers
+
+
+def fwd_bwd(model: WhiteBoxModel, x: torch.Tensor, y: torch.Tensor, steps: int) -> torch.Tensor:
+    """The floor for PGD: ``steps`` forward-and-backward passes to the input, nothing else."""
+    xx = x.clone()
+    for _ in range(steps):
+        xx.requires_grad_(True)
+        loss = nn.functional.cross_entropy(model(xx), y)
+        (grad,) = torch.autograd.grad(loss, xx)
+        xx = xx.detach()
+    return xx
+
+
+def interleaved(
+    fns: dict[str, Callable[[], torch.Tensor]], repeats: int
+) -> dict[str, tuple[float, torch.Tensor]]:
+    """Time each function ``repeats`` times, round-robin, so background load hits all alike."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    results: dict[str, torch.Tensor] = {}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            results[name] = fn()
+            times[name].append(time.perf_counter() - start)
+    return {k: (statistics.median(v), results[k]) for k, v in times.items()}
+
+
+def bench_pgd(setting: dict[str, Any], repeats: int) -> list[dict[str, Any]]:
+    model, x, y, eps = setting["model"], setting["x"], setting["y"], setting["eps"]
+    steps, alpha = 40, eps / 10
+    ours = PGD(eps=eps, steps=steps, step_size=alpha, norm="linf", random_start=True, restarts=1, seed=0)
+    fns: dict[str, Callable[[], torch.Tensor]] = {
+        "dlsec": lambda: ours(model, x, y).x_adv,
+        "_fwd_bwd": lambda: fwd_bwd(model, x, y, steps),
+    }
+    rows = []
+    for tool, fn in peers_pgd(model, eps, steps, alpha).items():
+        if isinstance(fn, Exception):
+            rows.append(
+                {"setting": setting["name"], "attack": "PGD linf 40", "tool": tool, "missing": str(fn)}
+            )
+        else:
+            fns[tool] = lambda fn=fn: fn(x, y)
+    measured = interleaved(fns, repeats)
+    base = measured.pop("_fwd_bwd")[0]
+    for tool, (seconds, adv) in measured.items():
+        row = {
+            "setting": setting["name"],
+            "attack": "PGD linf 40",
+            "tool": tool,
+            "seconds": seconds,
+            "robust_accuracy": robust_acc(model, adv, y),
+            "overhead": seconds / base,
+        }
+        rows.insert(0, row) if tool == "dlsec" else rows.append(row)
+    return rows
+
+
+def bench_autoattack(setting: dict[str, Any], n: int) -> list[dict[str, Any]]:
+    model, eps = setting["model"], setting["eps"]
+    x, y = setting["x"][:n], setting["y"][:n]
+    rows = []
+    try:
+        ours = get_attack("autoattack", eps=eps, norm="linf", seed=0)
+    except Exception as exc:  # not registered yet: say so in the table
+        rows.append(
+            {"setting": setting["name"], "attack": "AutoAttack std", "tool": "dlsec", "missing": str(exc)}
+        )
+    else:
+        t, r = timed(lambda: ours(model, x, y).x_adv, 1)
+        rows.append(
+            {
+                "setting": setting["name"],
+                "attack": "AutoAttack std",
+                "tool": "dlsec",
+                "seconds": t,
+                "robust_accuracy": robust_acc(model, r, y),
+            }
+        )
+    try:
+        import torchattacks
+
+        ta = torchattacks.AutoAttack(
+            model, norm="Linf", eps=eps, version="standard", n_classes=model.spec.num_classes, seed=0
+        )
+        t, adv = timed(lambda: ta(x, y), 1)
+        rows.append(
+            {
+                "setting": setting["name"],
+                "attack": "AutoAttack std",
+                "tool": "torchattacks",
+                "seconds": t,
+                "robust_accuracy": robust_acc(model, adv, y),
+            }
+        )
+    except ImportError as exc:
+        rows.append(
+            {
+                "setting": setting["name"],
+                "attack": "AutoAttack std",
+                "tool": "torchattacks",
+                "missing": str(exc),
+            }
+        )
+    try:
+        from art.attacks.evasion import AutoAttack as ArtAutoAttack
+        from art.estimators.classification import PyTorchClassifier
+
+        clf = PyTorchClassifier(
+            model=model,
+            loss=nn.CrossEntropyLoss(),
+            input_shape=model.spec.shape,
+            nb_classes=model.spec.num_classes,
+            clip_values=(0.0, 1.0),
+            device_type="cpu",
+        )
+        art_aa = ArtAutoAttack(clf, norm=np.inf, eps=eps, eps_step=eps / 4, batch_size=512)
+        t, adv_np = timed(lambda: torch.from_numpy(art_aa.generate(x.numpy(), y=y.numpy())), 1)
+        rows.append(
+            {
+                "setting": setting["name"],
+                "attack": "AutoAttack std",
+                "tool": "ART",
+                "seconds": t,
+                "robust_accuracy": robust_acc(model, adv_np, y),
+            }
+        )
+    except ImportError as exc:
+        rows.append(
+            {"setting": setting["name"], "attack": "AutoAttack std", "tool": "ART", "missing": str(exc)}
+        )
+    return rows
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| setting | attack | tool | time (s) | time / dlsec | robust acc. | time / (steps x fwd+bwd) |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    ours = {
+        (r["setting"], r["attack"]): r["seconds"] for r in rows if r["tool"] == "dlsec" and "seconds" in r
+    }
+    for r in rows:
+        if "missing" in r:
+            lines.append(
+                f"| {r['setting']} | {r['attack']} | {r['tool']} | not run: {r['missing'][:40]} | | | |"
+            )
+            continue
+        ratio = (
+            r["seconds"] / ours[(r["setting"], r["attack"])]
+            if (r["setting"], r["attack"]) in ours
+            else float("nan")
+        )
+        overhead = f"{r['overhead']:.2f}" if "overhead" in r else ""
+
+        lines.append(
+            f"| {r['setting']} | {r['attack']} | {r['tool']} | {r['seconds']:.2f} | {ratio:.2f} | "
+            f"{r['robust_accuracy']:.4f} | {overhead} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--skip-autoattack", action="store_true")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    rows: list[dict[str, Any]] = []
+    for setting in settings(args.quick):
+        rows += bench_pgd(setting, repeats=3 if args.quick else 5)
+        if not args.skip_autoattack:
+            rows += bench_autoattack(setting, n=64 if args.quick else 128)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(table(rows))
+    if args.json:
+        json.dump(rows, sys.stdout, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
