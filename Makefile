@@ -22,7 +22,7 @@ demo: setup
 	$(BIN)/dlsec demo --out dlsec-demo
 
 test: setup
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -m "not slow"
 
