@@ -10,6 +10,9 @@ import torch
 
 from dlsec.core import InputSpec, WhiteBoxModel
 
+# The test models are tiny: one thread is as fast, and it cannot oversubscribe a shared machine.
+torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _dlsec_home(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -47,12 +47,12 @@ def test_registered_names_and_losses():
     dlr = get_attack("apgd-dlr", eps=0.1)
     assert isinstance(dlr, APGDDLR) and dlr.loss == "dlr"
     t = get_attack("apgd-t", eps=0.1)
-    assert isinstance(t, APGDT) and t.n_target_classes == 9 and t.n_iter == 100 and t.restarts == 1
+    assert isinstance(t, APGDT) and t.n_target_classes == 9 and t.steps == 100 and t.restarts == 1
     assert t.replace(n_target_classes=3).n_target_classes == 3
 
 
 @pytest.mark.parametrize("params, match", [
-    ({"eps": 0.1, "n_iter": 0}, "n_iter"),
+    ({"eps": 0.1, "steps": 0}, "steps"),
     ({"eps": 0.1, "restarts": 0}, "restarts"),
     ({"eps": 0.1, "loss": "hinge"}, "loss"),
     ({"eps": 0.1, "rho": 1.5}, "rho"),
@@ -77,7 +77,7 @@ def test_apgd_ce_reaches_the_linear_optimum(linear_model, norm):
     x = torch.rand(300, 2, generator=g) if norm == "linf" else 0.3 + 0.4 * torch.rand(300, 2, generator=g)
     y = linear_model.predict(x)
     eps = 0.15 if norm == "linf" else 0.1
-    result = APGD(eps=eps, norm=norm, n_iter=50)(linear_model, x, y)
+    result = APGD(eps=eps, norm=norm, steps=50)(linear_model, x, y)
     best = _worst_case_margin(x, y, eps, norm)
     assert 0 < int((best < 0).sum()) < len(x)  # the test has points on both sides
     assert torch.equal(result.success, best < 0)
@@ -90,7 +90,7 @@ def test_apgd_ce_reaches_the_linear_optimum(linear_model, norm):
 def test_apgd_t_falls_back_to_targeted_ce_on_two_classes(linear_model):
     x = torch.rand(200, 2, generator=torch.Generator().manual_seed(4))
     y = linear_model.predict(x)
-    result = APGDT(eps=0.15, n_iter=30)(linear_model, x, y)
+    result = APGDT(eps=0.15, steps=30)(linear_model, x, y)
     assert torch.equal(result.success, _worst_case_margin(x, y, 0.15, "linf") < 0)
 
 
@@ -103,7 +103,7 @@ def test_dlr_needs_three_classes(linear_model):
 def test_clean_misclassified_points_are_not_attacked(linear_model):
     x = torch.rand(50, 2, generator=torch.Generator().manual_seed(5))
     wrong = 1 - linear_model.predict(x)
-    result = APGD(eps=0.2, n_iter=20)(linear_model, x, wrong)
+    result = APGD(eps=0.2, steps=20)(linear_model, x, wrong)
     assert torch.equal(result.x_adv, x)
     assert result.queries == len(x)  # one clean prediction, no iteration
 
@@ -113,14 +113,14 @@ def test_clean_misclassified_points_are_not_attacked(linear_model):
 def test_raw_iterates_respect_budget_bounds_and_query_count(digits_cnn, digits_batch, cls, norm, eps):
     x, y = digits_batch
     x, y = x[:32], y[:32]
-    n_iter, restarts = 20, 2
-    attack = cls(eps=eps, norm=norm, n_iter=n_iter, restarts=restarts)
+    steps, restarts = 20, 2
+    attack = cls(eps=eps, norm=norm, steps=steps, restarts=restarts)
     oracle = Oracle(digits_cnn)
     adv = attack.run(oracle, x, y, None, torch_generator(0))  # before the base's projection
     assert float(attack._norm.distance(adv - x).max()) <= eps * (1 + 1e-5)
     assert float(adv.min()) >= 0.0 and float(adv.max()) <= 1.0
     runs = restarts * (attack.n_target_classes if cls is APGDT else 1)
-    assert len(x) < oracle.queries <= len(x) * (1 + runs * (n_iter + 1))
+    assert len(x) < oracle.queries <= len(x) * (1 + runs * (steps + 1))
     result = attack(digits_cnn, x, y)
     assert result.queries == oracle.queries
 
@@ -129,9 +129,9 @@ def test_raw_iterates_respect_budget_bounds_and_query_count(digits_cnn, digits_b
 def test_fixed_seed_reproduces_bit_for_bit(digits_cnn, digits_batch, cls, norm):
     x, y = digits_batch
     eps = 0.05 if norm == "linf" else 0.5
-    first = cls(eps=eps, norm=norm, n_iter=20, seed=7)(digits_cnn, x, y)
-    again = cls(eps=eps, norm=norm, n_iter=20, seed=7)(digits_cnn, x, y)
-    other = cls(eps=eps, norm=norm, n_iter=20, seed=8)(digits_cnn, x, y)
+    first = cls(eps=eps, norm=norm, steps=20, seed=7)(digits_cnn, x, y)
+    again = cls(eps=eps, norm=norm, steps=20, seed=7)(digits_cnn, x, y)
+    other = cls(eps=eps, norm=norm, steps=20, seed=8)(digits_cnn, x, y)
     assert torch.equal(first.x_adv, again.x_adv) and first.queries == again.queries
     assert not torch.equal(first.x_adv, other.x_adv)  # the seed does drive the random start
 
@@ -140,7 +140,7 @@ def test_fixed_seed_reproduces_bit_for_bit(digits_cnn, digits_batch, cls, norm):
 def test_targeted_mode_reaches_the_given_targets(digits_cnn, digits_batch, cls):
     x, y = digits_batch
     target = (y + 3) % 10
-    result = cls(eps=0.3, n_iter=30, targeted=True)(digits_cnn, x, y, target=target)
+    result = cls(eps=0.3, steps=50, targeted=True)(digits_cnn, x, y, target=target)
     assert result.success.float().mean() >= 0.9
     assert torch.equal(result.success, result.adv_pred == target)
 
@@ -172,7 +172,7 @@ def test_at_least_as_strong_as_torchattacks_apgdt(digits_cnn, digits200):
     torchattacks = pytest.importorskip("torchattacks")
     x, y = digits200
     x, y = x[:100], y[:100]  # three target classes, 50 iterations: keeps their (unpruned) run short
-    ours = APGDT(eps=EPS, n_iter=50, n_target_classes=3, seed=0)(digits_cnn, x, y)
+    ours = APGDT(eps=EPS, steps=50, n_target_classes=3, seed=0)(digits_cnn, x, y)
     theirs = torchattacks.APGDT(digits_cnn, norm="Linf", eps=EPS, steps=50, n_restarts=1, seed=0, n_classes=4)
     with torch.no_grad():
         their_acc = float((digits_cnn(theirs(x, y)).argmax(1) == y).float().mean())

@@ -1,14 +1,45 @@
 """The adversary's toolbox. ``from dlsec.attacks import PGD`` is the quick way in."""
 
 from dlsec.attacks.evasion import (
+    APGD,
+    APGDDLR,
+    APGDT,
     ATTACKS,
+    EOT,
     FGSM,
     MIFGSM,
     PGD,
     Attack,
     AttackResult,
+    AutoAttack,
+    HopSkipJump,
+    Restarts,
+    Square,
     TabularConstraints,
+    Targeted,
+    Transfer,
+    check_gradient_masking,
     get_attack,
 )
 
-__all__ = ["ATTACKS", "FGSM", "MIFGSM", "PGD", "Attack", "AttackResult", "TabularConstraints", "get_attack"]
+__all__ = [
+    "APGD",
+    "APGDDLR",
+    "APGDT",
+    "ATTACKS",
+    "EOT",
+    "FGSM",
+    "HopSkipJump",
+    "MIFGSM",
+    "PGD",
+    "Attack",
+    "AttackResult",
+    "AutoAttack",
+    "Restarts",
+    "Square",
+    "TabularConstraints",
+    "Targeted",
+    "Transfer",
+    "check_gradient_masking",
+    "get_attack",
+]

@@ -141,8 +141,11 @@ def _print_summary(s: dict[str, Any]) -> None:
 
 
 def _list(json_out: bool) -> None:
-    rows: list[dict[str, Any]] = [{"name": name, "access": cls.access.label, "norms": list(cls.norms), "minimal": cls.minimal,
-             "summary": (cls.__doc__ or "").strip().splitlines()[0]} for name, cls in sorted(ATTACKS.items())]
+    rows: list[dict[str, Any]] = [
+        {"name": name, "access": cls.access.label, "norms": list(cls.norms), "minimal": cls.minimal,
+         "summary": (cls.__doc__ or "").strip().splitlines()[0]}
+        for name, cls in sorted(ATTACKS.items())
+    ]
     if json_out:
         emit_json(rows)
         return

@@ -12,19 +12,24 @@ One run of APGD on a batch, per example (Algorithm 1 of the paper):
 * step size ``eta = 2 * eps``; the first step is plain projected gradient ascent, later ones
   add momentum: ``z = P(x_k + eta * ascent(grad))``,
   ``x_{k+1} = P(x_k + alpha (z - x_k) + (1 - alpha)(x_k - x_{k-1}))`` with ``alpha = 0.75``;
-* checkpoints ``w_j = ceil(p_j * n_iter)`` with ``p_0 = 0``, ``p_1 = 0.22`` and
-  ``p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)``; at each checkpoint the step size is
-  halved, and the iterate restarts from the best point so far, when (1) the loss went up in at
-  most a fraction ``rho = 0.75`` of the steps since the last checkpoint, or (2) neither the
-  step size nor the best loss changed since the last checkpoint;
+* checkpoints at ``p_j * steps`` with ``p_0 = 0``, ``p_1 = 0.22`` and
+  ``p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)`` (in whole iterations, as in the reference
+  code: the first gap is ``int(0.22 steps)``, each later one ``int(0.03 steps)`` shorter but
+  at least ``int(0.06 steps)``); at each checkpoint the step size is halved, and the iterate
+  restarts from the best point so far, when (1) the loss went up in at most a fraction
+  ``rho = 0.75`` of the steps since the last checkpoint (``<=``, as in the reference code), or
+  (2) neither the step size nor the best loss changed since the last checkpoint (not checked at
+  the first one);
 * the best loss and best point are tracked per example; an example counts as fooled at the
   first iterate the model misclassifies (or assigns the target).
 
 Differences from the reference code that change no outcome: an example leaves the batch as
 soon as it is fooled (so later iterations cost less; the others' trajectories are
 unchanged, since examples are independent), and an example never fooled comes back at its
-highest-loss point rather than at ``x``. The first oscillation count compares with the loss
-at ``x0``, as in the paper (the reference code reads an unfilled slot there).
+highest-loss point rather than at ``x``. Two deliberate deviations: the first oscillation
+count compares with the loss at ``x0``, as in the paper (the reference code reads an unfilled
+slot there); and, since the reference code has no targeted goal, when the goal is a given
+target the targeted DLR loss compares it with the strongest other class, not the true class.
 """
 
 from __future__ import annotations
@@ -54,23 +59,31 @@ def _positive_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
-def _objective(loss: str, num_classes: int, *, targeted: bool) -> Objective:
-    """The per-example function APGD ascends: ``loss`` is ``ce``, ``dlr`` or ``dlr-targeted``.
+def _objective(loss: str, num_classes: int, *, reach_target: bool) -> Objective:
+    """The per-example function APGD ascends.
 
-    Targeted (a target class is passed), ``ce`` is the target's negated cross-entropy and
-    ``dlr`` the targeted DLR loss. ``dlr-targeted`` (APGD-T) falls back to the targeted
-    cross-entropy below four classes.
+    ``loss`` is ``ce`` or ``dlr``; given a target class, ``ce`` becomes the target's negated
+    cross-entropy and ``dlr`` the targeted DLR loss ``-(z_r - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)``.
+    The rival ``r`` is the true class ``y`` when the target only steers an untargeted attack
+    (APGD-T in AutoAttack); when the target is the goal (``reach_target``) it is the strongest
+    class other than the target, so that the loss keeps rising until the target is on top.
     """
-    if loss == "dlr" and num_classes < (4 if targeted else 3):
-        raise UsageError(f"the {'targeted ' if targeted else ''}DLR loss needs at least "
-                         f"{4 if targeted else 3} classes, the model has {num_classes}; use apgd-ce")
-    if loss == "dlr-targeted" and num_classes < 4:
-        loss = "ce"
+    needed = 3 if loss == "dlr" and not reach_target else 4 if loss == "dlr" else 0
+    if num_classes < needed:
+        kind = "targeted DLR" if reach_target else "DLR"
+        raise UsageError(f"the {kind} loss needs at least {needed} classes, the model has "
+                         f"{num_classes}; use apgd-ce")
 
     def objective(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
         if target is None:
             return ce_loss(logits, y) if loss == "ce" else dlr_loss(logits, y)
-        return -ce_loss(logits, target) if loss == "ce" else targeted_dlr_loss(logits, y, target)
+        if loss == "ce":
+            return -ce_loss(logits, target)
+        rival = y
+        if reach_target:
+            others = logits.detach().scatter(1, target[:, None], -torch.inf)
+            rival = others.argmax(1)
+        return targeted_dlr_loss(logits, rival, target)
 
     return objective
 
@@ -117,11 +130,11 @@ class APGD(Attack):
 
     Args:
         eps: budget in the chosen norm.
-        n_iter: iterations per restart (100 in AutoAttack).
+        steps: iterations per restart (100 in AutoAttack).
         norm: ``linf`` or ``l2``.
         loss: ``ce`` (cross-entropy) or ``dlr`` (difference of logits ratio, needs 3 classes;
-            4 when targeted). Targeted, the loss of the target is descended (targeted CE) or the
-            targeted DLR loss ascended.
+            4 when targeted). Targeted, the target's cross-entropy is descended, or the targeted
+            DLR loss of the target against the strongest other class ascended.
         restarts: independent random starts; examples fooled in one are not attacked again.
         rho: the step size is halved when the loss rose in at most this fraction of the steps
             since the last checkpoint.
@@ -131,7 +144,7 @@ class APGD(Attack):
 
     Example:
         >>> from dlsec.attacks.evasion.apgd import APGD
-        >>> attack = APGD(eps=8 / 255, n_iter=100, norm="linf", loss="ce", seed=0)
+        >>> attack = APGD(eps=8 / 255, steps=100, norm="linf", loss="ce", seed=0)
         >>> result = attack(model, x, y)                     # doctest: +SKIP
         >>> result.robust_accuracy                           # doctest: +SKIP
     """
@@ -139,19 +152,19 @@ class APGD(Attack):
     norms: ClassVar[tuple[str, ...]] = ("linf", "l2")
     losses: ClassVar[tuple[str, ...]] = ("ce", "dlr")
 
-    def __init__(self, *, eps: float, n_iter: int = 100, norm: str = "linf", loss: str = "ce",
+    def __init__(self, *, eps: float, steps: int = 100, norm: str = "linf", loss: str = "ce",
                  restarts: int = 1, rho: float = 0.75, targeted: bool = False, seed: int = 0,
                  batch_size: int = 512) -> None:
         super().__init__(norm=norm, eps=eps, targeted=targeted, seed=seed, batch_size=batch_size)
-        if not _positive_int(n_iter):
-            raise UsageError(f"n_iter must be a positive integer, got {n_iter!r}")
+        if not _positive_int(steps):
+            raise UsageError(f"steps must be a positive integer, got {steps!r}")
         if loss not in self.losses:
             raise UsageError(f"loss must be one of {', '.join(self.losses)}, got {loss!r}")
         if not _positive_int(restarts):
             raise UsageError(f"restarts must be a positive integer, got {restarts!r}")
         if not isinstance(rho, int | float) or not 0.0 <= rho <= 1.0:
             raise UsageError(f"rho must be a number in [0, 1], got {rho!r}")
-        self.n_iter = n_iter
+        self.steps = steps
         self.loss = loss
         self.restarts = restarts
         self.rho = rho
@@ -159,7 +172,7 @@ class APGD(Attack):
     # ------------------------------------------------------------------ the attack
     def run(self, model: Oracle, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
             gen: torch.Generator) -> torch.Tensor:
-        objective = _objective(self.loss, model.spec.num_classes, targeted=self.targeted)
+        objective = _objective(self.loss, model.spec.num_classes, reach_target=self.targeted)
         with torch.no_grad():
             clean = model(x).argmax(1)
         todo = (clean != target) if target is not None else (clean == y)
@@ -203,7 +216,7 @@ class APGD(Attack):
             found; whether it was fooled; the best loss (``+inf`` where fooled).
         """
         assert self.eps is not None
-        eps, norm, n_iter = self.eps, self._norm, self.n_iter
+        eps, norm, steps = self.eps, self._norm, self.steps
         lower = model.spec.lower_tensor(device=x.device)
         upper = model.spec.upper_tensor(device=x.device)
 
@@ -245,11 +258,11 @@ class APGD(Attack):
         retire(logits)
 
         # Checkpoints: the first after 22% of the iterations, then gaps shrinking by 3% to 6%.
-        period = max(int(_FIRST_CHECK * n_iter), 1)
-        min_period = max(int(_MIN_PERIOD * n_iter), 1)
-        decrease = max(int(_PERIOD_DECREASE * n_iter), 1)
+        period = max(int(_FIRST_CHECK * steps), 1)
+        min_period = max(int(_MIN_PERIOD * steps), 1)
+        decrease = max(int(_PERIOD_DECREASE * steps), 1)
         since_check = 0
-        for i in range(n_iter):
+        for i in range(steps):
             if len(s.idx) == 0:
                 break
             with torch.no_grad():
@@ -296,16 +309,16 @@ class APGDDLR(APGD):
     classes (four when targeted); with fewer it raises :class:`~dlsec.errors.UsageError`.
 
     Args:
-        eps, n_iter, norm, restarts, rho, targeted, seed, batch_size: as for :class:`APGD`.
+        eps, steps, norm, restarts, rho, targeted, seed, batch_size: as for :class:`APGD`.
 
     Example:
         >>> from dlsec.attacks.evasion.apgd import APGDDLR
         >>> result = APGDDLR(eps=8 / 255)(model, x, y)       # doctest: +SKIP
     """
 
-    def __init__(self, *, eps: float, n_iter: int = 100, norm: str = "linf", restarts: int = 1,
+    def __init__(self, *, eps: float, steps: int = 100, norm: str = "linf", restarts: int = 1,
                  rho: float = 0.75, targeted: bool = False, seed: int = 0, batch_size: int = 512) -> None:
-        super().__init__(eps=eps, n_iter=n_iter, norm=norm, loss="dlr", restarts=restarts, rho=rho,
+        super().__init__(eps=eps, steps=steps, norm=norm, loss="dlr", restarts=restarts, rho=rho,
                          targeted=targeted, seed=seed, batch_size=batch_size)
 
 
@@ -317,13 +330,15 @@ class APGDT(APGD):
     ``n_target_classes`` classes with the highest clean logits after the top one, taken in
     order (the 2nd largest, then the 3rd, ...), APGD runs ``restarts`` times on the targeted
     DLR loss ``-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)``, each time only on the examples
-    not yet fooled. With ``targeted=True`` it runs on the given ``target`` labels.
+    not yet fooled. With ``targeted=True`` it runs on the given ``target`` labels, and ``z_y``
+    in the loss is replaced by the largest logit other than ``z_t`` (with ``z_y`` alone, the loss
+    is satisfied once the target beats the true class, even if a third class stays on top).
 
     The targeted DLR loss needs four classes; for models with two or three classes the attack
     uses the targeted cross-entropy loss ``-CE(z, t)`` instead.
 
     Args:
-        eps, n_iter, norm, restarts, rho, seed, batch_size: as for :class:`APGD`.
+        eps, steps, norm, restarts, rho, seed, batch_size: as for :class:`APGD`.
         n_target_classes: target classes tried per example when untargeted (9 in AutoAttack);
             at most ``num_classes - 1`` are used.
         targeted: reach ``target`` instead of any wrong class.
@@ -333,10 +348,10 @@ class APGDT(APGD):
         >>> result = APGDT(eps=8 / 255, n_target_classes=9)(model, x, y)   # doctest: +SKIP
     """
 
-    def __init__(self, *, eps: float, n_iter: int = 100, norm: str = "linf", n_target_classes: int = 9,
+    def __init__(self, *, eps: float, steps: int = 100, norm: str = "linf", n_target_classes: int = 9,
                  restarts: int = 1, rho: float = 0.75, targeted: bool = False, seed: int = 0,
                  batch_size: int = 512) -> None:
-        super().__init__(eps=eps, n_iter=n_iter, norm=norm, loss="ce", restarts=restarts, rho=rho,
+        super().__init__(eps=eps, steps=steps, norm=norm, loss="dlr", restarts=restarts, rho=rho,
                          targeted=targeted, seed=seed, batch_size=batch_size)
         if not _positive_int(n_target_classes):
             raise UsageError(f"n_target_classes must be a positive integer, got {n_target_classes!r}")
@@ -345,7 +360,9 @@ class APGDT(APGD):
     def run(self, model: Oracle, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
             gen: torch.Generator) -> torch.Tensor:
         num_classes = model.spec.num_classes
-        objective = _objective("dlr-targeted", num_classes, targeted=True)
+        # The targeted DLR loss needs four classes; below that, the targeted cross-entropy.
+        loss = "dlr" if num_classes >= 4 else "ce"
+        objective = _objective(loss, num_classes, reach_target=self.targeted)
         with torch.no_grad():
             clean_logits = model(x)
         clean = clean_logits.argmax(1)

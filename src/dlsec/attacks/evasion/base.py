@@ -339,10 +339,13 @@ class Attack(ABC):
                  upper: torch.Tensor) -> torch.Tensor:
         if not torch.isfinite(adv).all():
             adv = torch.where(torch.isfinite(adv), adv, x)
-        delta = adv - x
         if self.eps is not None:
-            delta = self._norm.project(delta, self.eps)
-        return torch.clamp(x + delta, lower, upper)
+            delta = adv - x
+            projected = self._norm.project(delta, self.eps)
+            # Keep adv's own values where projection changed nothing (x + (adv - x) may differ
+            # from adv in the last bit, enough to move a point that sits on a boundary).
+            adv = torch.where(projected == delta, adv, x + projected)
+        return torch.clamp(adv, lower, upper)
 
     @staticmethod
     def _labels(labels: torch.Tensor | np.ndarray, n: int, num_classes: int, what: str) -> torch.Tensor:

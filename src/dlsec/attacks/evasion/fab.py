@@ -283,8 +283,10 @@ class FAB(Attack):
             f, w = self._linearise(model, cur.reshape(shape), y, lin, goal)
             with torch.no_grad():
                 # Hyperplane f + <w, z - cur> = 0, reached from cur and from x0 (both boxed).
-                d_cur = project(cur, w, -f, lo, hi)
-                d_orig = project(x0, w, -(f + (w * (x0 - cur)).sum(1)), lo, hi)
+                both = project(torch.cat([cur, x0]), torch.cat([w, w]),
+                               torch.cat([-f, -(f + (w * (x0 - cur)).sum(1))]), torch.cat([lo, lo]),
+                               torch.cat([hi, hi]))
+                d_cur, d_orig = both[:n], both[n:]
                 a_cur = self._norm.distance(d_cur).clamp_min(1e-8)
                 a_orig = self._norm.distance(d_orig).clamp_min(1e-8)
                 alpha = (a_cur / (a_cur + a_orig)).clamp(0, self.alpha_max)[:, None]
