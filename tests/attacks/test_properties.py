@@ -27,6 +27,10 @@ TABLE: dict[str, dict] = {
     "square": {"params": {"n_queries": 300}, "norms": ("linf", "l2"), "strong": True},
     "hsj": {"params": {"max_queries": 500}, "norms": ("l2", "linf"), "strong": True},
     "transfer": {"params": {}, "norms": ("linf", "l2"), "strong": False},
+    "deepfool": {"params": {}, "norms": ("l2", "linf"), "strong": True},
+    "cw": {"params": {"steps": 50, "lr": 0.05, "binary_search_steps": 4}, "norms": ("l2",), "strong": True},
+    "fab": {"params": {"steps": 30}, "norms": ("linf", "l2", "l1"), "strong": True},
+    "fab-t": {"params": {"steps": 30}, "norms": ("linf", "l2"), "strong": True},
 }
 
 
@@ -103,8 +107,9 @@ def test_large_budget_fools_the_undefended_model(name, norm, digits_cnn, digits_
 def test_robust_accuracy_does_not_rise_with_eps(name, digits_cnn, digits_batch):
     x, y = digits_batch
     accs = []
-    for eps in (0.0, 0.05, 0.1, 0.2):
-        attack = _build(name, "linf", eps)
+    norm = TABLE[name]["norms"][0]
+    for fraction in (0.0, 1 / 6, 1 / 3, 2 / 3):
+        attack = _build(name, norm, LARGE[norm] * fraction)
         accs.append(attack(_model_for(attack, digits_cnn), x, y).robust_accuracy)
     assert accs[0] == pytest.approx(float((digits_cnn.predict(x) == y).float().mean()))
     for lo, hi in zip(accs, accs[1:], strict=False):

@@ -4,7 +4,10 @@ from dlsec.attacks.evasion._constraints import TabularConstraints
 from dlsec.attacks.evasion.apgd import APGD, APGDDLR, APGDT
 from dlsec.attacks.evasion.autoattack import AutoAttack
 from dlsec.attacks.evasion.base import ATTACKS, Attack, AttackResult, Oracle, get_attack, register_attack
+from dlsec.attacks.evasion.cw import CarliniWagnerL2
+from dlsec.attacks.evasion.deepfool import DeepFool
 from dlsec.attacks.evasion.diagnostics import Finding, MaskingReport, check_gradient_masking
+from dlsec.attacks.evasion.fab import FAB, FABTargeted
 from dlsec.attacks.evasion.gradient import FGSM, MIFGSM, PGD
 from dlsec.attacks.evasion.hsj import HopSkipJump
 from dlsec.attacks.evasion.square import Square
@@ -16,6 +19,10 @@ __all__ = [
     "APGDDLR",
     "APGDT",
     "ATTACKS",
+    "FAB",
+    "FABTargeted",
+    "CarliniWagnerL2",
+    "DeepFool",
     "EOT",
     "FGSM",
     "MIFGSM",
