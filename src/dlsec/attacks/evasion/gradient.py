@@ -44,9 +44,19 @@ class PGD(Attack):
 
     norms: ClassVar[tuple[str, ...]] = ("linf", "l2", "l1")
 
-    def __init__(self, *, eps: float, steps: int = 40, step_size: float | None = None, norm: str = "linf",
-                 random_start: bool = True, restarts: int = 1, targeted: bool = False, seed: int = 0,
-                 batch_size: int = 512) -> None:
+    def __init__(
+        self,
+        *,
+        eps: float,
+        steps: int = 40,
+        step_size: float | None = None,
+        norm: str = "linf",
+        random_start: bool = True,
+        restarts: int = 1,
+        targeted: bool = False,
+        seed: int = 0,
+        batch_size: int = 512,
+    ) -> None:
         super().__init__(norm=norm, eps=eps, targeted=targeted, seed=seed, batch_size=batch_size)
         if not isinstance(steps, int) or steps < 1:
             raise UsageError(f"steps must be a positive integer, got {steps!r}")
@@ -63,8 +73,14 @@ class PGD(Attack):
         assert self.eps is not None
         return self.step_size if self.step_size is not None else 2.5 * self.eps / self.steps
 
-    def run(self, model: Oracle, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
-            gen: torch.Generator) -> torch.Tensor:
+    def run(
+        self,
+        model: Oracle,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        target: torch.Tensor | None,
+        gen: torch.Generator,
+    ) -> torch.Tensor:
         best = x.clone()
         todo = torch.ones(len(x), dtype=torch.bool, device=x.device)
         for _ in range(self.restarts):
@@ -77,42 +93,51 @@ class PGD(Attack):
             todo[idx[fooled]] = False
         return best
 
-    def _attack_once(self, model: Oracle, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
-                     gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def _attack_once(
+        self,
+        model: Oracle,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        target: torch.Tensor | None,
+        gen: torch.Generator,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         assert self.eps is not None
         lower = model.spec.lower_tensor(device=x.device)
         upper = model.spec.upper_tensor(device=x.device)
         norm, eps, alpha = self._norm, self.eps, self._step_size()
-        delta = torch.zeros_like(x)
+        adv = x.clone()
         if self.random_start:
-            delta = norm.random(x.shape, eps, gen, device=x.device, dtype=x.dtype)
-            delta = torch.clamp(x + delta, lower, upper) - x
+            adv = torch.clamp(
+                x + norm.random(x.shape, eps, gen, device=x.device, dtype=x.dtype), lower, upper
+            )
         found = x.clone()
         fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         labels = target if target is not None else y
-        sign = -1.0 if target is not None else 1.0
+        step = -alpha if target is not None else alpha
+        expand = (-1,) + (1,) * (x.ndim - 1)
+        # For L-inf the ball and the box intersect in a box: one clamp projects onto both.
+        box = (torch.maximum(lower, x - eps), torch.minimum(upper, x + eps)) if norm.name == "linf" else None
         for _ in range(self.steps):
-            delta.requires_grad_(True)
-            logits = model(x + delta)
-            loss = ce_loss(logits, labels).sum()
-            (grad,) = torch.autograd.grad(loss, delta)
+            adv.requires_grad_(True)
+            logits = model(adv)
+            (grad,) = torch.autograd.grad(ce_loss(logits, labels).sum(), adv)
             with torch.no_grad():
+                adv = adv.detach()
                 pred = logits.argmax(1)
-                hit = (pred == target) if target is not None else (pred != y)
-                new = hit & ~fooled
-                found[new] = (x + delta)[new]
-                fooled |= hit
+                new = ((pred == target) if target is not None else (pred != y)) & ~fooled
+                if bool(new.any()):
+                    found = torch.where(new.reshape(expand), adv, found)
+                    fooled |= new
+                if box is not None:
+                    adv = torch.clamp(adv + step * grad.sign(), box[0], box[1])
+                    continue
                 # Coordinates pinned at a bound and pushed outward cannot move: leave them out
                 # of the step so the whole step length goes to coordinates that can.
-                push = sign * grad
-                here = x + delta
-                blocked = ((here >= upper) & (push > 0)) | ((here <= lower) & (push < 0))
-                delta = delta + sign * alpha * norm.ascent(torch.where(blocked, 0.0, grad))
-                delta = norm.project(delta, eps)
-                delta = torch.clamp(x + delta, lower, upper) - x
-        with torch.no_grad():
-            last = x + delta
-            return torch.where(fooled.reshape(-1, *([1] * (x.ndim - 1))), found, last), fooled
+                push = step * grad
+                blocked = ((adv >= upper) & (push > 0)) | ((adv <= lower) & (push < 0))
+                delta = adv - x + step * norm.ascent(torch.where(blocked, 0.0, grad))
+                adv = torch.clamp(x + norm.project(delta, eps), lower, upper)
+        return torch.where(fooled.reshape(expand), found, adv), fooled
 
 
 @register_attack("fgsm")
@@ -127,10 +152,20 @@ class FGSM(PGD):
 
     norms: ClassVar[tuple[str, ...]] = ("linf", "l2")
 
-    def __init__(self, *, eps: float, norm: str = "linf", targeted: bool = False, seed: int = 0,
-                 batch_size: int = 512) -> None:
-        super().__init__(eps=eps, steps=1, step_size=eps if eps else None, norm=norm, random_start=False,
-                         restarts=1, targeted=targeted, seed=seed, batch_size=batch_size)
+    def __init__(
+        self, *, eps: float, norm: str = "linf", targeted: bool = False, seed: int = 0, batch_size: int = 512
+    ) -> None:
+        super().__init__(
+            eps=eps,
+            steps=1,
+            step_size=eps if eps else None,
+            norm=norm,
+            random_start=False,
+            restarts=1,
+            targeted=targeted,
+            seed=seed,
+            batch_size=batch_size,
+        )
 
     def _step_size(self) -> float:
         assert self.eps is not None
@@ -155,8 +190,18 @@ class MIFGSM(Attack):
     norms = ("linf", "l2")
     randomised = False
 
-    def __init__(self, *, eps: float, steps: int = 10, step_size: float | None = None, decay: float = 1.0,
-                 norm: str = "linf", targeted: bool = False, seed: int = 0, batch_size: int = 512) -> None:
+    def __init__(
+        self,
+        *,
+        eps: float,
+        steps: int = 10,
+        step_size: float | None = None,
+        decay: float = 1.0,
+        norm: str = "linf",
+        targeted: bool = False,
+        seed: int = 0,
+        batch_size: int = 512,
+    ) -> None:
         super().__init__(norm=norm, eps=eps, targeted=targeted, seed=seed, batch_size=batch_size)
         if not isinstance(steps, int) or steps < 1:
             raise UsageError(f"steps must be a positive integer, got {steps!r}")
@@ -166,8 +211,14 @@ class MIFGSM(Attack):
         self.step_size = step_size
         self.decay = decay
 
-    def run(self, model: Oracle, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
-            gen: torch.Generator) -> torch.Tensor:
+    def run(
+        self,
+        model: Oracle,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        target: torch.Tensor | None,
+        gen: torch.Generator,
+    ) -> torch.Tensor:
         assert self.eps is not None
         lower = model.spec.lower_tensor(device=x.device)
         upper = model.spec.upper_tensor(device=x.device)
