@@ -50,3 +50,19 @@ def test_attack_bad_usage(capsys, tmp_path):
         code, _, err = run(capsys, *args)
         assert_user_error(code, err, fragment)
     assert main(["attack", "--list"]) == 0
+
+
+def test_transfer_and_tabular_constraints_from_the_command_line(capsys, tmp_path):
+    transfer = run_json(capsys, "attack", "-m", "zoo:digits-cnn", "-d", "builtin:digits", "--surrogate",
+                        "zoo:digits-mlp", "--eps", "0.2", "--n", "64", "-p", "steps=10")
+    assert transfer["attack"] == "transfer" and transfer["queries"] == 0
+    assert transfer["robust_accuracy"] < transfer["clean_accuracy"]
+    out = tmp_path / "adv.npz"
+    run_json(capsys, "attack", "-m", "zoo:breast-cancer-mlp", "-d", "builtin:breast-cancer", "--eps", "0.2",
+             "--immutable", "mean radius,3", "--n", "40", "--out", str(out))
+    with np.load(out) as arrays:
+        assert np.array_equal(arrays["x"][:, [0, 3]], arrays["x_clean"][:, [0, 3]])
+        assert np.abs(arrays["x"] - arrays["x_clean"]).max() > 0.1
+    code, _, err = run(capsys, "attack", "-m", "zoo:breast-cancer-mlp", "-d", "builtin:breast-cancer",
+                       "--eps", "0.2", "--immutable", "shoe size")
+    assert_user_error(code, err, "unknown feature")
