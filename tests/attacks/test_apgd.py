@@ -51,14 +51,17 @@ def test_registered_names_and_losses():
     assert t.replace(n_target_classes=3).n_target_classes == 3
 
 
-@pytest.mark.parametrize("params, match", [
-    ({"eps": 0.1, "steps": 0}, "steps"),
-    ({"eps": 0.1, "restarts": 0}, "restarts"),
-    ({"eps": 0.1, "loss": "hinge"}, "loss"),
-    ({"eps": 0.1, "rho": 1.5}, "rho"),
-    ({"eps": 0.1, "norm": "l1"}, "norms"),
-    ({"eps": None}, "budget"),
-])
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"eps": 0.1, "steps": 0}, "steps"),
+        ({"eps": 0.1, "restarts": 0}, "restarts"),
+        ({"eps": 0.1, "loss": "hinge"}, "loss"),
+        ({"eps": 0.1, "rho": 1.5}, "rho"),
+        ({"eps": 0.1, "norm": "l1"}, "norms"),
+        ({"eps": None}, "budget"),
+    ],
+)
 def test_bad_hyperparameters_raise(params, match):
     with pytest.raises(UsageError, match=match):
         APGD(**params)

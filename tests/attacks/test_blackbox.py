@@ -144,8 +144,9 @@ def test_fixed_seed_reproduces_bit_for_bit(case, digits_cnn, digits_batch):
     assert not torch.equal(first.x_adv, other.x_adv)
 
 
-@pytest.mark.parametrize("attack", [Square(eps=0.3, n_queries=200), HopSkipJump(max_queries=500)],
-                         ids=["square", "hsj"])
+@pytest.mark.parametrize(
+    "attack", [Square(eps=0.3, n_queries=200), HopSkipJump(max_queries=500)], ids=["square", "hsj"]
+)
 def test_targeted_attacks_reach_the_target(attack, digits_cnn, digits_batch):
     x, y = digits_batch[0][:16], digits_batch[1][:16]
     target = (y + 1) % 10
@@ -166,21 +167,24 @@ def test_access_levels_are_enforced(digits_cnn, digits_mlp, digits_batch):
     assert square_on_scores(digits_cnn.as_decision(), x, y).queries == 0
 
 
-@pytest.mark.parametrize("build", [
-    lambda: Square(eps=None),  # type: ignore[arg-type]
-    lambda: Square(eps=0.1, n_queries=0),
-    lambda: Square(eps=0.1, p_init=0.0),
-    lambda: Square(eps=0.1, p_init=1.5),
-    lambda: Square(eps=0.1, restarts=0),
-    lambda: Square(eps=0.1, norm="l1"),
-    lambda: HopSkipJump(max_queries=0),
-    lambda: HopSkipJump(init_evals=0),
-    lambda: HopSkipJump(max_evals=1.5),  # type: ignore[arg-type]
-    lambda: HopSkipJump(gamma=0.0),
-    lambda: HopSkipJump(norm="l1"),
-    lambda: Transfer("zoo:digits-mlp", PGD(eps=0.1)),  # type: ignore[arg-type]
-    lambda: Transfer(load_model("zoo:digits-mlp"), "pgd"),  # type: ignore[arg-type]
-])
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: Square(eps=None),  # type: ignore[arg-type]
+        lambda: Square(eps=0.1, n_queries=0),
+        lambda: Square(eps=0.1, p_init=0.0),
+        lambda: Square(eps=0.1, p_init=1.5),
+        lambda: Square(eps=0.1, restarts=0),
+        lambda: Square(eps=0.1, norm="l1"),
+        lambda: HopSkipJump(max_queries=0),
+        lambda: HopSkipJump(init_evals=0),
+        lambda: HopSkipJump(max_evals=1.5),  # type: ignore[arg-type]
+        lambda: HopSkipJump(gamma=0.0),
+        lambda: HopSkipJump(norm="l1"),
+        lambda: Transfer("zoo:digits-mlp", PGD(eps=0.1)),  # type: ignore[arg-type]
+        lambda: Transfer(load_model("zoo:digits-mlp"), "pgd"),  # type: ignore[arg-type]
+    ],
+)
 def test_bad_hyperparameters_raise_usage_errors(build):
     with pytest.raises(UsageError):
         build()
@@ -246,10 +250,16 @@ def test_square_is_at_least_as_strong_as_art(digits_cnn, digits100, ours_at_peer
     from art.estimators.classification import PyTorchClassifier
 
     x, y = digits100
-    classifier = PyTorchClassifier(model=digits_cnn, loss=torch.nn.CrossEntropyLoss(), input_shape=(1, 8, 8),
-                                   nb_classes=10, clip_values=(0.0, 1.0))
-    attack = SquareAttack(classifier, norm=np.inf, eps=PEER_EPS, max_iter=PEER_QUERIES, p_init=0.8,
-                          nb_restarts=1, verbose=False)
+    classifier = PyTorchClassifier(
+        model=digits_cnn,
+        loss=torch.nn.CrossEntropyLoss(),
+        input_shape=(1, 8, 8),
+        nb_classes=10,
+        clip_values=(0.0, 1.0),
+    )
+    attack = SquareAttack(
+        classifier, norm=np.inf, eps=PEER_EPS, max_iter=PEER_QUERIES, p_init=0.8, nb_restarts=1, verbose=False
+    )
     np.random.seed(0)
     theirs = torch.from_numpy(attack.generate(x.numpy(), y.numpy())).float()
     theirs_acc = float((digits_cnn.predict(theirs) == y).float().mean())

@@ -38,8 +38,7 @@ def _wrap(front: nn.Module, model: WhiteBoxModel) -> WhiteBoxModel:
 
 def test_undefended_model_raises_no_flags(digits_cnn, digits_batch):
     x, y = digits_batch
-    report = check_gradient_masking(digits_cnn, x[:32], y[:32], eps=0.1,
-                                    white_box=PGD(eps=0.1, steps=20))
+    report = check_gradient_masking(digits_cnn, x[:32], y[:32], eps=0.1, white_box=PGD(eps=0.1, steps=20))
     assert report.findings == [], [f.code for f in report.findings]
     curve = report.measurements["eps_curve"]["robust_accuracy"]
     assert curve[-1] == 0.0 and curve == sorted(curve, reverse=True)
@@ -57,8 +56,9 @@ def test_quantised_model_is_flagged(digits_cnn, digits_batch):
 
 def test_random_forward_pass_is_flagged(digits_cnn, digits_batch):
     x, y = digits_batch
-    report = check_gradient_masking(_wrap(_Noisy(), digits_cnn), x[:16], y[:16], eps=0.1,
-                                    white_box=PGD(eps=0.1, steps=5))
+    report = check_gradient_masking(
+        _wrap(_Noisy(), digits_cnn), x[:16], y[:16], eps=0.1, white_box=PGD(eps=0.1, steps=5)
+    )
     assert "stochastic-forward" in {f.code for f in report.findings}
 
 

@@ -120,8 +120,9 @@ def test_eot_attacks_the_expectation_and_counts_every_pass():
 
 
 def test_tabular_constraints_hold():
-    spec = InputSpec(shape=(6,), num_classes=2, kind="tabular", lower=(0, 0, 0, 0, 0, 0),
-                     upper=(1, 10, 1, 1, 1, 1))
+    spec = InputSpec(
+        shape=(6,), num_classes=2, kind="tabular", lower=(0, 0, 0, 0, 0, 0), upper=(1, 10, 1, 1, 1, 1)
+    )
     layer = torch.nn.Linear(6, 2)
     torch.manual_seed(0)
     model = WhiteBoxModel(layer, spec, device="cpu")

@@ -92,19 +92,20 @@ def _multiclass_model() -> tuple[WhiteBoxModel, torch.Tensor, torch.Tensor]:
     return model, x, model.predict(x)
 
 
-def _multiclass_minimum(model: WhiteBoxModel, x: torch.Tensor, y: torch.Tensor,
-                        norm: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _multiclass_minimum(
+    model: WhiteBoxModel, x: torch.Tensor, y: torch.Tensor, norm: str
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``min_j (z_y - z_j) / ||w_y - w_j||_q`` and whether its minimiser stays inside the box."""
     layer = model.module
     assert isinstance(layer, torch.nn.Linear)
     w, z = layer.weight.detach(), model.logits(x)
-    diff_w = w[y][:, None, :] - w[None, :, :]                  # (N, K, D): w_y - w_j
-    gap = z.gather(1, y[:, None]) - z                           # (N, K): z_y - z_j >= 0
+    diff_w = w[y][:, None, :] - w[None, :, :]  # (N, K, D): w_y - w_j
+    gap = z.gather(1, y[:, None]) - z  # (N, K): z_y - z_j >= 0
     q = {"l2": 2.0, "linf": 1.0}[norm]
     dist = gap / diff_w.norm(p=q, dim=2).clamp_min(1e-12)
     dist[torch.arange(len(y)), y] = math.inf
     best, j = dist.min(dim=1)
-    direction = -diff_w[torch.arange(len(y)), j]               # towards class j
+    direction = -diff_w[torch.arange(len(y)), j]  # towards class j
     if norm == "l2":
         step = direction / direction.norm(dim=1, keepdim=True) * best[:, None]
     else:
@@ -113,10 +114,14 @@ def _multiclass_minimum(model: WhiteBoxModel, x: torch.Tensor, y: torch.Tensor,
     return best, inside
 
 
-@pytest.mark.parametrize("make", [
-    lambda norm: DeepFool(norm=norm),
-    lambda norm: FAB(norm=norm),
-], ids=["deepfool", "fab"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda norm: DeepFool(norm=norm),
+        lambda norm: FAB(norm=norm),
+    ],
+    ids=["deepfool", "fab"],
+)
 @pytest.mark.parametrize("norm", ["l2", "linf"])
 def test_multiclass_linear_model_exact_minimal_distance(make, norm):
     model, x, y = _multiclass_model()
@@ -145,33 +150,51 @@ def test_box_projections_match_a_generic_solver(norm):
     for trial in range(40):
         dim = int(rng.integers(2, 7))
         t = rng.uniform(0, 1, dim)
-        t[0] = 0.0 if trial % 2 else t[0]                      # a coordinate on the bound
+        t[0] = 0.0 if trial % 2 else t[0]  # a coordinate on the bound
         w = rng.normal(size=dim)
-        w[-1] = 0.0 if trial % 3 == 0 else w[-1]               # a coordinate with no effect
+        w[-1] = 0.0 if trial % 3 == 0 else w[-1]  # a coordinate with no effect
         c = float(rng.normal())
-        lo, hi = -t, 1 - t                                      # bounds on d
+        lo, hi = -t, 1 - t  # bounds on d
         room = float(np.abs(w) @ np.where(w * np.sign(c) > 0, hi, -lo))
-        d = project(_row(t), _row(w), torch.tensor([c], dtype=torch.float64),
-                    _row(np.zeros(dim)), _row(np.ones(dim)))[0].numpy()
+        d = project(
+            _row(t), _row(w), torch.tensor([c], dtype=torch.float64), _row(np.zeros(dim)), _row(np.ones(dim))
+        )[0].numpy()
         assert np.all(d >= lo - 1e-9) and np.all(d <= hi + 1e-9)
-        if abs(c) > room:   # the box cannot reach the hyperplane: go as far as it allows
+        if abs(c) > room:  # the box cannot reach the hyperplane: go as far as it allows
             assert w @ d == pytest.approx(math.copysign(room, c), abs=1e-9)
             continue
         assert w @ d == pytest.approx(c, abs=1e-9)
         bounds = list(zip(lo, hi, strict=True))
         if norm == "l2":
             on_plane = {"type": "eq", "fun": lambda v, w=w, c=c: w @ v - c}
-            ref = opt.minimize(lambda v: v @ v, np.zeros(dim), jac=lambda v: 2 * v, method="SLSQP",
-                               bounds=bounds, constraints=[on_plane], options={"ftol": 1e-14, "maxiter": 500})
+            ref = opt.minimize(
+                lambda v: v @ v,
+                np.zeros(dim),
+                jac=lambda v: 2 * v,
+                method="SLSQP",
+                bounds=bounds,
+                constraints=[on_plane],
+                options={"ftol": 1e-14, "maxiter": 500},
+            )
             best = math.sqrt(ref.fun)
-        elif norm == "linf":   # variables (d, s): min s, -s <= d <= s
+        elif norm == "linf":  # variables (d, s): min s, -s <= d <= s
             a_ub = np.block([[np.eye(dim), -np.ones((dim, 1))], [-np.eye(dim), -np.ones((dim, 1))]])
-            ref = opt.linprog(np.r_[np.zeros(dim), 1.0], A_ub=a_ub, b_ub=np.zeros(2 * dim),
-                              A_eq=np.r_[w, 0.0][None], b_eq=[c], bounds=[*bounds, (0, None)])
+            ref = opt.linprog(
+                np.r_[np.zeros(dim), 1.0],
+                A_ub=a_ub,
+                b_ub=np.zeros(2 * dim),
+                A_eq=np.r_[w, 0.0][None],
+                b_eq=[c],
+                bounds=[*bounds, (0, None)],
+            )
             best = ref.fun
-        else:                  # d = u - v with u, v >= 0
-            ref = opt.linprog(np.ones(2 * dim), A_eq=np.r_[w, -w][None], b_eq=[c],
-                              bounds=[(0, h) for h in hi] + [(0, -lo_) for lo_ in lo])
+        else:  # d = u - v with u, v >= 0
+            ref = opt.linprog(
+                np.ones(2 * dim),
+                A_eq=np.r_[w, -w][None],
+                b_eq=[c],
+                bounds=[(0, h) for h in hi] + [(0, -lo_) for lo_ in lo],
+            )
             best = ref.fun
         assert np.linalg.norm(d, P[norm]) <= best + 1e-6
 
@@ -239,12 +262,16 @@ def test_minimal_attack_with_eps_is_scored_inside_the_ball(digits, digits_result
     assert 0.0 < fab.success_rate < 1.0
 
 
-@pytest.mark.parametrize("make", [
-    lambda: DeepFool(norm="l2", targeted=True),
-    lambda: CarliniWagnerL2(steps=100, lr=0.05, targeted=True),
-    lambda: FAB(norm="linf", steps=50, targeted=True),
-    lambda: FABTargeted(norm="l2", steps=50, targeted=True),
-], ids=["deepfool", "cw", "fab", "fab-t"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: DeepFool(norm="l2", targeted=True),
+        lambda: CarliniWagnerL2(steps=100, lr=0.05, targeted=True),
+        lambda: FAB(norm="linf", steps=50, targeted=True),
+        lambda: FABTargeted(norm="l2", steps=50, targeted=True),
+    ],
+    ids=["deepfool", "cw", "fab", "fab-t"],
+)
 def test_targeted_modes_reach_the_target(make, digits):
     model, x, y = digits
     x, y = x[:40], y[:40]
@@ -284,16 +311,23 @@ def _torchattacks_norms(make, model, x, y, p):
     return (adv - x).flatten(1).norm(p=p, dim=1), fooled
 
 
-@pytest.mark.parametrize("name, make, p", [
-    ("deepfool-l2", lambda ta, m: ta.DeepFool(m, steps=50, overshoot=0.02), 2.0),
-    ("cw-l2", lambda ta, m: ta.CW(m, c=1, kappa=0, steps=50, lr=0.01), 2.0),
-    ("fab-linf", lambda ta, m: ta.FAB(m, norm="Linf", eps=1.0, steps=100, n_restarts=1, n_classes=10),
-     math.inf),
-], ids=["deepfool", "cw", "fab"])
+@pytest.mark.parametrize(
+    "name, make, p",
+    [
+        ("deepfool-l2", lambda ta, m: ta.DeepFool(m, steps=50, overshoot=0.02), 2.0),
+        ("cw-l2", lambda ta, m: ta.CW(m, c=1, kappa=0, steps=50, lr=0.01), 2.0),
+        (
+            "fab-linf",
+            lambda ta, m: ta.FAB(m, norm="Linf", eps=1.0, steps=100, n_restarts=1, n_classes=10),
+            math.inf,
+        ),
+    ],
+    ids=["deepfool", "cw", "fab"],
+)
 def test_norms_no_larger_than_torchattacks(name, make, p, digits, digits_results):
     ta = pytest.importorskip("torchattacks")
     model, x, y = digits
-    if name == "deepfool-l2":   # torchattacks' DeepFool loops over single images: keep it short
+    if name == "deepfool-l2":  # torchattacks' DeepFool loops over single images: keep it short
         x, y = x[:40], y[:40]
     theirs, fooled = _torchattacks_norms(lambda m: make(ta, m), model, x, y, p)
     ours = digits_results[name]
@@ -306,33 +340,42 @@ def test_norms_no_larger_than_torchattacks(name, make, p, digits, digits_results
 # ----------------------------------------------------------------------------- the contract
 
 
-@pytest.mark.parametrize("name, cls", [
-    ("deepfool", DeepFool), ("cw", CarliniWagnerL2), ("fab", FAB), ("fab-t", FABTargeted),
-])
+@pytest.mark.parametrize(
+    "name, cls",
+    [
+        ("deepfool", DeepFool),
+        ("cw", CarliniWagnerL2),
+        ("fab", FAB),
+        ("fab-t", FABTargeted),
+    ],
+)
 def test_registered_minimal_attacks(name, cls):
     attack = get_attack(name)
     assert type(attack) is cls and attack.minimal and attack.eps is None
     assert attack.replace(seed=2).get_params()["seed"] == 2
 
 
-@pytest.mark.parametrize("make", [
-    lambda: DeepFool(steps=0),
-    lambda: DeepFool(overshoot=-0.1),
-    lambda: DeepFool(candidates=1),
-    lambda: DeepFool(norm="l1"),
-    lambda: CarliniWagnerL2(norm="linf"),
-    lambda: CarliniWagnerL2(confidence=-1.0),
-    lambda: CarliniWagnerL2(lr=0.0),
-    lambda: CarliniWagnerL2(binary_search_steps=0),
-    lambda: CarliniWagnerL2(initial_const=0.0),
-    lambda: FAB(steps=0),
-    lambda: FAB(restarts=0),
-    lambda: FAB(alpha_max=1.5),
-    lambda: FAB(eta=0.5),
-    lambda: FAB(beta=1.0),
-    lambda: FAB(eps=-1.0),
-    lambda: FABTargeted(n_target_classes=0),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: DeepFool(steps=0),
+        lambda: DeepFool(overshoot=-0.1),
+        lambda: DeepFool(candidates=1),
+        lambda: DeepFool(norm="l1"),
+        lambda: CarliniWagnerL2(norm="linf"),
+        lambda: CarliniWagnerL2(confidence=-1.0),
+        lambda: CarliniWagnerL2(lr=0.0),
+        lambda: CarliniWagnerL2(binary_search_steps=0),
+        lambda: CarliniWagnerL2(initial_const=0.0),
+        lambda: FAB(steps=0),
+        lambda: FAB(restarts=0),
+        lambda: FAB(alpha_max=1.5),
+        lambda: FAB(eta=0.5),
+        lambda: FAB(beta=1.0),
+        lambda: FAB(eps=-1.0),
+        lambda: FABTargeted(n_target_classes=0),
+    ],
+)
 def test_bad_hyperparameters_raise_usage_errors(make):
     with pytest.raises(UsageError):
         make()

@@ -58,8 +58,12 @@ def _build(name, norm, eps, **extra):
 
 
 def _cases(*, include_slow=False):
-    return [(name, norm) for name, entry in TABLE.items() for norm in entry["norms"]
-            if include_slow or not entry.get("slow")]
+    return [
+        (name, norm)
+        for name, entry in TABLE.items()
+        for norm in entry["norms"]
+        if include_slow or not entry.get("slow")
+    ]
 
 
 def test_every_registered_attack_is_in_the_table():

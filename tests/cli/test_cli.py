@@ -111,6 +111,29 @@ def test_demo_writes_a_report_that_matches_eval(capsys, tmp_path):
     assert report["reproducibility"]["model_sha256"] == report["model"]["sha256"]
     html = Path(result["report_html"]).read_text()
     assert "<svg" in html and "data:image/png;base64," in html and "confusion" in html.lower()
+    assert 'id="evasion"' in html and "<polyline" in html and "adversarial" in html
+    # The evasion numbers are those `dlsec attack` gives with the same seed.
+    aa = report["evasion"]["autoattack"]
+    attacked = run_json(
+        capsys,
+        "attack",
+        "-m",
+        "zoo:digits-cnn",
+        "-d",
+        "builtin:digits",
+        "--attack",
+        "autoattack",
+        "--eps",
+        "0.1",
+        "--n",
+        str(aa["n"]),
+        "--seed",
+        str(report["reproducibility"]["seed"]),
+    )
+    assert attacked["robust_accuracy"] == aa["robust_accuracy"] == result["robust_accuracy"]
+    curve = report["evasion"]["curve"]
+    assert curve["robust_accuracy"] == sorted(curve["robust_accuracy"], reverse=True)
+    assert any(f["code"] == "evasion" and f["atlas"].startswith("AML.T0015") for f in report["findings"])
     assert "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")  # self-contained
 
 

@@ -90,6 +90,55 @@ def _bar_chart(values: list[float | None], labels: list[str], *, width: int = 56
     return "".join(parts)
 
 
+def _line_chart(
+    xs: list[float], ys: list[float], *, x_label: str, y_label: str, width: int = 560, height: int = 240
+) -> str:
+    """An inline SVG line chart with points, y in [0, 1]."""
+    pad_l, pad_b, pad_t, pad_r = 44, 36, 10, 14
+    plot_w, plot_h = width - pad_l - pad_r, height - pad_b - pad_t
+    x_max = max(xs) if xs and max(xs) > 0 else 1.0
+
+    def px(v: float) -> float:
+        return pad_l + plot_w * (v / x_max)
+
+    def py(v: float) -> float:
+        return pad_t + plot_h * (1 - v)
+
+    parts = [
+        f'<svg class="chart" role="img" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+        'xmlns="http://www.w3.org/2000/svg">'
+    ]
+    for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
+        parts.append(
+            f'<line x1="{pad_l}" x2="{width - pad_r}" y1="{py(tick):.1f}" y2="{py(tick):.1f}" stroke="#ddd"/>'
+        )
+        parts.append(
+            f'<text x="{pad_l - 6}" y="{py(tick) + 4:.1f}" text-anchor="end" font-size="11">{tick:.2f}</text>'
+        )
+    for v in xs:
+        parts.append(
+            f'<text x="{px(v):.1f}" y="{height - pad_b + 16}" text-anchor="middle" '
+            f'font-size="11">{v:.3g}</text>'
+        )
+    parts.append(
+        f'<text x="{pad_l + plot_w / 2:.1f}" y="{height - 4}" text-anchor="middle" font-size="12">'
+        f"{_esc(x_label)}</text>"
+    )
+    parts.append(
+        f'<text x="12" y="{pad_t + plot_h / 2:.1f}" text-anchor="middle" font-size="12" '
+        f'transform="rotate(-90 12 {pad_t + plot_h / 2:.1f})">{_esc(y_label)}</text>'
+    )
+    points = " ".join(f"{px(a):.1f},{py(b):.1f}" for a, b in zip(xs, ys, strict=True))
+    parts.append(f'<polyline fill="none" stroke="#b42318" stroke-width="2" points="{points}"/>')
+    for a, b in zip(xs, ys, strict=True):
+        parts.append(
+            f'<circle cx="{px(a):.1f}" cy="{py(b):.1f}" r="3.5" fill="#b42318">'
+            f"<title>eps {a:.4g}: {b:.3f}</title></circle>"
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
 def _esc(text: str) -> str:
     import html
 
@@ -108,12 +157,25 @@ def render_html(report: dict[str, Any], *, gallery: list[dict[str, Any]] | None 
     matrix = np.asarray(clean["confusion_matrix"], dtype=float)
     row_sums = np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     shades = (matrix / row_sums).tolist()
+    curve_chart = ""
+    evasion = report.get("evasion")
+    if evasion:
+        curve = evasion["curve"]
+        curve_chart = _line_chart(
+            [0.0, *curve["eps"]],
+            [clean["accuracy"], *curve["robust_accuracy"]],
+            x_label=f"budget ({curve['norm']} eps)",
+            y_label="robust accuracy",
+        )
+    markup = jinja2.utils.markupsafe.Markup
     return env.from_string(template_text).render(
         report=report,
         class_names=names,
-        per_class_chart=jinja2.utils.markupsafe.Markup(chart),
+        per_class_chart=markup(chart),
+        curve_chart=markup(curve_chart),
         shades=shades,
         gallery=gallery or [],
+        evasion=evasion,
         report_json=json.dumps(report, indent=2),
     )
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
+import torch
 import typer
 from rich.markup import escape
 from rich.table import Table
@@ -269,10 +270,13 @@ def demo(
     model: Annotated[
         str, typer.Option("--model", "-m", help="Zoo model to run the demo on.")
     ] = "zoo:digits-cnn",
+    eps: Annotated[float, typer.Option("--eps", help="L-inf budget of the evasion section.")] = 0.1,
+    autoattack_n: Annotated[int, typer.Option("--autoattack-n", help="Examples for AutoAttack.")] = 100,
     json_out: JsonOpt = False,
 ) -> None:
     """Run everything dlsec has end to end on a zoo model and write an HTML report."""
     from dlsec.assess.report import png_data_uri, reproducibility, write_report
+    from dlsec.assess.robustness import evasion_section
     from dlsec.core.zoo import load_zoo_model, zoo_card
 
     if not model.startswith("zoo:"):
@@ -311,18 +315,38 @@ def demo(
             data_sha256=dataset.sha256,
         ),
     }
+    x_test, y_test = torch.from_numpy(test_set.x), torch.from_numpy(test_set.y)
+    with progress_bar("evasion: PGD curve, AutoAttack, masking checks", enabled=not json_out) as callback:
+        section, findings, x_adv = evasion_section(
+            loaded,
+            x_test,
+            y_test,
+            eps=eps,
+            norm="linf",
+            autoattack_n=autoattack_n,
+            seed=card["seed"],
+            progress=callback,
+        )
+    report["evasion"] = section
+    report["findings"] = findings
+    adv_pred = loaded.predict(x_adv).numpy()
     gallery = []
     if loaded.spec.kind == "image":
-        wrong = np.flatnonzero(result.predictions != test_set.y)[:4]
-        right = np.flatnonzero(result.predictions == test_set.y)[: 12 - len(wrong)]
-        for i in sorted(np.concatenate([wrong, right]).tolist()):
-            scale = max(1, 64 // max(loaded.spec.shape[1:]))
+        fooled = np.flatnonzero(
+            (adv_pred != test_set.y[: len(adv_pred)])
+            & (result.predictions[: len(adv_pred)] == test_set.y[: len(adv_pred)])
+        )
+        held = np.flatnonzero(adv_pred == test_set.y[: len(adv_pred)])
+        scale = max(1, 64 // max(loaded.spec.shape[1:]))
+        for i in sorted(np.concatenate([fooled[:6], held[:2]]).tolist()):
             gallery.append(
                 {
                     "index": i,
                     "label": names[test_set.y[i]],
                     "prediction": names[result.predictions[i]],
+                    "adv_prediction": names[adv_pred[i]],
                     "src": png_data_uri(test_set.x[i], scale=scale),
+                    "adv_src": png_data_uri(x_adv[i].numpy(), scale=scale),
                     "width": loaded.spec.shape[2] * scale,
                     "height": loaded.spec.shape[1] * scale,
                 }
@@ -334,6 +358,8 @@ def demo(
                 "report_html": paths["html"],
                 "report_json": paths["json"],
                 "clean_accuracy": result.accuracy,
+                "robust_accuracy": section["autoattack"]["robust_accuracy"],
+                "findings": len(findings),
                 "model": model,
             }
         )
@@ -341,5 +367,10 @@ def demo(
     console = out_console()
     console.print(
         f"{escape(model)}: clean accuracy [bold]{result.accuracy:.4f}[/] on {len(test_set)} test examples"
+    )
+    aa = section["autoattack"]
+    console.print(
+        f"AutoAttack (linf, eps {eps:g}, {aa['n']} examples): robust accuracy "
+        f"[bold]{aa['robust_accuracy']:.4f}[/]; {len(findings)} finding(s)"
     )
     console.print(f"report: {escape(str(paths['html'].resolve()))}")

@@ -39,8 +39,11 @@ class TabularConstraints:
 
     def check(self, spec: InputSpec) -> None:
         n = spec.num_features
-        for name, idx in (("immutable", self.immutable), ("integer", self.integer),
-                          ("one_hot", [i for g in self.one_hot for i in g])):
+        for name, idx in (
+            ("immutable", self.immutable),
+            ("integer", self.integer),
+            ("one_hot", [i for g in self.one_hot for i in g]),
+        ):
             bad = [i for i in idx if not 0 <= int(i) < n]
             if bad:
                 raise UsageError(f"constraint {name}: feature indices {bad} outside 0..{n - 1}")
@@ -54,8 +57,15 @@ class TabularConstraints:
         mask[list(self.immutable)] = False
         return mask.reshape(spec.shape)
 
-    def apply(self, x: torch.Tensor, adv: torch.Tensor, norm: Norm, eps: float | None,
-              lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+    def apply(
+        self,
+        x: torch.Tensor,
+        adv: torch.Tensor,
+        norm: Norm,
+        eps: float | None,
+        lower: torch.Tensor,
+        upper: torch.Tensor,
+    ) -> torch.Tensor:
         """Repair ``adv`` (a batch) so every constraint holds, staying within budget and bounds."""
         shape = adv.shape
         xf, af = x.reshape(len(x), -1), adv.reshape(len(adv), -1).clone()

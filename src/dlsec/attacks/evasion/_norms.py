@@ -48,8 +48,15 @@ class Norm:
     def ascent(self, grad: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def random(self, shape: torch.Size | tuple[int, ...], eps: float | torch.Tensor,
-               gen: torch.Generator, *, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    def random(
+        self,
+        shape: torch.Size | tuple[int, ...],
+        eps: float | torch.Tensor,
+        gen: torch.Generator,
+        *,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> torch.Tensor:
         raise NotImplementedError
 
 

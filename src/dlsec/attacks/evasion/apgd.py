@@ -41,7 +41,7 @@ from typing import ClassVar
 import torch
 
 from dlsec.attacks.evasion._losses import ce_loss, dlr_loss, targeted_dlr_loss
-from dlsec.attacks.evasion.base import Attack, Oracle, register_attack
+from dlsec.attacks.evasion.base import Attack, Oracle, positive_int, register_attack
 from dlsec.errors import UsageError
 
 __all__ = ["APGD", "APGDDLR", "APGDT"]
@@ -53,10 +53,6 @@ _PERIOD_DECREASE = 0.03  # how much the gap shrinks from one checkpoint to the n
 
 #: A per-example objective to ascend: ``loss(logits, y, target)``.
 Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
-
-
-def _positive_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def _objective(loss: str, num_classes: int, *, reach_target: bool) -> Objective:
@@ -71,8 +67,9 @@ def _objective(loss: str, num_classes: int, *, reach_target: bool) -> Objective:
     needed = 3 if loss == "dlr" and not reach_target else 4 if loss == "dlr" else 0
     if num_classes < needed:
         kind = "targeted DLR" if reach_target else "DLR"
-        raise UsageError(f"the {kind} loss needs at least {needed} classes, the model has "
-                         f"{num_classes}; use apgd-ce")
+        raise UsageError(
+            f"the {kind} loss needs at least {needed} classes, the model has {num_classes}; use apgd-ce"
+        )
 
     def objective(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
         if target is None:
@@ -152,16 +149,24 @@ class APGD(Attack):
     norms: ClassVar[tuple[str, ...]] = ("linf", "l2")
     losses: ClassVar[tuple[str, ...]] = ("ce", "dlr")
 
-    def __init__(self, *, eps: float, steps: int = 100, norm: str = "linf", loss: str = "ce",
-                 restarts: int = 1, rho: float = 0.75, targeted: bool = False, seed: int = 0,
-                 batch_size: int = 512) -> None:
+    def __init__(
+        self,
+        *,
+        eps: float,
+        steps: int = 100,
+        norm: str = "linf",
+        loss: str = "ce",
+        restarts: int = 1,
+        rho: float = 0.75,
+        targeted: bool = False,
+        seed: int = 0,
+        batch_size: int = 512,
+    ) -> None:
         super().__init__(norm=norm, eps=eps, targeted=targeted, seed=seed, batch_size=batch_size)
-        if not _positive_int(steps):
-            raise UsageError(f"steps must be a positive integer, got {steps!r}")
+        positive_int("steps", steps)
         if loss not in self.losses:
             raise UsageError(f"loss must be one of {', '.join(self.losses)}, got {loss!r}")
-        if not _positive_int(restarts):
-            raise UsageError(f"restarts must be a positive integer, got {restarts!r}")
+        positive_int("restarts", restarts)
         if not isinstance(rho, int | float) or not 0.0 <= rho <= 1.0:
             raise UsageError(f"rho must be a number in [0, 1], got {rho!r}")
         self.steps = steps
@@ -170,8 +175,14 @@ class APGD(Attack):
         self.rho = rho
 
     # ------------------------------------------------------------------ the attack
-    def run(self, model: Oracle, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
-            gen: torch.Generator) -> torch.Tensor:
+    def run(
+        self,
+        model: Oracle,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        target: torch.Tensor | None,
+        gen: torch.Generator,
+    ) -> torch.Tensor:
         objective = _objective(self.loss, model.spec.num_classes, reach_target=self.targeted)
         with torch.no_grad():
             clean = model(x).argmax(1)
@@ -181,9 +192,18 @@ class APGD(Attack):
             self._attack_subset(model, x, y, target, todo, best, best_loss, objective, gen)
         return best
 
-    def _attack_subset(self, model: Oracle, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
-                       todo: torch.Tensor, best: torch.Tensor, best_loss: torch.Tensor,
-                       objective: Objective, gen: torch.Generator) -> None:
+    def _attack_subset(
+        self,
+        model: Oracle,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        target: torch.Tensor | None,
+        todo: torch.Tensor,
+        best: torch.Tensor,
+        best_loss: torch.Tensor,
+        objective: Objective,
+        gen: torch.Generator,
+    ) -> None:
         """One APGD run on the examples ``todo``; updates ``todo``, ``best``, ``best_loss`` in place.
 
         ``target`` is the loss's target class (None for an untargeted loss); success means
@@ -206,9 +226,15 @@ class APGD(Attack):
         radius = self._norm.distance(delta).reshape(-1, *([1] * (x.ndim - 1)))
         return delta * (self.eps / (radius + 1e-12))
 
-    def _single_run(self, model: Oracle, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
-                    objective: Objective, gen: torch.Generator
-                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _single_run(
+        self,
+        model: Oracle,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        target: torch.Tensor | None,
+        objective: Objective,
+        gen: torch.Generator,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Algorithm 1 of the paper on one batch.
 
         Returns:
@@ -245,13 +271,22 @@ class APGD(Attack):
         out_loss = torch.full((n,), torch.inf, device=x.device)
         fooled = torch.zeros(n, dtype=torch.bool, device=x.device)
         s = _Run(
-            idx=torch.arange(n, device=x.device), x=x, y=y, target=target,
-            goal=target if self.targeted else None, x_adv=out.clone(), x_prev=out.clone(),
-            grad=torch.zeros_like(x), x_best=out.clone(), grad_best=torch.zeros_like(x),
-            loss_best=out_loss.clone(), loss_prev=out_loss.clone(),
+            idx=torch.arange(n, device=x.device),
+            x=x,
+            y=y,
+            target=target,
+            goal=target if self.targeted else None,
+            x_adv=out.clone(),
+            x_prev=out.clone(),
+            grad=torch.zeros_like(x),
+            x_best=out.clone(),
+            grad_best=torch.zeros_like(x),
+            loss_best=out_loss.clone(),
+            loss_prev=out_loss.clone(),
             increases=torch.zeros(n, dtype=torch.long, device=x.device),
             step=torch.full((n, *([1] * (x.ndim - 1))), 2.0 * eps, device=x.device, dtype=x.dtype),
-            best_at_check=out_loss.clone(), halved_at_check=torch.ones(n, dtype=torch.bool, device=x.device),
+            best_at_check=out_loss.clone(),
+            halved_at_check=torch.ones(n, dtype=torch.bool, device=x.device),
         )
         logits, loss, s.grad = evaluate(s.x_adv)
         s.grad_best, s.loss_best, s.loss_prev, s.best_at_check = s.grad.clone(), loss, loss, loss
@@ -316,10 +351,29 @@ class APGDDLR(APGD):
         >>> result = APGDDLR(eps=8 / 255)(model, x, y)       # doctest: +SKIP
     """
 
-    def __init__(self, *, eps: float, steps: int = 100, norm: str = "linf", restarts: int = 1,
-                 rho: float = 0.75, targeted: bool = False, seed: int = 0, batch_size: int = 512) -> None:
-        super().__init__(eps=eps, steps=steps, norm=norm, loss="dlr", restarts=restarts, rho=rho,
-                         targeted=targeted, seed=seed, batch_size=batch_size)
+    def __init__(
+        self,
+        *,
+        eps: float,
+        steps: int = 100,
+        norm: str = "linf",
+        restarts: int = 1,
+        rho: float = 0.75,
+        targeted: bool = False,
+        seed: int = 0,
+        batch_size: int = 512,
+    ) -> None:
+        super().__init__(
+            eps=eps,
+            steps=steps,
+            norm=norm,
+            loss="dlr",
+            restarts=restarts,
+            rho=rho,
+            targeted=targeted,
+            seed=seed,
+            batch_size=batch_size,
+        )
 
 
 @register_attack("apgd-t")
@@ -348,17 +402,41 @@ class APGDT(APGD):
         >>> result = APGDT(eps=8 / 255, n_target_classes=9)(model, x, y)   # doctest: +SKIP
     """
 
-    def __init__(self, *, eps: float, steps: int = 100, norm: str = "linf", n_target_classes: int = 9,
-                 restarts: int = 1, rho: float = 0.75, targeted: bool = False, seed: int = 0,
-                 batch_size: int = 512) -> None:
-        super().__init__(eps=eps, steps=steps, norm=norm, loss="dlr", restarts=restarts, rho=rho,
-                         targeted=targeted, seed=seed, batch_size=batch_size)
-        if not _positive_int(n_target_classes):
-            raise UsageError(f"n_target_classes must be a positive integer, got {n_target_classes!r}")
+    def __init__(
+        self,
+        *,
+        eps: float,
+        steps: int = 100,
+        norm: str = "linf",
+        n_target_classes: int = 9,
+        restarts: int = 1,
+        rho: float = 0.75,
+        targeted: bool = False,
+        seed: int = 0,
+        batch_size: int = 512,
+    ) -> None:
+        super().__init__(
+            eps=eps,
+            steps=steps,
+            norm=norm,
+            loss="dlr",
+            restarts=restarts,
+            rho=rho,
+            targeted=targeted,
+            seed=seed,
+            batch_size=batch_size,
+        )
+        positive_int("n_target_classes", n_target_classes)
         self.n_target_classes = n_target_classes
 
-    def run(self, model: Oracle, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
-            gen: torch.Generator) -> torch.Tensor:
+    def run(
+        self,
+        model: Oracle,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        target: torch.Tensor | None,
+        gen: torch.Generator,
+    ) -> torch.Tensor:
         num_classes = model.spec.num_classes
         # The targeted DLR loss needs four classes; below that, the targeted cross-entropy.
         loss = "dlr" if num_classes >= 4 else "ce"

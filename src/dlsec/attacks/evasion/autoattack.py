@@ -47,8 +47,12 @@ class AutoAttack(Attack):
 
     def components(self) -> list[Attack]:
         """The four attacks of the standard version, in order, with the published settings."""
-        common: dict[str, Any] = {"eps": self.eps, "norm": self.norm, "seed": self.seed,
-                                  "batch_size": self.batch_size}
+        common: dict[str, Any] = {
+            "eps": self.eps,
+            "norm": self.norm,
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+        }
         return [
             get_attack("apgd-ce", steps=100, restarts=1, **common),
             get_attack("apgd-t", steps=100, n_target_classes=9, restarts=1, **common),
@@ -62,21 +66,30 @@ class AutoAttack(Attack):
         robust = self._predict_all(scorer, p.x) == p.y
         fooled_by: dict[str, int] = {}
         queries = 0
-        for attack in self.components():
+        components = self.components()
+        for stage, attack in enumerate(components, start=1):
             idx = robust.nonzero().squeeze(1)
             if idx.numel() == 0:
                 fooled_by[attack.name] = 0
-                continue
-            adv, q, _ = attack._attack(p.subset(idx))
-            queries += q
-            hit = self._predict_all(scorer, adv) != p.y[idx]
-            x_adv[idx[hit]] = adv[hit]
-            robust[idx[hit]] = False
-            fooled_by[attack.name] = int(hit.sum())
+            else:
+                adv, q, _ = attack._attack(p.subset(idx))
+                queries += q
+                hit = self._predict_all(scorer, adv) != p.y[idx]
+                x_adv[idx[hit]] = adv[hit]
+                robust[idx[hit]] = False
+                fooled_by[attack.name] = int(hit.sum())
+            if p.progress is not None:
+                p.progress(stage, len(components), {"robust": float(robust.float().mean())})
         return x_adv, queries, {"fooled_by": fooled_by, "version": "standard"}
 
-    def run(self, model: Oracle, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
-            gen: torch.Generator) -> torch.Tensor:
+    def run(
+        self,
+        model: Oracle,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        target: torch.Tensor | None,
+        gen: torch.Generator,
+    ) -> torch.Tensor:
         """The same sequence on one batch, for wrappers that call ``run`` directly."""
         x_adv = x.clone()
         robust = model.predict(x) == y

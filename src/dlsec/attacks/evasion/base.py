@@ -29,6 +29,7 @@ from dlsec.errors import SpecError, UsageError
 __all__ = ["Attack", "AttackResult", "Oracle", "register_attack", "ATTACKS", "get_attack"]
 
 ATTACKS: dict[str, type[Attack]] = {}
+Progress = Callable[[int, int, dict[str, float]], None]
 
 
 def register_attack(name: str) -> Callable[[type[Attack]], type[Attack]]:
@@ -42,6 +43,13 @@ def register_attack(name: str) -> Callable[[type[Attack]], type[Attack]]:
         return cls
 
     return decorator
+
+
+def positive_int(name: str, value: object) -> int:
+    """``value`` if it is an integer >= 1, else a ``UsageError`` naming the parameter."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UsageError(f"{name} must be a positive integer, got {value!r}")
+    return value
 
 
 def get_attack(name: str, **params: Any) -> Attack:
@@ -152,10 +160,17 @@ class AttackResult:
         fooled = self.success & self.clean_correct
         norms = self.norms[fooled].double()
         return {
-            "attack": self.attack, "norm": self.norm, "eps": self.eps, "targeted": self.targeted,
-            "seed": self.seed, "n": len(self.y), "clean_accuracy": self.clean_accuracy,
-            "robust_accuracy": self.robust_accuracy, "success_rate": self.success_rate,
-            "queries": self.queries, "queries_per_example": self.queries / max(len(self.y), 1),
+            "attack": self.attack,
+            "norm": self.norm,
+            "eps": self.eps,
+            "targeted": self.targeted,
+            "seed": self.seed,
+            "n": len(self.y),
+            "clean_accuracy": self.clean_accuracy,
+            "robust_accuracy": self.robust_accuracy,
+            "success_rate": self.success_rate,
+            "queries": self.queries,
+            "queries_per_example": self.queries / max(len(self.y), 1),
             "perturbation_norms": {
                 "mean": float(norms.mean()) if len(norms) else None,
                 "median": float(norms.median()) if len(norms) else None,
@@ -176,12 +191,20 @@ class Prepared:
     constraints: TabularConstraints | None
     lower: torch.Tensor
     upper: torch.Tensor
+    progress: Progress | None = None
 
     def subset(self, index: torch.Tensor) -> Prepared:
-        """The same call restricted to the rows at ``index``."""
-        return Prepared(self.model, self.x_in[index.to(self.x_in.device)], self.x[index], self.y[index],
-                        None if self.target is None else self.target[index], self.constraints,
-                        self.lower, self.upper)
+        """The same call restricted to the rows at ``index`` (without progress reporting)."""
+        return Prepared(
+            self.model,
+            self.x_in[index.to(self.x_in.device)],
+            self.x[index],
+            self.y[index],
+            None if self.target is None else self.target[index],
+            self.constraints,
+            self.lower,
+            self.upper,
+        )
 
 
 class Attack(ABC):
@@ -198,8 +221,15 @@ class Attack(ABC):
     minimal: ClassVar[bool] = False
     randomised: ClassVar[bool] = True
 
-    def __init__(self, *, norm: str = "linf", eps: float | None = None, targeted: bool = False,
-                 seed: int = 0, batch_size: int = 512) -> None:
+    def __init__(
+        self,
+        *,
+        norm: str = "linf",
+        eps: float | None = None,
+        targeted: bool = False,
+        seed: int = 0,
+        batch_size: int = 512,
+    ) -> None:
         self.norm = norm
         self.eps = eps
         self.targeted = targeted
@@ -213,8 +243,7 @@ class Attack(ABC):
                 raise UsageError(f"{self.name} needs a budget: pass eps")
         elif not isinstance(eps, int | float) or not math.isfinite(eps) or eps < 0:
             raise UsageError(f"eps must be a finite number >= 0, got {eps!r}")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise UsageError(f"batch_size must be a positive integer, got {batch_size!r}")
+        positive_int("batch_size", batch_size)
         if not isinstance(seed, int):
             raise UsageError(f"seed must be an integer, got {seed!r}")
 
@@ -234,9 +263,16 @@ class Attack(ABC):
         return f"{type(self).__name__}({args})"
 
     # ------------------------------------------------------------------ the one verb
-    def __call__(self, model: Model, x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray, *,
-                 target: torch.Tensor | np.ndarray | None = None,
-                 constraints: TabularConstraints | None = None) -> AttackResult:
+    def __call__(
+        self,
+        model: Model,
+        x: torch.Tensor | np.ndarray,
+        y: torch.Tensor | np.ndarray,
+        *,
+        target: torch.Tensor | np.ndarray | None = None,
+        constraints: TabularConstraints | None = None,
+        progress: Progress | None = None,
+    ) -> AttackResult:
         """Attack ``model`` on ``(x, y)``.
 
         Args:
@@ -246,18 +282,26 @@ class Attack(ABC):
             target: target labels; required when the attack is targeted.
             constraints: tabular constraints (features that must not change, integer and
                 one-hot features).
+            progress: called as ``progress(done, total, stats)`` as batches (or, for
+                composite attacks, stages) finish.
 
         Raises:
             UsageError: bad inputs (NaN, out of bounds, wrong shape, labels out of range,
                 missing target) or too little access.
         """
-        prepared = self._prepare(model, x, y, target, constraints)
+        prepared = self._prepare(model, x, y, target, constraints, progress)
         x_adv, queries, extras = self._attack(prepared)
         return self._assemble(prepared, x_adv, queries, extras)
 
-    def _prepare(self, model: Model, x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray,
-                 target: torch.Tensor | np.ndarray | None,
-                 constraints: TabularConstraints | None) -> Prepared:
+    def _prepare(
+        self,
+        model: Model,
+        x: torch.Tensor | np.ndarray,
+        y: torch.Tensor | np.ndarray,
+        target: torch.Tensor | np.ndarray | None,
+        constraints: TabularConstraints | None,
+        progress: Progress | None = None,
+    ) -> Prepared:
         if not isinstance(model, Model):
             raise UsageError(f"attacks take a dlsec Model, got {type(model).__name__}")
         if model.access < self.access:
@@ -282,9 +326,15 @@ class Attack(ABC):
             constraints.check(model.spec)
         device = model.device if isinstance(model, WhiteBoxModel) else torch.device("cpu")
         return Prepared(
-            model=model, x_in=x_in, x=x_in.detach().to(device=device, dtype=torch.float32),
-            y=y_t.to(device), target=tgt.to(device) if tgt is not None else None, constraints=constraints,
-            lower=model.spec.lower_tensor(device=device), upper=model.spec.upper_tensor(device=device),
+            model=model,
+            x_in=x_in,
+            x=x_in.detach().to(device=device, dtype=torch.float32),
+            y=y_t.to(device),
+            target=tgt.to(device) if tgt is not None else None,
+            constraints=constraints,
+            lower=model.spec.lower_tensor(device=device),
+            upper=model.spec.upper_tensor(device=device),
+            progress=progress,
         )
 
     def _attack(self, p: Prepared) -> tuple[torch.Tensor, int, dict[str, Any]]:
@@ -305,6 +355,8 @@ class Attack(ABC):
                 raise RuntimeError(f"{self.name}.run returned shape {tuple(adv.shape)} for {tuple(xb.shape)}")
             outs.append(self._finish(p, xb, adv))
             queries += oracle.queries
+            if p.progress is not None:
+                p.progress(min(start + self.batch_size, len(p.x)), len(p.x), {})
         return (torch.cat(outs) if outs else p.x.clone()), queries, {}
 
     def _finish(self, p: Prepared, x: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
@@ -314,19 +366,29 @@ class Attack(ABC):
             adv = p.constraints.apply(x, adv, self._norm, self.eps, p.lower, p.upper)
         return adv
 
-    def _assemble(self, p: Prepared, x_adv: torch.Tensor, queries: int,
-                  extras: dict[str, Any]) -> AttackResult:
+    def _assemble(
+        self, p: Prepared, x_adv: torch.Tensor, queries: int, extras: dict[str, Any]
+    ) -> AttackResult:
         scorer = Oracle(p.model)
         clean_pred = self._predict_all(scorer, p.x)
         adv_pred = self._predict_all(scorer, x_adv)
         success = (adv_pred == p.target) if p.target is not None else (adv_pred != p.y)
         norms = self._norm.distance(x_adv - p.x)
         return AttackResult(
-            x_adv=x_adv.to(device=p.x_in.device, dtype=p.x_in.dtype), success=success.cpu(),
-            norms=norms.cpu(), adv_pred=adv_pred.cpu(), clean_correct=(clean_pred == p.y).cpu(),
-            queries=queries, y=p.y.cpu(), attack=self.name, norm=self._norm.name, eps=self.eps,
-            targeted=self.targeted, target=p.target.cpu() if p.target is not None else None,
-            seed=self.seed, extras=extras,
+            x_adv=x_adv.to(device=p.x_in.device, dtype=p.x_in.dtype),
+            success=success.cpu(),
+            norms=norms.cpu(),
+            adv_pred=adv_pred.cpu(),
+            clean_correct=(clean_pred == p.y).cpu(),
+            queries=queries,
+            y=p.y.cpu(),
+            attack=self.name,
+            norm=self._norm.name,
+            eps=self.eps,
+            targeted=self.targeted,
+            target=p.target.cpu() if p.target is not None else None,
+            seed=self.seed,
+            extras=extras,
         )
 
     def _predict_all(self, oracle: Oracle, x: torch.Tensor) -> torch.Tensor:
@@ -335,8 +397,9 @@ class Attack(ABC):
         step = self.batch_size
         return torch.cat([oracle.predict(x[i : i + step]) for i in range(0, len(x), step)])
 
-    def _project(self, x: torch.Tensor, adv: torch.Tensor, lower: torch.Tensor,
-                 upper: torch.Tensor) -> torch.Tensor:
+    def _project(
+        self, x: torch.Tensor, adv: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor
+    ) -> torch.Tensor:
         if not torch.isfinite(adv).all():
             adv = torch.where(torch.isfinite(adv), adv, x)
         if self.eps is not None:
@@ -361,8 +424,14 @@ class Attack(ABC):
 
     # ------------------------------------------------------------------ the algorithm
     @abstractmethod
-    def run(self, model: Oracle, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
-            gen: torch.Generator) -> torch.Tensor:
+    def run(
+        self,
+        model: Oracle,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        target: torch.Tensor | None,
+        gen: torch.Generator,
+    ) -> torch.Tensor:
         """Return adversarial examples for one batch (the base projects and scores them).
 
         Args:

@@ -8,7 +8,7 @@ from typing import ClassVar
 import torch
 
 from dlsec.attacks.evasion._losses import margin_loss
-from dlsec.attacks.evasion.base import Attack, Oracle, register_attack
+from dlsec.attacks.evasion.base import Attack, Oracle, positive_int, register_attack
 from dlsec.errors import UsageError
 
 __all__ = ["CarliniWagnerL2"]
@@ -57,20 +57,28 @@ class CarliniWagnerL2(Attack):
     minimal: ClassVar[bool] = True
     randomised: ClassVar[bool] = False
 
-    def __init__(self, *, norm: str = "l2", eps: float | None = None, confidence: float = 0.0,
-                 steps: int = 1000, lr: float = 0.01, binary_search_steps: int = 9,
-                 initial_const: float = 1e-3, abort_early: bool = True, targeted: bool = False,
-                 seed: int = 0, batch_size: int = 512) -> None:
+    def __init__(
+        self,
+        *,
+        norm: str = "l2",
+        eps: float | None = None,
+        confidence: float = 0.0,
+        steps: int = 1000,
+        lr: float = 0.01,
+        binary_search_steps: int = 9,
+        initial_const: float = 1e-3,
+        abort_early: bool = True,
+        targeted: bool = False,
+        seed: int = 0,
+        batch_size: int = 512,
+    ) -> None:
         super().__init__(norm=norm, eps=eps, targeted=targeted, seed=seed, batch_size=batch_size)
         if not _is_number(confidence) or confidence < 0:
             raise UsageError(f"confidence must be a finite number >= 0, got {confidence!r}")
-        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-            raise UsageError(f"steps must be a positive integer, got {steps!r}")
+        positive_int("steps", steps)
         if not _is_number(lr) or lr <= 0:
             raise UsageError(f"lr must be a positive number, got {lr!r}")
-        if not isinstance(binary_search_steps, int) or isinstance(binary_search_steps, bool) \
-                or binary_search_steps < 1:
-            raise UsageError(f"binary_search_steps must be a positive integer, got {binary_search_steps!r}")
+        positive_int("binary_search_steps", binary_search_steps)
         if not _is_number(initial_const) or initial_const <= 0:
             raise UsageError(f"initial_const must be a positive number, got {initial_const!r}")
         if not isinstance(abort_early, bool):
@@ -89,8 +97,14 @@ class CarliniWagnerL2(Attack):
             return -margin_loss(logits, target)  # z_t - max_{i != t} z_i
         return margin_loss(logits, y)  # max_{i != y} z_i - z_y
 
-    def run(self, model: Oracle, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
-            gen: torch.Generator) -> torch.Tensor:
+    def run(
+        self,
+        model: Oracle,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        target: torch.Tensor | None,
+        gen: torch.Generator,
+    ) -> torch.Tensor:
         n = x.shape[0]
         best_adv = x.clone()
         if n == 0:

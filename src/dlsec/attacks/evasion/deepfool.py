@@ -6,7 +6,7 @@ from typing import ClassVar
 
 import torch
 
-from dlsec.attacks.evasion.base import Attack, Oracle, register_attack
+from dlsec.attacks.evasion.base import Attack, Oracle, positive_int, register_attack
 from dlsec.errors import UsageError
 
 __all__ = ["DeepFool"]
@@ -85,12 +85,20 @@ class DeepFool(Attack):
     minimal: ClassVar[bool] = True
     randomised: ClassVar[bool] = False
 
-    def __init__(self, *, norm: str = "l2", eps: float | None = None, steps: int = 50,
-                 overshoot: float = 0.02, candidates: int = 10, targeted: bool = False, seed: int = 0,
-                 batch_size: int = 512) -> None:
+    def __init__(
+        self,
+        *,
+        norm: str = "l2",
+        eps: float | None = None,
+        steps: int = 50,
+        overshoot: float = 0.02,
+        candidates: int = 10,
+        targeted: bool = False,
+        seed: int = 0,
+        batch_size: int = 512,
+    ) -> None:
         super().__init__(norm=norm, eps=eps, targeted=targeted, seed=seed, batch_size=batch_size)
-        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-            raise UsageError(f"steps must be a positive integer, got {steps!r}")
+        positive_int("steps", steps)
         if not isinstance(overshoot, int | float) or isinstance(overshoot, bool) or not overshoot >= 0:
             raise UsageError(f"overshoot must be a number >= 0, got {overshoot!r}")
         if not isinstance(candidates, int) or isinstance(candidates, bool) or candidates < 2:
@@ -99,8 +107,14 @@ class DeepFool(Attack):
         self.overshoot = overshoot
         self.candidates = candidates
 
-    def run(self, model: Oracle, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
-            gen: torch.Generator) -> torch.Tensor:
+    def run(
+        self,
+        model: Oracle,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        target: torch.Tensor | None,
+        gen: torch.Generator,
+    ) -> torch.Tensor:
         lower = model.spec.lower_tensor(device=x.device)
         upper = model.spec.upper_tensor(device=x.device)
         n = x.shape[0]
@@ -139,8 +153,8 @@ class DeepFool(Attack):
             grads = _class_gradients(logits, xa, classes).detach()
             with torch.no_grad():
                 z = logits.detach().gather(1, classes)
-                f = (z[:, 1:] - z[:, :1])[keep]                          # (M, C-1), <= 0
-                w = (grads[:, 1:] - grads[:, :1])[keep].flatten(2)       # (M, C-1, D)
+                f = (z[:, 1:] - z[:, :1])[keep]  # (M, C-1), <= 0
+                w = (grads[:, 1:] - grads[:, :1])[keep].flatten(2)  # (M, C-1, D)
                 dist = (f.abs() + 1e-4) / (_dual_norm(w, self._norm.name) + _TINY)
                 best = dist.argmin(dim=1)
                 rows = torch.arange(len(best), device=x.device)

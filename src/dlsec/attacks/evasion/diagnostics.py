@@ -105,10 +105,14 @@ def check_gradient_masking(
     findings: list[Finding] = []
     measured: dict[str, Any] = {"eps": eps, "norm": norm, "n": len(y)}
     if not isinstance(model, WhiteBoxModel):
-        findings.append(Finding(
-            "checks-not-run", "Gradient-masking checks could not run", "medium",
-            f"the model offers {model.access.label} access; the checks need gradients (white-box)",
-        ))
+        findings.append(
+            Finding(
+                "checks-not-run",
+                "Gradient-masking checks could not run",
+                "medium",
+                f"the model offers {model.access.label} access; the checks need gradients (white-box)",
+            )
+        )
         return MaskingReport(findings, measured)
     x = torch.as_tensor(x).float()
     y = torch.as_tensor(y).long()
@@ -119,12 +123,16 @@ def check_gradient_masking(
     spread = float((first - second).abs().max())
     measured["forward_pass_max_difference"] = spread
     if spread > 1e-5:
-        findings.append(Finding(
-            "stochastic-forward", "The forward pass is random", "medium",
-            f"two passes on the same inputs differ by up to {spread:.3g}; gradients of one pass "
-            "mislead attacks: evaluate with EOT (expectation over transformation)",
-            {"max_difference": spread},
-        ))
+        findings.append(
+            Finding(
+                "stochastic-forward",
+                "The forward pass is random",
+                "medium",
+                f"two passes on the same inputs differ by up to {spread:.3g}; gradients of one pass "
+                "mislead attacks: evaluate with EOT (expectation over transformation)",
+                {"max_difference": spread},
+            )
+        )
 
     # 2. Zero, vanishing or non-finite gradients where the model is right.
     correct = first.argmax(1).cpu() == y
@@ -135,12 +143,16 @@ def check_gradient_masking(
     frac = float(bad[correct].float().mean()) if bool(correct.any()) else 0.0
     measured["zero_gradient_fraction"] = frac
     if frac > 0.05:
-        findings.append(Finding(
-            "vanishing-gradients", "Zero or non-finite input gradients", "high",
-            f"{frac:.0%} of correctly classified examples have a zero or non-finite loss gradient; "
-            "white-box results are unreliable (shattered or obfuscated gradients)",
-            {"fraction": frac},
-        ))
+        findings.append(
+            Finding(
+                "vanishing-gradients",
+                "Zero or non-finite input gradients",
+                "high",
+                f"{frac:.0%} of correctly classified examples have a zero or non-finite loss gradient; "
+                "white-box results are unreliable (shattered or obfuscated gradients)",
+                {"fraction": frac},
+            )
+        )
 
     # 3. Robust accuracy against the budget, up to an unbounded budget.
     wb = white_box or PGD(eps=eps, steps=50, norm=norm, random_start=True, seed=seed)
@@ -152,27 +164,39 @@ def check_gradient_masking(
     tol = 1.0 / max(len(y), 1) + 1e-9
     rises = [(budgets[i], budgets[i + 1]) for i in range(len(curve) - 1) if curve[i + 1] > curve[i] + tol]
     if rises:
-        findings.append(Finding(
-            "non-monotonic-budget", "Robust accuracy rises with the budget", "high",
-            f"robust accuracy went up between budgets {rises[0][0]:.4g} and {rises[0][1]:.4g}; a larger "
-            "budget can never help the model, so the attack is failing (masked gradients)",
-            {"eps": budgets, "robust_accuracy": curve},
-        ))
+        findings.append(
+            Finding(
+                "non-monotonic-budget",
+                "Robust accuracy rises with the budget",
+                "high",
+                f"robust accuracy went up between budgets {rises[0][0]:.4g} and {rises[0][1]:.4g}; a larger "
+                "budget can never help the model, so the attack is failing (masked gradients)",
+                {"eps": budgets, "robust_accuracy": curve},
+            )
+        )
     if curve[-1] > 0.01:
-        findings.append(Finding(
-            "unbounded-attack-fails", "The attack fails at an unbounded budget", "high",
-            f"at a budget covering the whole input range robust accuracy is still {curve[-1]:.2%}; "
-            "an unbounded attack must succeed, so gradients are not guiding it",
-            {"unbounded_eps": budgets[-1], "robust_accuracy": curve[-1]},
-        ))
+        findings.append(
+            Finding(
+                "unbounded-attack-fails",
+                "The attack fails at an unbounded budget",
+                "high",
+                f"at a budget covering the whole input range robust accuracy is still {curve[-1]:.2%}; "
+                "an unbounded attack must succeed, so gradients are not guiding it",
+                {"unbounded_eps": budgets[-1], "robust_accuracy": curve[-1]},
+            )
+        )
 
     # 4. Black-box against white-box at the budget under evaluation.
     white = wb.replace(eps=eps)(model, x, y)
     if black_box is None and "square" not in ATTACKS:
-        findings.append(Finding(
-            "checks-not-run", "Black-box comparison could not run", "medium",
-            "no score-based attack is available to compare with the white-box one",
-        ))
+        findings.append(
+            Finding(
+                "checks-not-run",
+                "Black-box comparison could not run",
+                "medium",
+                "no score-based attack is available to compare with the white-box one",
+            )
+        )
         return MaskingReport(findings, measured)
     bb = black_box or get_attack("square", eps=eps, norm=norm, n_queries=1000, seed=seed)
     black = bb(model.as_score(), x, y)
@@ -181,12 +205,19 @@ def check_gradient_masking(
     measured["black_box_robust_accuracy"] = black.robust_accuracy
     measured["fooled_only_by_black_box"] = only_black
     if black.robust_accuracy < white.robust_accuracy - max(0.02, tol):
-        findings.append(Finding(
-            "black-box-beats-white-box", "A black-box attack beats the white-box attack", "high",
-            f"{bb.name} (score-based) reaches robust accuracy {black.robust_accuracy:.2%} against "
-            f"{white.robust_accuracy:.2%} for {wb.name} (white-box); with working gradients the "
-            "white-box attack should be at least as strong",
-            {"white_box": white.robust_accuracy, "black_box": black.robust_accuracy,
-             "fooled_only_by_black_box": only_black},
-        ))
+        findings.append(
+            Finding(
+                "black-box-beats-white-box",
+                "A black-box attack beats the white-box attack",
+                "high",
+                f"{bb.name} (score-based) reaches robust accuracy {black.robust_accuracy:.2%} against "
+                f"{white.robust_accuracy:.2%} for {wb.name} (white-box); with working gradients the "
+                "white-box attack should be at least as strong",
+                {
+                    "white_box": white.robust_accuracy,
+                    "black_box": black.robust_accuracy,
+                    "fooled_only_by_black_box": only_black,
+                },
+            )
+        )
     return MaskingReport(findings, measured)

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 import torch
 
-from dlsec.attacks.evasion.base import Attack, Oracle, register_attack
+from dlsec.attacks.evasion.base import Attack, Oracle, positive_int, register_attack
 from dlsec.attacks.evasion.deepfool import _class_gradients, _dual_norm
 from dlsec.errors import UsageError
 
@@ -28,8 +28,9 @@ _FALLBACK_RADIUS = {"linf": 0.3, "l2": 1.0, "l1": 5.0}
 # Everything is batched over rows; ``t, w, lo, hi`` are ``(N, D)``, ``c`` is ``(N,)``.
 
 
-def _oriented(t: torch.Tensor, w: torch.Tensor, c: torch.Tensor, lo: torch.Tensor,
-              hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _oriented(
+    t: torch.Tensor, w: torch.Tensor, c: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Flip signs so that ``c >= 0``; return ``(w, c, cap)`` where ``cap`` is the room each
     coordinate has in the direction that increases ``<w, d>``."""
     s = torch.where(c < 0, -1.0, 1.0).to(w.dtype)
@@ -47,12 +48,12 @@ def _solve_capped(a: torch.Tensor, r: torch.Tensor, c: torch.Tensor) -> torch.Te
     """
     rs, order = r.sort(dim=1)
     a_s = a.gather(1, order)
-    sat = torch.where(a_s > 0, a_s * rs, torch.zeros_like(rs))      # a_j r_j, saturated terms
-    cum_sat = sat.cumsum(dim=1)                                      # sum_{j <= k} a_j r_j
-    tail = a_s.flip(1).cumsum(dim=1).flip(1)                         # sum_{j >= k} a_j
+    sat = torch.where(a_s > 0, a_s * rs, torch.zeros_like(rs))  # a_j r_j, saturated terms
+    cum_sat = sat.cumsum(dim=1)  # sum_{j <= k} a_j r_j
+    tail = a_s.flip(1).cumsum(dim=1).flip(1)  # sum_{j >= k} a_j
     tail_after = torch.cat([tail[:, 1:], torch.zeros_like(tail[:, :1])], dim=1)
     at_break = cum_sat + torch.where(tail_after > 0, rs * tail_after, torch.zeros_like(rs))
-    k = (at_break < c[:, None]).sum(dim=1, keepdim=True)             # first breakpoint reaching c
+    k = (at_break < c[:, None]).sum(dim=1, keepdim=True)  # first breakpoint reaching c
     feasible = k.squeeze(1) < r.shape[1]
     kk = k.clamp(max=r.shape[1] - 1)
     before = (cum_sat - sat).gather(1, kk).squeeze(1)
@@ -61,16 +62,18 @@ def _solve_capped(a: torch.Tensor, r: torch.Tensor, c: torch.Tensor) -> torch.Te
     return torch.where(feasible, lam, torch.full_like(lam, math.inf))
 
 
-def _project_linf(t: torch.Tensor, w: torch.Tensor, c: torch.Tensor, lo: torch.Tensor,
-                  hi: torch.Tensor) -> torch.Tensor:
+def _project_linf(
+    t: torch.Tensor, w: torch.Tensor, c: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor
+) -> torch.Tensor:
     """L-inf: ``d_i = sign(w_i) * min(delta, cap_i)`` with the smallest ``delta`` that works."""
     w, c, cap = _oriented(t, w, c, lo, hi)
     delta = _solve_capped(w.abs(), cap, c)
     return torch.where(w != 0, w.sign() * torch.minimum(delta[:, None], cap), torch.zeros_like(w))
 
 
-def _project_l2(t: torch.Tensor, w: torch.Tensor, c: torch.Tensor, lo: torch.Tensor,
-                hi: torch.Tensor) -> torch.Tensor:
+def _project_l2(
+    t: torch.Tensor, w: torch.Tensor, c: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor
+) -> torch.Tensor:
     """L2: ``d_i = clip(lam * w_i)`` to the box (KKT), with ``lam`` solving ``<w, d> = c``."""
     w, c, cap = _oriented(t, w, c, lo, hi)
     nz = w != 0
@@ -79,15 +82,16 @@ def _project_l2(t: torch.Tensor, w: torch.Tensor, c: torch.Tensor, lo: torch.Ten
     return torch.where(nz, w * torch.minimum(lam[:, None], ratio), torch.zeros_like(w))
 
 
-def _project_l1(t: torch.Tensor, w: torch.Tensor, c: torch.Tensor, lo: torch.Tensor,
-                hi: torch.Tensor) -> torch.Tensor:
+def _project_l1(
+    t: torch.Tensor, w: torch.Tensor, c: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor
+) -> torch.Tensor:
     """L1: move the coordinates with the largest ``|w_i|`` first, each up to its bound."""
     w, c, cap = _oriented(t, w, c, lo, hi)
     absw, order = w.abs().sort(dim=1, descending=True)
     cap_s = cap.gather(1, order)
     gain = absw * cap_s
     cum = gain.cumsum(dim=1)
-    k = (cum < c[:, None]).sum(dim=1, keepdim=True)                  # the partially used one
+    k = (cum < c[:, None]).sum(dim=1, keepdim=True)  # the partially used one
     kk = k.clamp(max=w.shape[1] - 1)
     partial = (c - (cum - gain).gather(1, kk).squeeze(1)) / absw.gather(1, kk).squeeze(1).clamp_min(_TINY)
     pos = torch.arange(w.shape[1], device=w.device)[None, :]
@@ -148,13 +152,23 @@ class FAB(Attack):
     norms: ClassVar[tuple[str, ...]] = ("linf", "l2", "l1")
     minimal: ClassVar[bool] = True
 
-    def __init__(self, *, norm: str = "linf", eps: float | None = None, steps: int = 100, restarts: int = 1,
-                 alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9, targeted: bool = False,
-                 seed: int = 0, batch_size: int = 512) -> None:
+    def __init__(
+        self,
+        *,
+        norm: str = "linf",
+        eps: float | None = None,
+        steps: int = 100,
+        restarts: int = 1,
+        alpha_max: float = 0.1,
+        eta: float = 1.05,
+        beta: float = 0.9,
+        targeted: bool = False,
+        seed: int = 0,
+        batch_size: int = 512,
+    ) -> None:
         super().__init__(norm=norm, eps=eps, targeted=targeted, seed=seed, batch_size=batch_size)
         for name, value in (("steps", steps), ("restarts", restarts)):
-            if not _is_positive_int(value):
-                raise UsageError(f"{name} must be a positive integer, got {value!r}")
+            positive_int(name, value)
         if not _is_number(alpha_max) or not 0 <= alpha_max <= 1:
             raise UsageError(f"alpha_max must lie in [0, 1], got {alpha_max!r}")
         if not _is_number(eta) or eta < 1:
@@ -168,8 +182,14 @@ class FAB(Attack):
         self.beta = beta
 
     # ------------------------------------------------------------------ run
-    def run(self, model: Oracle, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
-            gen: torch.Generator) -> torch.Tensor:
+    def run(
+        self,
+        model: Oracle,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        target: torch.Tensor | None,
+        gen: torch.Generator,
+    ) -> torch.Tensor:
         best, best_norm, todo = self._start(model, x, y, target)
         idx = todo.nonzero().squeeze(1)
         if idx.numel():
@@ -179,8 +199,9 @@ class FAB(Attack):
             best[idx], best_norm[idx] = adv, nrm
         return best
 
-    def _start(self, model: Oracle, x: torch.Tensor, y: torch.Tensor,
-               target: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _start(
+        self, model: Oracle, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Examples already meeting the goal keep ``x`` (norm 0); the others are to attack."""
         n = x.shape[0]
         best_norm = torch.full((n,), math.inf, device=x.device)
@@ -191,9 +212,17 @@ class FAB(Attack):
         best_norm[done] = 0.0
         return x.clone(), best_norm, ~done
 
-    def _restarts(self, model: Oracle, x: torch.Tensor, y: torch.Tensor, lin: torch.Tensor | None,
-                  goal: torch.Tensor | None, best: torch.Tensor, best_norm: torch.Tensor,
-                  gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def _restarts(
+        self,
+        model: Oracle,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        lin: torch.Tensor | None,
+        goal: torch.Tensor | None,
+        best: torch.Tensor,
+        best_norm: torch.Tensor,
+        gen: torch.Generator,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``restarts`` runs, keeping per example the smallest adversarial perturbation.
 
         Args:
@@ -220,8 +249,14 @@ class FAB(Attack):
                 radius = torch.where(torch.isfinite(radius), radius, torch.full_like(radius, fallback))
                 start = torch.clamp(start + 0.5 * self._sphere(start, radius, gen), lower[sel], upper[sel])
             adv, nrm = self._single_run(
-                model, x[sel], y[sel], None if lin is None else lin[sel], None if goal is None else goal[sel],
-                start, lower[sel], upper[sel],
+                model,
+                x[sel],
+                y[sel],
+                None if lin is None else lin[sel],
+                None if goal is None else goal[sel],
+                start,
+                lower[sel],
+                upper[sel],
             )
             better = nrm < best_norm[sel]
             best[sel[better]] = adv[better]
@@ -239,8 +274,14 @@ class FAB(Attack):
         size = self._norm.distance(t).clamp_min(_TINY)
         return t * (radius / size).reshape(-1, *([1] * (like.ndim - 1)))
 
-    def _linearise(self, model: Oracle, x: torch.Tensor, y: torch.Tensor, lin: torch.Tensor | None,
-                   goal: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _linearise(
+        self,
+        model: Oracle,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        lin: torch.Tensor | None,
+        goal: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The linearised boundary to aim at: ``f + <w, z - x> = 0``; returns ``(f, w)``.
 
         Untargeted (``lin`` is ``None``): over all classes ``k != y`` with ``f_k = z_k - z_y``,
@@ -268,9 +309,17 @@ class FAB(Attack):
         k = dist.argmin(dim=1)
         return f[rows, k], w[rows, k]
 
-    def _single_run(self, model: Oracle, x: torch.Tensor, y: torch.Tensor, lin: torch.Tensor | None,
-                    goal: torch.Tensor | None, start: torch.Tensor, lower: torch.Tensor,
-                    upper: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _single_run(
+        self,
+        model: Oracle,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        lin: torch.Tensor | None,
+        goal: torch.Tensor | None,
+        start: torch.Tensor,
+        lower: torch.Tensor,
+        upper: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """One FAB run from ``start``: the smallest adversarial iterate and its norm per example."""
         n = x.shape[0]
         project = _PROJECTIONS[self._norm.name]
@@ -283,9 +332,13 @@ class FAB(Attack):
             f, w = self._linearise(model, cur.reshape(shape), y, lin, goal)
             with torch.no_grad():
                 # Hyperplane f + <w, z - cur> = 0, reached from cur and from x0 (both boxed).
-                both = project(torch.cat([cur, x0]), torch.cat([w, w]),
-                               torch.cat([-f, -(f + (w * (x0 - cur)).sum(1))]), torch.cat([lo, lo]),
-                               torch.cat([hi, hi]))
+                both = project(
+                    torch.cat([cur, x0]),
+                    torch.cat([w, w]),
+                    torch.cat([-f, -(f + (w * (x0 - cur)).sum(1))]),
+                    torch.cat([lo, lo]),
+                    torch.cat([hi, hi]),
+                )
                 d_cur, d_orig = both[:n], both[n:]
                 a_cur = self._norm.distance(d_cur).clamp_min(1e-8)
                 a_orig = self._norm.distance(d_orig).clamp_min(1e-8)
@@ -326,17 +379,44 @@ class FABTargeted(FAB):
         >>> result = attack(model, x, y)                      # doctest: +SKIP
     """
 
-    def __init__(self, *, norm: str = "linf", eps: float | None = None, steps: int = 100, restarts: int = 1,
-                 alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9, n_target_classes: int = 9,
-                 targeted: bool = False, seed: int = 0, batch_size: int = 512) -> None:
-        super().__init__(norm=norm, eps=eps, steps=steps, restarts=restarts, alpha_max=alpha_max, eta=eta,
-                         beta=beta, targeted=targeted, seed=seed, batch_size=batch_size)
-        if not _is_positive_int(n_target_classes):
-            raise UsageError(f"n_target_classes must be a positive integer, got {n_target_classes!r}")
+    def __init__(
+        self,
+        *,
+        norm: str = "linf",
+        eps: float | None = None,
+        steps: int = 100,
+        restarts: int = 1,
+        alpha_max: float = 0.1,
+        eta: float = 1.05,
+        beta: float = 0.9,
+        n_target_classes: int = 9,
+        targeted: bool = False,
+        seed: int = 0,
+        batch_size: int = 512,
+    ) -> None:
+        super().__init__(
+            norm=norm,
+            eps=eps,
+            steps=steps,
+            restarts=restarts,
+            alpha_max=alpha_max,
+            eta=eta,
+            beta=beta,
+            targeted=targeted,
+            seed=seed,
+            batch_size=batch_size,
+        )
+        positive_int("n_target_classes", n_target_classes)
         self.n_target_classes = n_target_classes
 
-    def run(self, model: Oracle, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
-            gen: torch.Generator) -> torch.Tensor:
+    def run(
+        self,
+        model: Oracle,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        target: torch.Tensor | None,
+        gen: torch.Generator,
+    ) -> torch.Tensor:
         if target is not None:
             return super().run(model, x, y, target, gen)
         best, best_norm, todo = self._start(model, x, y, None)
@@ -349,15 +429,12 @@ class FABTargeted(FAB):
             idx = (~found).nonzero().squeeze(1)
             if idx.numel() == 0:
                 break
-            adv, nrm = self._restarts(model, x[idx], y[idx], ranked[idx, rank], None, best[idx],
-                                      best_norm[idx], gen)
+            adv, nrm = self._restarts(
+                model, x[idx], y[idx], ranked[idx, rank], None, best[idx], best_norm[idx], gen
+            )
             best[idx], best_norm[idx] = adv, nrm
         return best
 
 
 def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_positive_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1

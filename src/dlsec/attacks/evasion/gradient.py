@@ -7,7 +7,7 @@ from typing import ClassVar
 import torch
 
 from dlsec.attacks.evasion._losses import ce_loss
-from dlsec.attacks.evasion.base import Attack, Oracle, register_attack
+from dlsec.attacks.evasion.base import Attack, Oracle, positive_int, register_attack
 from dlsec.errors import UsageError
 
 __all__ = ["PGD", "FGSM", "MIFGSM"]
@@ -58,12 +58,10 @@ class PGD(Attack):
         batch_size: int = 512,
     ) -> None:
         super().__init__(norm=norm, eps=eps, targeted=targeted, seed=seed, batch_size=batch_size)
-        if not isinstance(steps, int) or steps < 1:
-            raise UsageError(f"steps must be a positive integer, got {steps!r}")
+        positive_int("steps", steps)
         if step_size is not None and not step_size > 0:
             raise UsageError(f"step_size must be positive, got {step_size!r}")
-        if not isinstance(restarts, int) or restarts < 1:
-            raise UsageError(f"restarts must be a positive integer, got {restarts!r}")
+        positive_int("restarts", restarts)
         self.steps = steps
         self.step_size = step_size
         self.random_start = random_start
@@ -203,8 +201,7 @@ class MIFGSM(Attack):
         batch_size: int = 512,
     ) -> None:
         super().__init__(norm=norm, eps=eps, targeted=targeted, seed=seed, batch_size=batch_size)
-        if not isinstance(steps, int) or steps < 1:
-            raise UsageError(f"steps must be a positive integer, got {steps!r}")
+        positive_int("steps", steps)
         if decay < 0:
             raise UsageError(f"decay must be >= 0, got {decay}")
         self.steps = steps

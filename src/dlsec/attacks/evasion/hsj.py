@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import torch
 
-from dlsec.attacks.evasion.base import Attack, Oracle, register_attack
+from dlsec.attacks.evasion.base import Attack, Oracle, positive_int, register_attack
 from dlsec.core.model import Access
 from dlsec.errors import UsageError
 
@@ -82,14 +82,28 @@ class HopSkipJump(Attack):
     norms: ClassVar[tuple[str, ...]] = ("l2", "linf")
     minimal: ClassVar[bool] = True
 
-    def __init__(self, *, norm: str = "l2", eps: float | None = None, max_queries: int = 5000,
-                 init_evals: int = 100, max_evals: int = 10000, gamma: float = 1.0, init_tries: int = 100,
-                 targeted: bool = False, seed: int = 0, batch_size: int = 512) -> None:
+    def __init__(
+        self,
+        *,
+        norm: str = "l2",
+        eps: float | None = None,
+        max_queries: int = 5000,
+        init_evals: int = 100,
+        max_evals: int = 10000,
+        gamma: float = 1.0,
+        init_tries: int = 100,
+        targeted: bool = False,
+        seed: int = 0,
+        batch_size: int = 512,
+    ) -> None:
         super().__init__(norm=norm, eps=eps, targeted=targeted, seed=seed, batch_size=batch_size)
-        for name, value in (("max_queries", max_queries), ("init_evals", init_evals),
-                            ("max_evals", max_evals), ("init_tries", init_tries)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise UsageError(f"{name} must be a positive integer, got {value!r}")
+        for name, value in (
+            ("max_queries", max_queries),
+            ("init_evals", init_evals),
+            ("max_evals", max_evals),
+            ("init_tries", init_tries),
+        ):
+            positive_int(name, value)
         if isinstance(gamma, bool) or not isinstance(gamma, int | float) or not 0 < gamma < math.inf:
             raise UsageError(f"gamma must be a positive number, got {gamma!r}")
         self.max_queries = max_queries
@@ -114,8 +128,14 @@ class HopSkipJump(Attack):
         return torch.minimum(torch.maximum(adv, x - a), x + a)
 
     # ------------------------------------------------------------------ the attack
-    def run(self, model: Oracle, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
-            gen: torch.Generator) -> torch.Tensor:
+    def run(
+        self,
+        model: Oracle,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        target: torch.Tensor | None,
+        gen: torch.Generator,
+    ) -> torch.Tensor:
         n, d = x.shape[0], x[0].numel()
         lower = model.spec.lower_tensor(device=x.device)
         upper = model.spec.upper_tensor(device=x.device)
@@ -136,8 +156,9 @@ class HopSkipJump(Attack):
         clean_pred = model.predict(x)
         used += 1
         fooled = clean_pred == target if target is not None else clean_pred != y
-        start, found = self._start(x, y, target, clean_pred, ~fooled, lower, upper, goal, used,
-                                   budget - search_cost, gen)
+        start, found = self._start(
+            x, y, target, clean_pred, ~fooled, lower, upper, goal, used, budget - search_cost, gen
+        )
 
         found &= used.to(x.device) + search_cost <= budget
         out = x.clone()
@@ -166,8 +187,17 @@ class HopSkipJump(Attack):
                 delta = (math.sqrt(d) if l2 else d) * theta * dist[sel]
             grad = self._gradient(cur[sel], rows, evals[sel], delta, lower, upper, goal, gen)
             update = grad if l2 else grad.sign()
-            stepped, ok = self._step(cur[sel], update, dist[sel] / math.sqrt(t), rows, lower, upper, goal,
-                                     budget - search_cost, used)
+            stepped, ok = self._step(
+                cur[sel],
+                update,
+                dist[sel] / math.sqrt(t),
+                rows,
+                lower,
+                upper,
+                goal,
+                budget - search_cost,
+                used,
+            )
             active[sel[~ok]] = False
             sel, rows, stepped = sel[ok], rows[ok], stepped[ok]
             if sel.numel() == 0:
@@ -179,10 +209,20 @@ class HopSkipJump(Attack):
         out[idx] = best
         return out
 
-    def _start(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, clean_pred: torch.Tensor,
-               todo: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor,
-               goal: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], used: torch.Tensor, limit: int,
-               gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def _start(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        target: torch.Tensor | None,
+        clean_pred: torch.Tensor,
+        todo: torch.Tensor,
+        lower: torch.Tensor,
+        upper: torch.Tensor,
+        goal: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        used: torch.Tensor,
+        limit: int,
+        gen: torch.Generator,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """An adversarial starting point per example: the nearest batch example, else noise."""
         n = x.shape[0]
         start = x.clone()
@@ -210,9 +250,14 @@ class HopSkipJump(Attack):
             found[rows[hit]] = True
         return start, found
 
-    def _search(self, x: torch.Tensor, adv: torch.Tensor, rows: torch.Tensor,
-                goal: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                tol: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def _search(
+        self,
+        x: torch.Tensor,
+        adv: torch.Tensor,
+        rows: torch.Tensor,
+        goal: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        tol: float,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Binary search from the adversarial ``adv`` towards ``x``: the last adversarial point."""
         if self._norm.name == "l2":
             high = torch.ones(len(x), device=x.device)
@@ -232,10 +277,17 @@ class HopSkipJump(Attack):
         out = self._toward(x, adv, high)
         return out, self._dist(out - x)
 
-    def _gradient(self, cur: torch.Tensor, rows: torch.Tensor, evals: torch.Tensor, delta: torch.Tensor,
-                  lower: torch.Tensor, upper: torch.Tensor,
-                  goal: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                  gen: torch.Generator) -> torch.Tensor:
+    def _gradient(
+        self,
+        cur: torch.Tensor,
+        rows: torch.Tensor,
+        evals: torch.Tensor,
+        delta: torch.Tensor,
+        lower: torch.Tensor,
+        upper: torch.Tensor,
+        goal: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        gen: torch.Generator,
+    ) -> torch.Tensor:
         """Monte-Carlo estimate of the boundary normal at ``cur`` (unit L2), per example.
 
         ``evals[i]`` probes for example ``i``, drawn and queried in blocks of bounded size. With
@@ -277,10 +329,18 @@ class HopSkipJump(Attack):
             grads[sl] = g / (g.reshape(b, -1).norm(dim=1).reshape(b, *ones) + 1e-12)
         return grads
 
-    def _step(self, cur: torch.Tensor, update: torch.Tensor, size: torch.Tensor, rows: torch.Tensor,
-              lower: torch.Tensor, upper: torch.Tensor,
-              goal: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], limit: int,
-              used: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _step(
+        self,
+        cur: torch.Tensor,
+        update: torch.Tensor,
+        size: torch.Tensor,
+        rows: torch.Tensor,
+        lower: torch.Tensor,
+        upper: torch.Tensor,
+        goal: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        limit: int,
+        used: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Geometric step search: halve the step from ``size`` until the point is adversarial.
 
         Returns the stepped points and which examples found one within their budget.

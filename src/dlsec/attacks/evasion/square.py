@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import torch
 
-from dlsec.attacks.evasion.base import Attack, Oracle, register_attack
+from dlsec.attacks.evasion.base import Attack, Oracle, positive_int, register_attack
 from dlsec.core.model import Access
 from dlsec.errors import UsageError
 
@@ -127,22 +127,36 @@ class Square(Attack):
     access: ClassVar[Access] = Access.SCORE
     norms: ClassVar[tuple[str, ...]] = ("linf", "l2")
 
-    def __init__(self, *, eps: float, norm: str = "linf", n_queries: int = 5000, p_init: float = 0.8,
-                 restarts: int = 1, targeted: bool = False, seed: int = 0, batch_size: int = 512) -> None:
+    def __init__(
+        self,
+        *,
+        eps: float,
+        norm: str = "linf",
+        n_queries: int = 5000,
+        p_init: float = 0.8,
+        restarts: int = 1,
+        targeted: bool = False,
+        seed: int = 0,
+        batch_size: int = 512,
+    ) -> None:
         super().__init__(norm=norm, eps=eps, targeted=targeted, seed=seed, batch_size=batch_size)
-        if isinstance(n_queries, bool) or not isinstance(n_queries, int) or n_queries < 1:
-            raise UsageError(f"n_queries must be a positive integer, got {n_queries!r}")
+        positive_int("n_queries", n_queries)
         if isinstance(p_init, bool) or not isinstance(p_init, int | float) or not 0 < p_init <= 1:
             raise UsageError(f"p_init must lie in (0, 1], got {p_init!r}")
-        if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 1:
-            raise UsageError(f"restarts must be a positive integer, got {restarts!r}")
+        positive_int("restarts", restarts)
         self.n_queries = n_queries
         self.p_init = p_init
         self.restarts = restarts
 
     # ------------------------------------------------------------------ the search
-    def run(self, model: Oracle, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
-            gen: torch.Generator) -> torch.Tensor:
+    def run(
+        self,
+        model: Oracle,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        target: torch.Tensor | None,
+        gen: torch.Generator,
+    ) -> torch.Tensor:
         n = x.shape[0]
         c, h, w = _layout(tuple(x.shape[1:]))
         xs = x.reshape(n, c, h, w)
@@ -166,8 +180,9 @@ class Square(Attack):
     def _bound(bound: torch.Tensor, c: int, h: int, w: int) -> torch.Tensor:
         return bound if bound.ndim == 0 else bound.reshape(1, c, h, w)
 
-    def _loss(self, model: Oracle, x: torch.Tensor, labels: torch.Tensor,
-              targeted: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def _loss(
+        self, model: Oracle, x: torch.Tensor, labels: torch.Tensor, targeted: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per example ``(loss, reached)``: the loss to decrease and whether the goal holds.
 
         Untargeted the loss is the margin ``log p_y - max_{k != y} log p_k``; targeted it is the
@@ -193,8 +208,9 @@ class Square(Attack):
         return min(s, h, w) if h > 1 else min(s, w)
 
     @staticmethod
-    def _windows(k: int, s: int, h: int, w: int, gen: torch.Generator,
-                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _windows(
+        k: int, s: int, h: int, w: int, gen: torch.Generator, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per example a random ``s x s`` square (``1 x s`` window when ``h == 1``).
 
         Returns the mask ``(k, 1, h, w)`` and the top-left corners ``(k,)``, ``(k,)``.
@@ -210,15 +226,23 @@ class Square(Attack):
         return mask.to(device), top, left
 
     @staticmethod
-    def _accept(loss: torch.Tensor, new_loss: torch.Tensor,
-                new_reached: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _accept(
+        loss: torch.Tensor, new_loss: torch.Tensor, new_reached: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Keep a candidate whose loss decreased or that reaches the goal (the paper's rule)."""
         better = new_loss < loss
         return better | new_reached, torch.where(better, new_loss, loss)
 
-    def _linf(self, model: Oracle, x: torch.Tensor, labels: torch.Tensor, targeted: bool,
-              lower: torch.Tensor, upper: torch.Tensor,
-              gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def _linf(
+        self,
+        model: Oracle,
+        x: torch.Tensor,
+        labels: torch.Tensor,
+        targeted: bool,
+        lower: torch.Tensor,
+        upper: torch.Tensor,
+        gen: torch.Generator,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         assert self.eps is not None
         eps = float(self.eps)
         n, c, h, w = x.shape
@@ -266,9 +290,16 @@ class Square(Attack):
     def _l2_norm(t: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
         return (t**2).sum(dim=dims, keepdim=True).sqrt()
 
-    def _l2(self, model: Oracle, x: torch.Tensor, labels: torch.Tensor, targeted: bool,
-            lower: torch.Tensor, upper: torch.Tensor,
-            gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def _l2(
+        self,
+        model: Oracle,
+        x: torch.Tensor,
+        labels: torch.Tensor,
+        targeted: bool,
+        lower: torch.Tensor,
+        upper: torch.Tensor,
+        gen: torch.Generator,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         assert self.eps is not None
         eps = float(self.eps)
         n, c, h, w = x.shape

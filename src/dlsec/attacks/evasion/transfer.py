@@ -55,8 +55,13 @@ class Transfer(Attack):
                 f"{attack.name} needs {attack.access.label} access; the surrogate offers "
                 f"{surrogate.access.label}"
             )
-        super().__init__(norm=attack.norm, eps=attack.eps, targeted=attack.targeted, seed=attack.seed,
-                         batch_size=attack.batch_size)
+        super().__init__(
+            norm=attack.norm,
+            eps=attack.eps,
+            targeted=attack.targeted,
+            seed=attack.seed,
+            batch_size=attack.batch_size,
+        )
         self.surrogate = surrogate
         self.attack = attack
 
@@ -66,8 +71,14 @@ class Transfer(Attack):
     def __repr__(self) -> str:
         return f"Transfer(surrogate=<{type(self.surrogate).__name__}>, attack={self.attack!r})"
 
-    def run(self, model: Oracle, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
-            gen: torch.Generator) -> torch.Tensor:
+    def run(
+        self,
+        model: Oracle,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        target: torch.Tensor | None,
+        gen: torch.Generator,
+    ) -> torch.Tensor:
         spec, own = model.spec, self.surrogate.spec
         if own.shape != spec.shape or own.num_classes != spec.num_classes:
             raise UsageError(

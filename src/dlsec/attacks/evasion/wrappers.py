@@ -11,7 +11,7 @@ from typing import Any, Literal
 import torch
 
 from dlsec.attacks.evasion._constraints import TabularConstraints
-from dlsec.attacks.evasion.base import Attack, AttackResult, Oracle, Prepared
+from dlsec.attacks.evasion.base import Attack, AttackResult, Oracle, Prepared, Progress, positive_int
 from dlsec.core.model import Access, Model, WhiteBoxModel
 from dlsec.errors import UsageError
 
@@ -25,9 +25,13 @@ class _Wrapper(Attack):
         if not isinstance(attack, Attack):
             raise UsageError(f"{type(self).__name__} wraps an Attack, got {type(attack).__name__}")
         self.attack = attack
-        super().__init__(norm=attack.norm, eps=attack.eps,
-                         targeted=attack.targeted if targeted is None else targeted,
-                         seed=attack.seed if seed is None else seed, batch_size=attack.batch_size)
+        super().__init__(
+            norm=attack.norm,
+            eps=attack.eps,
+            targeted=attack.targeted if targeted is None else targeted,
+            seed=attack.seed if seed is None else seed,
+            batch_size=attack.batch_size,
+        )
 
     @property
     def access(self) -> Access:  # type: ignore[override]
@@ -41,8 +45,14 @@ class _Wrapper(Attack):
     def minimal(self) -> bool:  # type: ignore[override]
         return self.attack.minimal
 
-    def run(self, model: Oracle, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
-            gen: torch.Generator) -> torch.Tensor:
+    def run(
+        self,
+        model: Oracle,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        target: torch.Tensor | None,
+        gen: torch.Generator,
+    ) -> torch.Tensor:
         return self.attack.run(model, x, y, target, gen)
 
 
@@ -62,8 +72,7 @@ class Restarts(_Wrapper):
     """
 
     def __init__(self, attack: Attack, *, restarts: int = 5) -> None:
-        if not isinstance(restarts, int) or restarts < 1:
-            raise UsageError(f"restarts must be a positive integer, got {restarts!r}")
+        positive_int("restarts", restarts)
         self.restarts = restarts
         super().__init__(attack)
 
@@ -127,8 +136,7 @@ class EOT(_Wrapper):
     """
 
     def __init__(self, attack: Attack, *, samples: int = 10) -> None:
-        if not isinstance(samples, int) or samples < 1:
-            raise UsageError(f"samples must be a positive integer, got {samples!r}")
+        positive_int("samples", samples)
         self.samples = samples
         super().__init__(attack)
 
@@ -139,7 +147,7 @@ class EOT(_Wrapper):
         model: Model = p.model
         if isinstance(model, WhiteBoxModel):
             model = ExpectationModel(model, self.samples)
-        sub = Prepared(model, p.x_in, p.x, p.y, p.target, p.constraints, p.lower, p.upper)
+        sub = Prepared(model, p.x_in, p.x, p.y, p.target, p.constraints, p.lower, p.upper, p.progress)
         adv, queries, extras = self.attack._attack(sub)
         return adv, queries * self.samples, {**extras, "eot_samples": self.samples}
 
@@ -168,11 +176,19 @@ class Targeted(_Wrapper):
     def get_params(self) -> dict[str, Any]:
         return {"attack": self.attack, "policy": self.policy}
 
-    def __call__(self, model: Model, x: Any, y: Any, *, target: Any = None,
-                 constraints: TabularConstraints | None = None) -> AttackResult:
+    def __call__(
+        self,
+        model: Model,
+        x: Any,
+        y: Any,
+        *,
+        target: Any = None,
+        constraints: TabularConstraints | None = None,
+        progress: Progress | None = None,
+    ) -> AttackResult:
         if target is None:
             target = self.choose_targets(model, x, y)
-        return super().__call__(model, x, y, target=target, constraints=constraints)
+        return super().__call__(model, x, y, target=target, constraints=constraints, progress=progress)
 
     def choose_targets(self, model: Model, x: Any, y: Any) -> torch.Tensor:
         """Targets for ``(x, y)`` under this wrapper's policy."""
