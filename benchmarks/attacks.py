@@ -95,6 +95,12 @@ def robust_acc(model: WhiteBoxModel, x_adv: torch.Tensor, y: torch.Tensor) -> fl
     return float((model.predict(x_adv) == y).float().mean())
 
 
+def _seeded(fn: Callable[..., torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Run a peer from torch's global seed 0: the same random start dlsec draws with seed=0."""
+    torch.manual_seed(0)
+    return fn(x, y)
+
+
 def peers_pgd(model: WhiteBoxModel, eps: float, steps: int, alpha: float) -> dict[str, Callable[..., Any]]:
     peers: dict[str, Callable[..., Any]] = {}
     try:
@@ -172,7 +178,7 @@ def bench_pgd(setting: dict[str, Any], repeats: int) -> list[dict[str, Any]]:
                 {"setting": setting["name"], "attack": "PGD linf 40", "tool": tool, "missing": str(fn)}
             )
         else:
-            fns[tool] = lambda fn=fn: fn(x, y)
+            fns[tool] = lambda fn=fn: _seeded(fn, x, y)
     measured = interleaved(fns, repeats)
     base = measured.pop("_fwd_bwd")[0]
     for tool, (seconds, adv) in measured.items():

@@ -148,3 +148,17 @@ def test_access_is_enforced(digits_cnn, digits_batch):
     x, y = digits_batch
     with pytest.raises(UsageError, match="white-box access"):
         PGD(eps=0.1)(digits_cnn.as_score(), x, y)
+
+
+def test_pgd_at_least_as_strong_as_torchattacks(digits_cnn):
+    torchattacks = pytest.importorskip("torchattacks")
+    from dlsec.core import load_dataset
+
+    _, test = load_dataset("builtin:digits").split(test_size=0.25, seed=0)
+    x, y = torch.from_numpy(test.x[:200]), torch.from_numpy(test.y[:200])
+    for seed in range(3):
+        ours = PGD(eps=0.1, steps=40, step_size=0.01, seed=seed)(digits_cnn, x, y)
+        torch.manual_seed(seed)  # the same random start: our generator draws what torch's global one would
+        adv = torchattacks.PGD(digits_cnn, eps=0.1, alpha=0.01, steps=40, random_start=True)(x, y)
+        theirs = float((digits_cnn.predict(adv) == y).float().mean())
+        assert ours.robust_accuracy <= theirs
