@@ -1,5 +1,31 @@
-"""Assessment: reports now; campaigns, robustness curves, certification and gates build on it."""
+"""Assessment: red-team campaigns, robustness curves, certification, gates and reports."""
 
+from dlsec.assess.campaign import Campaign, CampaignError, default_campaign, load_campaign
+from dlsec.assess.certify import RandomizedSmoothing, certified_accuracy, clopper_pearson_lower
+from dlsec.assess.corruptions import CORRUPTIONS, corrupt
+from dlsec.assess.gates import AllOf, AnyOf, Gate, GateResult, Threshold, build_gate
 from dlsec.assess.report import REPORT_SCHEMA, render_html, write_report
+from dlsec.assess.runner import Assessment, run_assessment
 
-__all__ = ["REPORT_SCHEMA", "render_html", "write_report"]
+__all__ = [
+    "CORRUPTIONS",
+    "REPORT_SCHEMA",
+    "AllOf",
+    "AnyOf",
+    "Assessment",
+    "Campaign",
+    "CampaignError",
+    "Gate",
+    "GateResult",
+    "RandomizedSmoothing",
+    "Threshold",
+    "build_gate",
+    "certified_accuracy",
+    "clopper_pearson_lower",
+    "corrupt",
+    "default_campaign",
+    "load_campaign",
+    "render_html",
+    "run_assessment",
+    "write_report",
+]

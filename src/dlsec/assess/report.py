@@ -1,15 +1,18 @@
-"""Assessment reports: ``report.json`` (versioned schema) and a self-contained ``report.html``.
+"""Assessment reports: ``report.json`` (versioned schema), a self-contained ``report.html``,
+``junit.xml`` (one test case per gate) and ``report.sarif`` (SARIF 2.1.0, one result per finding).
 
 The HTML file opens offline: styles are inline, charts are inline SVG and gallery images are
-PNG data URIs. Later sections (robustness curves, certification, privacy) add to the same
-report dict.
+PNG data URIs.
 """
 
 from __future__ import annotations
 
 import base64
+import html
 import io
 import json
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -19,9 +22,19 @@ import numpy as np
 
 from dlsec.core.fsutil import atomic_write_text
 
-__all__ = ["REPORT_SCHEMA", "write_report", "render_html", "png_data_uri", "reproducibility"]
+__all__ = [
+    "REPORT_SCHEMA",
+    "junit_xml",
+    "png_data_uri",
+    "render_html",
+    "reproducibility",
+    "sarif",
+    "write_all_reports",
+    "write_report",
+]
 
 REPORT_SCHEMA = "dlsec.report/1"
+_COLOURS = ["#b42318", "#3b6ea5", "#067647", "#b54708", "#6941c6", "#475467", "#c11574", "#0e9384"]
 
 
 def reproducibility(**extra: Any) -> dict[str, Any]:
@@ -46,79 +59,93 @@ def png_data_uri(image: np.ndarray, *, scale: int = 8) -> str:
     """A ``data:image/png`` URI of one example in input space ``(C, H, W)`` with values in [0, 1]."""
     from PIL import Image
 
-    arr = np.asarray(image, dtype=np.float32)
-    arr = np.clip(arr, 0.0, 1.0)
+    arr = np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0)
     if arr.ndim == 3:
         arr = arr[0] if arr.shape[0] == 1 else arr.transpose(1, 2, 0)
-    pixels = (arr * 255).round().astype(np.uint8)
-    img = Image.fromarray(pixels)
+    img = Image.fromarray((arr * 255).round().astype(np.uint8))
     img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _bar_chart(values: list[float | None], labels: list[str], *, width: int = 560, height: int = 200) -> str:
+def _esc(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _svg_open(width: int, height: int, label: str) -> str:
+    return (
+        f'<svg class="chart" role="img" aria-label="{_esc(label)}" viewBox="0 0 {width} {height}" '
+        f'width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">'
+    )
+
+
+def bar_chart(
+    values: list[float | None], labels: list[str], *, label: str, width: int = 560, height: int = 200
+) -> str:
     """An inline SVG bar chart of values in [0, 1]."""
     n = max(len(values), 1)
     pad_left, pad_bottom = 36, 24
     plot_w, plot_h = width - pad_left - 8, height - pad_bottom - 8
     bw = plot_w / n
-    parts = [
-        f'<svg class="chart" role="img" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
-        'xmlns="http://www.w3.org/2000/svg">'
-    ]
+    parts = [_svg_open(width, height, label)]
     for tick in (0.0, 0.5, 1.0):
-        y = 8 + plot_h * (1 - tick)
-        parts.append(f'<line x1="{pad_left}" x2="{width - 8}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>')
+        yy = 8 + plot_h * (1 - tick)
+        parts.append(f'<line x1="{pad_left}" x2="{width - 8}" y1="{yy:.1f}" y2="{yy:.1f}" stroke="#ddd"/>')
         parts.append(
-            f'<text x="{pad_left - 4}" y="{y + 4:.1f}" text-anchor="end" font-size="11">{tick:.1f}</text>'
+            f'<text x="{pad_left - 4}" y="{yy + 4:.1f}" text-anchor="end" font-size="11">{tick:.1f}</text>'
         )
-    for i, (v, label) in enumerate(zip(values, labels, strict=True)):
-        x = pad_left + i * bw
+    for i, (v, name) in enumerate(zip(values, labels, strict=True)):
+        x0 = pad_left + i * bw
         if v is not None:
             h = plot_h * float(v)
             parts.append(
-                f'<rect x="{x + bw * 0.15:.1f}" y="{8 + plot_h - h:.1f}" width="{bw * 0.7:.1f}" '
-                f'height="{h:.1f}" fill="#3b6ea5"><title>{_esc(label)}: {v:.3f}</title></rect>'
+                f'<rect x="{x0 + bw * 0.15:.1f}" y="{8 + plot_h - h:.1f}" width="{bw * 0.7:.1f}" '
+                f'height="{h:.1f}" fill="#3b6ea5"><title>{_esc(name)}: {v:.3f}</title></rect>'
             )
         parts.append(
-            f'<text x="{x + bw / 2:.1f}" y="{height - 8}" text-anchor="middle" font-size="11">'
-            f"{_esc(label)}</text>"
+            f'<text x="{x0 + bw / 2:.1f}" y="{height - 8}" text-anchor="middle" font-size="11">'
+            f"{_esc(name)}</text>"
         )
     parts.append("</svg>")
     return "".join(parts)
 
 
-def _line_chart(
-    xs: list[float], ys: list[float], *, x_label: str, y_label: str, width: int = 560, height: int = 240
+def line_chart(
+    series: dict[str, tuple[list[float], list[float]]],
+    *,
+    x_label: str,
+    y_label: str,
+    label: str,
+    width: int = 600,
+    height: int = 260,
 ) -> str:
-    """An inline SVG line chart with points, y in [0, 1]."""
-    pad_l, pad_b, pad_t, pad_r = 44, 36, 10, 14
+    """An inline SVG chart of one or more lines with points and a legend; y in [0, 1]."""
+    pad_l, pad_b, pad_t, pad_r = 44, 38, 10, 150
     plot_w, plot_h = width - pad_l - pad_r, height - pad_b - pad_t
-    x_max = max(xs) if xs and max(xs) > 0 else 1.0
+    xs_all = [v for xs, _ in series.values() for v in xs]
+    x_min, x_max = (min(xs_all), max(xs_all)) if xs_all else (0.0, 1.0)
+    span = (x_max - x_min) or 1.0
 
     def px(v: float) -> float:
-        return pad_l + plot_w * (v / x_max)
+        return pad_l + plot_w * ((v - x_min) / span)
 
     def py(v: float) -> float:
         return pad_t + plot_h * (1 - v)
 
-    parts = [
-        f'<svg class="chart" role="img" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
-        'xmlns="http://www.w3.org/2000/svg">'
-    ]
+    parts = [_svg_open(width, height, label)]
     for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
         parts.append(
-            f'<line x1="{pad_l}" x2="{width - pad_r}" y1="{py(tick):.1f}" y2="{py(tick):.1f}" stroke="#ddd"/>'
+            f'<line x1="{pad_l}" x2="{pad_l + plot_w}" y1="{py(tick):.1f}" y2="{py(tick):.1f}" '
+            'stroke="#ddd"/>'
         )
         parts.append(
             f'<text x="{pad_l - 6}" y="{py(tick) + 4:.1f}" text-anchor="end" font-size="11">{tick:.2f}</text>'
         )
-    for v in xs:
+    for v in sorted(set(xs_all)):
         parts.append(
-            f'<text x="{px(v):.1f}" y="{height - pad_b + 16}" text-anchor="middle" '
-            f'font-size="11">{v:.3g}</text>'
+            f'<text x="{px(v):.1f}" y="{height - pad_b + 16}" text-anchor="middle" font-size="10">'
+            f"{v:.3g}</text>"
         )
     parts.append(
         f'<text x="{pad_l + plot_w / 2:.1f}" y="{height - 4}" text-anchor="middle" font-size="12">'
@@ -128,21 +155,58 @@ def _line_chart(
         f'<text x="12" y="{pad_t + plot_h / 2:.1f}" text-anchor="middle" font-size="12" '
         f'transform="rotate(-90 12 {pad_t + plot_h / 2:.1f})">{_esc(y_label)}</text>'
     )
-    points = " ".join(f"{px(a):.1f},{py(b):.1f}" for a, b in zip(xs, ys, strict=True))
-    parts.append(f'<polyline fill="none" stroke="#b42318" stroke-width="2" points="{points}"/>')
-    for a, b in zip(xs, ys, strict=True):
+    for i, (name, (xs, ys)) in enumerate(series.items()):
+        colour = _COLOURS[i % len(_COLOURS)]
+        points = " ".join(f"{px(a):.1f},{py(b):.1f}" for a, b in zip(xs, ys, strict=True))
         parts.append(
-            f'<circle cx="{px(a):.1f}" cy="{py(b):.1f}" r="3.5" fill="#b42318">'
-            f"<title>eps {a:.4g}: {b:.3f}</title></circle>"
+            f'<polyline class="series" fill="none" stroke="{colour}" stroke-width="2" points="{points}"/>'
         )
+        for a, b in zip(xs, ys, strict=True):
+            parts.append(
+                f'<circle cx="{px(a):.1f}" cy="{py(b):.1f}" r="3" fill="{colour}">'
+                f"<title>{_esc(name)} at {a:.4g}: {b:.3f}</title></circle>"
+            )
+        ly = pad_t + 14 + 16 * i
+        parts.append(f'<rect x="{pad_l + plot_w + 12}" y="{ly - 8}" width="10" height="10" fill="{colour}"/>')
+        parts.append(f'<text x="{pad_l + plot_w + 26}" y="{ly + 1}" font-size="11">{_esc(name)}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
 
-def _esc(text: str) -> str:
-    import html
-
-    return html.escape(str(text), quote=True)
+def _charts(report: dict[str, Any]) -> dict[str, str]:
+    clean = report["clean"]
+    names = clean.get("class_names") or [str(i) for i in range(len(clean["confusion_matrix"]))]
+    charts = {"per_class": bar_chart(clean["per_class_accuracy"], names, label="accuracy per class")}
+    for norm, curve in report.get("robustness", {}).get("curves", {}).items():
+        series = {
+            attack: ([0.0, *curve["eps"]], [clean["accuracy"], *accs])
+            for attack, accs in curve["per_attack"].items()
+        }
+        series["worst case"] = ([0.0, *curve["eps"]], [clean["accuracy"], *curve["robust_accuracy"]])
+        charts[f"robustness_{norm}"] = line_chart(
+            series,
+            x_label=f"budget ({norm} eps)",
+            y_label="robust accuracy",
+            label=f"robust accuracy against {norm} budget",
+        )
+    rows = report.get("corruptions", {}).get("results", [])
+    if rows:
+        series = {}
+        for name in dict.fromkeys(r["corruption"] for r in rows):
+            pts = sorted((r["severity"], r["accuracy"]) for r in rows if r["corruption"] == name)
+            series[name] = ([0.0] + [float(s) for s, _ in pts], [clean["accuracy"]] + [a for _, a in pts])
+        charts["corruptions"] = line_chart(
+            series, x_label="severity", y_label="accuracy", label="accuracy under corruptions"
+        )
+    cert = report.get("certification")
+    if cert:
+        charts["certification"] = line_chart(
+            {"certified": (cert["radii"], cert["certified_accuracy"])},
+            x_label="L2 radius",
+            y_label="certified accuracy",
+            label="certified accuracy against radius",
+        )
+    return charts
 
 
 def render_html(report: dict[str, Any], *, gallery: list[dict[str, Any]] | None = None) -> str:
@@ -153,31 +217,111 @@ def render_html(report: dict[str, Any], *, gallery: list[dict[str, Any]] | None 
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     clean = report["clean"]
     names = clean.get("class_names") or [str(i) for i in range(len(clean["confusion_matrix"]))]
-    chart = _bar_chart(clean["per_class_accuracy"], names)
     matrix = np.asarray(clean["confusion_matrix"], dtype=float)
-    row_sums = np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-    shades = (matrix / row_sums).tolist()
-    curve_chart = ""
-    evasion = report.get("evasion")
-    if evasion:
-        curve = evasion["curve"]
-        curve_chart = _line_chart(
-            [0.0, *curve["eps"]],
-            [clean["accuracy"], *curve["robust_accuracy"]],
-            x_label=f"budget ({curve['norm']} eps)",
-            y_label="robust accuracy",
-        )
+    shades = (matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)).tolist()
     markup = jinja2.utils.markupsafe.Markup
+    charts = {k: markup(v) for k, v in _charts(report).items()}
     return env.from_string(template_text).render(
         report=report,
+        r=_Lookup(report),
         class_names=names,
-        per_class_chart=markup(chart),
-        curve_chart=markup(curve_chart),
+        charts=charts,
         shades=shades,
         gallery=gallery or [],
-        evasion=evasion,
         report_json=json.dumps(report, indent=2),
     )
+
+
+class _Lookup:
+    """Optional access to report sections from the template (missing sections are ``None``)."""
+
+    def __init__(self, report: dict[str, Any]) -> None:
+        self._report = report
+
+    def __getattr__(self, name: str) -> Any:
+        return self._report.get(name)
+
+
+def junit_xml(report: dict[str, Any], gates: list[Any]) -> str:
+    """JUnit XML with one test case per gate; a failed gate is a ``<failure>`` saying why."""
+    failures = sum(1 for g in gates if not g.passed)
+    suites = ET.Element("testsuites", name="dlsec assess", tests=str(len(gates)), failures=str(failures))
+    suite = ET.SubElement(
+        suites,
+        "testsuite",
+        name=f"dlsec gates: {report['model']['ref']}",
+        tests=str(len(gates)),
+        failures=str(failures),
+        errors="0",
+        skipped="0",
+        timestamp=report.get("reproducibility", {}).get("created_at", ""),
+    )
+    for gate in gates:
+        case = ET.SubElement(suite, "testcase", classname="dlsec.gates", name=gate.name)
+        if not gate.passed:
+            failure = ET.SubElement(case, "failure", message=gate.reason, type="GateFailed")
+            detail = [f"{gate.name}: {gate.reason}"] + [
+                f"  {c.name}: {'pass' if c.passed else 'FAIL'} ({c.reason})" for c in gate.children
+            ]
+            failure.text = "\n".join(detail)
+        else:
+            ET.SubElement(case, "system-out").text = f"{gate.name}: {gate.reason}"
+    ET.indent(suites)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
+
+
+_LEVEL = {"high": "error", "medium": "warning", "low": "note", "info": "note"}
+
+
+def sarif(report: dict[str, Any]) -> dict[str, Any]:
+    """A SARIF 2.1.0 log with one result per finding, rules carrying OWASP ML and ATLAS tags."""
+    import dlsec
+
+    rules: dict[str, dict[str, Any]] = {}
+    results = []
+    uri = report["model"]["ref"]
+    for f in report.get("findings", []):
+        rule_id = f"dlsec/{f['code']}"
+        rules.setdefault(
+            rule_id,
+            {
+                "id": rule_id,
+                "name": f["code"].replace("-", " ").title().replace(" ", ""),
+                "shortDescription": {"text": f["title"]},
+                "fullDescription": {"text": f.get("detail", f["title"])},
+                "properties": {
+                    "tags": [f.get("owasp", ""), f.get("atlas", "")],
+                    "security-severity": {"high": "8.0", "medium": "5.0", "low": "3.0", "info": "1.0"}[
+                        f.get("severity", "info")
+                    ],
+                },
+            },
+        )
+        results.append(
+            {
+                "ruleId": rule_id,
+                "level": _LEVEL.get(f.get("severity", "info"), "note"),
+                "message": {"text": f"{f['title']}. {f.get('detail', '')}".strip()},
+                "locations": [{"physicalLocation": {"artifactLocation": {"uri": uri}}}],
+                "properties": {
+                    "severity": f.get("severity"),
+                    "owasp": f.get("owasp"),
+                    "atlas": f.get("atlas"),
+                },
+            }
+        )
+    return {
+        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+        "version": "2.1.0",
+        "runs": [
+            {
+                "tool": {
+                    "driver": {"name": "dlsec", "version": dlsec.__version__, "rules": list(rules.values())}
+                },
+                "results": results,
+            }
+        ],
+    }
 
 
 def write_report(
@@ -187,6 +331,23 @@ def write_report(
     out = Path(out_dir)
     report = {"schema": REPORT_SCHEMA, **report}
     html_text = render_html(report, gallery=gallery)
-    json_path = atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
-    html_path = atomic_write_text(out / "report.html", html_text)
-    return {"json": json_path, "html": html_path}
+    return {
+        "json": atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n"),
+        "html": atomic_write_text(out / "report.html", html_text),
+    }
+
+
+def write_all_reports(
+    out_dir: str | Path,
+    report: dict[str, Any],
+    *,
+    gallery: list[dict[str, Any]],
+    gates: list[Any],
+    png: Callable[..., str] | None = None,
+) -> dict[str, Path]:
+    """Write the JSON and HTML reports, ``junit.xml`` and ``report.sarif``."""
+    out = Path(out_dir)
+    paths = write_report(out, report, gallery=gallery)
+    paths["junit"] = atomic_write_text(out / "junit.xml", junit_xml(report, gates))
+    paths["sarif"] = atomic_write_text(out / "report.sarif", json.dumps(sarif(report), indent=2) + "\n")
+    return paths

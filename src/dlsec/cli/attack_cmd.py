@@ -23,31 +23,11 @@ from dlsec.cli.commands import (
     _model_and_data,
     _pick_split,
 )
-from dlsec.core import Access, InputSpec, Model, WhiteBoxModel, load_model
+from dlsec.core import InputSpec, load_model
 from dlsec.core.arch import parse_arch_kwargs
 from dlsec.core.fsutil import atomic_write_with
+from dlsec.core.model import restrict_access
 from dlsec.errors import UsageError
-
-_ACCESS = {"white-box": Access.WHITE_BOX, "score": Access.SCORE, "decision": Access.DECISION}
-
-
-def downgrade(model: Model, access: str | None) -> Model:
-    """``model`` as seen with ``access`` (white-box, score or decision)."""
-    if access is None:
-        return model
-    if access not in _ACCESS:
-        raise UsageError(f"--access must be white-box, score or decision, got {access!r}")
-    wanted = _ACCESS[access]
-    if wanted > model.access:
-        raise UsageError(f"the model offers {model.access.label} access, not {access}")
-    if wanted == model.access:
-        return model
-    if wanted == Access.SCORE and isinstance(model, WhiteBoxModel):
-        return model.as_score()
-    as_decision = getattr(model, "as_decision", None)
-    if as_decision is None:  # pragma: no cover - every richer level has it
-        raise UsageError(f"cannot reduce {model.access.label} access to {access}")
-    return as_decision()
 
 
 @app.command()
@@ -140,7 +120,7 @@ def attack(
     subset, split_desc = _pick_split(dataset, split, test_size, split_seed)
     if n is not None:
         subset = subset.subset(np.arange(min(n, len(subset))))
-    target_model = downgrade(loaded, access)
+    target_model = restrict_access(loaded, access)
     result = atk(
         target_model, torch.from_numpy(subset.x), torch.from_numpy(subset.y), constraints=constraints
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import platform
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import numpy as np
 import torch
@@ -19,7 +19,6 @@ from dlsec.core import (
     Dataset,
     EvalResult,
     Model,
-    WhiteBoxModel,
     evaluate,
     load_dataset,
     load_model,
@@ -113,7 +112,6 @@ def _class_names(model: Model) -> list[str]:
 @app.command()
 def version(json_out: JsonOpt = False) -> None:
     """Print the versions of dlsec and of what it runs on."""
-    import torch
 
     info = {
         "dlsec": dlsec.__version__,
@@ -259,118 +257,3 @@ def zoo_cmd(json_out: JsonOpt = False) -> None:
     for r in rows:
         table.add_row(r["name"], r["dataset"], r["architecture"], r["description"])
     out_console().print(table)
-
-
-@app.command()
-def demo(
-    ctx: typer.Context,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Where the demo writes its report.")] = Path(
-        "dlsec-demo"
-    ),
-    model: Annotated[
-        str, typer.Option("--model", "-m", help="Zoo model to run the demo on.")
-    ] = "zoo:digits-cnn",
-    eps: Annotated[float, typer.Option("--eps", help="L-inf budget of the evasion section.")] = 0.1,
-    autoattack_n: Annotated[int, typer.Option("--autoattack-n", help="Examples for AutoAttack.")] = 100,
-    json_out: JsonOpt = False,
-) -> None:
-    """Run everything dlsec has end to end on a zoo model and write an HTML report."""
-    from dlsec.assess.report import png_data_uri, reproducibility, write_report
-    from dlsec.assess.robustness import evasion_section
-    from dlsec.core.zoo import load_zoo_model, zoo_card
-
-    if not model.startswith("zoo:"):
-        raise UsageError("the demo runs on a zoo model; pass --model zoo:NAME (see `dlsec zoo`)")
-    opts = settings(ctx)
-    name = model.removeprefix("zoo:")
-    with progress_bar(f"training {model} (first use only)", enabled=not json_out) as callback:
-        card = zoo_card(name, home=opts.home, device=opts.device, progress=callback)
-    loaded: WhiteBoxModel = load_zoo_model(name, home=opts.home, device=opts.device)
-    dataset = load_dataset(card["dataset"]["name"])
-    split = card["dataset"]["split"]
-    _, test_set = dataset.split(test_size=split["test_size"], seed=split["seed"])
-    result = evaluate(loaded, test_set)
-    names = _class_names(loaded)
-    report: dict[str, Any] = {
-        "title": f"dlsec demo: {model}",
-        "model": {
-            "ref": model,
-            "access": loaded.access.label,
-            "architecture": card["architecture"],
-            "sha256": card["weights"]["sha256"],
-            "recipe": card["recipe"],
-        },
-        "data": {
-            "ref": dataset.name,
-            "sha256": dataset.sha256,
-            "rows": len(test_set),
-            "split": f"test (test_size={split['test_size']}, seed={split['seed']})",
-        },
-        "clean": {**result.to_dict(), "class_names": names},
-        "findings": [],
-        "reproducibility": reproducibility(
-            seed=card["seed"],
-            split_seed=split["seed"],
-            model_sha256=card["weights"]["sha256"],
-            data_sha256=dataset.sha256,
-        ),
-    }
-    x_test, y_test = torch.from_numpy(test_set.x), torch.from_numpy(test_set.y)
-    with progress_bar("evasion: PGD curve, AutoAttack, masking checks", enabled=not json_out) as callback:
-        section, findings, x_adv = evasion_section(
-            loaded,
-            x_test,
-            y_test,
-            eps=eps,
-            norm="linf",
-            autoattack_n=autoattack_n,
-            seed=card["seed"],
-            progress=callback,
-        )
-    report["evasion"] = section
-    report["findings"] = findings
-    adv_pred = loaded.predict(x_adv).numpy()
-    gallery = []
-    if loaded.spec.kind == "image":
-        fooled = np.flatnonzero(
-            (adv_pred != test_set.y[: len(adv_pred)])
-            & (result.predictions[: len(adv_pred)] == test_set.y[: len(adv_pred)])
-        )
-        held = np.flatnonzero(adv_pred == test_set.y[: len(adv_pred)])
-        scale = max(1, 64 // max(loaded.spec.shape[1:]))
-        for i in sorted(np.concatenate([fooled[:6], held[:2]]).tolist()):
-            gallery.append(
-                {
-                    "index": i,
-                    "label": names[test_set.y[i]],
-                    "prediction": names[result.predictions[i]],
-                    "adv_prediction": names[adv_pred[i]],
-                    "src": png_data_uri(test_set.x[i], scale=scale),
-                    "adv_src": png_data_uri(x_adv[i].numpy(), scale=scale),
-                    "width": loaded.spec.shape[2] * scale,
-                    "height": loaded.spec.shape[1] * scale,
-                }
-            )
-    paths = write_report(out, report, gallery=gallery)
-    if json_out:
-        emit_json(
-            {
-                "report_html": paths["html"],
-                "report_json": paths["json"],
-                "clean_accuracy": result.accuracy,
-                "robust_accuracy": section["autoattack"]["robust_accuracy"],
-                "findings": len(findings),
-                "model": model,
-            }
-        )
-        return
-    console = out_console()
-    console.print(
-        f"{escape(model)}: clean accuracy [bold]{result.accuracy:.4f}[/] on {len(test_set)} test examples"
-    )
-    aa = section["autoattack"]
-    console.print(
-        f"AutoAttack (linf, eps {eps:g}, {aa['n']} examples): robust accuracy "
-        f"[bold]{aa['robust_accuracy']:.4f}[/]; {len(findings)} finding(s)"
-    )
-    console.print(f"report: {escape(str(paths['html'].resolve()))}")

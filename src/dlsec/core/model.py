@@ -32,6 +32,7 @@ __all__ = [
     "DecisionModel",
     "default_device",
     "inference_mode",
+    "restrict_access",
 ]
 
 ArrayLike = np.ndarray | torch.Tensor
@@ -264,6 +265,29 @@ class DecisionModel(Model):
         if not outs:
             return torch.empty(0, dtype=torch.long)
         return torch.cat(outs)
+
+
+def restrict_access(model: Model, access: str | Access | None) -> Model:
+    """``model`` as an attacker with ``access`` sees it (``white-box``, ``score`` or ``decision``).
+
+    Raises:
+        UsageError: the access asked for is unknown or more than the model offers.
+    """
+    if access is None:
+        return model
+    levels = {"white-box": Access.WHITE_BOX, "score": Access.SCORE, "decision": Access.DECISION}
+    wanted = access if isinstance(access, Access) else levels.get(str(access))
+    if wanted is None:
+        raise UsageError(f"access must be white-box, score or decision, got {access!r}")
+    if wanted > model.access:
+        raise UsageError(f"the model offers {model.access.label} access, not {wanted.label}")
+    if wanted == model.access:
+        return model
+    if wanted == Access.SCORE and isinstance(model, WhiteBoxModel):
+        return model.as_score()
+    if isinstance(model, WhiteBoxModel | ScoreModel):
+        return model.as_decision()
+    raise UsageError(f"cannot reduce {model.access.label} access to {wanted.label}")  # pragma: no cover
 
 
 def _to_numpy(value: Any) -> Any:

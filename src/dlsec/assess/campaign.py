@@ -1,0 +1,237 @@
+"""Campaign files: what an assessment runs, validated against a schema.
+
+A campaign states the threat model (access level, norms and budgets), the attacks, the number
+of examples, the seed, the optional sections (minimal perturbations, corruptions, certified
+robustness, gradient-masking checks) and the gates. Errors name the YAML line and the field.
+Without a file, :func:`default_campaign` picks sensible settings for the data and access.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from dlsec.errors import UsageError
+
+__all__ = [
+    "Campaign",
+    "CampaignError",
+    "Certification",
+    "Corruptions",
+    "GateSpec",
+    "ThreatModel",
+    "default_campaign",
+    "load_campaign",
+]
+
+Access = Literal["white-box", "score", "decision"]
+NormName = Literal["linf", "l2", "l1"]
+
+
+class CampaignError(UsageError):
+    """A campaign file is malformed; the message names the line and the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _default_norms() -> dict[NormName, list[float]]:
+    return {"linf": [0.025, 0.05, 0.1, 0.2]}
+
+
+class ThreatModel(_Strict):
+    """Who the attacker is: access level and budgets per norm."""
+
+    access: Access = "white-box"
+    norms: dict[NormName, list[float]] = Field(default_factory=lambda: _default_norms())
+
+    @field_validator("norms")
+    @classmethod
+    def _budgets(cls, value: dict[str, list[float]]) -> dict[str, list[float]]:
+        if not value:
+            raise ValueError("give at least one norm with budgets")
+        for norm, budgets in value.items():
+            if not budgets:
+                raise ValueError(f"{norm}: give at least one budget")
+            if any(not (b > 0) or b != b for b in budgets):
+                raise ValueError(f"{norm}: budgets must be positive numbers")
+        return {k: sorted(v) for k, v in value.items()}
+
+
+class Corruptions(_Strict):
+    """Common-corruption robustness: which corruptions, at which severities (1-5)."""
+
+    enabled: bool = True
+    names: list[str] | None = None
+    severities: list[int] = Field(default_factory=lambda: [1, 3, 5])
+
+    @field_validator("severities")
+    @classmethod
+    def _severities(cls, value: list[int]) -> list[int]:
+        if not value or any(s not in (1, 2, 3, 4, 5) for s in value):
+            raise ValueError("severities must be integers from 1 to 5")
+        return sorted(set(value))
+
+
+class Certification(_Strict):
+    """Randomised smoothing (Cohen et al. 2019) settings."""
+
+    enabled: bool = True
+    sigma: float = Field(0.25, gt=0)
+    n0: int = Field(100, ge=1)
+    n: int = Field(1000, ge=10)
+    alpha: float = Field(0.001, gt=0, lt=0.5)
+    examples: int = Field(100, ge=1)
+    radii: list[float] = Field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
+
+
+class GateSpec(_Strict):
+    """One threshold on a metric of the report, or a composition of gates.
+
+    Metrics: ``clean_accuracy``; ``robust_accuracy`` (with ``norm`` and ``eps``);
+    ``certified_accuracy`` (with ``radius``); ``corruption_accuracy`` (mean over the matching
+    ``corruption`` and ``severity``, both optional); ``findings`` (count, optionally of one
+    ``severity``). Give ``min`` and/or ``max``. ``all_of`` / ``any_of`` compose gates.
+    """
+
+    name: str | None = None
+    metric: (
+        Literal["clean_accuracy", "robust_accuracy", "certified_accuracy", "corruption_accuracy", "findings"]
+        | None
+    ) = None
+    norm: NormName | None = None
+    eps: float | None = None
+    radius: float | None = None
+    corruption: str | None = None
+    severity: Any = None
+    min: float | None = None
+    max: float | None = None
+    all_of: list[GateSpec] | None = None
+    any_of: list[GateSpec] | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> GateSpec:
+        composite = [k for k in ("all_of", "any_of") if getattr(self, k) is not None]
+        if composite:
+            if self.metric is not None or len(composite) > 1:
+                raise ValueError("a gate is either a metric threshold or one of all_of / any_of")
+            if not getattr(self, composite[0]):
+                raise ValueError(f"{composite[0]} needs at least one gate (an empty list would always pass)")
+            return self
+        if self.metric is None:
+            raise ValueError("a gate needs a metric (or all_of / any_of)")
+        if self.min is None and self.max is None:
+            raise ValueError("a gate needs min or max")
+        if self.metric == "robust_accuracy" and (self.norm is None or self.eps is None):
+            raise ValueError("robust_accuracy gates need norm and eps")
+        if self.metric == "certified_accuracy" and self.radius is None:
+            raise ValueError("certified_accuracy gates need radius")
+        return self
+
+
+class Campaign(_Strict):
+    """A whole assessment campaign (schema version 1)."""
+
+    version: Literal[1] = 1
+    threat_model: ThreatModel = Field(default_factory=ThreatModel)
+    attacks: list[str] | None = None
+    attack_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    examples: int = Field(200, ge=1)
+    seed: int = 0
+    minimal: list[str] | None = None
+    corruptions: Corruptions = Field(default_factory=Corruptions)
+    certification: Certification = Field(default_factory=Certification)
+    masking_checks: bool = True
+    gates: list[GateSpec] = Field(default_factory=list)
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the canonical campaign (what a resumed run must match)."""
+        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+
+
+def default_campaign(*, kind: str, access: str = "white-box", num_features: int = 64) -> Campaign:
+    """Sensible defaults for the data kind (``image``/``tabular``) and the access level."""
+    norms: dict[str, list[float]]
+    if kind == "tabular":
+        norms = {"linf": [0.02, 0.05, 0.1, 0.2], "l2": [0.1, 0.25, 0.5]}
+        sigma = 0.1
+        radii = [0.0, 0.05, 0.1, 0.2, 0.3]
+    else:
+        norms = {"linf": [0.025, 0.05, 0.1, 0.2], "l2": [0.25, 0.5, 1.0]}
+        sigma = 0.25
+        radii = [0.0, 0.25, 0.5, 0.75, 1.0]
+    attacks = {"white-box": ["apgd-ce", "apgd-t"], "score": ["square"], "decision": ["hsj"]}[access]
+    minimal = ["deepfool", "fab"] if access == "white-box" else None
+    return Campaign(
+        threat_model=ThreatModel.model_validate({"access": access, "norms": norms}),
+        attacks=attacks,
+        attack_params={
+            "apgd-t": {"n_target_classes": 3},
+            "square": {"n_queries": 1000},
+            "hsj": {"max_queries": 1000},
+        },
+        minimal=minimal,
+        certification=Certification(sigma=sigma, radii=radii),
+        masking_checks=access == "white-box",
+    )
+
+
+def load_campaign(path: str | Path) -> Campaign:
+    """Read and validate a campaign YAML file.
+
+    Raises:
+        CampaignError: unreadable YAML or a schema violation; the message names the line and
+            the field, e.g. ``campaign.yaml:7: threat_model.norms.linf.1: budgets must be positive``.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CampaignError(f"{path}: cannot read the campaign ({exc})") from None
+    try:
+        root = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise CampaignError(f"{path}{where}: not valid YAML ({problem})") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise CampaignError(
+            f"{path}:1: a campaign is a mapping of fields (threat_model, attacks, gates, ...)"
+        )
+    try:
+        return Campaign.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+        field = ".".join(str(p) for p in loc) or "(top level)"
+        line = _line_of(root, loc)
+        message = str(err["msg"]).removeprefix("Value error, ")
+        raise CampaignError(f"{path}:{line}: {field}: {message}") from None
+
+
+def _line_of(node: Any, loc: list[Any]) -> int:
+    """The 1-based line of the deepest YAML node on the path ``loc``."""
+    line = node.start_mark.line + 1 if node is not None else 1
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next((v for k, v in node.value if getattr(k, "value", None) == str(key)), None)
+            if match is None:
+                match_key = next((k for k, _ in node.value if getattr(k, "value", None) == str(key)), None)
+                return (match_key.start_mark.line + 1) if match_key is not None else line
+            node = match
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+        else:
+            break
+        line = node.start_mark.line + 1
+    return line

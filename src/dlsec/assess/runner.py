@@ -1,0 +1,444 @@
+"""Run a campaign: every measurement is a unit whose result is saved as it finishes.
+
+Units (clean accuracy, one attack at one budget, a minimal-perturbation run, a corruption at a
+severity, a chunk of certificates, the masking checks) are written atomically to
+``OUT/.dlsec-units/`` as they finish. Running the same command again resumes: finished units
+are read back, not recomputed, as long as the campaign, model and data are the same (else the
+stale units are discarded).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dlsec.assess.campaign import Campaign
+from dlsec.assess.certify import RandomizedSmoothing, certified_accuracy
+from dlsec.assess.corruptions import corrupt, corruptions_for
+from dlsec.assess.gates import AllOf, GateResult, build_gate
+from dlsec.attacks import ATTACKS, check_gradient_masking, get_attack
+from dlsec.core.data import Dataset
+from dlsec.core.evaluate import evaluate
+from dlsec.core.fsutil import atomic_write_text, atomic_write_with
+from dlsec.core.model import Access, Model, WhiteBoxModel, restrict_access
+from dlsec.errors import UsageError
+
+__all__ = ["Assessment", "run_assessment"]
+
+Progress = Callable[[int, int, dict[str, float]], None]
+UNITS = ".dlsec-units"
+GALLERY_N = 8
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """A finished assessment: the report and the gate verdicts."""
+
+    report: dict[str, Any]
+    gates: list[GateResult]
+
+    @property
+    def passed(self) -> bool:
+        return all(g.passed for g in self.gates)
+
+
+class _Units:
+    """Finished units under ``OUT/.dlsec-units``, tied to one campaign/model/data fingerprint."""
+
+    def __init__(self, out: Path, fingerprint: str) -> None:
+        self.dir = out / UNITS
+        meta = self.dir / "fingerprint.json"
+        if self.dir.exists():
+            try:
+                same = json.loads(meta.read_text()).get("fingerprint") == fingerprint
+            except (OSError, json.JSONDecodeError):
+                same = False
+            if not same:
+                shutil.rmtree(self.dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(meta, json.dumps({"fingerprint": fingerprint}))
+        self.reused = 0
+
+    def run(self, key: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        path = self.dir / f"{key}.json"
+        if path.is_file():
+            try:
+                value: dict[str, Any] = json.loads(path.read_text())
+                self.reused += 1
+                return value
+            except json.JSONDecodeError:
+                path.unlink()
+        value = compute()
+        atomic_write_text(path, json.dumps(value))
+        return value
+
+    def save_array(self, key: str, array: np.ndarray) -> None:
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as f:
+                np.save(f, array, allow_pickle=False)
+
+        atomic_write_with(self.dir / f"{key}.npy", write)
+
+    def load_array(self, key: str) -> np.ndarray | None:
+        path = self.dir / f"{key}.npy"
+        return np.load(path, allow_pickle=False) if path.is_file() else None
+
+
+def _attacks_for(campaign: Campaign, access: Access, norm: str) -> list[str]:
+    names = campaign.attacks or []
+    usable = []
+    for name in names:
+        if name not in ATTACKS:
+            raise UsageError(f"campaign: unknown attack {name!r}; see `dlsec attack --list`")
+        cls = ATTACKS[name]
+        if cls.access <= access and norm in cls.norms:
+            usable.append(name)
+    return usable
+
+
+def run_assessment(
+    model: Model,
+    data: Dataset,
+    campaign: Campaign,
+    out: str | Path,
+    *,
+    model_ref: str,
+    model_sha256: str,
+    title: str | None = None,
+    progress: Progress | None = None,
+) -> Assessment:
+    """Run ``campaign`` against ``model`` on ``data`` and write the reports into ``out``.
+
+    Args:
+        model: the model under test (downgraded to the campaign's access level).
+        data: labelled examples (the first ``campaign.examples`` rows are used).
+        campaign: what to run.
+        out: output folder (``report.json``, ``report.html``, ``junit.xml``, ``report.sarif``).
+        model_ref: how the model was named (for the report).
+        model_sha256: SHA-256 of the model's weights (reproducibility, resume fingerprint).
+        title: report title.
+        progress: called as units finish.
+
+    Returns:
+        The report and the gate results (an empty gate list passes).
+    """
+    from dlsec.assess.report import png_data_uri, reproducibility, write_all_reports
+
+    out = Path(out)
+    target = restrict_access(model, campaign.threat_model.access)
+    access = target.access
+    n = min(campaign.examples, len(data))
+    x_np, y_np = data.x[:n], data.y[:n]
+    x, y = torch.from_numpy(x_np), torch.from_numpy(y_np)
+    fingerprint = f"{campaign.fingerprint()}:{model_sha256}:{data.sha256}:{n}"
+    units = _Units(out, fingerprint)
+    seed = campaign.seed
+    plan = _plan(campaign, target, access)
+    done = 0
+
+    def step(key: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        nonlocal done
+        value = units.run(key, compute)
+        done += 1
+        if progress is not None:
+            progress(done, len(plan), {})
+        return value
+
+    clean = step(
+        "clean",
+        lambda: {
+            **evaluate(target, data.subset(np.arange(n))).to_dict(),
+            "predictions": evaluate(target, data.subset(np.arange(n))).predictions.tolist(),
+        },
+    )
+    names = list(target.spec.class_names or [str(i) for i in range(target.spec.num_classes)])
+    report: dict[str, Any] = {
+        "title": title or f"dlsec assessment: {model_ref}",
+        "model": {"ref": model_ref, "access": access.label, "sha256": model_sha256},
+        "data": {"ref": data.name, "sha256": data.sha256, "rows": n, "kind": target.spec.kind},
+        "campaign": campaign.model_dump(mode="json"),
+        "clean": {**{k: v for k, v in clean.items() if k != "predictions"}, "class_names": names},
+        "findings": [],
+    }
+
+    # Robust accuracy against the budget, per norm, worst case over the attacks.
+    curves: dict[str, Any] = {}
+    for norm, budgets in campaign.threat_model.norms.items():
+        attacks = _attacks_for(campaign, access, norm)
+        if not attacks:
+            continue
+        per_attack: dict[str, list[float]] = {a: [] for a in attacks}
+        worst = []
+        for eps in budgets:
+            robust = np.ones(n, dtype=bool)
+            for name in attacks:
+                key = f"evasion-{norm}-{eps:g}-{name}"
+
+                def compute(
+                    name: str = name, eps: float = eps, key: str = key, norm: str = norm
+                ) -> dict[str, Any]:
+                    params = campaign.attack_params.get(name, {})
+                    result = get_attack(name, eps=eps, norm=norm, seed=seed, **params)(target, x, y)
+                    units.save_array(key, result.x_adv[:GALLERY_N].numpy())
+                    return {
+                        "robust": (result.adv_pred == result.y).tolist(),
+                        "summary": result.summary(),
+                        "adv_pred": result.adv_pred[:GALLERY_N].tolist(),
+                    }
+
+                unit = step(key, compute)
+                mask = np.asarray(unit["robust"], dtype=bool)
+                per_attack[name].append(float(mask.mean()))
+                robust &= mask
+            worst.append(float(robust.mean()))
+        curves[norm] = {
+            "eps": list(budgets),
+            "robust_accuracy": worst,
+            "per_attack": per_attack,
+            "attacks": attacks,
+        }
+    report["robustness"] = {"curves": curves}
+
+    # Minimal perturbations (white-box only).
+    if campaign.minimal and access == Access.WHITE_BOX:
+        minimal = {}
+        m = min(n, 100)
+        for name in campaign.minimal:
+            for norm in ("l2", "linf"):
+                if name not in ATTACKS or norm not in ATTACKS[name].norms:
+                    continue
+                key = f"minimal-{name}-{norm}"
+
+                def run_min(name: str = name, norm: str = norm) -> dict[str, Any]:
+                    result = get_attack(name, norm=norm, seed=seed)(target, x[:m], y[:m])
+                    fooled = (result.success & result.clean_correct).numpy()
+                    norms = result.norms.numpy()[fooled]
+                    q = np.quantile(norms, [0.1, 0.25, 0.5, 0.75, 0.9]).tolist() if len(norms) else None
+                    return {
+                        "attack": name,
+                        "norm": norm,
+                        "n": int(result.clean_correct.sum()),
+                        "fooled": int(fooled.sum()),
+                        "quantiles": q,
+                        "norms": norms.tolist(),
+                    }
+
+                minimal[f"{name}-{norm}"] = step(key, run_min)
+        report["robustness"]["minimal"] = minimal
+
+    # Gradient-masking checks.
+    if campaign.masking_checks and isinstance(target, WhiteBoxModel):
+        norm0, budgets0 = next(iter(campaign.threat_model.norms.items()))
+        eps0 = budgets0[len(budgets0) // 2]
+
+        def run_masking() -> dict[str, Any]:
+            return check_gradient_masking(target, x[:64], y[:64], eps=eps0, norm=norm0, seed=seed).to_dict()
+
+        masking = step("masking", run_masking)
+        report["robustness"]["gradient_masking"] = masking
+        report["findings"] += masking["findings"]
+
+    # Corruptions.
+    if campaign.corruptions.enabled:
+        names_c = campaign.corruptions.names or corruptions_for(target.spec)
+        rows = []
+        for cname in names_c:
+            for severity in campaign.corruptions.severities:
+
+                def run_corruption(cname: str = cname, severity: int = severity) -> dict[str, Any]:
+                    xc = corrupt(x_np, target.spec, cname, severity, seed=seed)
+                    acc = float((target.predict(torch.from_numpy(xc)).numpy() == y_np).mean())
+                    return {"corruption": cname, "severity": severity, "accuracy": acc}
+
+                rows.append(step(f"corruption-{cname}-{severity}", run_corruption))
+        report["corruptions"] = {"results": rows}
+
+    # Certified robustness.
+    cert_cfg = campaign.certification
+    if cert_cfg.enabled:
+        smoothing = RandomizedSmoothing(
+            sigma=cert_cfg.sigma, n0=cert_cfg.n0, n=cert_cfg.n, alpha=cert_cfg.alpha, seed=seed
+        )
+        m = min(n, cert_cfg.examples)
+        preds: list[int] = []
+        radii: list[float] = []
+        for start in range(0, m, 25):
+
+            def run_cert(start: int = start) -> dict[str, Any]:
+                chunk = slice(start, min(start + 25, m))
+                cert = RandomizedSmoothing(
+                    sigma=cert_cfg.sigma,
+                    n0=cert_cfg.n0,
+                    n=cert_cfg.n,
+                    alpha=cert_cfg.alpha,
+                    seed=seed + start,
+                ).certify(target, x[chunk])
+                return {"prediction": cert.prediction.tolist(), "radius": cert.radius.tolist()}
+
+            chunk_result = step(f"certify-{start}", run_cert)
+            preds += chunk_result["prediction"]
+            radii += chunk_result["radius"]
+        from dlsec.assess.certify import Certificate
+
+        cert_all = Certificate(np.array(preds), np.array(radii), np.zeros(len(preds)))
+        report["certification"] = {
+            "sigma": smoothing.sigma,
+            "n0": smoothing.n0,
+            "n": smoothing.n,
+            "alpha": smoothing.alpha,
+            "examples": m,
+            "radii": list(cert_cfg.radii),
+            "certified_accuracy": certified_accuracy(cert_all, y_np[:m], list(cert_cfg.radii)),
+            "abstain_rate": float((cert_all.prediction == -1).mean()),
+            "median_radius": float(np.median(cert_all.radius)),
+        }
+
+    report["findings"] = _findings(report) + report["findings"]
+
+    # Gates.
+    gate_results: list[GateResult] = []
+    if campaign.gates:
+        gate_results = [build_gate(spec).check(report) for spec in campaign.gates]
+        AllOf([build_gate(spec) for spec in campaign.gates])  # empty is refused by the schema already
+    report["gates"] = [g.to_dict() for g in gate_results]
+    report["passed"] = all(g.passed for g in gate_results)
+    report["reproducibility"] = reproducibility(
+        seed=seed,
+        model_sha256=model_sha256,
+        data_sha256=data.sha256,
+        campaign_sha256=campaign.fingerprint(),
+        units_reused=units.reused,
+    )
+
+    gallery = _gallery(report, units, x_np, y_np, np.asarray(clean["predictions"]), names, target)
+    write_all_reports(out, report, gallery=gallery, gates=gate_results, png=png_data_uri)
+    return Assessment(report, gate_results)
+
+
+def _plan(campaign: Campaign, target: Model, access: Access) -> list[str]:
+    """The unit keys in the order they run (for progress totals)."""
+    keys = ["clean"]
+    for norm, budgets in campaign.threat_model.norms.items():
+        for eps in budgets:
+            keys += [f"evasion-{norm}-{eps:g}-{a}" for a in _attacks_for(campaign, access, norm)]
+    if campaign.minimal and access == Access.WHITE_BOX:
+        keys += [
+            f"minimal-{a}-{nm}"
+            for a in campaign.minimal
+            for nm in ("l2", "linf")
+            if a in ATTACKS and nm in ATTACKS[a].norms
+        ]
+    if campaign.masking_checks and isinstance(target, WhiteBoxModel):
+        keys.append("masking")
+    if campaign.corruptions.enabled:
+        names = campaign.corruptions.names or corruptions_for(target.spec)
+        keys += [f"corruption-{c}-{s}" for c in names for s in campaign.corruptions.severities]
+    if campaign.certification.enabled:
+        m = min(campaign.examples, campaign.certification.examples)
+        keys += [f"certify-{s}" for s in range(0, m, 25)]
+    return keys
+
+
+def _findings(report: dict[str, Any]) -> list[dict[str, Any]]:
+    findings = []
+    clean = report["clean"]["accuracy"]
+    for norm, curve in report.get("robustness", {}).get("curves", {}).items():
+        mid = len(curve["eps"]) // 2
+        eps, acc = curve["eps"][mid], curve["robust_accuracy"][mid]
+        if acc < clean - 0.05:
+            findings.append(
+                {
+                    "code": f"evasion-{norm}",
+                    "severity": "high" if acc < 0.5 else "medium",
+                    "title": f"Evasion: {norm} eps={eps:g} lowers accuracy from {clean:.1%} to {acc:.1%}",
+                    "detail": f"worst case over {', '.join(curve['attacks'])}; consider adversarial training "
+                    "(dlsec train --recipe pgd-at) and re-assess",
+                    "evidence": {"norm": norm, "eps": eps, "robust_accuracy": acc, "clean_accuracy": clean},
+                    "owasp": "ML01 Input Manipulation Attack",
+                    "atlas": "AML.T0015 Evade AI Model",
+                }
+            )
+    rows = report.get("corruptions", {}).get("results", [])
+    if rows:
+        top = max(r["severity"] for r in rows)
+        hurt = [r for r in rows if r["severity"] == top and r["accuracy"] < clean - 0.2]
+        if hurt:
+            listing = ", ".join(f"{r['corruption']} {r['accuracy']:.1%}" for r in hurt)
+            findings.append(
+                {
+                    "code": "corruption",
+                    "severity": "low",
+                    "title": f"Corruptions at severity {top} drop accuracy by more than 20 points",
+                    "detail": f"{listing} (clean {clean:.1%}); natural corruptions an attacker can also induce: "
+                    "consider augmentation",
+                    "evidence": {"results": hurt},
+                    "owasp": "ML01 Input Manipulation Attack",
+                    "atlas": "AML.T0043 Craft Adversarial Data",
+                }
+            )
+    cert = report.get("certification")
+    if cert and len(cert["radii"]) > 1 and cert["certified_accuracy"][1] < 0.5:
+        findings.append(
+            {
+                "code": "certification",
+                "severity": "info",
+                "title": f"Certified accuracy at L2 radius {cert['radii'][1]:g} is "
+                f"{cert['certified_accuracy'][1]:.1%}",
+                "detail": f"randomised smoothing, sigma {cert['sigma']:g}, {cert['examples']} examples; few "
+                "predictions carry a certificate at this radius",
+                "evidence": {k: cert[k] for k in ("radii", "certified_accuracy", "abstain_rate")},
+                "owasp": "ML01 Input Manipulation Attack",
+                "atlas": "AML.T0015 Evade AI Model",
+            }
+        )
+    return findings
+
+
+def _gallery(
+    report: dict[str, Any],
+    units: _Units,
+    x: np.ndarray,
+    y: np.ndarray,
+    pred: np.ndarray,
+    names: list[str],
+    model: Model,
+) -> list[dict[str, Any]]:
+    from dlsec.assess.report import png_data_uri
+
+    if model.spec.kind != "image" or len(model.spec.shape) != 3:
+        return []
+    curves = report.get("robustness", {}).get("curves", {})
+    adv, adv_pred = None, None
+    for norm, curve in curves.items():
+        mid = curve["eps"][len(curve["eps"]) // 2]
+        for name in curve["attacks"]:
+            key = f"evasion-{norm}-{mid:g}-{name}"
+            arr = units.load_array(key)
+            unit = json.loads((units.dir / f"{key}.json").read_text())
+            if arr is not None:
+                adv, adv_pred = arr, np.asarray(unit["adv_pred"])
+                break
+        if adv is not None:
+            break
+    scale = max(1, 64 // max(model.spec.shape[1:]))
+    items = []
+    for i in range(min(GALLERY_N, len(y))):
+        item = {
+            "index": i,
+            "label": names[y[i]],
+            "prediction": names[pred[i]],
+            "src": png_data_uri(x[i], scale=scale),
+            "width": model.spec.shape[2] * scale,
+            "height": model.spec.shape[1] * scale,
+        }
+        if adv is not None and adv_pred is not None:
+            item.update(adv_src=png_data_uri(adv[i], scale=scale), adv_prediction=names[adv_pred[i]])
+        items.append(item)
+    return items

@@ -1,0 +1,173 @@
+"""``dlsec assess`` and ``dlsec demo``: run a campaign, write the reports, apply the gates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from dlsec.assess import Assessment, default_campaign, load_campaign, run_assessment
+from dlsec.cli._app import JsonOpt, app, emit_json, out_console, progress_bar, settings
+from dlsec.cli.commands import (
+    ArchArgOpt,
+    ArchOpt,
+    LabelColOpt,
+    SplitSeedOpt,
+    TestSizeOpt,
+    _model_and_data,
+    _pick_split,
+)
+from dlsec.core.fsutil import sha256_file
+from dlsec.errors import EXIT_FINDING, UsageError
+
+
+def _model_sha256(model_ref: str, home: Path | None) -> str:
+    if model_ref.startswith("zoo:"):
+        from dlsec.core.zoo import zoo_card
+
+        return str(zoo_card(model_ref.removeprefix("zoo:"), home=home)["weights"]["sha256"])
+    path = Path(model_ref)
+    if path.is_dir():
+        path = path / "model.safetensors"
+    return sha256_file(path)
+
+
+@app.command()
+def assess(
+    ctx: typer.Context,
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="zoo:NAME, a .safetensors file or an .onnx file.")
+    ],
+    data: Annotated[
+        str, typer.Option("--data", "-d", help="builtin:NAME, a .npz, a .csv or an image folder.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the reports (resumable).")],
+    campaign: Annotated[
+        Path | None,
+        typer.Option(
+            "--campaign",
+            "-c",
+            help="Campaign YAML (threat model, attacks, gates); default per data and access.",
+        ),
+    ] = None,
+    access: Annotated[
+        str | None,
+        typer.Option(
+            "--access",
+            help="Without a campaign: white-box, score or decision (default: what the model offers).",
+        ),
+    ] = None,
+    split: Annotated[str, typer.Option("--split", help="auto, test, train or all.")] = "auto",
+    test_size: TestSizeOpt = 0.25,
+    split_seed: SplitSeedOpt = 0,
+    arch: ArchOpt = None,
+    arch_arg: ArchArgOpt = None,
+    label_column: LabelColOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Run a red-team campaign and write report.json, report.html, junit.xml and report.sarif.
+
+    Exits 1 when a gate fails. Interrupted runs resume: run the same command again.
+    """
+    loaded, dataset = _model_and_data(ctx, model, data, arch, arch_arg, label_column)
+    subset, _ = _pick_split(dataset, split, test_size, split_seed)
+    if campaign is not None:
+        if access is not None:
+            raise UsageError("--access applies without a campaign; set threat_model.access in the campaign")
+        plan = load_campaign(campaign)
+    else:
+        plan = default_campaign(kind=loaded.spec.kind, access=access or loaded.access.label)
+    sha = _model_sha256(model, settings(ctx).home) if not model.startswith(("http://", "https://")) else ""
+    with progress_bar("assessing", enabled=not json_out) as callback:
+        result = run_assessment(
+            loaded, subset, plan, out, model_ref=model, model_sha256=sha, progress=callback
+        )
+    _finish(result, out, json_out)
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where the demo writes its reports.")] = Path(
+        "dlsec-demo"
+    ),
+    model: Annotated[str, typer.Option("--model", "-m", help="Zoo model to assess.")] = "zoo:digits-cnn",
+    json_out: JsonOpt = False,
+) -> None:
+    """Run everything dlsec has end to end on a zoo model: a full default assessment."""
+    from dlsec.core import load_dataset
+    from dlsec.core.zoo import load_zoo_model, zoo_card
+
+    if not model.startswith("zoo:"):
+        raise UsageError("the demo runs on a zoo model; pass --model zoo:NAME (see `dlsec zoo`)")
+    opts = settings(ctx)
+    name = model.removeprefix("zoo:")
+    with progress_bar(f"training {model} (first use only)", enabled=not json_out) as callback:
+        card = zoo_card(name, home=opts.home, device=opts.device, progress=callback)
+    loaded = load_zoo_model(name, home=opts.home, device=opts.device)
+    split = card["dataset"]["split"]
+    _, test_set = load_dataset(card["dataset"]["name"]).split(
+        test_size=split["test_size"], seed=split["seed"]
+    )
+    plan = default_campaign(kind=loaded.spec.kind, access="white-box")
+    with progress_bar("assessing", enabled=not json_out) as callback:
+        result = run_assessment(
+            loaded,
+            test_set,
+            plan,
+            out,
+            model_ref=model,
+            model_sha256=card["weights"]["sha256"],
+            title=f"dlsec demo: {model}",
+            progress=callback,
+        )
+    _finish(result, out, json_out, demo=True)
+
+
+def _finish(result: Assessment, out: Path, json_out: bool, *, demo: bool = False) -> None:
+    report = result.report
+    summary: dict[str, Any] = {
+        "report_html": str(out / "report.html"),
+        "report_json": str(out / "report.json"),
+        "junit": str(out / "junit.xml"),
+        "sarif": str(out / "report.sarif"),
+        "clean_accuracy": report["clean"]["accuracy"],
+        "robust_accuracy": {
+            norm: dict(zip(map(str, c["eps"]), c["robust_accuracy"], strict=True))
+            for norm, c in report.get("robustness", {}).get("curves", {}).items()
+        },
+        "findings": len(report["findings"]),
+        "gates": report["gates"],
+        "passed": result.passed,
+    }
+    if json_out:
+        emit_json(summary)
+    else:
+        console = out_console()
+        console.print(
+            f"{escape(report['model']['ref'])}: clean accuracy [bold]{report['clean']['accuracy']:.4f}[/] "
+            f"on {report['data']['rows']} examples"
+        )
+        for norm, curve in report.get("robustness", {}).get("curves", {}).items():
+            pairs = ", ".join(
+                f"{e:g}: {a:.3f}" for e, a in zip(curve["eps"], curve["robust_accuracy"], strict=True)
+            )
+            console.print(f"robust accuracy ({norm}, worst case over {', '.join(curve['attacks'])}): {pairs}")
+        if result.gates:
+            table = Table("gate", "verdict", "value", "reason")
+            for g in result.gates:
+                table.add_row(
+                    escape(g.name),
+                    "[green]pass[/]" if g.passed else "[red]FAIL[/]",
+                    "" if g.value is None else f"{g.value:.4f}",
+                    escape(g.reason),
+                )
+            console.print(table)
+        console.print(
+            f"{len(report['findings'])} finding(s); report: {escape(str((out / 'report.html').resolve()))}"
+        )
+    if not result.passed:
+        raise typer.Exit(EXIT_FINDING)
