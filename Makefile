@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.dlsec-installed
 
-.PHONY: setup demo test test-slow lint typecheck bench-setup bench clean
+.PHONY: setup demo test test-slow lint typecheck peers browser bench-setup bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -21,10 +21,24 @@ setup: $(STAMP)
 demo: setup
 	$(BIN)/dlsec demo --out dlsec-demo
 
-test: setup
+test: setup peers browser
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# The peer tools, so that the strength comparisons in the tests run rather than skip.
+peers: $(VENV)/.dlsec-peers
+$(VENV)/.dlsec-peers: $(STAMP)
+	$(BIN)/python -m pip install -q -e ".[bench]"
+	$(BIN)/python -m pip install -q --no-deps torchattacks
+	$(BIN)/python -c "import torch, torchattacks, art; assert torch.__version__.startswith('2.13'), torch.__version__"
+	touch $@
+
+# Debian's Chromium for the report-rendering test (root on CI; elsewhere install it yourself).
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "warning: could not install chromium; the browser test will fail under CI"
 
 test-slow: setup
 	$(BIN)/python -m pytest -q -m slow
@@ -36,10 +50,7 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
-bench-setup: setup
-	$(BIN)/python -m pip install -q -e ".[bench]"
-	$(BIN)/python -m pip install -q --no-deps torchattacks
-	$(BIN)/python -c "import torch, torchattacks, art; print('bench peers ok; torch', torch.__version__)"
+bench-setup: peers
 
 bench: bench-setup
 	$(BIN)/python benchmarks/attacks.py

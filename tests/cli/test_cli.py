@@ -102,18 +102,11 @@ def test_typer_usage_errors_exit_2(capsys):
     assert code == 2
 
 
-def test_demo_writes_a_report_that_matches_eval(capsys, tmp_path):
-    result = run_json(capsys, "demo", "--out", str(tmp_path / "demo"))
+def test_demo_report_matches_dlsec_attack(capsys, tmp_path):
+    result = run_json(capsys, "demo", "--out", str(tmp_path / "demo"), "--examples", "40")
     report = json.loads(Path(result["report_json"]).read_text())
-    assert report["schema"] == "dlsec.report/1"
-    evaluated = run_json(capsys, "eval", "-m", "zoo:digits-cnn", "-d", "builtin:digits")
-    assert report["clean"]["accuracy"] == evaluated["accuracy"] == result["clean_accuracy"]
-    assert report["reproducibility"]["model_sha256"] == report["model"]["sha256"]
-    html = Path(result["report_html"]).read_text()
-    assert "<svg" in html and "data:image/png;base64," in html and "confusion" in html.lower()
-    assert 'id="evasion"' in html and "<polyline" in html and "adversarial" in html
-    # The evasion numbers are those `dlsec attack` gives with the same seed.
-    aa = report["evasion"]["autoattack"]
+    assert report["schema"] == "dlsec.report/1" and report["data"]["rows"] == 40
+    curve = report["robustness"]["curves"]["linf"]
     attacked = run_json(
         capsys,
         "attack",
@@ -122,18 +115,20 @@ def test_demo_writes_a_report_that_matches_eval(capsys, tmp_path):
         "-d",
         "builtin:digits",
         "--attack",
-        "autoattack",
+        "apgd-ce",
         "--eps",
         "0.1",
         "--n",
-        str(aa["n"]),
+        "40",
         "--seed",
         str(report["reproducibility"]["seed"]),
     )
-    assert attacked["robust_accuracy"] == aa["robust_accuracy"] == result["robust_accuracy"]
-    curve = report["evasion"]["curve"]
+    assert curve["per_attack"]["apgd-ce"][curve["eps"].index(0.1)] == attacked["robust_accuracy"]
+    assert report["clean"]["accuracy"] == attacked["clean_accuracy"] == result["clean_accuracy"]
     assert curve["robust_accuracy"] == sorted(curve["robust_accuracy"], reverse=True)
-    assert any(f["code"] == "evasion" and f["atlas"].startswith("AML.T0015") for f in report["findings"])
+    assert any(f["atlas"].startswith("AML.T0015") for f in report["findings"])
+    html = Path(result["report_html"]).read_text()
+    assert "data:image/png;base64," in html and 'id="robustness"' in html and 'id="certification"' in html
     assert "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")  # self-contained
 
 

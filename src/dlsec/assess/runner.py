@@ -376,8 +376,8 @@ def _findings(report: dict[str, Any]) -> list[dict[str, Any]]:
                     "code": "corruption",
                     "severity": "low",
                     "title": f"Corruptions at severity {top} drop accuracy by more than 20 points",
-                    "detail": f"{listing} (clean {clean:.1%}); natural corruptions an attacker can also induce: "
-                    "consider augmentation",
+                    "detail": f"{listing} (clean {clean:.1%}); natural corruptions an attacker can "
+                    "also induce: consider augmentation",
                     "evidence": {"results": hurt},
                     "owasp": "ML01 Input Manipulation Attack",
                     "atlas": "AML.T0043 Craft Adversarial Data",

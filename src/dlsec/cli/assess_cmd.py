@@ -95,6 +95,7 @@ def demo(
         "dlsec-demo"
     ),
     model: Annotated[str, typer.Option("--model", "-m", help="Zoo model to assess.")] = "zoo:digits-cnn",
+    examples: Annotated[int, typer.Option("--examples", help="Test examples to assess.")] = 200,
     json_out: JsonOpt = False,
 ) -> None:
     """Run everything dlsec has end to end on a zoo model: a full default assessment."""
@@ -112,7 +113,11 @@ def demo(
     _, test_set = load_dataset(card["dataset"]["name"]).split(
         test_size=split["test_size"], seed=split["seed"]
     )
-    plan = default_campaign(kind=loaded.spec.kind, access="white-box")
+    if examples < 1:
+        raise UsageError(f"--examples must be positive, got {examples}")
+    plan = default_campaign(kind=loaded.spec.kind, access="white-box").model_copy(
+        update={"examples": examples}
+    )
     with progress_bar("assessing", enabled=not json_out) as callback:
         result = run_assessment(
             loaded,

@@ -142,18 +142,18 @@ class AttackResult:
 
     @property
     def clean_accuracy(self) -> float:
-        return float(self.clean_correct.float().mean()) if len(self.y) else float("nan")
+        return float(self.clean_correct.double().mean()) if len(self.y) else float("nan")
 
     @property
     def robust_accuracy(self) -> float:
         """Fraction of examples still classified correctly at ``x_adv``."""
-        return float((self.adv_pred == self.y).float().mean()) if len(self.y) else float("nan")
+        return float((self.adv_pred == self.y).double().mean()) if len(self.y) else float("nan")
 
     @property
     def success_rate(self) -> float:
         """Fraction of the clean-correct examples on which the attack succeeded."""
         n = int(self.clean_correct.sum())
-        return float(self.success[self.clean_correct].float().mean()) if n else float("nan")
+        return float(self.success[self.clean_correct].double().mean()) if n else float("nan")
 
     def summary(self) -> dict[str, Any]:
         """A JSON-serialisable summary of the run."""
