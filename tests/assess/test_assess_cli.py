@@ -88,7 +88,9 @@ def test_failing_gate_exits_1_and_every_report_says_why(capsys, tmp_path, campai
     assert log.version == "2.1.0" and raw["$schema"].endswith("sarif-2.1.0.json")
     results = raw["runs"][0]["results"]
     rule_ids = {r["id"] for r in raw["runs"][0]["tool"]["driver"]["rules"]}
-    assert len(results) == len(report["findings"]) > 0
+    assert len(results) == len(report["findings"]) + 1 and len(report["findings"]) > 0
+    gate_results = [r for r in results if r["ruleId"] == "dlsec/gate-failed"]
+    assert len(gate_results) == 1 and "robust at 0.1" in gate_results[0]["message"]["text"]
     assert all(
         r["ruleId"] in rule_ids and r["level"] in {"error", "warning", "note", "none"} for r in results
     )

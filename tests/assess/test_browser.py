@@ -10,8 +10,15 @@ import pytest
 
 from dlsec.cli import main
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def _chromium() -> str | None:
@@ -48,7 +55,9 @@ def test_report_renders_in_chromium(demo_report, tmp_path):
         series = page.locator("#robustness polyline.series").count()
         gallery = page.locator("#gallery img").count()
         decoded = page.evaluate("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
-        sections = [page.locator(f"#{s}").count() for s in ("summary", "findings", "certification", "corruptions")]
+        sections = [
+            page.locator(f"#{s}").count() for s in ("summary", "findings", "certification", "corruptions")
+        ]
         page.screenshot(path=str(screenshot), full_page=True)
         browser.close()
     assert errors == []

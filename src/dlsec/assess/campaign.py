@@ -167,7 +167,7 @@ def default_campaign(*, kind: str, access: str = "white-box", num_features: int 
         sigma = 0.25
         radii = [0.0, 0.25, 0.5, 0.75, 1.0]
     attacks = {"white-box": ["apgd-ce", "apgd-t"], "score": ["square"], "decision": ["hsj"]}[access]
-    minimal = ["deepfool", "fab"] if access == "white-box" else None
+    minimal = ["deepfool", "fab", "cw"] if access == "white-box" else None
     return Campaign(
         threat_model=ThreatModel.model_validate({"access": access, "norms": norms}),
         attacks=attacks,

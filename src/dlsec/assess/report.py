@@ -274,7 +274,8 @@ _LEVEL = {"high": "error", "medium": "warning", "low": "note", "info": "note"}
 
 
 def sarif(report: dict[str, Any]) -> dict[str, Any]:
-    """A SARIF 2.1.0 log with one result per finding, rules carrying OWASP ML and ATLAS tags."""
+    """A SARIF 2.1.0 log: one result per finding (rules tagged with OWASP ML and ATLAS IDs) and one
+    error result per failed gate."""
     import dlsec
 
     rules: dict[str, dict[str, Any]] = {}
@@ -308,6 +309,25 @@ def sarif(report: dict[str, Any]) -> dict[str, Any]:
                     "owasp": f.get("owasp"),
                     "atlas": f.get("atlas"),
                 },
+            }
+        )
+    failed = [g for g in report.get("gates", []) if not g["passed"]]
+    if failed:
+        rules["dlsec/gate-failed"] = {
+            "id": "dlsec/gate-failed",
+            "name": "GateFailed",
+            "shortDescription": {"text": "An assessment gate failed"},
+            "fullDescription": {"text": "A threshold set in the campaign was not met."},
+            "properties": {"tags": ["ML01 Input Manipulation Attack"], "security-severity": "8.0"},
+        }
+    for g in failed:
+        results.append(
+            {
+                "ruleId": "dlsec/gate-failed",
+                "level": "error",
+                "message": {"text": f"Gate '{g['name']}' failed: {g['reason']}"},
+                "locations": [{"physicalLocation": {"artifactLocation": {"uri": uri}}}],
+                "properties": {"gate": g["name"], "value": g["value"]},
             }
         )
     return {

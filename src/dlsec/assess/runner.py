@@ -217,7 +217,8 @@ def run_assessment(
                 key = f"minimal-{name}-{norm}"
 
                 def run_min(name: str = name, norm: str = norm) -> dict[str, Any]:
-                    result = get_attack(name, norm=norm, seed=seed)(target, x[:m], y[:m])
+                    params = campaign.attack_params.get(name, {})
+                    result = get_attack(name, norm=norm, seed=seed, **params)(target, x[:m], y[:m])
                     fooled = (result.success & result.clean_correct).numpy()
                     norms = result.norms.numpy()[fooled]
                     q = np.quantile(norms, [0.1, 0.25, 0.5, 0.75, 0.9]).tolist() if len(norms) else None
