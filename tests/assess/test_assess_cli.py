@@ -12,6 +12,8 @@ from dlsec.assess import load_campaign, run_assessment
 from dlsec.core import load_dataset, load_model
 from tests.cli.test_cli import assert_user_error, run
 
+BC = ["-m", "zoo:breast-cancer-mlp", "-d", "builtin:breast-cancer"]
+
 CAMPAIGN = """
 threat_model:
   access: white-box
@@ -50,10 +52,7 @@ def test_failing_gate_exits_1_and_every_report_says_why(capsys, tmp_path, campai
     code, stdout, _ = run(
         capsys,
         "assess",
-        "-m",
-        "zoo:breast-cancer-mlp",
-        "-d",
-        "builtin:breast-cancer",
+        *BC,
         "-c",
         str(campaign),
         "-o",
@@ -102,10 +101,7 @@ def test_passing_gates_exit_0(capsys, tmp_path, campaign):
     code, _, err = run(
         capsys,
         "assess",
-        "-m",
-        "zoo:breast-cancer-mlp",
-        "-d",
-        "builtin:breast-cancer",
+        *BC,
         "-c",
         str(campaign),
         "-o",
@@ -155,10 +151,7 @@ def test_malformed_campaign_and_bad_usage_exit_2(capsys, tmp_path):
     code, _, err = run(
         capsys,
         "assess",
-        "-m",
-        "zoo:breast-cancer-mlp",
-        "-d",
-        "builtin:breast-cancer",
+        *BC,
         "-c",
         str(bad),
         "-o",
@@ -170,10 +163,7 @@ def test_malformed_campaign_and_bad_usage_exit_2(capsys, tmp_path):
     code, _, err = run(
         capsys,
         "assess",
-        "-m",
-        "zoo:breast-cancer-mlp",
-        "-d",
-        "builtin:breast-cancer",
+        *BC,
         "-c",
         str(unknown),
         "-o",
@@ -196,10 +186,7 @@ certification: {enabled: false}
     code, _, err = run(
         capsys,
         "assess",
-        "-m",
-        "zoo:breast-cancer-mlp",
-        "-d",
-        "builtin:breast-cancer",
+        *BC,
         "-c",
         str(campaign),
         "-o",
@@ -217,10 +204,7 @@ def test_report_numbers_match_dlsec_attack(capsys, tmp_path, campaign):
     run(
         capsys,
         "assess",
-        "-m",
-        "zoo:breast-cancer-mlp",
-        "-d",
-        "builtin:breast-cancer",
+        *BC,
         "-c",
         str(campaign),
         "-o",
@@ -230,10 +214,7 @@ def test_report_numbers_match_dlsec_attack(capsys, tmp_path, campaign):
     code, stdout, _ = run(
         capsys,
         "attack",
-        "-m",
-        "zoo:breast-cancer-mlp",
-        "-d",
-        "builtin:breast-cancer",
+        *BC,
         "--attack",
         "apgd-ce",
         "--eps",
