@@ -51,9 +51,12 @@ typecheck: setup
 	$(BIN)/mypy
 
 bench-setup: peers
+	$(BIN)/python -m pip install -q --no-deps modelscan fickling
 
 bench: bench-setup
 	$(BIN)/python benchmarks/attacks.py
+	$(BIN)/python benchmarks/scan.py
+	$(BIN)/python benchmarks/train.py
 
 clean:
 	rm -rf $(VENV) dlsec-demo

@@ -81,6 +81,31 @@ def settings(quick: bool) -> list[dict[str, Any]]:
     return out
 
 
+def adversarially_trained(quick: bool) -> dict[str, Any]:
+    """``digits-cnn``'s architecture trained with dlsec's PGD-AT at L-inf 0.1 (the AutoAttack target)."""
+    from dlsec.train import PGDAT, TrainConfig, train
+
+    data = load_dataset("builtin:digits")
+    trained = train(
+        data,
+        arch="cnn",
+        arch_kwargs={"width": 16, "hidden": 64},
+        recipe=PGDAT(eps=0.1),
+        config=TrainConfig(epochs=10 if quick else 30, seed=0),
+        device="cpu",
+        robust_n=0,
+    )
+    _, test = data.split(test_size=0.25, seed=0)
+    n = 200 if quick else 450
+    return {
+        "name": "digits-cnn PGD-AT 0.1",
+        "model": trained.model,
+        "x": torch.from_numpy(test.x[:n]),
+        "y": torch.from_numpy(test.y[:n]),
+        "eps": 0.1,
+    }
+
+
 def timed(fn: Callable[[], torch.Tensor], repeats: int) -> tuple[float, torch.Tensor]:
     times, result = [], None
     for _ in range(repeats):
@@ -302,9 +327,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--skip-autoattack", action="store_true")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--adv-trained", action="store_true", help="only AutoAttack on a PGD-AT model")
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     rows: list[dict[str, Any]] = []
+    if args.adv_trained:
+        setting = adversarially_trained(args.quick)
+        rows += bench_autoattack(setting, n=64 if args.quick else 128, with_art=True)
+        print(table(rows))
+        return 0
     for setting in settings(args.quick):
         rows += bench_pgd(setting, repeats=3 if args.quick else 5)
         if not args.skip_autoattack:

@@ -20,6 +20,10 @@ __all__ = [
     "UnsafeModelFileError",
     "NotFittedError",
     "SecurityFinding",
+    "KeyFileError",
+    "UnsafeFileError",
+    "UnscannableFileError",
+    "DecryptionError",
 ]
 
 EXIT_OK = 0
@@ -65,3 +69,29 @@ class SecurityFinding(Error):
     """Base for verdicts that mean 'unsafe': tampering, failed gates, malicious content."""
 
     exit_code = EXIT_FINDING
+
+
+class KeyFileError(UsageError):
+    """A key file is missing, unreadable or not a key of the expected kind."""
+
+
+class UnsafeFileError(SecurityFinding):
+    """A scanned file can run code when loaded: it reaches a callable off the allowlist, or worse.
+
+    Raised by the release gate (``dlsec.release.verify_safe``, ``dlsec convert``); the scan
+    report lists each finding with its import, byte offset and reason.
+    """
+
+
+class UnscannableFileError(SecurityFinding):
+    """A file could not be scanned (truncated, malformed or of an unknown format), so it is not safe.
+
+    The scanner fails closed: what it cannot read completely, it never calls safe.
+    """
+
+
+class DecryptionError(SecurityFinding):
+    """An encrypted file failed authentication: wrong key or passphrase, or a tampered byte.
+
+    Nothing is written when this is raised: the partial plaintext is discarded.
+    """

@@ -72,6 +72,7 @@ def test_failing_gate_exits_1_and_every_report_says_why(capsys, tmp_path, campai
     for accs in curve["per_attack"].values():
         assert all(w <= a for w, a in zip(curve["robust_accuracy"], accs, strict=True))
     assert report["certification"]["radii"] == [0.0, 0.05, 0.1]
+    assert report["model_file"]["verdict"] == "safe" and report["model_file"]["format"] == "safetensors"
 
     import xmlschema
 

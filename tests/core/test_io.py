@@ -195,3 +195,54 @@ def test_gateway_urls_and_missing_files_are_clear_errors(tmp_path):
         load_model("https://gateway.example/v1/models/m")
     with pytest.raises(ModelLoadError, match="not found"):
         load_model(tmp_path / "nope.safetensors")
+
+
+def test_loading_goes_through_the_scanner_gate(tmp_path):
+    from dlsec.release import detect_format
+
+    path = save_safetensors_model(
+        _mlp(),
+        SPEC,
+        tmp_path / "m.safetensors",
+        arch="mlp",
+        arch_kwargs={"in_features": 4, "num_classes": 3, "hidden": [8]},
+    )
+    assert sniff_format(path) == detect_format(path) == "safetensors"
+    # Trailing bytes after the last tensor: the safetensors library accepts them, the gate does not.
+    padded = tmp_path / "padded.safetensors"
+    padded.write_bytes(path.read_bytes() + b"\x00" * 16)
+    with pytest.raises(ModelLoadError, match="trailing bytes"):
+        load_model(padded)
+    # A pickle of protocol 0 disguised as ONNX is refused by content.
+    marker = tmp_path / "PWNED"
+    disguised = tmp_path / "model.onnx"
+    disguised.write_bytes(pickle.dumps(_Payload(marker), protocol=0))
+    assert sniff_format(disguised) == "pickle"
+    with pytest.raises(UnsafeModelFileError, match="dlsec scan"):
+        load_model(disguised)
+    assert not marker.exists()
+
+
+def test_onnx_whose_external_data_leaves_its_folder_is_refused(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "W", "b"], ["logits"], transB=1)],
+        "linear",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])],
+        initializer=[
+            numpy_helper.from_array(np.ones((3, 4), np.float32), "W"),
+            numpy_helper.from_array(np.zeros(3, np.float32), "b"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path = tmp_path / "m.onnx"
+    onnx.save_model(model, str(path), save_as_external_data=True, location="weights.bin", size_threshold=0)
+    spec = InputSpec(shape=(4,), num_classes=3, kind="tabular")
+    assert load_model(path, spec_hint=spec).spec.num_classes == 3
+    path.write_bytes(path.read_bytes().replace(b"weights.bin", b"/etc/passwd"))
+    with pytest.raises(UnsafeModelFileError, match="leaves the model folder"):
+        load_model(path, spec_hint=spec)

@@ -112,6 +112,7 @@ def run_assessment(
     model_ref: str,
     model_sha256: str,
     title: str | None = None,
+    model_file: str | Path | None = None,
     progress: Progress | None = None,
 ) -> Assessment:
     """Run ``campaign`` against ``model`` on ``data`` and write the reports into ``out``.
@@ -124,6 +125,7 @@ def run_assessment(
         model_ref: how the model was named (for the report).
         model_sha256: SHA-256 of the model's weights (reproducibility, resume fingerprint).
         title: report title.
+        model_file: the model's file, scanned (``dlsec scan``) into the report when given.
         progress: called as units finish.
 
     Returns:
@@ -301,6 +303,24 @@ def run_assessment(
             "median_radius": float(np.median(cert_all.radius)),
         }
 
+    if model_file is not None:
+        from dlsec.release import scan_file
+
+        scan = scan_file(model_file)
+        report["model_file"] = scan.to_dict()
+        if scan.verdict != "safe":
+            report["findings"].insert(
+                0,
+                {
+                    "code": "model-file",
+                    "severity": "high",
+                    "title": f"The model file is {scan.verdict} ({scan.format})",
+                    "detail": "; ".join(f.reason for f in scan.findings[:3]) or (scan.error or ""),
+                    "evidence": scan.to_dict(),
+                    "owasp": "ML06 AI Supply Chain Attacks",
+                    "atlas": "AML.T0010 AI Supply Chain Compromise",
+                },
+            )
     report["findings"] = _findings(report) + report["findings"]
 
     # Gates.

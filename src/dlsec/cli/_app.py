@@ -115,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Only dlsec's own errors are mapped to one-line messages (exit 2 for bad input, 1 for a
     security finding); anything else is a bug and keeps its traceback.
     """
-    from dlsec.cli import assess_cmd, attack_cmd, commands  # noqa: F401  (register the commands)
+    from dlsec.cli import assess_cmd, attack_cmd, commands, release_cmd, train_cmd  # noqa: F401  (register the commands)
 
     command = typer.main.get_command(app)
     try:

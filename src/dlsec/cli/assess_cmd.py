@@ -24,15 +24,13 @@ from dlsec.core.fsutil import sha256_file
 from dlsec.errors import EXIT_FINDING, UsageError
 
 
-def _model_sha256(model_ref: str, home: Path | None) -> str:
+def _model_file(model_ref: str, home: Path | None) -> Path:
     if model_ref.startswith("zoo:"):
-        from dlsec.core.zoo import zoo_card
+        from dlsec.core.zoo import zoo_path
 
-        return str(zoo_card(model_ref.removeprefix("zoo:"), home=home)["weights"]["sha256"])
+        return zoo_path(model_ref.removeprefix("zoo:"), home=home) / "model.safetensors"
     path = Path(model_ref)
-    if path.is_dir():
-        path = path / "model.safetensors"
-    return sha256_file(path)
+    return path / "model.safetensors" if path.is_dir() else path
 
 
 @app.command()
@@ -80,10 +78,17 @@ def assess(
         plan = load_campaign(campaign)
     else:
         plan = default_campaign(kind=loaded.spec.kind, access=access or loaded.access.label)
-    sha = _model_sha256(model, settings(ctx).home) if not model.startswith(("http://", "https://")) else ""
+    model_file = _model_file(model, settings(ctx).home)
     with progress_bar("assessing", enabled=not json_out) as callback:
         result = run_assessment(
-            loaded, subset, plan, out, model_ref=model, model_sha256=sha, progress=callback
+            loaded,
+            subset,
+            plan,
+            out,
+            model_ref=model,
+            model_sha256=sha256_file(model_file),
+            model_file=model_file,
+            progress=callback,
         )
     _finish(result, out, json_out)
 
@@ -127,6 +132,7 @@ def demo(
             model_ref=model,
             model_sha256=card["weights"]["sha256"],
             title=f"dlsec demo: {model}",
+            model_file=_model_file(model, opts.home),
             progress=callback,
         )
     _finish(result, out, json_out, demo=True)

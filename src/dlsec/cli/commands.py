@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import platform
-from pathlib import Path
 from typing import Annotated
 
 import numpy as np
@@ -13,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 import dlsec
-from dlsec.cli._app import JsonOpt, app, emit_json, out_console, progress_bar, settings
+from dlsec.cli._app import JsonOpt, app, emit_json, out_console, settings
 from dlsec.core import (
     ZOO,
     Dataset,
@@ -124,82 +123,6 @@ def version(json_out: JsonOpt = False) -> None:
         emit_json(info)
     else:
         out_console().print(" ".join(f"{k} {v}" for k, v in info.items()))
-
-
-@app.command()
-def train(
-    ctx: typer.Context,
-    data: DataOpt,
-    out: Annotated[
-        Path, typer.Option("--out", "-o", help="Folder for model.safetensors and its card model.json.")
-    ],
-    recipe: Annotated[
-        str, typer.Option("--recipe", help="Training recipe. Available: standard.")
-    ] = "standard",
-    arch: ArchOpt = None,
-    arch_arg: ArchArgOpt = None,
-    epochs: Annotated[int, typer.Option("--epochs", help="Passes over the training split.")] = 20,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 64,
-    lr: Annotated[float, typer.Option("--lr", help="Learning rate (AdamW).")] = 1e-3,
-    weight_decay: Annotated[float, typer.Option("--weight-decay")] = 0.0,
-    label_smoothing: Annotated[float, typer.Option("--label-smoothing")] = 0.0,
-    seed: SeedOpt = 0,
-    test_size: TestSizeOpt = 0.25,
-    split_seed: SplitSeedOpt = 0,
-    label_column: LabelColOpt = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace a model already in --out.")] = False,
-    json_out: JsonOpt = False,
-) -> None:
-    """Train a classifier on the train split, score it on the test split, save safetensors + card."""
-    from dlsec.train import TrainConfig
-    from dlsec.train import train as train_model
-
-    if recipe != "standard":
-        raise UsageError(f"unknown recipe {recipe!r}; available: standard")
-    if (out / "model.safetensors").exists() and not force:
-        raise UsageError(
-            f"{out / 'model.safetensors'} exists; pass --force to replace it or pick another --out"
-        )
-    config = TrainConfig(
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
-        label_smoothing=label_smoothing,
-        seed=seed,
-    )
-    dataset = _load_data(data, label_column)
-    kwargs = parse_arch_kwargs(arch_arg) if arch_arg else None
-    with progress_bar("training", enabled=not json_out) as callback:
-        trained = train_model(
-            dataset,
-            arch=arch,
-            arch_kwargs=kwargs,
-            config=config,
-            test_size=test_size,
-            split_seed=split_seed,
-            device=settings(ctx).device,
-            progress=callback,
-        )
-    weights, card_path = trained.save(out)
-    result = {
-        "model": str(weights),
-        "card": str(card_path),
-        "architecture": trained.arch,
-        "arch_kwargs": trained.arch_kwargs,
-        "seed": seed,
-        **trained.metrics,
-    }
-    if json_out:
-        emit_json(result)
-        return
-    console = out_console()
-    console.print(
-        f"trained [bold]{escape(trained.arch)}[/] on {escape(dataset.name)}: clean accuracy "
-        f"[bold]{trained.metrics['clean_accuracy']:.4f}[/] on the test split "
-        f"(train {trained.metrics['train_accuracy']:.4f})"
-    )
-    console.print(f"wrote {escape(str(weights))} and {escape(str(card_path))}")
 
 
 @app.command(name="eval")

@@ -1,7 +1,8 @@
 """Safe model I/O: safetensors in and out, ONNX as a black box, pickle never.
 
-The format of a file is decided by its content, not its name. Only two formats are ever
-loaded: safetensors (tensors and a JSON header, nothing executable) and ONNX (run by
+The format of a file is decided by its content, not its name (the scanner's detection,
+``dlsec.release.detect_format``). Only two formats are ever loaded, and only after the
+scanner's checks pass: safetensors (tensors and a JSON header, nothing executable) and ONNX (run by
 onnxruntime as a black-box model). Pickle-based files (PyTorch ``.pt``/``.pth``/``.bin``
 checkpoints, TorchScript, joblib, NumPy object arrays, compressed pickles) can run code when
 loaded; they are refused with a pointer to ``dlsec scan`` and safetensors. Anything
@@ -11,8 +12,6 @@ unrecognised is refused too.
 from __future__ import annotations
 
 import json
-import struct
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -39,82 +38,20 @@ __all__ = [
 # Formats that can execute code when loaded by their usual loader.
 PICKLE_FAMILY = frozenset({"pickle", "torch-zip", "torchscript", "numpy-object", "compressed", "keras"})
 
-_MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
 METADATA_KEY = "dlsec"
 
 
 def sniff_format(path: str | Path) -> str:
     """Name a file's format from its bytes (never by extension, never by loading it).
 
-    Returns one of ``safetensors``, ``onnx``, ``pickle``, ``torch-zip``, ``torchscript``,
-    ``numpy``, ``numpy-object``, ``npz``, ``keras``, ``zip``, ``compressed``, ``empty`` or
-    ``unknown``.
+    The detection is the scanner's (:func:`dlsec.release.detect_format`), so loading and
+    ``dlsec scan`` always agree on what a file is. Returns one of ``safetensors``, ``onnx``,
+    ``pickle``, ``torch-zip``, ``torchscript``, ``numpy``, ``numpy-object``, ``npz``, ``keras``,
+    ``zip``, ``compressed``, ``hdf5``, ``json``, ``empty`` or ``unknown``.
     """
-    path = Path(path)
-    with open(path, "rb") as f:
-        head = f.read(64)
-        size = path.stat().st_size
-    if not head:
-        return "empty"
-    if head[:4] == b"PK\x03\x04" or head[:4] == b"PK\x05\x06":
-        return _sniff_zip(path)
-    if head[:2] == b"\x1f\x8b" or head[:3] == b"BZh" or head[:6] == b"\xfd7zXZ\x00":
-        return "compressed"
-    if head[:6] == b"\x93NUMPY":
-        return "numpy-object" if b"'O'" in _npy_header(path) or b"|O" in _npy_header(path) else "numpy"
-    if head[0] == 0x80 and len(head) > 1 and 0 < head[1] <= 5:
-        return "pickle"
-    if _looks_like_safetensors(head, size):
-        return "safetensors"
-    if head[0] == 0x08 and _looks_like_onnx(path):
-        return "onnx"
-    # Protocol 0/1 pickles start with an opcode; the common ones open with a GLOBAL, MARK,
-    # an empty container or a persistent id.
-    if head[:1] in (b"c", b"(", b"]", b"}", b")", b"P", b"I", b"N") and b"." in head + b".":
-        return "pickle"
-    return "unknown"
+    from dlsec.release import detect_format
 
-
-def _npy_header(path: Path) -> bytes:
-    with open(path, "rb") as f:
-        return f.read(4096)
-
-
-def _sniff_zip(path: Path) -> str:
-    try:
-        with zipfile.ZipFile(path) as zf:
-            names = zf.namelist()
-    except (zipfile.BadZipFile, OSError):
-        return "unknown"
-    base = {n.split("/", 1)[-1] for n in names}
-    if any(n.endswith("constants.pkl") for n in names) or any("/code/" in n for n in names):
-        return "torchscript"
-    if any(n.endswith(".pkl") for n in names) or "data.pkl" in base:
-        return "torch-zip"
-    if "config.json" in names and any(n.endswith(".weights.h5") for n in names):
-        return "keras"
-    if names and all(n.endswith(".npy") for n in names):
-        return "npz"
-    return "zip"
-
-
-def _looks_like_safetensors(head: bytes, size: int) -> bool:
-    if len(head) < 10:
-        return False
-    (n,) = struct.unpack("<Q", head[:8])
-    return 2 <= n <= min(size - 8, _MAX_SAFETENSORS_HEADER) and head[8:9] == b"{"
-
-
-def _looks_like_onnx(path: Path) -> bool:
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:  # pragma: no cover - a dependency
-        return False
-    with open(path, "rb") as f:
-        head = f.read(64)
-    # ModelProto: field 1 ir_version (varint, tag 0x08), then usually producer_name (0x12),
-    # opset_import (0x42) or graph (0x3a).
-    return any(tag in head[1:16] for tag in (b"\x12", b"\x3a", b"\x42", b"\x1a"))
+    return detect_format(path)
 
 
 def read_safetensors_metadata(path: str | Path) -> dict[str, str]:
@@ -173,7 +110,12 @@ def read_dlsec_metadata(path: str | Path) -> dict[str, Any]:
 
 
 def refuse_unsafe(path: Path, fmt: str) -> None:
-    """Raise unless ``fmt`` is a format dlsec loads."""
+    """Raise unless ``fmt`` is a format dlsec loads and the file passes the scanner's checks.
+
+    Pickle-family files are refused outright (they are never loaded, only scanned). A
+    safetensors file must have a valid header (dtypes, offsets in bounds, contiguous, nothing
+    trailing); an ONNX file must not point its external data outside its folder.
+    """
     if fmt in PICKLE_FAMILY or fmt in ("numpy", "npz"):
         kind = {
             "pickle": "a pickle",
@@ -187,13 +129,24 @@ def refuse_unsafe(path: Path, fmt: str) -> None:
         }[fmt]
         raise UnsafeModelFileError(
             f"{path}: refusing to load {kind}, which can run code or is not a model format dlsec "
-            "loads; check it with `dlsec scan` and convert the weights to .safetensors"
+            "loads; check it with `dlsec scan` and convert the weights to .safetensors (`dlsec convert`)"
         )
     if fmt not in ("safetensors", "onnx"):
         raise ModelLoadError(
             f"{path}: unrecognised model format ({fmt}); dlsec loads .safetensors (with --arch) "
             "and .onnx files"
         )
+    from dlsec.release import scan_file
+
+    result = scan_file(path)
+    if fmt == "safetensors" and result.verdict != "safe":
+        raise ModelLoadError(f"{path}: not a valid safetensors file ({result.error})")
+    if result.verdict == "unsafe":
+        raise UnsafeModelFileError(
+            f"{path}: refusing to load: {result.findings[0].reason}; see `dlsec scan {path}`"
+        )
+    if result.verdict == "unscannable":
+        raise ModelLoadError(f"{path}: not a valid {fmt} file ({result.error})")
 
 
 def load_safetensors_model(

@@ -1,5 +1,39 @@
-"""Training: the standard recipe now; hardened recipes (adversarial, DP) build on it."""
+"""Hardened training: the standard recipe, adversarial training and differentially private SGD.
 
-from dlsec.train._standard import TrainConfig, TrainedModel, fit, fit_normalisation, train
+Recipes register by name (``dlsec train --recipe NAME``): ``standard`` (with dropout, weight
+decay, label smoothing, augmentation and early stopping), ``pgd-at``, ``trades``, ``fast-at``
+and ``dp-sgd``. :func:`train` splits the data, trains, scores clean (and, for adversarial
+recipes, AutoAttack) accuracy and returns a :class:`TrainedModel` that writes safetensors
+weights and a training card.
 
-__all__ = ["TrainConfig", "TrainedModel", "fit", "fit_normalisation", "train"]
+Example:
+    >>> from dlsec.core import load_dataset
+    >>> from dlsec.train import PGDAT, TrainConfig, train
+    >>> result = train(load_dataset("builtin:digits"), recipe=PGDAT(eps=0.1),
+    ...                config=TrainConfig(epochs=10))                 # doctest: +SKIP
+    >>> result.metrics["robust_accuracy"]                             # doctest: +SKIP
+"""
+
+from dlsec.train._adversarial import PGDAT, TRADES, FastAT
+from dlsec.train._config import TrainConfig
+from dlsec.train._dp import DPSGD
+from dlsec.train._recipe import RECIPES, Recipe, Standard, get_recipe, register_recipe
+from dlsec.train._standard import TrainedModel, fit, fit_normalisation, robust_accuracy, train
+
+__all__ = [
+    "DPSGD",
+    "PGDAT",
+    "RECIPES",
+    "TRADES",
+    "FastAT",
+    "Recipe",
+    "Standard",
+    "TrainConfig",
+    "TrainedModel",
+    "fit",
+    "fit_normalisation",
+    "get_recipe",
+    "register_recipe",
+    "robust_accuracy",
+    "train",
+]

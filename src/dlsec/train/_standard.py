@@ -1,62 +1,28 @@
-"""The standard training recipe: cross-entropy, Adam, optional regularisation."""
+"""Training entry points: :func:`train` (split, build, train, score, card) and :func:`fit`."""
 
 from __future__ import annotations
 
 import platform
 import sys
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from dlsec.core.arch import build_architecture, default_arch_for
 from dlsec.core.data import Dataset
 from dlsec.core.evaluate import evaluate
 from dlsec.core.model import WhiteBoxModel, default_device, inference_mode
-from dlsec.core.seeding import torch_generator
 from dlsec.core.spec import InputSpec
 from dlsec.errors import UsageError
+from dlsec.train._checkpoint import Checkpoint, fingerprint
+from dlsec.train._config import TrainConfig
+from dlsec.train._loop import FitOutcome, Progress, run_training
+from dlsec.train._recipe import Recipe, Standard, get_recipe
 
-__all__ = ["TrainConfig", "TrainedModel", "fit", "train", "fit_normalisation"]
-
-Progress = Callable[[int, int, dict[str, float]], None]
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Hyperparameters of the standard recipe.
-
-    Args:
-        epochs: passes over the training set.
-        batch_size: examples per step.
-        lr: Adam learning rate.
-        weight_decay: L2 penalty (AdamW-style decoupled decay).
-        label_smoothing: cross-entropy label smoothing in [0, 1).
-        seed: seeds weight initialisation, batch order and dropout.
-    """
-
-    epochs: int = 20
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    label_smoothing: float = 0.0
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise UsageError(f"epochs must be at least 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise UsageError(f"batch size must be at least 1, got {self.batch_size}")
-        if not self.lr > 0:
-            raise UsageError(f"learning rate must be positive, got {self.lr}")
-        if self.weight_decay < 0:
-            raise UsageError(f"weight decay must be >= 0, got {self.weight_decay}")
-        if not 0 <= self.label_smoothing < 1:
-            raise UsageError(f"label smoothing must be in [0, 1), got {self.label_smoothing}")
+__all__ = ["TrainedModel", "fit", "train", "fit_normalisation", "robust_accuracy"]
 
 
 def fit_normalisation(data: Dataset) -> InputSpec:
@@ -72,61 +38,96 @@ def fit_normalisation(data: Dataset) -> InputSpec:
     return replace(data.spec, mean=tuple(mean.tolist()), std=tuple(std.tolist()))
 
 
+def _as_recipe(recipe: Recipe | str | None) -> Recipe:
+    if recipe is None:
+        return Standard()
+    if isinstance(recipe, str):
+        return get_recipe(recipe)
+    if not isinstance(recipe, Recipe):
+        raise UsageError(f"recipe must be a Recipe or a registered name, got {type(recipe).__name__}")
+    return recipe
+
+
 def fit(
-    model: WhiteBoxModel, data: Dataset, config: TrainConfig, *, progress: Progress | None = None
+    model: WhiteBoxModel,
+    data: Dataset,
+    config: TrainConfig,
+    *,
+    recipe: Recipe | str | None = None,
+    validation: Dataset | None = None,
+    checkpoint_dir: str | Path | None = None,
+    progress: Progress | None = None,
 ) -> list[dict[str, float]]:
-    """Train ``model.module`` in place on ``data`` with the standard recipe.
+    """Train ``model.module`` in place on ``data`` with ``recipe`` (default: standard).
 
     Batches are drawn in input space and normalised by the wrapper's spec. Randomness (batch
-    order, dropout) comes from ``config.seed`` without touching the caller's global RNG
-    state. The module's train/eval flags are restored afterwards.
+    order, dropout, augmentation, attack starts, DP noise) comes from ``config.seed`` without
+    touching the caller's global RNG state. The module's train/eval flags are restored
+    afterwards.
+
+    Args:
+        model: the white-box model whose module is trained.
+        data: the training rows.
+        config: the shared hyperparameters.
+        recipe: a :class:`Recipe` or a registered name.
+        validation: rows for early stopping (required when ``config.early_stopping`` is on).
+        checkpoint_dir: where to keep a checkpoint after every epoch; a run started again
+            with the same arguments resumes from it.
+        progress: called after each epoch with ``(epoch, epochs, stats)``.
 
     Returns:
-        One dict per epoch with ``loss`` and ``train_accuracy``.
+        One dict per epoch with ``loss``, ``train_accuracy``, ``seconds`` and what the recipe
+        adds.
+
+    Example:
+        >>> history = fit(model, train_set, TrainConfig(epochs=5))     # doctest: +SKIP
+        >>> history[-1]["loss"] < history[0]["loss"]                   # doctest: +SKIP
+        True
     """
-    module = model.module
-    device = model.device
-    x_all = torch.from_numpy(data.x).to(device)
-    y_all = torch.from_numpy(data.y).to(device)
-    params = [p for p in module.parameters() if p.requires_grad]
-    if not params:
-        raise UsageError("the model has no trainable parameters")
-    optimiser = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    gen = torch_generator(config.seed)
-    norm = model.spec.normalisation(device=device)
-    history: list[dict[str, float]] = []
-    flags = [(m, m.training) for m in module.modules()]
-    devices = [device] if device.type == "cuda" else []
-    try:
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(config.seed)
-            module.train()
-            n = len(data)
-            for epoch in range(config.epochs):
-                order = torch.randperm(n, generator=gen).to(device)
-                total, correct, seen = 0.0, 0, 0
-                for start in range(0, n, config.batch_size):
-                    idx = order[start : start + config.batch_size]
-                    xb, yb = x_all[idx], y_all[idx]
-                    if norm is not None:
-                        xb = (xb - norm[0]) / norm[1]
-                    logits = module(xb)
-                    loss = loss_fn(logits, yb)
-                    optimiser.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimiser.step()
-                    total += float(loss.detach()) * len(idx)
-                    correct += int((logits.argmax(1) == yb).sum())
-                    seen += len(idx)
-                stats = {"loss": total / seen, "train_accuracy": correct / seen}
-                history.append(stats)
-                if progress is not None:
-                    progress(epoch + 1, config.epochs, stats)
-    finally:
-        for m, was_training in flags:
-            m.training = was_training
-    return history
+    chosen = _as_recipe(recipe)
+    checkpoint = None
+    if checkpoint_dir is not None:
+        key = {
+            "recipe": chosen.name,
+            "params": chosen.get_params(),
+            "config": asdict(config),
+            "data": data.sha256,
+            "spec": model.spec.to_dict(),
+        }
+        checkpoint = Checkpoint(checkpoint_dir, fingerprint=fingerprint(key))
+    outcome = run_training(
+        model, data, config, chosen, validation=validation, progress=progress, checkpoint=checkpoint
+    )
+    return outcome.history
+
+
+def robust_accuracy(
+    model: WhiteBoxModel, data: Dataset, *, eps: float, norm: str = "linf", n: int = 200, seed: int = 0
+) -> dict[str, Any]:
+    """AutoAttack (standard version) on the first ``n`` rows of ``data``: the card's robustness.
+
+    Example:
+        >>> robust_accuracy(model, test_set, eps=0.1, n=100)["robust_accuracy"]  # doctest: +SKIP
+        0.71
+    """
+    from dlsec.attacks import AutoAttack
+
+    k = min(int(n), len(data))
+    if k < 1:
+        raise UsageError(f"robust evaluation needs at least one example, got n={n}")
+    x, y = torch.from_numpy(data.x[:k]), torch.from_numpy(data.y[:k])
+    result = AutoAttack(eps=eps, norm=norm, seed=seed)(model, x, y)
+    return {
+        "attack": "autoattack (standard)",
+        "eps": eps,
+        "norm": norm,
+        "n": k,
+        "rows": f"first {k} rows of the test split",
+        "seed": seed,
+        "clean_accuracy": result.clean_accuracy,
+        "robust_accuracy": result.robust_accuracy,
+        "fooled_by": result.extras.get("fooled_by"),
+    }
 
 
 @dataclass
@@ -141,9 +142,14 @@ class TrainedModel:
     metrics: dict[str, float]
     history: list[dict[str, float]] = field(default_factory=list)
     recipe: str = "standard"
+    recipe_params: dict[str, Any] = field(default_factory=dict)
+    robustness: dict[str, Any] | None = None
+    privacy: dict[str, Any] | None = None
+    training: dict[str, Any] = field(default_factory=dict)
 
     def card(self, *, name: str | None = None, weights_sha256: str | None = None) -> dict[str, Any]:
-        """The model card: architecture, spec, recipe, seeds, data hash, metrics, versions."""
+        """The training card: architecture, spec, recipe and its hyperparameters, seeds, data
+        hash, clean and robust metrics, privacy budget spent, versions."""
         import dlsec
 
         return {
@@ -153,17 +159,18 @@ class TrainedModel:
             "arch_kwargs": self.arch_kwargs,
             "input_spec": self.model.spec.to_dict(),
             "recipe": self.recipe,
+            "recipe_params": self.recipe_params,
             "train_config": asdict(self.config),
             "seed": self.config.seed,
+            "seeds": {"train": self.config.seed, "split": self.dataset.get("split", {}).get("seed")},
             "dataset": self.dataset,
             "metrics": self.metrics,
+            "robustness": self.robustness,
+            "privacy": self.privacy,
+            "training": {**self.training, "epochs_run": len(self.history)},
+            "history": self.history,
             "weights": {"file": "model.safetensors", "sha256": weights_sha256},
-            "versions": {
-                "dlsec": dlsec.__version__,
-                "torch": torch.__version__,
-                "python": platform.python_version(),
-                "platform": sys.platform,
-            },
+            "versions": _versions(dlsec.__version__),
         }
 
     def save(self, out_dir: str | Path, *, name: str | None = None) -> tuple[Path, Path]:
@@ -186,9 +193,26 @@ class TrainedModel:
         return weights, card_path
 
 
+def _versions(dlsec_version: str) -> dict[str, str]:
+    versions = {
+        "dlsec": dlsec_version,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": sys.platform,
+    }
+    try:
+        from importlib.metadata import version
+
+        versions["opacus"] = version("opacus")
+    except Exception:  # noqa: BLE001 - optional: absent or unreadable metadata
+        pass
+    return versions
+
+
 def train(
     data: Dataset,
     *,
+    recipe: Recipe | str | None = None,
     arch: str | None = None,
     arch_kwargs: dict[str, Any] | None = None,
     config: TrainConfig | None = None,
@@ -196,19 +220,29 @@ def train(
     split_seed: int = 0,
     device: torch.device | str | None = None,
     progress: Progress | None = None,
+    checkpoint_dir: str | Path | None = None,
+    robust_n: int = 200,
+    robust_eps: float | None = None,
 ) -> TrainedModel:
     """Split ``data``, train a classifier on the train part and score it on the test part.
 
     Args:
         data: the labelled dataset.
-        arch: a built-in architecture name or ``module:factory``; default chosen from the data.
+        recipe: a :class:`Recipe` or a registered name (default: ``standard``).
+        arch: a built-in architecture name or ``module:factory``; default chosen by the
+            recipe, else from the data.
         arch_kwargs: factory keyword arguments; for the default architecture they are merged
             over the defaults derived from the data.
-        config: the recipe's hyperparameters.
-        test_size: fraction held out for the clean-accuracy measurement.
+        config: the shared hyperparameters (default: the recipe's ``default_config()``).
+        test_size: fraction held out for the clean (and robust) measurement.
         split_seed: seed of the deterministic stratified split.
         device: where to train (default CUDA when present, else CPU).
         progress: called after each epoch with ``(epoch, epochs, stats)``.
+        checkpoint_dir: where to checkpoint after every epoch; calling again with the same
+            arguments resumes the run where it stopped.
+        robust_n: test rows AutoAttack scores robust accuracy on (adversarial recipes, or
+            when ``robust_eps`` is given); 0 skips it.
+        robust_eps: budget of the robust measurement (default: an adversarial recipe's own).
 
     Example:
         >>> from dlsec.core import load_dataset
@@ -216,39 +250,109 @@ def train(
         >>> result.metrics["clean_accuracy"] > 0.8
         True
     """
-    config = config or TrainConfig()
+    chosen = _as_recipe(recipe)
+    config = config or chosen.default_config()
+    if isinstance(robust_n, bool) or not isinstance(robust_n, int) or robust_n < 0:
+        raise UsageError(f"robust_n must be an integer >= 0, got {robust_n!r}")
     train_set, test_set = data.split(test_size=test_size, seed=split_seed)
-    default_name, default_kwargs = default_arch_for(data.spec.kind, data.spec.shape, data.spec.num_classes)
-    if arch is None or arch == default_name:
-        arch, kwargs = default_name, {**default_kwargs, **(arch_kwargs or {})}
-    else:
-        kwargs = dict(arch_kwargs or {})
-    spec = fit_normalisation(train_set)
+    fit_set, val_set = train_set, None
+    if config.early_stopping:
+        fit_set, val_set = train_set.split(test_size=config.val_size, seed=config.seed)
+    arch, kwargs = _architecture(chosen, data.spec, arch, arch_kwargs, config)
+    spec = chosen.input_spec(fit_set)
     target = torch.device(device) if device is not None else default_device()
     with torch.random.fork_rng(devices=[target] if target.type == "cuda" else []):
         torch.manual_seed(config.seed)
         module = build_architecture(arch, kwargs).to(target)
     model = WhiteBoxModel(module, spec, device=target)
     with inference_mode(module):
-        out = model(torch.from_numpy(train_set.x[:2]).to(target))
+        out = model(torch.from_numpy(fit_set.x[:2]).to(target))
     if out.ndim != 2 or out.shape[1] != spec.num_classes:
         raise UsageError(
             f"architecture {arch!r} outputs shape {tuple(out.shape)}; expected (N, {spec.num_classes}) logits"
         )
-    history = fit(model, train_set, config, progress=progress)
+    split: dict[str, Any] = {
+        "test_size": test_size,
+        "seed": split_seed,
+        "train_rows": len(fit_set),
+        "test_rows": len(test_set),
+    }
+    if val_set is not None:
+        split.update(validation_rows=len(val_set), validation_seed=config.seed)
+    dataset = {"name": data.name, "sha256": data.sha256, "rows": len(data), "split": split}
+    checkpoint = None
+    if checkpoint_dir is not None:
+        key = {
+            "recipe": chosen.name,
+            "params": chosen.get_params(),
+            "config": asdict(config),
+            "arch": arch,
+            "arch_kwargs": kwargs,
+            "dataset": dataset,
+            "spec": spec.to_dict(),
+        }
+        checkpoint = Checkpoint(checkpoint_dir, fingerprint=fingerprint(key))
+    outcome: FitOutcome = run_training(
+        model, fit_set, config, chosen, validation=val_set, progress=progress, checkpoint=checkpoint
+    )
     metrics = {
         "clean_accuracy": evaluate(model, test_set).accuracy,
-        "train_accuracy": evaluate(model, train_set).accuracy,
+        "train_accuracy": evaluate(model, fit_set).accuracy,
     }
-    dataset = {
-        "name": data.name,
-        "sha256": data.sha256,
-        "rows": len(data),
-        "split": {
-            "test_size": test_size,
-            "seed": split_seed,
-            "train_rows": len(train_set),
-            "test_rows": len(test_set),
-        },
+    eps = (
+        robust_eps
+        if robust_eps is not None
+        else (getattr(chosen, "eps", None) if chosen.adversarial else None)
+    )
+    robustness = None
+    if eps is not None and robust_n > 0:
+        norm = getattr(chosen, "norm", "linf") if chosen.adversarial else "linf"
+        robustness = robust_accuracy(model, test_set, eps=float(eps), norm=norm, n=robust_n, seed=config.seed)
+        metrics["robust_accuracy"] = robustness["robust_accuracy"]
+    privacy = outcome.summary.get("privacy")
+    if privacy is not None:
+        metrics["epsilon_spent"] = privacy["epsilon_spent"]
+    training = {
+        "stopped": outcome.stopped,
+        "best_epoch": outcome.best_epoch,
+        "resumed_from_epoch": outcome.resumed_from,
+        **{k: v for k, v in outcome.summary.items() if k != "privacy"},
     }
-    return TrainedModel(model, arch, kwargs, config, dataset, metrics, history)
+    return TrainedModel(
+        model,
+        arch,
+        kwargs,
+        config,
+        dataset,
+        metrics,
+        outcome.history,
+        recipe=chosen.name,
+        recipe_params=chosen.get_params(),
+        robustness=robustness,
+        privacy=privacy,
+        training=training,
+    )
+
+
+def _architecture(
+    recipe: Recipe,
+    spec: InputSpec,
+    arch: str | None,
+    arch_kwargs: dict[str, Any] | None,
+    config: TrainConfig,
+) -> tuple[str, dict[str, Any]]:
+    defaults = dict([default_arch_for(spec.kind, spec.shape, spec.num_classes)])
+    suggested = recipe.default_arch(spec)
+    if suggested is not None:
+        defaults[suggested[0]] = suggested[1]
+    if arch is None:
+        arch = suggested[0] if suggested is not None else next(iter(defaults))
+    kwargs = {**defaults.get(arch, {}), **(arch_kwargs or {})}
+    if config.dropout:
+        if kwargs.get("dropout", config.dropout) != config.dropout:
+            raise UsageError(
+                f"dropout {config.dropout} conflicts with the architecture argument "
+                f"dropout={kwargs['dropout']}"
+            )
+        kwargs["dropout"] = config.dropout
+    return arch, kwargs

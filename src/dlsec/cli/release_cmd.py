@@ -1,0 +1,259 @@
+"""Release commands: ``scan``, ``convert``, ``encrypt``, ``decrypt``, ``encrypt-keygen``.
+
+Secrets never come from the command line: a passphrase is read from ``--passphrase-file``,
+else from ``DLSEC_PASSPHRASE``, else from a hidden prompt.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from dlsec.cli._app import JsonOpt, app, emit_json, err_console, out_console
+from dlsec.errors import EXIT_FINDING, UsageError
+from dlsec.release import (
+    ScanResult,
+    convert_to_safetensors,
+    decrypt_file,
+    encrypt_file,
+    generate_recipient_keys,
+    read_header,
+    scan_paths,
+)
+
+AllowOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--allow",
+        help="Also accept this global (module.name) in pickles; repeatable. Reported in the output.",
+    ),
+]
+PassFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--passphrase-file",
+        help="Read the passphrase from this file (first line). Default: $DLSEC_PASSPHRASE, else a prompt.",
+    ),
+]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace the output if it exists.")]
+
+_VERDICT_STYLE = {"safe": "green", "unsafe": "bold red", "unscannable": "yellow"}
+_SEVERITY_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "dim"}
+
+
+def _passphrase(passphrase_file: Path | None, *, confirm: bool, prompt: str) -> str:
+    if passphrase_file is not None:
+        try:
+            text = passphrase_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or type(exc).__name__
+            raise UsageError(f"--passphrase-file {passphrase_file}: cannot read it ({reason})") from None
+        line = text.splitlines()[0] if text else ""
+        if not line:
+            raise UsageError(f"--passphrase-file {passphrase_file} is empty")
+        return line
+    env = os.environ.get("DLSEC_PASSPHRASE")
+    if env:
+        return env
+    if not sys.stdin.isatty():
+        raise UsageError(
+            "no passphrase: pass --passphrase-file, set DLSEC_PASSPHRASE, or run in a terminal to be prompted"
+        )
+    value: str = typer.prompt(prompt, hide_input=True, confirmation_prompt=confirm)
+    if not value:
+        raise UsageError("the passphrase is empty")
+    return value
+
+
+def _findings_text(result: ScanResult) -> str:
+    if result.findings:
+        worst = result.findings[0]
+        more = f" (+{len(result.findings) - 1} more)" if len(result.findings) > 1 else ""
+        return f"{worst.reason}{more}"
+    return result.error or ""
+
+
+@app.command()
+def scan(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders (scanned recursively).")],
+    allow: AllowOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Scan model files for code that runs when loaded; exit 1 unless every file is safe."""
+    # The format comes from the bytes, never the name. Pickles (PyTorch, joblib, NumPy object
+    # arrays, compressed or nested in archives) pass only if every global they import or call
+    # is on the allowlist; anything truncated, malformed or unknown is 'unscannable'.
+    allowed = list(allow or [])
+    results = scan_paths(paths, allow=allowed)
+    bad = [r for r in results if not r.safe]
+    if json_out:
+        records = []
+        for r in results:
+            record: dict[str, Any] = r.to_dict()
+            if allowed:
+                record["allowlist_extended"] = allowed
+            records.append(record)
+        emit_json(records)
+    else:
+        console = out_console()
+        if allowed:
+            console.print(
+                f"[yellow]note:[/] --allow extended the allowlist with {escape(', '.join(allowed))}; "
+                "files that pass only because of it are marked"
+            )
+        table = Table("verdict", "format", "path", "detail", title="dlsec scan")
+        for r in results:
+            detail = _findings_text(r)
+            if r.allowed_by_user:
+                detail = (
+                    detail + "; " if detail else ""
+                ) + f"allowed by --allow: {', '.join(r.allowed_by_user)}"
+            style = _VERDICT_STYLE[r.verdict]
+            table.add_row(f"[{style}]{r.verdict}[/]", r.format, escape(r.path), escape(detail))
+        console.print(table)
+        for r in bad:
+            if not r.findings:
+                continue
+            findings = Table("severity", "code", "import", "offset", "where", "reason", title=escape(r.path))
+            for f in r.findings[:20]:
+                findings.add_row(
+                    f"[{_SEVERITY_STYLE[f.severity]}]{f.severity}[/]",
+                    f.code,
+                    escape(f.import_name or ""),
+                    "" if f.offset is None else str(f.offset),
+                    escape(f.member or ""),
+                    escape(f.reason),
+                )
+            console.print(findings)
+        console.print(f"{len(results)} file(s): {len(results) - len(bad)} safe, {len(bad)} not safe")
+    if bad:
+        raise typer.Exit(EXIT_FINDING)
+
+
+@app.command()
+def convert(
+    source: Annotated[Path, typer.Argument(help="The checkpoint (.pt, .pth, .bin, .npy, .npz...).")],
+    to: Annotated[Path, typer.Option("--to", help="The .safetensors file to write.")],
+    select: Annotated[
+        str | None,
+        typer.Option(
+            "--select", help="Convert only this sub-tree of the checkpoint (dotted key, e.g. model)."
+        ),
+    ] = None,
+    allow: AllowOpt = None,
+    force: ForceOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Convert a checkpoint to safetensors, only after it scans safe (never with torch.load)."""
+    result = convert_to_safetensors(source, to, allow=list(allow or []), select=select, overwrite=force)
+    if json_out:
+        emit_json(result.to_dict())
+        return
+    console = out_console()
+    console.print(
+        f"converted {escape(str(source))} ({result.format}) to {escape(result.output)}: "
+        f"{result.tensors} tensor(s)"
+    )
+    if result.skipped:
+        shown = ", ".join(result.skipped[:8]) + (" ..." if len(result.skipped) > 8 else "")
+        console.print(f"[yellow]not tensors, left out:[/] {escape(shown)}")
+
+
+@app.command()
+def encrypt(
+    source: Annotated[Path, typer.Argument(help="The file to encrypt.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Output file (default: SOURCE.enc).")
+    ] = None,
+    recipient: Annotated[
+        Path | None,
+        typer.Option("--recipient", help="Encrypt for this public key (.pub.pem from encrypt-keygen)."),
+    ] = None,
+    passphrase_file: PassFileOpt = None,
+    force: ForceOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Encrypt a file with AES-256-GCM in authenticated chunks (passphrase or recipient key)."""
+    output = out if out is not None else source.with_name(source.name + ".enc")
+    if recipient is not None:
+        if passphrase_file is not None:
+            raise UsageError("--recipient and --passphrase-file exclude each other")
+        encrypt_file(source, output, recipient=recipient, overwrite=force)
+        mode = "recipient"
+    else:
+        if not source.is_file():
+            raise UsageError(f"{source}: no such file")
+        secret = _passphrase(passphrase_file, confirm=True, prompt="passphrase")
+        encrypt_file(source, output, passphrase=secret, overwrite=force)
+        mode = "passphrase"
+    payload = {"input": str(source), "output": str(output), "mode": mode, "bytes": output.stat().st_size}
+    if json_out:
+        emit_json(payload)
+    else:
+        out_console().print(f"encrypted {escape(str(source))} -> {escape(str(output))} ({mode})")
+
+
+@app.command()
+def decrypt(
+    source: Annotated[Path, typer.Argument(help="The encrypted file.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Output file (default: SOURCE without .enc).")
+    ] = None,
+    identity: Annotated[
+        Path | None,
+        typer.Option("--identity", help="Private key (.key.pem) for files encrypted with --recipient."),
+    ] = None,
+    passphrase_file: PassFileOpt = None,
+    force: ForceOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Decrypt a file; wrong key or any tampered byte is an error (exit 1) and writes nothing."""
+    if out is None:
+        if source.suffix != ".enc":
+            raise UsageError("give --out: the input does not end in .enc")
+        out = source.with_suffix("")
+    if not source.is_file():
+        raise UsageError(f"{source}: no such file")
+    header = read_header(source)
+    if header.mode == "recipient":
+        if identity is None:
+            raise UsageError(f"{source} is encrypted for a recipient key; pass --identity KEY.pem")
+        secret = _passphrase(passphrase_file, confirm=False, prompt=f"passphrase for {identity}")
+        decrypt_file(source, out, identity=identity, identity_passphrase=secret, overwrite=force)
+    else:
+        if identity is not None:
+            raise UsageError(f"{source} is encrypted with a passphrase, not for --identity")
+        secret = _passphrase(passphrase_file, confirm=False, prompt="passphrase")
+        decrypt_file(source, out, passphrase=secret, overwrite=force)
+    payload = {"input": str(source), "output": str(out), "mode": header.mode, "bytes": out.stat().st_size}
+    if json_out:
+        emit_json(payload)
+    else:
+        out_console().print(f"decrypted {escape(str(source))} -> {escape(str(out))}")
+
+
+@app.command(name="encrypt-keygen")
+def encrypt_keygen(
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Key name: writes OUT.pub.pem and OUT.key.pem (mode 0600).")
+    ],
+    passphrase_file: PassFileOpt = None,
+    force: ForceOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Create a recipient key pair (X25519 + ML-KEM-768); the private key is passphrase-encrypted."""
+    secret = _passphrase(passphrase_file, confirm=True, prompt="passphrase for the new private key")
+    pub, key = generate_recipient_keys(out, passphrase=secret, overwrite=force)
+    if json_out:
+        emit_json({"public_key": str(pub), "private_key": str(key)})
+        return
+    console = out_console()
+    console.print(f"public key (share it):  {escape(str(pub))}")
+    console.print(f"private key (keep it):  {escape(str(key))}")
+    err_console().print("encrypt with: dlsec encrypt FILE --recipient " + str(pub), markup=False)

@@ -1,0 +1,331 @@
+"""``dlsec train``: train a classifier with a recipe, save safetensors plus a training card.
+
+Options come from three places, the later winning: the recipe's defaults, a YAML file
+(``--config``) and the command line. An interrupted run resumes from its checkpoint when the
+same command is run again with the same ``--out``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from dlsec.cli._app import JsonOpt, app, emit_json, out_console, progress_bar, settings
+from dlsec.cli.commands import ArchArgOpt, ArchOpt, LabelColOpt
+from dlsec.core import load_dataset
+from dlsec.core.arch import parse_arch_kwargs
+from dlsec.errors import UsageError
+from dlsec.train import RECIPES, TrainConfig, TrainedModel, get_recipe
+from dlsec.train import train as train_model
+
+CHECKPOINT_DIR = ".checkpoint"
+
+# Keys of a --config file besides the TrainConfig fields and the recipe's hyperparameters.
+_RUN_KEYS = (
+    "recipe",
+    "data",
+    "arch",
+    "arch_args",
+    "test_size",
+    "split_seed",
+    "label_column",
+    "robust_n",
+    "robust_eps",
+)
+# Command-line flags of recipe hyperparameters, for messages (the parameter is the key).
+_RECIPE_FLAGS = {
+    "eps": "--eps",
+    "norm": "--norm",
+    "steps": "--attack-steps",
+    "step_size": "--step-size",
+    "beta": "--beta",
+    "alpha": "--alpha",
+    "epsilon": "--epsilon",
+    "delta": "--delta",
+    "max_grad_norm": "--max-grad-norm",
+    "augmult": "--augmult",
+    "grad_sample_mode": "--grad-sample-mode",
+}
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    import yaml
+
+    if not path.is_file():
+        raise UsageError(f"config file not found: {path}")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"{path}: not valid YAML ({first})") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict) or not all(isinstance(k, str) for k in loaded):
+        raise UsageError(f"{path}: expected a mapping of option names to values")
+    return loaded
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+@app.command()
+def train(
+    ctx: typer.Context,
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", "-o", help="Folder for model.safetensors, its card model.json and checkpoints."
+        ),
+    ],
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data", "-d", help="builtin:digits, builtin:breast-cancer, a .npz, a .csv or an image folder."
+        ),
+    ] = None,
+    recipe: Annotated[
+        str | None,
+        typer.Option("--recipe", help=f"Training recipe: {', '.join(RECIPES)} (default standard)."),
+    ] = None,
+    config_file: Annotated[
+        Path | None,
+        typer.Option("--config", help="YAML file of options (names as below with _); the command line wins."),
+    ] = None,
+    arch: ArchOpt = None,
+    arch_arg: ArchArgOpt = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Passes over the training split.")] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option("--batch-size", help="Batch size (expected size under DP's Poisson sampling)."),
+    ] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Learning rate.")] = None,
+    optimizer: Annotated[str | None, typer.Option("--optimizer", help="adamw or sgd.")] = None,
+    momentum: Annotated[float | None, typer.Option("--momentum", help="SGD momentum.")] = None,
+    lr_schedule: Annotated[
+        str | None, typer.Option("--lr-schedule", help="constant or cosine (per epoch).")
+    ] = None,
+    weight_decay: Annotated[float | None, typer.Option("--weight-decay")] = None,
+    label_smoothing: Annotated[float | None, typer.Option("--label-smoothing")] = None,
+    dropout: Annotated[
+        float | None, typer.Option("--dropout", help="Dropout rate of the architecture.")
+    ] = None,
+    augment: Annotated[
+        bool | None,
+        typer.Option("--augment/--no-augment", help="Shifts and noise (images), feature noise (tabular)."),
+    ] = None,
+    augment_shift: Annotated[
+        int | None, typer.Option("--augment-shift", help="Largest image shift (px).")
+    ] = None,
+    augment_noise: Annotated[
+        float | None, typer.Option("--augment-noise", help="Noise std as a fraction of the value range.")
+    ] = None,
+    early_stopping: Annotated[
+        int | None,
+        typer.Option("--early-stopping", help="Patience in epochs on a validation split (0: off)."),
+    ] = None,
+    val_size: Annotated[
+        float | None, typer.Option("--val-size", help="Validation fraction of the training split.")
+    ] = None,
+    eps: Annotated[
+        float | None, typer.Option("--eps", help="Adversarial recipes: perturbation budget in input space.")
+    ] = None,
+    norm: Annotated[str | None, typer.Option("--norm", help="Adversarial recipes: linf or l2.")] = None,
+    attack_steps: Annotated[
+        int | None, typer.Option("--attack-steps", help="pgd-at/trades: attack iterations per batch.")
+    ] = None,
+    step_size: Annotated[
+        float | None, typer.Option("--step-size", help="pgd-at/trades: attack step.")
+    ] = None,
+    beta: Annotated[
+        float | None, typer.Option("--beta", help="trades: weight of the robustness term.")
+    ] = None,
+    alpha: Annotated[
+        float | None, typer.Option("--alpha", help="fast-at: FGSM step (default 1.25 eps).")
+    ] = None,
+    epsilon: Annotated[
+        float | None, typer.Option("--epsilon", help="dp-sgd: privacy budget epsilon.")
+    ] = None,
+    delta: Annotated[
+        float | None, typer.Option("--delta", help="dp-sgd: privacy budget delta (< 1/n).")
+    ] = None,
+    max_grad_norm: Annotated[
+        float | None, typer.Option("--max-grad-norm", help="dp-sgd: per-example clipping norm.")
+    ] = None,
+    augmult: Annotated[
+        int | None, typer.Option("--augmult", help="dp-sgd: augmented views averaged per example.")
+    ] = None,
+    grad_sample_mode: Annotated[
+        str | None, typer.Option("--grad-sample-mode", help="dp-sgd: auto, hooks, ew, functorch or ghost.")
+    ] = None,
+    robust_n: Annotated[
+        int | None, typer.Option("--robust-n", help="Test rows for AutoAttack robust accuracy (0: skip).")
+    ] = None,
+    robust_eps: Annotated[
+        float | None, typer.Option("--robust-eps", help="Budget of the robust measurement (default: --eps).")
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Seed for every random choice; recorded in the card.")
+    ] = None,
+    test_size: Annotated[
+        float | None, typer.Option("--test-size", help="Fraction of rows held out as the test split.")
+    ] = None,
+    split_seed: Annotated[
+        int | None, typer.Option("--split-seed", help="Seed of the deterministic train/test split.")
+    ] = None,
+    label_column: LabelColOpt = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace a model already in --out and discard its checkpoint.")
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Train a classifier with a recipe; save safetensors and a training card; resume if interrupted.
+
+    Recipes: standard (regularisation options), pgd-at, trades, fast-at (need --eps) and dp-sgd
+    (needs --epsilon). Adversarial recipes report AutoAttack robust accuracy on test rows.
+    """
+    file_opts = _read_config(config_file) if config_file is not None else {}
+    recipe_name = recipe or file_opts.get("recipe") or "standard"
+    if recipe_name not in RECIPES:
+        raise UsageError(f"unknown recipe {recipe_name!r}; choose one of: {', '.join(RECIPES)}")
+    recipe_cls = RECIPES[recipe_name]
+    config_keys = set(TrainConfig.field_names())
+    param_keys = set(recipe_cls.param_names())
+    unknown = sorted(set(file_opts) - config_keys - param_keys - set(_RUN_KEYS))
+    if unknown:
+        raise UsageError(
+            f"{config_file}: unknown option(s) {', '.join(unknown)} for recipe {recipe_name}; "
+            f"use training options ({', '.join(sorted(config_keys))}), run options "
+            f"({', '.join(_RUN_KEYS)}) or the recipe's ({', '.join(sorted(param_keys)) or 'none'})"
+        )
+    cli_params = _given(
+        eps=eps,
+        norm=norm,
+        steps=attack_steps,
+        step_size=step_size,
+        beta=beta,
+        alpha=alpha,
+        epsilon=epsilon,
+        delta=delta,
+        max_grad_norm=max_grad_norm,
+        augmult=augmult,
+        grad_sample_mode=grad_sample_mode,
+    )
+    for key in cli_params:
+        if key not in param_keys:
+            raise UsageError(f"{_RECIPE_FLAGS[key]} does not apply to recipe {recipe_name}")
+    params = {**{k: v for k, v in file_opts.items() if k in param_keys}, **cli_params}
+    missing = [p for p in recipe_cls.required_params() if p not in params]
+    if missing:
+        flags = ", ".join(_RECIPE_FLAGS.get(p, p) for p in missing)
+        raise UsageError(f"recipe {recipe_name} needs {flags}")
+    chosen = get_recipe(recipe_name, **params)
+    overrides = {
+        **{k: v for k, v in file_opts.items() if k in config_keys},
+        **_given(
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            optimizer=optimizer,
+            momentum=momentum,
+            lr_schedule=lr_schedule,
+            weight_decay=weight_decay,
+            label_smoothing=label_smoothing,
+            dropout=dropout,
+            augment=augment,
+            augment_shift=augment_shift,
+            augment_noise=augment_noise,
+            early_stopping=early_stopping,
+            val_size=val_size,
+            seed=seed,
+        ),
+    }
+    try:
+        config = chosen.default_config(**overrides)
+    except TypeError as exc:
+        raise UsageError(f"bad training option: {exc}") from None
+    data_ref = data or file_opts.get("data")
+    if not data_ref:
+        raise UsageError("pass --data (or data: in the --config file)")
+    run = {**file_opts, **_given(arch=arch, test_size=test_size, split_seed=split_seed)}
+    run.update(_given(label_column=label_column, robust_n=robust_n, robust_eps=robust_eps))
+    kwargs = dict(file_opts.get("arch_args") or {})
+    if not isinstance(kwargs, dict):
+        raise UsageError("arch_args in the --config file must be a mapping")
+    if arch_arg:
+        kwargs.update(parse_arch_kwargs(arch_arg))
+
+    weights_path = out / "model.safetensors"
+    checkpoint_dir = out / CHECKPOINT_DIR
+    if weights_path.exists() and not force:
+        raise UsageError(f"{weights_path} exists; pass --force to replace it or pick another --out")
+    dataset = load_dataset(str(data_ref), label_column=run.get("label_column"))
+    if force and checkpoint_dir.exists():
+        shutil.rmtree(checkpoint_dir)
+    with progress_bar(f"training ({chosen.name})", enabled=not json_out) as callback:
+        trained = train_model(
+            dataset,
+            recipe=chosen,
+            arch=run.get("arch"),
+            arch_kwargs=kwargs or None,
+            config=config,
+            test_size=float(run.get("test_size", 0.25)),
+            split_seed=int(run.get("split_seed", 0)),
+            device=settings(ctx).device,
+            progress=callback,
+            checkpoint_dir=checkpoint_dir,
+            robust_n=int(run.get("robust_n", 200)),
+            robust_eps=run.get("robust_eps"),
+        )
+    weights, card_path = trained.save(out)
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    _report(trained, dataset.name, weights, card_path, json_out)
+
+
+def _report(trained: TrainedModel, data_name: str, weights: Path, card_path: Path, json_out: bool) -> None:
+    result: dict[str, Any] = {
+        "model": str(weights),
+        "card": str(card_path),
+        "recipe": trained.recipe,
+        "recipe_params": trained.recipe_params,
+        "architecture": trained.arch,
+        "arch_kwargs": trained.arch_kwargs,
+        "seed": trained.config.seed,
+        **trained.metrics,
+        "robustness": trained.robustness,
+        "privacy": trained.privacy,
+        "training": trained.training,
+    }
+    if json_out:
+        emit_json(result)
+        return
+    console = out_console()
+    m = trained.metrics
+    console.print(
+        f"trained [bold]{escape(trained.arch)}[/] with {escape(trained.recipe)} on {escape(data_name)}: "
+        f"clean accuracy [bold]{m['clean_accuracy']:.4f}[/] on the test split "
+        f"(train {m['train_accuracy']:.4f})"
+    )
+    if trained.robustness is not None:
+        r = trained.robustness
+        console.print(
+            f"AutoAttack ({r['norm']}, eps {r['eps']:g}, {r['n']} test rows): robust accuracy "
+            f"[bold]{r['robust_accuracy']:.4f}[/]"
+        )
+    if trained.privacy is not None:
+        p = trained.privacy
+        console.print(
+            f"privacy: epsilon spent [bold]{p['epsilon_spent']:.3f}[/] (target {p['epsilon_target']:g}, "
+            f"delta {p['delta']:g}, PRV accountant; RDP would say {p['epsilon_rdp']:.3f}), "
+            f"noise multiplier {p['noise_multiplier']:.3f}, {p['steps']} steps"
+        )
+    info = trained.training
+    if info.get("resumed_from_epoch"):
+        console.print(f"resumed from the checkpoint at epoch {info['resumed_from_epoch']}")
+    if info.get("stopped"):
+        console.print(f"stopped: {escape(str(info['stopped']))}")
+    console.print(f"wrote {escape(str(weights))} and {escape(str(card_path))}")

@@ -1,0 +1,238 @@
+"""Format detection from content: the bytes decide, never the file name.
+
+Names returned: ``empty``, ``safetensors``, ``onnx``, ``pickle`` (raw pickles of any protocol,
+legacy ``torch.save`` files, joblib), ``torch-zip``, ``torchscript``, ``numpy``,
+``numpy-object``, ``npz``, ``keras``, ``zip``, ``compressed`` (gzip, bz2, xz, lzma, zlib,
+zstd, lz4), ``hdf5``, ``json`` and ``unknown``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import mmap
+import os
+import pickletools
+import zipfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from dlsec.release._onnx import looks_like_onnx
+from dlsec.release._safetensors import looks_like_safetensors
+
+__all__ = [
+    "COMPRESSION",
+    "PICKLE_FORMATS",
+    "ZIP_MAGICS",
+    "classify_zip",
+    "compression_of",
+    "buffer_of",
+    "detect_format",
+    "detect_head",
+    "detect_stream",
+    "looks_like_proto01_pickle",
+]
+
+ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+NPY_MAGIC = b"\x93NUMPY"
+_SNIFF = 1 << 16
+_MAX_JSON = 64 * 1024 * 1024
+# Formats whose usual loader unpickles: what dlsec never loads without a scan.
+PICKLE_FORMATS = frozenset({"pickle", "torch-zip", "torchscript", "numpy-object", "compressed", "keras"})
+
+# name -> magic prefix (zlib and raw lzma are checked separately: their magic is weaker)
+COMPRESSION: dict[str, bytes] = {
+    "gzip": b"\x1f\x8b",
+    "bz2": b"BZh",
+    "xz": b"\xfd7zXZ\x00",
+    "zstd": b"\x28\xb5\x2f\xfd",
+    "lz4": b"\x04\x22\x4d\x18",
+}
+# A pickle without PROTO (protocols 0 and 1; pickle does not check) may open with any opcode
+# that needs nothing on the stack.
+_FIRST_OPCODES = frozenset(op.code.encode("latin-1")[0] for op in pickletools.opcodes if not op.stack_before)
+_SNIFF_OK = ("exhausted", "not enough data", "no newline found")
+
+
+def compression_of(head: bytes) -> str | None:
+    """The compression that ``head`` starts with, if any."""
+    for name, magic in COMPRESSION.items():
+        if head.startswith(magic):
+            if name == "bz2" and (len(head) < 4 or head[3:4] not in b"123456789"):
+                continue
+            return name
+    if len(head) >= 2 and head[0] == 0x78 and head[1] in (0x01, 0x5E, 0x9C, 0xDA):
+        return "zlib"
+    # lzma "alone" (what joblib's 'lzma' writes): properties byte 0x5d, then a dictionary size
+    if (
+        len(head) >= 13
+        and head[0] == 0x5D
+        and head[1:5] in (b"\x00\x00\x80\x00", b"\x00\x00\x00\x01", b"\x00\x00\x00\x04")
+    ):
+        return "lzma"
+    return None
+
+
+def looks_like_proto01_pickle(head: bytes, *, complete: bool = False) -> bool:
+    """Whether ``head`` parses as pickle opcodes: up to a STOP, or to its end when it is a window.
+
+    ``complete`` says ``head`` is the whole content, which must then reach its ``STOP``.
+    """
+    if not head or head[0] not in _FIRST_OPCODES:
+        return False
+    try:
+        for _op, _arg, _pos in pickletools.genops(io.BytesIO(head)):
+            pass
+    except ValueError as exc:
+        # Running out of the sniffed window is fine; a bad opcode is not.
+        return not complete and any(text in str(exc) for text in _SNIFF_OK)
+    except Exception:  # noqa: BLE001 - any decoding failure means "not a pickle"
+        return False
+    return True
+
+
+def classify_zip(names: Sequence[str]) -> str:
+    """Name a zip container by its members."""
+    base = {n.rsplit("/", 1)[-1] for n in names}
+    if any(n.endswith("constants.pkl") for n in names) or any("/code/" in n for n in names):
+        return "torchscript"
+    if "data.pkl" in base or any(n.lower().endswith(".pkl") for n in names):
+        return "torch-zip"
+    if "config.json" in names and ("metadata.json" in names or any(n.endswith(".weights.h5") for n in names)):
+        return "keras"
+    if names and all(n.endswith(".npy") for n in names):
+        return "npz"
+    return "zip"
+
+
+def detect_head(head: bytes, size: int) -> str:
+    """The format of content starting with ``head`` (zip containers need their member names)."""
+    if not head:
+        return "empty"
+    if head[:4] in ZIP_MAGICS:
+        return "zip"
+    if compression_of(head) is not None:
+        return "compressed"
+    if head.startswith(NPY_MAGIC):
+        return "numpy"
+    if len(head) >= 2 and head[0] == 0x80 and head[1] <= 5:
+        return "pickle"
+    if looks_like_safetensors(head, size):
+        return "safetensors"
+    if head.startswith(HDF5_MAGIC):
+        return "hdf5"
+    if looks_like_proto01_pickle(head[:_SNIFF], complete=len(head) >= size):
+        return "pickle"
+    return "unknown"
+
+
+def detect_stream(f: IO[bytes], size: int) -> str:
+    """The format of the seekable stream ``f`` (``size`` bytes from its current position)."""
+    origin = f.tell()
+    head = f.read(_SNIFF)
+    f.seek(origin)
+    fmt = detect_head(head, size)
+    if fmt == "zip":
+        try:
+            with zipfile.ZipFile(_Window(f, origin)) as zf:
+                return classify_zip(zf.namelist())
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+            return "zip"
+    if fmt == "numpy":
+        from dlsec.release._arrays import read_npy_header
+        from dlsec.release._findings import Malformed
+
+        try:
+            header = read_npy_header(io.BytesIO(head), member=None)
+        except Malformed:
+            return "numpy"
+        return "numpy-object" if header.dtype.hasobject else "numpy"
+    if fmt == "unknown" and head[:1] == b"\x08":
+        with buffer_of(f, origin, size) as view:
+            if looks_like_onnx(view):
+                return "onnx"
+    if fmt == "unknown" and size <= _MAX_JSON and head.lstrip()[:1] in (b"{", b"["):
+        f.seek(origin)
+        data = f.read(size)
+        f.seek(origin)
+        try:
+            json.loads(data)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            return "unknown"
+        return "json"
+    return fmt
+
+
+def detect_format(path: str | os.PathLike[str]) -> str:
+    """Name a file's format from its bytes (never by extension, never by loading it).
+
+    Example:
+        >>> detect_format("model.safetensors")  # doctest: +SKIP
+        'safetensors'
+    """
+    path = Path(path)
+    with open(path, "rb") as f:
+        return detect_stream(f, os.fstat(f.fileno()).st_size)
+
+
+class _Window(io.RawIOBase):
+    """``f`` seen from ``origin`` on (zip readers seek relative to the start of the archive)."""
+
+    def __init__(self, f: IO[bytes], origin: int) -> None:
+        super().__init__()
+        self._f = f
+        self._origin = origin
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            return self._f.seek(self._origin + offset) - self._origin
+        return self._f.seek(offset, whence) - self._origin
+
+    def tell(self) -> int:
+        return self._f.tell() - self._origin
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._f.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+@contextlib.contextmanager
+def buffer_of(f: IO[bytes], origin: int, size: int) -> Iterator[memoryview]:
+    """A read-only view of ``size`` bytes of ``f`` from ``origin``, memory-mapped when possible."""
+    if isinstance(f, io.BytesIO):
+        whole = f.getbuffer()
+        part = whole[origin : origin + size].toreadonly()
+        try:
+            yield part
+        finally:
+            part.release()
+            whole.release()
+        return
+    try:
+        fileno = f.fileno()
+    except (OSError, AttributeError, io.UnsupportedOperation):
+        fileno = -1
+    if fileno >= 0 and origin == 0 and size > 0:
+        with mmap.mmap(fileno, 0, access=mmap.ACCESS_READ) as mm:
+            whole = memoryview(mm)
+            part = whole[:size]
+            try:
+                yield part
+            finally:
+                part.release()
+                whole.release()
+        return
+    f.seek(origin)
+    data = f.read(size)
+    f.seek(origin)
+    yield memoryview(data)

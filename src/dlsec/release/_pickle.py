@@ -1,0 +1,758 @@
+"""Static analysis of pickle streams, one opcode at a time (``pickletools.genops``, never ``load``).
+
+The analyser runs the pickle virtual machine on *abstract* values: constants stay concrete
+(strings, numbers, tuples, lists, dicts), imported globals become :class:`Global`, and the
+result of any call becomes an :class:`Instance` that remembers what was called. It keeps the
+stack, the mark stack and the memo exactly as ``pickle`` does (``PUT``/``BINPUT``/``MEMOIZE``,
+``GET``/``BINGET``), so that memo tricks cannot hide what ``STACK_GLOBAL`` imports.
+
+A stream is safe when every global it imports is on the allowlist, every call (``REDUCE``,
+``NEWOBJ``, ``NEWOBJ_EX``, ``OBJ``, ``INST``) goes to an allowlisted callable, ``BUILD`` only
+sets the state of objects those callables made, container opcodes only touch real containers
+or allowlisted instances, no extension code is used and every persistent id is a PyTorch
+storage reference. Bytes that hold another pickle are analysed too. Anything the analyser
+cannot follow raises :class:`Malformed`, so the caller reports the file as unscannable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import pickletools
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from dlsec.release._allowlist import STORAGE_ELEMENT_SIZES, Allowlist, resolve_name
+from dlsec.release._findings import Finding, Malformed, Severity
+
+__all__ = [
+    "Global",
+    "Instance",
+    "Persistent",
+    "PickleStream",
+    "ScanContext",
+    "analyse_stream",
+    "at_eof",
+    "iter_streams",
+    "looks_like_pickle_start",
+]
+
+MAX_FINDINGS = 200
+MAX_DEPTH = 4
+_NESTED_MIN = 8
+
+# Modules whose import is enough to run or reach arbitrary code: used only to grade severity;
+# the verdict comes from the allowlist, never from this list.
+_CODE_EXEC_ROOTS = frozenset(
+    [
+        "os",
+        "posix",
+        "nt",
+        "subprocess",
+        "pty",
+        "runpy",
+        "importlib",
+        "pickle",
+        "_pickle",
+        "cPickle",
+        "marshal",
+        "ctypes",
+        "code",
+        "codeop",
+        "socket",
+        "shutil",
+        "sys",
+        "pip",
+        "ensurepip",
+        "venv",
+        "webbrowser",
+        "multiprocessing",
+        "asyncio",
+        "pydoc",
+        "timeit",
+        "cProfile",
+        "profile",
+        "trace",
+        "pdb",
+        "bdb",
+        "doctest",
+        "idlelib",
+        "lib2to3",
+        "operator",
+        "_operator",
+        "functools",
+        "types",
+        "builtins",
+        "__builtin__",
+        "commands",
+        "popen2",
+        "platform",
+        "pkgutil",
+        "uuid",
+        "imaplib",
+        "logging",
+        "distutils",
+        "setuptools",
+        "_posixsubprocess",
+        "_interpreters",
+        "_xxsubinterpreters",
+        "_pyrepl",
+        "_osx_support",
+        "_aix_support",
+        "urllib",
+        "http",
+        "requests",
+        "aiohttp",
+        "ftplib",
+        "smtplib",
+        "telnetlib",
+        "ssl",
+        "numpy.f2py",
+        "torch.utils.collect_env",
+        "torch.utils.bottleneck",
+        "torch._dynamo",
+        "torch.fx",
+        "torch.jit",
+        "torch._inductor",
+        "torch.utils._config_module",
+        "torch.utils.data",
+    ]
+)
+
+
+def _is_code_exec(module: str) -> bool:
+    parts = module.split(".")
+    return any(".".join(parts[:i]) in _CODE_EXEC_ROOTS for i in range(1, len(parts) + 1))
+
+
+@dataclass(frozen=True)
+class Global:
+    """A global imported by ``GLOBAL``/``STACK_GLOBAL``/``INST`` (after Python 2 name fixes)."""
+
+    module: str
+    name: str
+    offset: int
+
+    @property
+    def qualname(self) -> str:
+        return f"{self.module}.{self.name}"
+
+
+@dataclass(eq=False)
+class Instance:
+    """The result of calling ``func`` inside the pickle (``REDUCE``, ``NEWOBJ``, ``OBJ``...)."""
+
+    func: Any
+    args: Any
+    offset: int
+    allowed: bool  # the callee is an allowlisted global
+    state: Any = None  # what BUILD set, if anything
+
+
+@dataclass(eq=False)
+class Persistent:
+    """What the loader's ``persistent_load`` returns for ``pid``."""
+
+    pid: Any
+    offset: int
+
+
+@dataclass(eq=False)
+class Opaque:
+    """A value the analyser cannot know (extension codes, dynamic imports)."""
+
+    why: str
+    offset: int
+
+
+@dataclass(eq=False)
+class DictV:
+    pairs: list[tuple[Any, Any]] = field(default_factory=list)
+
+    def get(self, key: str) -> Any:
+        for k, v in self.pairs:
+            if k == key:
+                return v
+        return None
+
+    def has(self, key: str) -> bool:
+        return any(k == key for k, _ in self.pairs)
+
+
+@dataclass(eq=False)
+class SetV:
+    items: list[Any] = field(default_factory=list)
+    frozen: bool = False
+
+
+class _Mark:
+    pass
+
+
+@dataclass
+class ScanContext:
+    """What one file's scan shares across its pickles and members."""
+
+    allowlist: Allowlist
+    findings: list[Finding] = field(default_factory=list)
+    extras_used: set[str] = field(default_factory=set)
+    dropped: int = 0
+    depth: int = 0
+    plain_pass_needed: bool = False
+
+    def add(self, finding: Finding) -> None:
+        if len(self.findings) >= MAX_FINDINGS:
+            self.dropped += 1
+            return
+        self.findings.append(finding)
+
+
+@dataclass
+class PickleStream:
+    """What one analysed pickle stream was: its protocol, extent, result and storage ids."""
+
+    proto: int
+    start: int
+    end: int
+    value: Any
+    storage_ids: list[tuple[Any, ...]]
+    opcodes: int
+
+
+def looks_like_pickle_start(head: bytes) -> bool:
+    """Whether ``head`` starts like a binary pickle (a ``PROTO`` opcode with protocol 0-5)."""
+    return len(head) >= 2 and head[0] == 0x80 and head[1] <= 5
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, Global):
+        return value.qualname
+    if isinstance(value, Instance):
+        return f"the result of calling {_describe(value.func)}"
+    if isinstance(value, Persistent):
+        return "a persistent object"
+    if isinstance(value, Opaque):
+        return f"an unknown value ({value.why})"
+    return f"a {type(value).__name__} constant"
+
+
+class _Analyser:
+    def __init__(
+        self,
+        f: IO[bytes],
+        ctx: ScanContext,
+        *,
+        member: str | None,
+        torchscript: bool,
+        size: int | None,
+        plain: bool,
+    ) -> None:
+        self.f = f
+        self.ctx = ctx
+        self.member = member
+        self.allow: Allowlist = ctx.allowlist
+        self.torchscript = torchscript
+        self.plain = plain  # read as plain pickle.load would: no joblib array records
+        self.size = size
+        self.stack: list[Any] = []
+        self.metastack: list[list[Any]] = []
+        self.memo: dict[int, Any] = {}
+        self.proto = 0
+        self.storage_ids: list[tuple[Any, ...]] = []
+        self.opcodes = 0
+
+    # -- reporting -------------------------------------------------------------------------
+
+    def finding(
+        self, severity: Severity, code: str, reason: str, offset: int, name: str | None = None
+    ) -> None:
+        if self.plain:
+            # Bytes joblib calls array data, read as opcodes: only an import that can resolve can run.
+            if name is None or not all(part.isidentifier() for part in name.split(".")):
+                return
+            reason = f"read with plain pickle.load (not joblib), the array bytes become opcodes: {reason}"
+        self.ctx.add(Finding(severity, code, reason, import_name=name, offset=offset, member=self.member))
+
+    def malformed(self, reason: str, offset: int | None) -> Malformed:
+        return Malformed(reason, offset=offset, member=self.member)
+
+    # -- stack helpers ---------------------------------------------------------------------
+
+    def pop(self, pos: int) -> Any:
+        if not self.stack:
+            raise self.malformed("pickle stack underflow", pos)
+        return self.stack.pop()
+
+    def top(self, pos: int) -> Any:
+        if not self.stack:
+            raise self.malformed("pickle stack underflow", pos)
+        return self.stack[-1]
+
+    def pop_mark(self, pos: int) -> list[Any]:
+        if not self.metastack:
+            raise self.malformed("pickle MARK missing", pos)
+        items = self.stack
+        self.stack = self.metastack.pop()
+        return items
+
+    # -- policy ----------------------------------------------------------------------------
+
+    def import_global(self, module: Any, name: Any, pos: int) -> Any:
+        if not isinstance(module, str) or not isinstance(name, str):
+            self.finding(
+                "critical",
+                "dynamic-import",
+                f"STACK_GLOBAL imports a name computed inside the pickle "
+                f"({_describe(module)} / {_describe(name)}), not constant strings",
+                pos,
+            )
+            return Opaque("dynamic import", pos)
+        module, name = resolve_name(self.proto, module, name)
+        g = Global(module, name, pos)
+        if self.torchscript and (module == "__torch__" or module.startswith("__torch__.")):
+            return g  # a TorchScript class, resolved in the archive's compilation unit
+        if self.torchscript and module == "torch.jit._pickle":
+            return g
+        if self.allow.may_import(module, name):
+            if self.allow.is_extra(module, name):
+                self.ctx.extras_used.add(g.qualname)
+            return g
+        dangerous = _is_code_exec(module)
+        self.finding(
+            "high" if dangerous else "medium",
+            "unsafe-global",
+            f"imports {g.qualname}, which is not on the allowlist"
+            + (" and can run code" if dangerous else "")
+            + " (importing runs the module's code)",
+            pos,
+            g.qualname,
+        )
+        return g
+
+    def callee_allowed(self, func: Any, pos: int, how: str) -> bool:
+        if isinstance(func, Global):
+            if self.torchscript and (
+                func.module.startswith("__torch__") or func.module == "torch.jit._pickle"
+            ):
+                return True
+            if self.allow.may_call(func.module, func.name):
+                return True
+            if self.allow.may_import(func.module, func.name):
+                self.finding(
+                    "medium",
+                    "calls-value",
+                    f"{how} calls {func.qualname}, which is allowlisted as a value, not as a callable",
+                    pos,
+                    func.qualname,
+                )
+                return False
+            dangerous = _is_code_exec(func.module)
+            self.finding(
+                "critical" if dangerous else "high",
+                "unsafe-call",
+                f"{how} calls {func.qualname}, which is not on the allowlist"
+                + (" and runs or reaches arbitrary code" if dangerous else ""),
+                pos,
+                func.qualname,
+            )
+            return False
+        self.finding(
+            "critical",
+            "call-on-result",
+            f"{how} calls {_describe(func)}; only allowlisted globals may be called "
+            "(attribute chains and gadgets are built this way)",
+            pos,
+            func.qualname if isinstance(func, Global) else None,
+        )
+        return False
+
+    def call(self, func: Any, args: Any, pos: int, how: str) -> Instance:
+        allowed = self.callee_allowed(func, pos, how)
+        if (
+            allowed
+            and isinstance(func, Global)
+            and (func.module, func.name) == ("torch._tensor", "_rebuild_from_type_v2")
+        ):
+            # _rebuild_from_type_v2(func, new_type, args, state) calls its first argument.
+            inner = args[0] if isinstance(args, tuple) and args else None
+            if not (isinstance(inner, Global) and self.allow.may_call(inner.module, inner.name)):
+                self.finding(
+                    "critical",
+                    "unsafe-call",
+                    f"torch._tensor._rebuild_from_type_v2 would call {_describe(inner)}, "
+                    "which is not an allowlisted callable",
+                    pos,
+                    inner.qualname if isinstance(inner, Global) else None,
+                )
+                allowed = False
+        return Instance(func, args, pos, allowed)
+
+    def container_method(self, target: Any, method: str, pos: int) -> None:
+        """``APPEND``/``SETITEM``/``ADDITEMS`` on something that is not a plain container."""
+        if isinstance(target, Instance) and target.allowed:
+            return  # the allowlisted type's own method (OrderedDict.__setitem__, ...)
+        self.finding(
+            "critical" if isinstance(target, Global) else "high",
+            "method-call",
+            f"calls .{method}() on {_describe(target)}, not on a list, dict or set built by the pickle",
+            pos,
+            target.qualname if isinstance(target, Global) else None,
+        )
+
+    def build(self, inst: Any, state: Any, pos: int) -> None:
+        if isinstance(inst, Instance) and inst.allowed:
+            inst.state = state
+            return
+        if isinstance(inst, Global):
+            self.finding(
+                "critical",
+                "build-on-global",
+                f"BUILD sets attributes of the imported object {inst.qualname} (monkey-patching "
+                "code that runs later)",
+                pos,
+                inst.qualname,
+            )
+            return
+        self.finding(
+            "high",
+            "build-on-non-instance",
+            f"BUILD applies state to {_describe(inst)}, not to an object an allowlisted constructor made",
+            pos,
+        )
+
+    def persistent(self, pid: Any, pos: int) -> Persistent:
+        ok = (
+            isinstance(pid, tuple)
+            and len(pid) in (5, 6)
+            and pid[0] == "storage"
+            and isinstance(pid[1], Global)
+            and pid[1].module in ("torch", "torch.cuda", "torch.storage")
+            and pid[1].name in STORAGE_ELEMENT_SIZES
+            and isinstance(pid[2], str)
+            and isinstance(pid[3], str)
+            and isinstance(pid[4], int)
+            and not isinstance(pid[4], bool)
+            and pid[4] >= 0
+            and (len(pid) == 5 or pid[5] is None or isinstance(pid[5], tuple))
+        )
+        if ok:
+            self.storage_ids.append(pid)
+        else:
+            self.finding(
+                "medium",
+                "unknown-persistent-id",
+                f"persistent id {_short(pid)} is not a PyTorch storage reference; the loader's "
+                "persistent_load decides what it becomes",
+                pos,
+            )
+        return Persistent(pid, pos)
+
+    def maybe_nested(self, data: bytes, pos: int) -> None:
+        """Analyse bytes constants that hold a pickle of their own (loaded by a gadget)."""
+        if len(data) < _NESTED_MIN or not looks_like_pickle_start(data[:2]):
+            return
+        if self.ctx.depth >= MAX_DEPTH:
+            self.finding("medium", "nested-too-deep", "pickles nested deeper than dlsec follows", pos)
+            return
+        nested = ScanContext(self.ctx.allowlist, depth=self.ctx.depth + 1)
+        where = f"{self.member or 'pickle'} > bytes at {pos}"
+        try:
+            analyse_stream(io.BytesIO(data), nested, member=where, size=len(data))
+        except Malformed:
+            return  # not a pickle after all: plain bytes
+        for finding in nested.findings:
+            self.ctx.add(finding)
+        self.ctx.extras_used |= nested.extras_used
+
+    # -- joblib arrays ---------------------------------------------------------------------
+
+    def joblib_array(self, inst: Instance, state: Any, pos: int) -> None:
+        """Skip (or analyse) the raw array bytes joblib writes right after a wrapper's BUILD."""
+        from dlsec.release._arrays import joblib_array_nbytes
+
+        if not isinstance(state, DictV):
+            raise self.malformed("joblib array wrapper without a state dict", pos)
+        spec = joblib_array_nbytes(state, self.malformed, pos)
+        if spec.has_object:
+            nested = analyse_stream(self.f, self.ctx, member=self.member, size=self.size, torchscript=False)
+            del nested
+        else:
+            if spec.aligned:
+                # joblib pads with fewer than 16 bytes: a length byte that is never an opcode, so
+                # plain pickle.load stops there. Anything else could be opcodes in disguise.
+                pad = self.f.read(1)
+                if len(pad) != 1:
+                    raise self.malformed("joblib array data truncated", pos)
+                if pad[0] >= 16:
+                    raise self.malformed(f"non-canonical joblib array padding ({pad[0]} bytes)", pos)
+                _skip(self.f, pad[0], self.malformed, pos)
+            else:
+                # The array bytes follow the BUILD directly: plain pickle.load would read them as
+                # opcodes, so the stream is read a second time that way (see _Scan.plain_pass).
+                self.ctx.plain_pass_needed = True
+            _skip(self.f, spec.nbytes, self.malformed, pos)
+        self.stack[-1] = Instance(inst.func, inst.args, pos, True)
+
+    # -- the VM ----------------------------------------------------------------------------
+
+    def run(self) -> PickleStream:
+        start = self.f.tell()
+        first = True
+        pos = start
+        try:
+            for op, arg, pos_or_none in pickletools.genops(self.f):
+                pos = pos_or_none if pos_or_none is not None else -1
+                self.opcodes += 1
+                name = op.name
+                if name == "PROTO":
+                    if not first:
+                        raise self.malformed("PROTO opcode in the middle of a pickle", pos)
+                    if not isinstance(arg, int) or arg > 5:
+                        raise self.malformed(f"unsupported pickle protocol {arg}", pos)
+                    self.proto = arg
+                first = False
+                if name == "STOP":
+                    value = self.pop(pos)
+                    return PickleStream(
+                        self.proto, start, self.f.tell(), value, self.storage_ids, self.opcodes
+                    )
+                self.step(name, arg, pos)
+        except Malformed:
+            raise
+        except (ValueError, EOFError, UnicodeDecodeError, OverflowError, MemoryError) as exc:
+            raise self.malformed(f"not a valid pickle ({_short(str(exc), 120)})", pos) from None
+        raise self.malformed("pickle ended without STOP", pos)  # pragma: no cover - genops raises
+
+    def step(self, name: str, arg: Any, pos: int) -> None:  # noqa: C901 - one branch per opcode
+        st = self.stack
+        if name in ("PROTO", "FRAME"):
+            return
+        if name in ("INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4", "FLOAT", "BINFLOAT"):
+            st.append(arg)
+        elif name in (
+            "STRING",
+            "BINSTRING",
+            "SHORT_BINSTRING",
+            "UNICODE",
+            "SHORT_BINUNICODE",
+            "BINUNICODE",
+            "BINUNICODE8",
+        ):
+            st.append(arg)
+            if isinstance(arg, str) and arg[:1] == "\x80":
+                with contextlib.suppress(UnicodeEncodeError):
+                    self.maybe_nested(arg.encode("latin-1"), pos)
+        elif name in ("BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "BYTEARRAY8"):
+            data = bytes(arg)
+            st.append(data if name != "BYTEARRAY8" else bytearray(data))
+            self.maybe_nested(data, pos)
+        elif name == "NONE":
+            st.append(None)
+        elif name == "NEWTRUE":
+            st.append(True)
+        elif name == "NEWFALSE":
+            st.append(False)
+        elif name in ("NEXT_BUFFER", "READONLY_BUFFER"):
+            raise self.malformed("out-of-band pickle buffers (protocol 5) are not supported", pos)
+        elif name == "EMPTY_LIST":
+            st.append([])
+        elif name == "EMPTY_TUPLE":
+            st.append(())
+        elif name == "EMPTY_DICT":
+            st.append(DictV())
+        elif name == "EMPTY_SET":
+            st.append(SetV())
+        elif name == "MARK":
+            self.metastack.append(self.stack)
+            self.stack = []
+        elif name == "LIST":
+            items = self.pop_mark(pos)
+            self.stack.append(list(items))
+        elif name == "TUPLE":
+            items = self.pop_mark(pos)
+            self.stack.append(tuple(items))
+        elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
+            n = int(name[-1])
+            if len(st) < n:
+                raise self.malformed("pickle stack underflow", pos)
+            top = tuple(st[-n:])
+            del st[-n:]
+            st.append(top)
+        elif name == "DICT":
+            items = self.pop_mark(pos)
+            if len(items) % 2:
+                raise self.malformed("DICT with an odd number of items", pos)
+            self.stack.append(DictV(list(zip(items[::2], items[1::2], strict=True))))
+        elif name == "FROZENSET":
+            items = self.pop_mark(pos)
+            self.stack.append(SetV(list(items), frozen=True))
+        elif name == "APPEND":
+            value = self.pop(pos)
+            target = self.top(pos)
+            if isinstance(target, list):
+                target.append(value)
+            else:
+                self.container_method(target, "append", pos)
+        elif name == "APPENDS":
+            items = self.pop_mark(pos)
+            target = self.top(pos)
+            if isinstance(target, list):
+                target.extend(items)
+            else:
+                self.container_method(target, "extend", pos)
+        elif name == "SETITEM":
+            value = self.pop(pos)
+            key = self.pop(pos)
+            target = self.top(pos)
+            if isinstance(target, DictV):
+                target.pairs.append((key, value))
+            else:
+                self.container_method(target, "__setitem__", pos)
+        elif name == "SETITEMS":
+            items = self.pop_mark(pos)
+            if len(items) % 2:
+                raise self.malformed("SETITEMS with an odd number of items", pos)
+            target = self.top(pos)
+            if isinstance(target, DictV):
+                target.pairs.extend(zip(items[::2], items[1::2], strict=True))
+            else:
+                self.container_method(target, "__setitem__", pos)
+        elif name == "ADDITEMS":
+            items = self.pop_mark(pos)
+            target = self.top(pos)
+            if isinstance(target, SetV) and not target.frozen:
+                target.items.extend(items)
+            else:
+                self.container_method(target, "add", pos)
+        elif name == "POP":
+            if self.stack:
+                self.stack.pop()
+            else:
+                self.pop_mark(pos)
+        elif name == "POP_MARK":
+            self.pop_mark(pos)
+        elif name == "DUP":
+            st.append(self.top(pos))
+        elif name in ("GET", "BINGET", "LONG_BINGET"):
+            if arg not in self.memo:
+                raise self.malformed(f"memo key {arg} read before it was written", pos)
+            st.append(self.memo[arg])
+        elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+            if not isinstance(arg, int) or arg < 0:
+                raise self.malformed("negative memo key", pos)
+            self.memo[arg] = self.top(pos)
+        elif name == "MEMOIZE":
+            self.memo[len(self.memo)] = self.top(pos)
+        elif name in ("EXT1", "EXT2", "EXT4"):
+            self.finding(
+                "high",
+                "extension-code",
+                f"extension code {arg} names a global through the loading process's copyreg "
+                "registry, which dlsec cannot see",
+                pos,
+            )
+            st.append(Opaque(f"extension code {arg}", pos))
+        elif name == "GLOBAL":
+            module, _, gname = str(arg).partition(" ")
+            st.append(self.import_global(module, gname, pos))
+        elif name == "STACK_GLOBAL":
+            gname = self.pop(pos)
+            module = self.pop(pos)
+            st = self.stack
+            st.append(self.import_global(module, gname, pos))
+        elif name == "INST":
+            module, _, gname = str(arg).partition(" ")
+            args = tuple(self.pop_mark(pos))
+            cls = self.import_global(module, gname, pos)
+            self.stack.append(self.call(cls, args, pos, "INST"))
+        elif name == "OBJ":
+            items = self.pop_mark(pos)
+            if not items:
+                raise self.malformed("OBJ without a class", pos)
+            self.stack.append(self.call(items[0], tuple(items[1:]), pos, "OBJ"))
+        elif name == "REDUCE":
+            args = self.pop(pos)
+            func = self.pop(pos)
+            st.append(self.call(func, args, pos, "REDUCE"))
+        elif name == "NEWOBJ":
+            args = self.pop(pos)
+            cls = self.pop(pos)
+            st.append(self.call(cls, args, pos, "NEWOBJ"))
+        elif name == "NEWOBJ_EX":
+            kwargs = self.pop(pos)
+            args = self.pop(pos)
+            cls = self.pop(pos)
+            st.append(self.call(cls, (args, kwargs), pos, "NEWOBJ_EX"))
+        elif name == "BUILD":
+            state = self.pop(pos)
+            inst = self.top(pos)
+            self.build(inst, state, pos)
+            if (
+                not self.plain
+                and isinstance(inst, Instance)
+                and inst.allowed
+                and isinstance(inst.func, Global)
+                and inst.func.qualname == "joblib.numpy_pickle.NumpyArrayWrapper"
+            ):
+                self.joblib_array(inst, state, pos)
+        elif name == "PERSID":
+            st.append(self.persistent(arg, pos))
+        elif name == "BINPERSID":
+            pid = self.pop(pos)
+            self.stack.append(self.persistent(pid, pos))
+        else:  # pragma: no cover - every opcode pickletools knows is handled above
+            raise self.malformed(f"unsupported opcode {name}", pos)
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value) if not isinstance(value, str) else value
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _skip(f: IO[bytes], n: int, malformed: Any, pos: int) -> None:
+    remaining = n
+    while remaining > 0:
+        chunk = f.read(min(remaining, 1 << 20))
+        if not chunk:
+            raise malformed("array data truncated", pos)
+        remaining -= len(chunk)
+
+
+def analyse_stream(
+    f: IO[bytes],
+    ctx: ScanContext,
+    *,
+    member: str | None = None,
+    size: int | None = None,
+    torchscript: bool = False,
+    plain: bool = False,
+) -> PickleStream:
+    """Analyse one pickle stream from ``f``'s position up to and including its ``STOP``.
+
+    Findings go to ``ctx``; ``f`` is left just after the ``STOP`` opcode. ``plain`` reads the
+    stream as ``pickle.load`` would even where joblib would read raw array bytes.
+
+    Raises:
+        Malformed: the stream is truncated, malformed or uses what the analyser cannot follow.
+    """
+    return _Analyser(f, ctx, member=member, torchscript=torchscript, size=size, plain=plain).run()
+
+
+def iter_streams(
+    f: IO[bytes], ctx: ScanContext, *, member: str | None, size: int | None
+) -> Iterator[PickleStream]:
+    """Analyse consecutive pickle streams until the end of ``f`` (legacy torch files have five)."""
+    while not at_eof(f):
+        yield analyse_stream(f, ctx, member=member, size=size)
+
+
+def at_eof(f: IO[bytes]) -> bool:
+    """Whether ``f`` has no more bytes, without consuming any."""
+    peek = getattr(f, "peek", None)
+    if peek is not None:
+        return not peek(1)
+    pos = f.tell()
+    more = f.read(1)
+    f.seek(pos)
+    return not more
