@@ -333,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     if args.adv_trained:
         setting = adversarially_trained(args.quick)
-        rows += bench_autoattack(setting, n=64 if args.quick else 128, with_art=True)
+        rows += bench_autoattack(setting, n=64 if args.quick else 128, with_art=not args.quick)
         print(table(rows))
         return 0
     for setting in settings(args.quick):
