@@ -71,6 +71,9 @@ class Checkpoint:
         from safetensors import SafetensorError, safe_open
         from safetensors.torch import load_file
 
+        from dlsec.release import verify_safe
+
+        verify_safe(self.path)  # the same gate as every model load: a tampered header is refused
         try:
             with safe_open(str(self.path), framework="pt") as f:
                 raw = (f.metadata() or {}).get(_META_KEY)
