@@ -71,6 +71,9 @@ def test_a_checkpoint_from_another_configuration_is_refused(tmp_path):
 
 
 def test_a_corrupt_checkpoint_is_refused(tmp_path):
+    from dlsec.errors import UnscannableFileError
+
     (tmp_path / CHECKPOINT_FILE).write_bytes(b"not a checkpoint")
-    with pytest.raises(UsageError, match="checkpoint"):
+    # The checkpoint goes through the model-file gate first: an unknown format is never loaded.
+    with pytest.raises(UnscannableFileError, match="not loaded"):
         train(_blobs(), config=TrainConfig(epochs=1), checkpoint_dir=tmp_path, device="cpu")
