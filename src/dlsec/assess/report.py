@@ -12,7 +12,6 @@ import html
 import io
 import json
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -363,7 +362,6 @@ def write_all_reports(
     *,
     gallery: list[dict[str, Any]],
     gates: list[Any],
-    png: Callable[..., str] | None = None,
 ) -> dict[str, Path]:
     """Write the JSON and HTML reports, ``junit.xml`` and ``report.sarif``."""
     out = Path(out_dir)
