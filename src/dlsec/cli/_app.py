@@ -109,14 +109,26 @@ def progress_bar(
         yield callback
 
 
+def _register_commands() -> None:
+    """Import ``dlsec.cli.commands`` and every ``dlsec.cli.*_cmd`` module (each registers its commands)."""
+    import importlib
+    import pkgutil
+
+    import dlsec.cli
+
+    importlib.import_module("dlsec.cli.commands")
+    for info in sorted(pkgutil.iter_modules(dlsec.cli.__path__), key=lambda i: i.name):
+        if info.name.endswith("_cmd"):
+            importlib.import_module(f"dlsec.cli.{info.name}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI with ``argv`` and return the exit code (testable entry point).
 
     Only dlsec's own errors are mapped to one-line messages (exit 2 for bad input, 1 for a
     security finding); anything else is a bug and keeps its traceback.
     """
-    from dlsec.cli import assess_cmd, attack_cmd, commands, release_cmd, train_cmd  # noqa: F401  (register the commands)
-
+    _register_commands()
     command = typer.main.get_command(app)
     try:
         # Standalone mode: Typer reports its own usage errors (exit 2) and --help itself.
