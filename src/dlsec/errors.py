@@ -95,3 +95,55 @@ class DecryptionError(SecurityFinding):
 
     Nothing is written when this is raised: the partial plaintext is discarded.
     """
+
+
+class SignatureError(SecurityFinding):
+    """A signature does not verify. Subclasses say why; the message names the file or key."""
+
+
+class SignatureMissingError(SignatureError):
+    """There is no signature to verify (an unsigned model is never trusted)."""
+
+
+class MalformedSignatureError(SignatureError):
+    """The signature file cannot be parsed, or its signed statement is inconsistent."""
+
+
+class WrongKeyError(SignatureError):
+    """The signature was made with another key than the one verification trusts."""
+
+
+class BadSignatureError(SignatureError):
+    """A signature value does not verify over the signed statement (altered or swapped)."""
+
+
+class HybridSignatureError(SignatureError):
+    """One half of a hybrid (ECDSA P-256 + ML-DSA-65) signature is missing or does not verify."""
+
+
+class FileChangedError(SignatureError):
+    """A signed file's content no longer matches its digest."""
+
+
+class FileMissingError(SignatureError):
+    """A signed file is no longer there."""
+
+
+class UnsignedFileError(SignatureError):
+    """A file is present that the signature does not cover."""
+
+
+class RegistryError(UsageError):
+    """A registry request cannot be served (unknown model, version or alias; bad state change)."""
+
+
+class PolicyError(SecurityFinding):
+    """A registry policy rule refused an action (e.g. promoting an unsigned or unsafe version)."""
+
+
+class ModelOutOfServiceError(SecurityFinding):
+    """A quarantined or retired model version was asked to be used."""
+
+
+class AuditLogError(SecurityFinding):
+    """The audit log failed verification: an entry or checkpoint was changed, removed or inserted."""

@@ -32,7 +32,9 @@ def load_model(
     """Load a model under test from a reference.
 
     Args:
-        ref: ``zoo:NAME`` (built in, trained on first use and cached), a ``.safetensors`` file
+        ref: ``zoo:NAME`` (built in, trained on first use and cached), ``registry:NAME[@VERSION|@ALIAS]``
+            (signature and scan verified first; quarantined, retired or unsigned versions refused), a
+            ``.safetensors`` file
             (with ``arch``, or metadata naming a built-in architecture) or an ``.onnx`` file
             (black-box, score-based).
         arch: ``module:factory`` or a built-in architecture name, for safetensors files.
@@ -57,6 +59,26 @@ def load_model(
         from dlsec.core.zoo import load_zoo_model
 
         return load_zoo_model(text.removeprefix("zoo:"), home=home, device=device)
+    if text.startswith("registry:"):
+        from dlsec.release import Registry
+
+        registry = Registry.open(home=home)
+        try:
+            record = registry.open_for_use(text.removeprefix("registry:"))
+        finally:
+            registry.close()
+        path = record.path / "model.safetensors" if record.kind == "dir" else record.path
+        if not path.is_file():
+            raise ModelLoadError(
+                f"{record.ref} holds no model.safetensors; register the model folder or file"
+            )
+        fmt = sniff_format(path)
+        refuse_unsafe(path, fmt)
+        if fmt == "onnx":
+            return load_onnx_model(path, spec=spec, spec_hint=spec_hint, output=onnx_output)
+        return load_safetensors_model(
+            path, arch=arch, arch_kwargs=arch_kwargs, spec=spec, spec_hint=spec_hint, device=device
+        )
     if _URL.match(text):
         raise ModelLoadError(
             f"{text}: models behind a dlsec gateway are not supported by this version yet; "

@@ -1,0 +1,141 @@
+"""``dlsec keys generate``, ``dlsec sign`` and ``dlsec verify``: signed model artifacts.
+
+Passphrases never come from the command line: ``--passphrase-file``, ``$DLSEC_PASSPHRASE`` or a
+prompt. Key generation is recorded in the audit log.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from dlsec.cli._app import JsonOpt, app, emit_json, out_console, settings
+from dlsec.cli.release_cmd import ForceOpt, PassFileOpt, _passphrase
+from dlsec.release import (
+    default_key_dir,
+    generate_signing_keys,
+    load_signing_keys,
+    load_verify_keys,
+    sign_model,
+    verify_model,
+)
+
+keys_app = typer.Typer(help="Signing keys (and, with the gateway, API keys).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+RegistryUrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--registry-url",
+        envvar="DLSEC_REGISTRY_URL",
+        help="Registry database URL (default: SQLite under the dlsec home).",
+    ),
+]
+SignatureOpt = Annotated[
+    Path | None,
+    typer.Option("--signature", help="Signature file (default: DIR/model.sig, or FILE.sig beside a file)."),
+]
+
+
+@keys_app.command("generate")
+def keys_generate(
+    ctx: typer.Context,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Key directory (default: HOME/keys, what verify trusts)."),
+    ] = None,
+    passphrase_file: PassFileOpt = None,
+    force: ForceOpt = False,
+    registry_url: RegistryUrlOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Create an ECDSA P-256 and an ML-DSA-65 signing key pair (private keys passphrase-encrypted)."""
+    from dlsec.release import Registry
+
+    home = settings(ctx).home
+    directory = out if out is not None else default_key_dir(home)
+    secret = _passphrase(passphrase_file, confirm=True, prompt="passphrase for the new signing keys")
+    record = generate_signing_keys(directory, passphrase=secret, overwrite=force)
+    fingerprints = {alg: record[alg]["fingerprint"] for alg in ("ecdsa-p256", "ml-dsa-65")}
+    registry = Registry.open(registry_url, home=home)
+    try:
+        registry.audit.append("keys.generate", str(directory.resolve()), {"fingerprints": fingerprints})
+    finally:
+        registry.close()
+    if json_out:
+        emit_json({"directory": str(directory), "fingerprints": fingerprints})
+        return
+    console = out_console()
+    console.print(f"signing keys written to {escape(str(directory))}")
+    for alg, fp in fingerprints.items():
+        console.print(f"  {alg:11s} {fp}")
+    console.print("share the *.pub.pem files; keep the *.key.pem files and the passphrase secret")
+
+
+@app.command()
+def sign(
+    ctx: typer.Context,
+    model: Annotated[Path, typer.Argument(help="Model file or directory to sign.")],
+    key: Annotated[Path | None, typer.Option("--key", help="Key directory (default: HOME/keys).")] = None,
+    signature: SignatureOpt = None,
+    passphrase_file: PassFileOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Sign a model: per-file SHA-256 manifest, in-toto statement, DSSE with ECDSA P-256 + ML-DSA-65."""
+    directory = key if key is not None else default_key_dir(settings(ctx).home)
+    if not model.exists():
+        raise typer.BadParameter(f"{model}: no such file or directory", param_hint="MODEL")
+    secret = _passphrase(passphrase_file, confirm=False, prompt=f"passphrase for {directory}")
+    keys = load_signing_keys(directory, passphrase=secret)
+    sig_path, manifest = sign_model(model, keys, signature=signature)
+    payload = {
+        "signature": str(sig_path),
+        "name": manifest.name,
+        "root_digest": manifest.root_digest,
+        "files": len(manifest.files),
+        "keys": keys.public().fingerprints,
+    }
+    if json_out:
+        emit_json(payload)
+        return
+    out_console().print(
+        f"signed {escape(str(model))}: {len(manifest.files)} file(s), root {manifest.root_digest[:16]}..., "
+        f"signature {escape(str(sig_path))} (ECDSA P-256 + ML-DSA-65)"
+    )
+
+
+@app.command()
+def verify(
+    ctx: typer.Context,
+    model: Annotated[Path, typer.Argument(help="Model file or directory to verify.")],
+    pub: Annotated[
+        Path | None,
+        typer.Option("--pub", help="Trusted public keys: a key directory (default: HOME/keys)."),
+    ] = None,
+    signature: SignatureOpt = None,
+    classical_only: Annotated[
+        bool,
+        typer.Option(
+            "--classical-only",
+            help="Accept an ECDSA-only signature (e.g. from model_signing); weaker than the hybrid default.",
+        ),
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Verify a model's signature and files; exit 1 (naming what is wrong) unless everything matches."""
+    source = pub if pub is not None else default_key_dir(settings(ctx).home)
+    keys = load_verify_keys(source, require_hybrid=not classical_only)
+    if classical_only and not source.is_file():
+        keys = type(keys)(keys.ecdsa, None)
+    verified = verify_model(model, keys, signature=signature)
+    if json_out:
+        emit_json(verified.to_dict())
+        return
+    kind = "hybrid ECDSA P-256 + ML-DSA-65" if verified.hybrid else "ECDSA P-256 only"
+    out_console().print(
+        f"verified {escape(str(model))}: {len(verified.manifest.files)} file(s) match, {kind} signature by "
+        f"{verified.key_fingerprints['ecdsa-p256'][:16]}..."
+    )

@@ -1,0 +1,737 @@
+"""The model registry: immutable signed versions with lineage, aliases, a promotion policy.
+
+A version is a copy of the model's files, content-addressed under
+``$DLSEC_HOME/registry/blobs/ROOT_DIGEST/`` with its signature, and a database row recording the
+manifest, the signature bundle and who signed it, the scan verdict, and the lineage (training data
+hash, training configuration, parent version, assessment report hash and gate results), who added
+it and when. Nothing about a version changes after ``add`` except its status (``registered``,
+``quarantined``, ``retired``).
+
+Aliases (``production``, ``staging``, ...) point at versions. ``promote`` moves an alias only when
+the policy holds: a signature that verifies with the trusted keys, a clean scan of the stored
+files, and (when configured) passing assessment gates. ``quarantine`` takes a version out of
+service at once (loading it is refused); ``rollback`` moves an alias back to the newest version it
+pointed at before that is still good. Every action, refused promotions included, is appended to
+the audit log in the same transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.engine import Connection
+
+from dlsec.core.home import home_dir
+from dlsec.errors import (
+    ModelOutOfServiceError,
+    PolicyError,
+    RegistryError,
+    SecurityFinding,
+    SignatureMissingError,
+    UsageError,
+)
+from dlsec.release._audit import AuditLog, actor_name, now
+from dlsec.release._db import Database, alias_history, aliases, models, open_database, versions
+from dlsec.release._keys import VerifyKeys, load_verify_keys
+from dlsec.release._signing import SIGNATURE_NAME, default_signature_path, hash_model, verify_model
+
+__all__ = ["Policy", "Registry", "VersionRecord", "default_key_dir", "parse_ref"]
+
+STATUSES = ("registered", "quarantined", "retired")
+
+
+def default_key_dir(home: str | Path | None = None) -> Path:
+    """Where ``dlsec keys generate`` writes by default, and what verification trusts by default."""
+    return home_dir(home) / "keys"
+
+
+def parse_ref(ref: str) -> tuple[str, str | None]:
+    """``NAME``, ``NAME@3`` or ``NAME@production`` -> (name, version-or-alias or None)."""
+    name, _, sel = ref.partition("@")
+    if not name:
+        raise UsageError(f"bad model reference {ref!r}: use NAME, NAME@VERSION or NAME@ALIAS")
+    return name, sel or None
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What ``promote`` requires. A signature and a clean scan are always required."""
+
+    require_report: bool = False
+    gates: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Policy:
+        import yaml
+        from pydantic import ValidationError
+
+        from dlsec.assess.campaign import GateSpec
+
+        try:
+            raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise UsageError(f"{path}: cannot read the policy ({str(exc).splitlines()[0]})") from None
+        if not isinstance(raw, dict) or set(raw) - {"require_report", "gates"}:
+            raise UsageError(f"{path}: a policy has only `require_report` (true/false) and `gates` (a list)")
+        gates = raw.get("gates") or []
+        try:
+            checked = [GateSpec.model_validate(g).model_dump(exclude_none=True) for g in gates]
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise UsageError(f"{path}: gates.{where}: {err['msg']}") from None
+        return cls(require_report=bool(raw.get("require_report", False)) or bool(checked), gates=checked)
+
+
+@dataclass(frozen=True)
+class VersionRecord:
+    """One registered version, as stored."""
+
+    model: str
+    version: int
+    status: str
+    status_reason: str | None
+    kind: str
+    entry: str
+    root_digest: str
+    manifest: dict[str, str]
+    signed: bool
+    signer: dict[str, Any] | None
+    scan: dict[str, Any]
+    lineage: dict[str, Any]
+    created_at: str
+    created_by: str
+    blob: Path
+
+    @property
+    def ref(self) -> str:
+        return f"{self.model}@{self.version}"
+
+    @property
+    def path(self) -> Path:
+        """The stored model: its directory, or its one file."""
+        return self.blob / self.entry if self.kind == "file" else self.blob
+
+    @property
+    def signature_path(self) -> Path:
+        return default_signature_path(self.path)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "version": self.version,
+            "ref": self.ref,
+            "status": self.status,
+            "status_reason": self.status_reason,
+            "root_digest": self.root_digest,
+            "files": self.manifest,
+            "signed": self.signed,
+            "signer": self.signer,
+            "scan": self.scan,
+            "lineage": self.lineage,
+            "created_at": self.created_at,
+            "created_by": self.created_by,
+            "path": str(self.path),
+        }
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+class Registry:
+    """The model registry over a release database (SQLite by default).
+
+    Example:
+        >>> reg = Registry.open()  # doctest: +SKIP
+        >>> v = reg.add("out/model", "digits")  # doctest: +SKIP
+        >>> reg.promote("digits", v.version, alias="production")  # doctest: +SKIP
+    """
+
+    def __init__(self, db: Database, *, home: str | Path | None = None) -> None:
+        self.db = db
+        self.home = home
+        self.audit = AuditLog(db)
+
+    @classmethod
+    def open(cls, url: str | None = None, *, home: str | Path | None = None) -> Registry:
+        return cls(open_database(url, home=home), home=home)
+
+    def close(self) -> None:
+        self.db.dispose()
+
+    def trusted_keys(self, keys: str | Path | VerifyKeys | None = None) -> VerifyKeys:
+        if isinstance(keys, VerifyKeys):
+            return keys
+        return load_verify_keys(keys if keys is not None else default_key_dir(self.home))
+
+    # -- add --------------------------------------------------------------------------------
+
+    def _store(self, source: Path, root: str, sig: Path | None) -> tuple[Path, str, str]:
+        """Copy the model and signature into the content-addressed blob store: (blob, kind, entry)."""
+        blob = self.db.root / "blobs" / root
+        kind = "dir" if source.is_dir() else "file"
+        entry = "" if kind == "dir" else source.name
+        if blob.exists():
+            return blob, kind, entry
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{root[:16]}.", dir=blob.parent))
+        try:
+            if kind == "dir":
+                target = tmp / "m"
+                shutil.copytree(source, target, ignore=shutil.ignore_patterns(SIGNATURE_NAME, ".git"))
+                if sig is not None:
+                    shutil.copyfile(sig, target / SIGNATURE_NAME)
+                staged = target
+            else:
+                staged = tmp / "m"
+                staged.mkdir()
+                shutil.copyfile(source, staged / entry)
+                if sig is not None:
+                    shutil.copyfile(sig, staged / (entry + ".sig"))
+            for path in staged.rglob("*"):
+                if path.is_file():
+                    os.chmod(path, 0o444)
+            try:
+                os.rename(staged, blob)
+            except OSError:
+                if not blob.exists():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return blob, kind, entry
+
+    def add(
+        self,
+        source: str | Path,
+        name: str,
+        *,
+        signature: str | Path | None = None,
+        keys: str | Path | VerifyKeys | None = None,
+        data_sha256: str | None = None,
+        training_config: dict[str, Any] | None = None,
+        parent: str | None = None,
+        report: str | Path | None = None,
+        actor: str | None = None,
+    ) -> VersionRecord:
+        """Register ``source`` (a model file or directory) as the next version of ``name``.
+
+        A signature (default ``DIR/model.sig`` or ``FILE.sig``) is verified with the trusted keys
+        and recorded; a model without one is registered as unsigned (``promote`` will refuse it),
+        a model whose signature fails is refused. The files are scanned and the verdict recorded.
+        A training card ``model.json`` in the directory fills in the lineage it knows.
+        """
+        from dlsec.release import scan_paths
+
+        source = Path(source)
+        if not source.exists():
+            raise UsageError(f"{source}: no such file or directory")
+        _check_name(name)
+        sig = Path(signature) if signature is not None else default_signature_path(source)
+        signer = None
+        if sig.exists():
+            verified = verify_model(source, self.trusted_keys(keys), signature=sig)
+            manifest = verified.manifest
+            signer = verified.key_fingerprints
+        elif signature is not None:
+            raise SignatureMissingError(f"{sig}: no such signature file")
+        else:
+            manifest = hash_model(source, signature=sig)
+        root = manifest.root_digest
+        blob, kind, entry = self._store(source, root, sig if signer else None)
+        stored = blob / entry if kind == "file" else blob
+        results = scan_paths(
+            [p for p in sorted(stored.rglob("*")) if p.is_file() and not p.name.endswith(".sig")]
+            if kind == "dir"
+            else [stored]
+        )
+        verdict = (
+            "safe"
+            if results and all(r.safe for r in results)
+            else ("unscannable" if any(r.verdict == "unscannable" for r in results) else "unsafe")
+        )
+        scan = {
+            "verdict": verdict,
+            "files": {str(Path(r.path).relative_to(blob)): r.verdict for r in results},
+        }
+        lineage = self._lineage(source, data_sha256, training_config, parent, report, blob)
+        who = actor or actor_name()
+        with self.db.write() as conn:
+            if conn.execute(select(models.c.name).where(models.c.name == name)).first() is None:
+                conn.execute(models.insert(), [{"name": name, "created_at": now(), "created_by": who}])
+            if parent is not None:
+                self._resolve(conn, *parse_ref(parent))
+            number = (
+                int(
+                    conn.execute(
+                        select(func.coalesce(func.max(versions.c.version), 0)).where(versions.c.model == name)
+                    ).scalar_one()
+                )
+                + 1
+            )
+            row = {
+                "model": name,
+                "version": number,
+                "status": "registered",
+                "status_reason": None,
+                "kind": kind,
+                "entry": entry,
+                "root_digest": root,
+                "manifest": _json(manifest.files),
+                "signature": sig.read_text(encoding="utf-8") if signer else None,
+                "signer": _json(signer) if signer else None,
+                "scan": _json(scan),
+                "lineage": _json(lineage),
+                "created_at": now(),
+                "created_by": who,
+            }
+            conn.execute(versions.insert(), [row])
+            self.audit.append(
+                "registry.add",
+                f"{name}@{number}",
+                {
+                    "root_digest": root,
+                    "signed": bool(signer),
+                    "signer": signer,
+                    "scan": verdict,
+                    "lineage": lineage,
+                },
+                actor=who,
+                conn=conn,
+            )
+            return self._record(
+                conn.execute(
+                    select(versions).where(versions.c.model == name, versions.c.version == number)
+                ).one()
+            )
+
+    def _lineage(
+        self,
+        source: Path,
+        data_sha256: str | None,
+        config: dict[str, Any] | None,
+        parent: str | None,
+        report: str | Path | None,
+        blob: Path,
+    ) -> dict[str, Any]:
+        card_path = source / "model.json" if source.is_dir() else source.with_name("model.json")
+        card: dict[str, Any] = {}
+        if card_path.is_file():
+            try:
+                loaded = json.loads(card_path.read_text(encoding="utf-8"))
+                card = loaded if isinstance(loaded, dict) else {}
+            except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+                card = {}
+        data = card.get("data") if isinstance(card.get("data"), dict) else {}
+        lineage: dict[str, Any] = {
+            "data_sha256": data_sha256 or (data or {}).get("sha256"),
+            "training_config": config
+            if config is not None
+            else {k: card[k] for k in ("recipe", "hyperparameters", "seed", "config") if k in card} or None,
+            "parent": parent,
+            "report_sha256": None,
+            "gates": None,
+            "gates_passed": None,
+        }
+        if report is not None:
+            report = Path(report)
+            try:
+                raw = report.read_bytes()
+                parsed = json.loads(raw)
+            except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise UsageError(f"--report {report}: not a readable report.json ({exc})") from None
+            if not isinstance(parsed, dict) or "gates" not in parsed:
+                raise UsageError(f"--report {report}: not a dlsec report.json (no gates); run `dlsec assess`")
+            digest = hashlib.sha256(raw).hexdigest()
+            stored = self.db.root / "reports" / f"{digest}.json"
+            if not stored.exists():
+                from dlsec.core.fsutil import atomic_write_bytes
+
+                atomic_write_bytes(stored, raw, mode=0o444)
+            lineage.update(
+                report_sha256=digest, gates=parsed.get("gates"), gates_passed=bool(parsed.get("passed"))
+            )
+        return lineage
+
+    # -- queries ----------------------------------------------------------------------------
+
+    def _record(self, row: Any) -> VersionRecord:
+        return VersionRecord(
+            model=row.model,
+            version=row.version,
+            status=row.status,
+            status_reason=row.status_reason,
+            kind=row.kind,
+            entry=row.entry,
+            root_digest=row.root_digest,
+            manifest=json.loads(row.manifest),
+            signed=row.signature is not None,
+            signer=json.loads(row.signer) if row.signer else None,
+            scan=json.loads(row.scan),
+            lineage=json.loads(row.lineage),
+            created_at=row.created_at,
+            created_by=row.created_by,
+            blob=self.db.root / "blobs" / row.root_digest,
+        )
+
+    def _resolve(self, conn: Connection, name: str, selector: str | None) -> VersionRecord:
+        if conn.execute(select(models.c.name).where(models.c.name == name)).first() is None:
+            raise RegistryError(f"no model {name!r} in the registry; see `dlsec registry list`")
+        if selector is None:
+            selector = "production"
+        if selector.isdigit():
+            number = int(selector)
+        else:
+            alias = conn.execute(
+                select(aliases.c.version).where(aliases.c.model == name, aliases.c.alias == selector)
+            ).first()
+            if alias is None:
+                raise RegistryError(f"{name}: no alias {selector!r}; promote a version to it first")
+            number = alias.version
+        row = conn.execute(
+            select(versions).where(versions.c.model == name, versions.c.version == number)
+        ).first()
+        if row is None:
+            raise RegistryError(f"{name}: no version {number}")
+        return self._record(row)
+
+    def get(self, ref: str) -> VersionRecord:
+        """The version ``NAME``, ``NAME@VERSION`` or ``NAME@ALIAS`` names (a bare name: production)."""
+        with self.db.read() as conn:
+            return self._resolve(conn, *parse_ref(ref))
+
+    def versions(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Every version (of one model, or all), with the aliases pointing at it."""
+        with self.db.read() as conn:
+            query = select(versions).order_by(versions.c.model, versions.c.version)
+            if name is not None:
+                query = query.where(versions.c.model == name)
+            rows = [self._record(r) for r in conn.execute(query)]
+            alias_rows = list(conn.execute(select(aliases)))
+        if name is not None and not rows:
+            raise RegistryError(f"no model {name!r} in the registry; see `dlsec registry list`")
+        out = []
+        for r in rows:
+            names = sorted(a.alias for a in alias_rows if a.model == r.model and a.version == r.version)
+            out.append(
+                {
+                    "model": r.model,
+                    "version": r.version,
+                    "status": r.status,
+                    "aliases": names,
+                    "signed": r.signed,
+                    "scan": r.scan["verdict"],
+                    "root_digest": r.root_digest,
+                    "created_at": r.created_at,
+                    "created_by": r.created_by,
+                }
+            )
+        return out
+
+    def aliases(self, name: str) -> dict[str, int]:
+        with self.db.read() as conn:
+            return {a.alias: a.version for a in conn.execute(select(aliases).where(aliases.c.model == name))}
+
+    def show(self, ref: str) -> dict[str, Any]:
+        record = self.get(ref)
+        with self.db.read() as conn:
+            history = [
+                dict(h._mapping)
+                for h in conn.execute(
+                    select(alias_history)
+                    .where(alias_history.c.model == record.model)
+                    .order_by(alias_history.c.id)
+                )
+            ]
+        return {
+            **record.to_dict(),
+            "aliases": sorted(a for a, v in self.aliases(record.model).items() if v == record.version),
+            "alias_history": [h for h in history if h["version"] == record.version],
+            "audit": [e.to_dict() for e in self.audit.entries(subject=record.ref)],
+        }
+
+    # -- policy and state changes -----------------------------------------------------------
+
+    def check(
+        self,
+        record: VersionRecord,
+        *,
+        keys: str | Path | VerifyKeys | None = None,
+        policy: Policy | None = None,
+    ) -> list[str]:
+        """The policy rules ``record`` breaks now (empty when it may serve). Fails closed."""
+        from dlsec.release import scan_paths
+
+        broken: list[str] = []
+        if record.status != "registered":
+            broken.append(
+                f"status: the version is {record.status}"
+                + (f" ({record.status_reason})" if record.status_reason else "")
+            )
+        if not record.signed:
+            broken.append("signature: the version is unsigned; sign it (`dlsec sign`) and add it again")
+        else:
+            try:
+                verified = verify_model(record.path, self.trusted_keys(keys))
+                if verified.manifest.root_digest != record.root_digest:
+                    broken.append("signature: the stored files are not the registered ones")
+            except SecurityFinding as exc:
+                broken.append(f"signature: {exc}")
+        try:
+            files = (
+                [p for p in sorted(record.path.rglob("*")) if p.is_file() and not p.name.endswith(".sig")]
+                if record.kind == "dir"
+                else [record.path]
+            )
+            results = scan_paths(files)
+            if not results or not all(r.safe for r in results):
+                bad = [Path(r.path).name for r in results if not r.safe]
+                broken.append(f"scan: not clean ({', '.join(bad) or 'no files'})")
+        except (OSError, SecurityFinding) as exc:
+            broken.append(f"scan: could not run ({exc})")
+        if policy is not None and policy.require_report:
+            lineage = record.lineage
+            if lineage.get("report_sha256") is None:
+                broken.append(
+                    "gates: no assessment report recorded; add the version with --report OUT/report.json"
+                )
+            else:
+                broken += self._gates(lineage["report_sha256"], policy)
+        return broken
+
+    def _gates(self, digest: str, policy: Policy) -> list[str]:
+        from dlsec.assess.campaign import GateSpec
+        from dlsec.assess.gates import build_gate
+
+        path = self.db.root / "reports" / f"{digest}.json"
+        try:
+            raw = path.read_bytes()
+        except OSError:
+            return [f"gates: the recorded report {digest[:12]} is missing from the registry"]
+        if hashlib.sha256(raw).hexdigest() != digest:
+            return [f"gates: the recorded report {digest[:12]} was altered"]
+        report = json.loads(raw)
+        if not policy.gates:
+            return [] if report.get("passed") else ["gates: the recorded assessment did not pass its gates"]
+        failed = []
+        for spec in policy.gates:
+            result = build_gate(GateSpec.model_validate(spec)).check(report)
+            if not result.passed:
+                failed.append(f"gates: {result.name}: {result.reason}")
+        return failed
+
+    def promote(
+        self,
+        name: str,
+        version: int,
+        *,
+        alias: str = "production",
+        keys: str | Path | VerifyKeys | None = None,
+        policy: Policy | None = None,
+        actor: str | None = None,
+    ) -> VersionRecord:
+        """Point ``alias`` at ``name@version`` if the policy holds; else raise :class:`PolicyError`."""
+        _check_name(alias)
+        if alias.isdigit():
+            raise UsageError(f"bad alias {alias!r}: an alias cannot be a number (numbers name versions)")
+        record = self.get(f"{name}@{version}")
+        broken = self.check(record, keys=keys, policy=policy)
+        who = actor or actor_name()
+        with self.db.write() as conn:
+            if broken:
+                self.audit.append(
+                    "registry.promote.refused",
+                    record.ref,
+                    {"alias": alias, "rules": broken},
+                    actor=who,
+                    conn=conn,
+                )
+            else:
+                current = self._resolve(conn, name, str(version))  # re-read under the lock
+                if current.status != "registered":
+                    broken = [f"status: the version is {current.status}"]
+                    self.audit.append(
+                        "registry.promote.refused",
+                        record.ref,
+                        {"alias": alias, "rules": broken},
+                        actor=who,
+                        conn=conn,
+                    )
+                else:
+                    previous = self._set_alias(conn, name, alias, version, "promote", who)
+                    self.audit.append(
+                        "registry.promote",
+                        record.ref,
+                        {"alias": alias, "previous": previous, "root_digest": record.root_digest},
+                        actor=who,
+                        conn=conn,
+                    )
+        if broken:
+            raise PolicyError(f"promote {record.ref} to {alias} refused: " + "; ".join(broken))
+        return record
+
+    def _set_alias(
+        self, conn: Connection, name: str, alias: str, version: int, action: str, who: str
+    ) -> int | None:
+        existing = conn.execute(
+            select(aliases.c.version).where(aliases.c.model == name, aliases.c.alias == alias)
+        ).first()
+        stamp = now()
+        if existing is None:
+            conn.execute(
+                aliases.insert(),
+                [{"model": name, "alias": alias, "version": version, "updated_at": stamp, "updated_by": who}],
+            )
+        else:
+            conn.execute(
+                update(aliases)
+                .where(aliases.c.model == name, aliases.c.alias == alias)
+                .values(version=version, updated_at=stamp, updated_by=who)
+            )
+        conn.execute(
+            alias_history.insert(),
+            [{"model": name, "alias": alias, "version": version, "action": action, "at": stamp, "by": who}],
+        )
+        return None if existing is None else int(existing.version)
+
+    def _set_status(
+        self, name: str, version: int, status: str, reason: str | None, action: str, actor: str | None
+    ) -> VersionRecord:
+        who = actor or actor_name()
+        with self.db.write() as conn:
+            record = self._resolve(conn, name, str(version))
+            if record.status == status:
+                return record  # idempotent: nothing to change, nothing to log
+            if status == "retired":
+                pointing = [
+                    a.alias
+                    for a in conn.execute(
+                        select(aliases).where(aliases.c.model == name, aliases.c.version == version)
+                    )
+                ]
+                if pointing:
+                    raise RegistryError(
+                        f"{record.ref} is still {', '.join(pointing)}; promote another version "
+                        "or roll back first"
+                    )
+            if record.status == "retired" and status == "quarantined":
+                raise RegistryError(f"{record.ref} is retired; it is already out of service")
+            conn.execute(
+                update(versions)
+                .where(versions.c.model == name, versions.c.version == version)
+                .values(status=status, status_reason=reason)
+            )
+            self.audit.append(
+                action,
+                record.ref,
+                {"from": record.status, "to": status, "reason": reason},
+                actor=who,
+                conn=conn,
+            )
+            return self._resolve(conn, name, str(version))
+
+    def quarantine(
+        self, name: str, version: int, *, reason: str | None = None, actor: str | None = None
+    ) -> VersionRecord:
+        """Take ``name@version`` out of service now: loading or serving it is refused."""
+        return self._set_status(name, version, "quarantined", reason, "registry.quarantine", actor)
+
+    def release(
+        self, name: str, version: int, *, reason: str | None = None, actor: str | None = None
+    ) -> VersionRecord:
+        """Lift a quarantine (the version still has to pass the policy to be promoted again)."""
+        return self._set_status(name, version, "registered", reason, "registry.release", actor)
+
+    def retire(
+        self, name: str, version: int, *, reason: str | None = None, actor: str | None = None
+    ) -> VersionRecord:
+        """Retire a version no alias points at (kept for the record, never served)."""
+        return self._set_status(name, version, "retired", reason, "registry.retire", actor)
+
+    def rollback(
+        self,
+        name: str,
+        *,
+        alias: str = "production",
+        keys: str | Path | VerifyKeys | None = None,
+        actor: str | None = None,
+    ) -> tuple[int, VersionRecord]:
+        """Move ``alias`` to the newest version it pointed at before the current one that passes the policy.
+
+        Returns ``(previous version, new record)``.
+        """
+        who = actor or actor_name()
+        with self.db.read() as conn:
+            current = self._resolve(conn, name, alias)
+            history = [
+                h.version
+                for h in conn.execute(
+                    select(alias_history)
+                    .where(alias_history.c.model == name, alias_history.c.alias == alias)
+                    .order_by(alias_history.c.id.desc())
+                )
+            ]
+        rejected: dict[int, list[str]] = {}
+        for number in history:
+            if number == current.version or number in rejected:
+                continue
+            candidate = self.get(f"{name}@{number}")
+            broken = self.check(candidate, keys=keys)
+            if broken:
+                rejected[number] = broken
+                continue
+            with self.db.write() as conn:
+                now_current = self._resolve(conn, name, alias)
+                if now_current.version != current.version:
+                    raise RegistryError(
+                        f"{name}@{alias} moved to {now_current.version} meanwhile; run rollback again"
+                    )
+                self._set_alias(conn, name, alias, number, "rollback", who)
+                self.audit.append(
+                    "registry.rollback",
+                    f"{name}@{number}",
+                    {
+                        "alias": alias,
+                        "from": current.version,
+                        "to": number,
+                        "skipped": {str(k): v for k, v in rejected.items()},
+                    },
+                    actor=who,
+                    conn=conn,
+                )
+            return current.version, candidate
+        raise RegistryError(
+            f"{name}@{alias}: no earlier good version to roll back to "
+            f"(it has pointed at {sorted(set(history))})"
+        )
+
+    # -- loading ----------------------------------------------------------------------------
+
+    def open_for_use(self, ref: str, *, keys: str | Path | VerifyKeys | None = None) -> VersionRecord:
+        """Resolve ``ref`` and check it may be used now: in service, signature verified, scan clean."""
+        record = self.get(ref)
+        if record.status != "registered":
+            raise ModelOutOfServiceError(
+                f"{record.ref} is {record.status}"
+                + (f" ({record.status_reason})" if record.status_reason else "")
+                + "; it is not served or loaded"
+            )
+        if not record.signed:
+            raise SignatureMissingError(f"{record.ref} is unsigned; only signed versions are loaded")
+        broken = self.check(record, keys=keys)
+        if broken:
+            raise PolicyError(f"{record.ref} may not be used: " + "; ".join(broken))
+        return record
+
+
+def _check_name(name: str) -> None:
+    if not name or len(name) > 100 or not all(c.isalnum() or c in "-_." for c in name) or name[0] in "-.":
+        raise UsageError(f"bad name {name!r}: use letters, digits, '-', '_' and '.' (not first)")
