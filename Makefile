@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.dlsec-installed
 
-.PHONY: setup demo test test-slow lint typecheck peers browser bench-setup bench clean
+.PHONY: setup demo test test-slow lint typecheck peers browser postgres bench-setup bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -21,7 +21,7 @@ setup: $(STAMP)
 demo: setup
 	$(BIN)/dlsec demo --out dlsec-demo
 
-test: setup peers browser
+test: setup peers browser postgres
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -m "not slow"
@@ -39,6 +39,13 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 	  echo "warning: could not install chromium; the browser test will fail under CI"
+
+# Debian's PostgreSQL server binaries for the registry's PostgreSQL test (it starts a throwaway
+# server on loopback; without the binaries that test skips).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } || \
+	  echo "warning: could not install postgresql; the PostgreSQL registry test will skip"
 
 test-slow: setup
 	$(BIN)/python -m pytest -q -m slow

@@ -131,27 +131,32 @@ def _model_files(model: Path, ignore: set[str]) -> list[tuple[str, Path]]:
 
 
 def hash_model(
-    model: str | Path, *, signature: str | Path | None = None, workers: int | None = None
+    model: str | Path,
+    *,
+    signature: str | Path | None = None,
+    workers: int | None = None,
+    ignore: tuple[str, ...] = (),
 ) -> Manifest:
     """Hash every file of ``model`` (a file or a directory), several files at once.
 
-    The signature file and git metadata are left out (and listed as ignored in the statement).
+    The signature file, git metadata and ``ignore`` (paths relative to the model) are left out,
+    and listed as ignored in the statement.
     """
     model = Path(model)
-    ignore = set(GIT_PATHS)
+    ignored = set(GIT_PATHS) | {p.strip("/") for p in ignore}
     sig = Path(signature) if signature is not None else default_signature_path(model)
     if model.is_dir():
         with contextlib.suppress(ValueError):
-            ignore.add(sig.resolve().relative_to(model.resolve()).as_posix())
-    files = _model_files(model, ignore)
+            ignored.add(sig.resolve().relative_to(model.resolve()).as_posix())
+    files = _model_files(model, ignored)
     if model.is_dir() and not files:
         raise UsageError(f"{model} holds no files to sign")
     n_workers = max(1, min(workers or (os.cpu_count() or 1), len(files)))
     with ThreadPoolExecutor(max_workers=n_workers) as pool:
         digests = list(pool.map(sha256_file, [p for _, p in files]))
     name = model.resolve().name
-    ignored = tuple(sorted(ignore)) if model.is_dir() else ()
-    return Manifest(name, {rel: d for (rel, _), d in zip(files, digests, strict=True)}, ignored)
+    listed = tuple(sorted(ignored)) if model.is_dir() else ()
+    return Manifest(name, {rel: d for (rel, _), d in zip(files, digests, strict=True)}, listed)
 
 
 def pae(payload: bytes) -> bytes:
@@ -339,7 +344,8 @@ def verify_model(
     payload, sigs, hint = read_bundle(sig_path)
     _check_signatures(sig_path, payload, sigs, hint, keys)
     expected = _signed_manifest(sig_path, payload)
-    actual = hash_model(model, signature=sig_path, workers=workers)
+    # The signed statement's ignore list is authenticated: honour it, as model_signing does.
+    actual = hash_model(model, signature=sig_path, workers=workers, ignore=expected.ignore_paths)
     changed = sorted(n for n in expected.files if n in actual.files and actual.files[n] != expected.files[n])
     missing = sorted(set(expected.files) - set(actual.files))
     extra = sorted(set(actual.files) - set(expected.files))

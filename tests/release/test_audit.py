@@ -1,0 +1,155 @@
+"""The Merkle audit log: RFC 6962 known answers, proofs, and detection of every kind of tampering."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import delete, text, update
+
+from dlsec.release import AuditLog, open_database
+from dlsec.release import _merkle as merkle
+from dlsec.release._db import audit_checkpoints, audit_entries
+from tests.cli.test_cli import run, run_json
+
+# RFC 6962 test vectors (certificate-transparency's merkle_tree_test): the inputs and the roots
+# of the trees of their first 1..8 leaves.
+CT_INPUTS = [b"", b"\x00", b"\x10", b"\x20\x21", b"\x30\x31", b"\x40\x41\x42\x43", bytes(range(0x50, 0x58)),
+             bytes(range(0x60, 0x70))]  # fmt: skip
+CT_ROOTS = [
+    "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
+    "fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125",
+    "aeb6bcfe274b70a14fb067a5e5578264db0fa9b51af5e0ba159158f329e06e77",
+    "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+    "4e3bbb1f7b478dcfe71fb631631519a3bca12c9aefca1612bfce4c13a86264d4",
+    "76e67dadbcdf1e10e1b74ddc608abd2f98dfb16fbce75277b5232a127f2087ef",
+    "ddb89be403809e325750d3d263cd78929c2942b7942a34b77e122c9594a74c8c",
+    "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328",
+]
+
+
+def test_tree_heads_match_the_rfc6962_test_vectors():
+    leaves = [merkle.leaf_hash(d) for d in CT_INPUTS]
+    assert [merkle.tree_root(leaves[:n]).hex() for n in range(1, 9)] == CT_ROOTS
+    assert merkle.tree_root([]).hex() == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+
+def test_every_inclusion_and_consistency_proof_verifies_and_wrong_ones_do_not():
+    leaves = [merkle.leaf_hash(bytes([i])) for i in range(21)]
+    for n in range(1, 22):
+        root = merkle.tree_root(leaves[:n])
+        for i in range(n):
+            proof = merkle.inclusion_proof(leaves[:n], i)
+            assert merkle.verify_inclusion(leaves[i], i, n, proof, root)
+            assert not merkle.verify_inclusion(leaves[(i + 1) % 21], i, n, proof, root)
+        for m in range(1, n + 1):
+            proof = merkle.consistency_proof(leaves[:n], m)
+            old = merkle.tree_root(leaves[:m])
+            assert merkle.verify_consistency(m, n, old, root, proof)
+            if m < n:
+                assert not merkle.verify_consistency(m, n, old, merkle.tree_root(leaves[1 : n + 1]), proof)
+                assert not merkle.verify_consistency(m, n, merkle.leaf_hash(b"x"), root, proof)
+
+
+@pytest.fixture
+def log(tmp_path) -> AuditLog:
+    audit = AuditLog(open_database(home=tmp_path))
+    for i in range(12):
+        audit.append("registry.add", f"model@{i}", {"i": i})
+    return audit
+
+
+def test_clean_log_verifies_and_proofs_check_out(log):
+    result = log.verify()
+    assert result.ok and result.size == 12 and result.checkpoints == 12
+    proof = log.inclusion_proof(5)
+    assert proof["verified"] and proof["tree_size"] == 12
+    assert log.consistency_proof(7)["verified"]
+
+
+def _bad(log: AuditLog) -> int | None:
+    result = log.verify()
+    assert not result.ok
+    return result.first_bad
+
+
+def test_an_edited_entry_is_named(log):
+    with log.db.write() as conn:
+        conn.execute(update(audit_entries).where(audit_entries.c.idx == 4).values(actor="mallory"))
+    assert _bad(log) == 4
+
+
+def test_an_edit_that_also_rewrites_the_hashes_is_caught_by_the_checkpoints(log):
+    entries = log.entries()
+    forged = entries[6].__class__(
+        6, entries[6].ts, "mallory", entries[6].action, entries[6].subject, {"i": 6}
+    )
+    with log.db.write() as conn:
+        conn.execute(
+            update(audit_entries)
+            .where(audit_entries.c.idx == 6)
+            .values(actor="mallory", leaf_hash=forged.leaf().hex())
+        )
+    assert _bad(log) == 6  # one checkpoint per operation: the interval is that one entry
+
+
+def test_deleted_inserted_and_reordered_entries_are_detected(log, tmp_path):
+    with log.db.write() as conn:
+        conn.execute(delete(audit_entries).where(audit_entries.c.idx == 3))
+    assert _bad(log) == 3
+
+    other = AuditLog(open_database(home=tmp_path / "b"))
+    for i in range(5):
+        other.append("a", f"s{i}", {})
+    with other.db.write() as conn:  # swap the contents of rows 1 and 2 (indices stay in place)
+        rows = {r.idx: r for r in conn.execute(audit_entries.select().where(audit_entries.c.idx.in_([1, 2])))}
+        for a, b in ((1, 2), (2, 1)):
+            values = {
+                k: getattr(rows[b], k) for k in ("ts", "actor", "action", "subject", "details", "leaf_hash")
+            }
+            conn.execute(update(audit_entries).where(audit_entries.c.idx == a).values(**values))
+    assert _bad(other) == 1
+
+    third = AuditLog(open_database(home=tmp_path / "c"))
+    for i in range(4):
+        third.append("a", f"s{i}", {})
+    with third.db.write() as conn:  # an entry appended behind the log's back
+        conn.execute(
+            audit_entries.insert(),
+            [{"idx": 4, "ts": "2026-01-01", "actor": "m", "action": "a", "subject": "s", "details": "{}",
+              "leaf_hash": "00" * 32}],
+        )  # fmt: skip
+    assert _bad(third) == 4
+
+
+def test_truncation_and_forged_checkpoints_are_detected(log):
+    with log.db.write() as conn:
+        conn.execute(delete(audit_entries).where(audit_entries.c.idx >= 10))
+        conn.execute(delete(audit_checkpoints).where(audit_checkpoints.c.size > 10))
+    result = log.verify()  # the newest checkpoint kept outside the database still says 12
+    assert not result.ok and "12" in (result.reason or "")
+    log2 = AuditLog(open_database(home=log.db.root.parent / "x"))
+    log2.append("a", "s", {})
+    with log2.db.write() as conn:
+        conn.execute(update(audit_checkpoints).values(root="11" * 32))
+    assert not log2.verify().ok
+
+
+def test_audit_cli_verify_proof_export_and_tamper_exit_code(capsys, tmp_path):
+    home = str(tmp_path)
+    audit = AuditLog(open_database(home=tmp_path))
+    for i in range(5):
+        audit.append("registry.add", f"m@{i}", {})
+    assert run_json(capsys, "--home", home, "audit", "verify")["ok"]
+    code, out, _ = run(capsys, "--home", home, "audit", "proof", "3")
+    assert code == 0 and json.loads(out)["verified"]
+    assert (
+        run_json(capsys, "--home", home, "audit", "export", "--out", str(tmp_path / "log.jsonl"))["entries"]
+        == 5
+    )
+    lines = (tmp_path / "log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["subject"] for line in lines] == [f"m@{i}" for i in range(5)]
+    with audit.db.write() as conn:
+        conn.execute(text("UPDATE audit_entries SET subject = 'x' WHERE idx = 2"))
+    code, _, err = run(capsys, "--home", home, "audit", "verify")
+    assert code == 1 and "entry 2" in err and "Traceback" not in err

@@ -1,0 +1,258 @@
+"""The registry: add, promote (policy), quarantine, rollback, retire, loading, concurrency, PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from dlsec.core.arch import build_architecture
+from dlsec.core.io import save_safetensors_model
+from dlsec.core.loading import load_model
+from dlsec.core.spec import InputSpec
+from dlsec.errors import ModelOutOfServiceError, PolicyError, RegistryError, SignatureMissingError
+from dlsec.release import Policy, Registry, generate_signing_keys, load_signing_keys, sign_model
+from tests.cli.test_cli import assert_user_error, run, run_json
+
+PASS = "registry test passphrase"
+SPEC = InputSpec(shape=(4,), num_classes=3, kind="tabular")
+
+
+def _model(dirpath: Path, seed: int) -> Path:
+    torch.manual_seed(seed)
+    kwargs = {"in_features": 4, "num_classes": 3, "hidden": [8]}
+    module = build_architecture("mlp", kwargs)
+    dirpath.mkdir(parents=True, exist_ok=True)
+    save_safetensors_model(module, SPEC, dirpath / "model.safetensors", arch="mlp", arch_kwargs=kwargs)
+    return dirpath
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    generate_signing_keys(tmp_path / "keys", passphrase=PASS, scrypt_log_n=10)
+    return tmp_path
+
+
+def _signed_model(home: Path, name: str, seed: int) -> Path:
+    path = _model(home / "src" / name, seed)
+    sign_model(path, load_signing_keys(home / "keys", passphrase=PASS))
+    return path
+
+
+def test_promote_quarantine_rollback_end_to_end_with_every_step_audited(home):
+    reg = Registry.open(home=home)
+    unsigned = reg.add(_model(home / "src" / "u", 0), "clf")
+    assert not unsigned.signed and unsigned.scan["verdict"] == "safe"
+    with pytest.raises(PolicyError, match="signature"):
+        reg.promote("clf", 1)
+    v2 = reg.add(_signed_model(home, "a", 1), "clf")
+    v3 = reg.add(_signed_model(home, "b", 2), "clf", parent="clf@2")
+    assert (v2.version, v3.version) == (2, 3) and v3.lineage["parent"] == "clf@2"
+    reg.promote("clf", 2)
+    reg.promote("clf", 3)
+    assert reg.get("clf").version == 3
+    before = load_model("registry:clf", home=home)
+    assert before.spec.num_classes == 3
+
+    reg.quarantine("clf", 3, reason="drift alert")
+    with pytest.raises(ModelOutOfServiceError, match="quarantined"):
+        load_model("registry:clf", home=home)
+    with pytest.raises(PolicyError, match="quarantined"):
+        reg.promote("clf", 3)
+    previous, record = reg.rollback("clf")
+    assert (previous, record.version) == (3, 2)
+    x = torch.rand(5, 4)
+    restored = load_model("registry:clf", home=home)
+    expected = load_model(str(home / "src" / "a" / "model.safetensors"))
+    assert torch.equal(restored.predict(x), expected.predict(x))
+    with pytest.raises(RegistryError, match="production"):
+        reg.retire("clf", 2)
+    reg.retire("clf", 3)
+    with pytest.raises(ModelOutOfServiceError, match="retired"):
+        load_model("registry:clf@3", home=home)
+    with pytest.raises(SignatureMissingError):
+        load_model("registry:clf@1", home=home)
+
+    actions = [(e.action, e.subject) for e in reg.audit.entries() if e.subject.startswith("clf")]
+    assert actions == [
+        ("registry.add", "clf@1"),
+        ("registry.promote.refused", "clf@1"),
+        ("registry.add", "clf@2"),
+        ("registry.add", "clf@3"),
+        ("registry.promote", "clf@2"),
+        ("registry.promote", "clf@3"),
+        ("registry.quarantine", "clf@3"),
+        ("registry.promote.refused", "clf@3"),
+        ("registry.rollback", "clf@2"),
+        ("registry.retire", "clf@3"),
+    ]
+    assert reg.audit.verify().ok
+    reg.close()
+
+
+def test_stored_files_tampered_after_add_are_refused(home):
+    reg = Registry.open(home=home)
+    record = reg.add(_signed_model(home, "a", 1), "clf")
+    weights = record.path / "model.safetensors"
+    os.chmod(weights, 0o644)
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    with pytest.raises(PolicyError, match="changed"):
+        reg.promote("clf", 1)
+    with pytest.raises(PolicyError, match="changed"):
+        reg.open_for_use("clf@1")
+
+
+def test_policy_gates_use_the_recorded_assessment_report(home, tmp_path):
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"gates": [{"name": "g", "passed": False}], "passed": False,
+                                  "clean": {"accuracy": 0.91}, "findings": []}))  # fmt: skip
+    reg = Registry.open(home=home)
+    reg.add(_signed_model(home, "a", 1), "clf", report=report)
+    reg.add(_signed_model(home, "b", 2), "clf")
+    policy = Policy(require_report=True)
+    with pytest.raises(PolicyError, match="did not pass"):
+        reg.promote("clf", 1, policy=policy)
+    with pytest.raises(PolicyError, match="no assessment report"):
+        reg.promote("clf", 2, policy=policy)
+    strict = tmp_path / "policy.yaml"
+    strict.write_text("gates:\n  - {name: acc, metric: clean_accuracy, min: 0.95}\n")
+    with pytest.raises(PolicyError, match="acc"):
+        reg.promote("clf", 1, policy=Policy.load(strict))
+    lenient = tmp_path / "lenient.yaml"
+    lenient.write_text("gates:\n  - {name: acc, metric: clean_accuracy, min: 0.9}\n")
+    reg.promote("clf", 1, policy=Policy.load(lenient))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("gates:\n  - {metric: clean_accuracy}\n")
+    with pytest.raises(Exception, match="min or max"):
+        Policy.load(bad)
+
+
+_WRITER = """
+import sys
+from pathlib import Path
+from dlsec.release import Registry
+home, tag, n = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+reg = Registry.open(sys.argv[4] if len(sys.argv) > 4 else None, home=home)
+for i in range(n):
+    src = home / "src" / f"{tag}{i}"
+    src.mkdir(parents=True)
+    (src / "w.bin").write_bytes(f"{tag}-{i}".encode())
+    reg.add(src, "shared")
+    reg.audit.append("test.event", f"{tag}{i}", {})
+"""
+
+
+def _concurrent_writers(home: Path, url: str | None, n: int = 8) -> Registry:
+    args = [str(home), "", str(n)] + ([url] if url else [])
+    procs = []
+    for tag in ("p", "q"):
+        args[1] = tag
+        procs.append(subprocess.Popen([sys.executable, "-c", _WRITER, *args], stderr=subprocess.PIPE))
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err.decode()[-2000:]
+    reg = Registry.open(url, home=home)
+    rows = reg.versions("shared")
+    assert sorted(r["version"] for r in rows) == list(range(1, 2 * n + 1))
+    assert len({r["root_digest"] for r in rows}) == 2 * n
+    entries = reg.audit.entries()
+    assert [e.index for e in entries] == list(range(4 * n))
+    assert sum(e.action == "registry.add" for e in entries) == 2 * n
+    assert reg.audit.verify().ok
+    return reg
+
+
+def test_two_processes_writing_at_once_lose_nothing(tmp_path):
+    _concurrent_writers(tmp_path, None).close()
+
+
+def test_registry_cli_flow_and_errors(capsys, home, monkeypatch):
+    monkeypatch.setenv("DLSEC_PASSPHRASE", PASS)
+    h = str(home)
+    model = _model(home / "src" / "cli", 3)
+    assert run_json(capsys, "--home", h, "sign", str(model))["files"] == 1
+    assert run_json(capsys, "--home", h, "verify", str(model))["verified"]
+    added = run_json(capsys, "--home", h, "registry", "add", str(model), "--name", "m")
+    assert added["ref"] == "m@1" and added["signed"]
+    run_json(capsys, "--home", h, "registry", "promote", "m@1", "--alias", "staging")
+    listing = run_json(capsys, "--home", h, "registry", "list")
+    assert listing[0]["aliases"] == ["staging"]
+    shown = run_json(capsys, "--home", h, "registry", "show", "m@staging")
+    assert [e["action"] for e in shown["audit"]] == ["registry.add", "registry.promote"]
+    code, _, err = run(capsys, "--home", h, "registry", "show", "nope@1")
+    assert_user_error(code, err, "no model 'nope'")
+    code, _, err = run(capsys, "--home", h, "registry", "promote", "m")
+    assert_user_error(code, err, "NAME@NUMBER")
+    (model / "model.safetensors").write_bytes(b"tampered")
+    code, _, err = run(capsys, "--home", h, "verify", str(model))
+    assert code == 1 and "changed" in err and "Traceback" not in err
+    run_json(capsys, "--home", h, "registry", "quarantine", "m@1", "--reason", "test")
+    code, _, err = run(capsys, "--home", h, "eval", "-m", "registry:m@staging", "-d", "builtin:digits")
+    assert code == 1 and "quarantined" in err
+
+
+# -- PostgreSQL, against a real server when its binaries are installed --------------------------
+
+
+def _initdb() -> Path | None:
+    for candidate in sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), reverse=True):
+        return candidate
+    found = shutil.which("initdb")
+    return Path(found) if found else None
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    pytest.importorskip("psycopg")
+    initdb = _initdb()
+    if initdb is None:
+        pytest.skip("PostgreSQL server binaries are not installed (make test installs them on Debian)")
+    bindir = initdb.parent
+    import tempfile
+
+    scratch = Path(tempfile.mkdtemp(prefix="dlsec-pg-"))  # outside pytest's root-only folders
+    data = scratch / "data"
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        as_user = ["runuser", "-u", "postgres", "--"]
+        shutil.chown(scratch, "postgres")
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"],
+                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(data / "log"),
+         "-o", f"-p {port} -k {data} -h 127.0.0.1", "start"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True)  # fmt: skip
+        time.sleep(0.1)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def test_postgresql_registry_flow_and_concurrent_writers(postgres_url, tmp_path):
+    generate_signing_keys(tmp_path / "keys", passphrase=PASS, scrypt_log_n=10)
+    reg = _concurrent_writers(tmp_path, postgres_url, n=4)
+    reg.add(_signed_model(tmp_path, "pg", 5), "pgmodel")
+    reg.promote("pgmodel", 1)
+    reg.quarantine("pgmodel", 1)
+    with pytest.raises(ModelOutOfServiceError):
+        reg.open_for_use("pgmodel")
+    assert reg.audit.verify().ok
+    reg.close()

@@ -1,0 +1,242 @@
+"""Signing: keys, the model-signing layout, every way verification must fail, interoperability."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from dlsec.errors import (
+    BadSignatureError,
+    FileChangedError,
+    FileMissingError,
+    HybridSignatureError,
+    KeyFileError,
+    MalformedSignatureError,
+    SignatureMissingError,
+    UnsignedFileError,
+    WrongKeyError,
+)
+from dlsec.release import (
+    generate_signing_keys,
+    hash_model,
+    load_signing_keys,
+    load_verify_keys,
+    sign_model,
+    verify_model,
+)
+
+PASS = "correct horse battery staple"
+
+
+@pytest.fixture(scope="module")
+def keydirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    a, b = tmp_path_factory.mktemp("keys-a"), tmp_path_factory.mktemp("keys-b")
+    generate_signing_keys(a, passphrase=PASS, scrypt_log_n=10, overwrite=True)
+    generate_signing_keys(b, passphrase=PASS, scrypt_log_n=10, overwrite=True)
+    return a, b
+
+
+@pytest.fixture
+def model_dir(tmp_path: Path) -> Path:
+    root = tmp_path / "model"
+    (root / "shards").mkdir(parents=True)
+    (root / "model.safetensors").write_bytes(os.urandom(3000))
+    (root / "config.json").write_text('{"arch": "mlp"}')
+    (root / "shards" / "part-0.bin").write_bytes(b"\x01" * 70000)
+    return root
+
+
+def _signed(model: Path, keydir: Path) -> Path:
+    sig, _ = sign_model(model, load_signing_keys(keydir, passphrase=PASS))
+    return sig
+
+
+def _bundle(sig: Path) -> dict:
+    return json.loads(sig.read_text())
+
+
+def _write(sig: Path, bundle: dict) -> None:
+    sig.write_text(json.dumps(bundle))
+
+
+def test_keys_are_encrypted_pem_with_private_files_owner_only(keydirs):
+    a, _ = keydirs
+    for name in ("ecdsa-p256.key.pem", "ml-dsa-65.key.pem"):
+        text = (a / name).read_text()
+        assert text.startswith("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+        assert stat.S_IMODE((a / name).stat().st_mode) == 0o600
+    assert (a / "ecdsa-p256.pub.pem").read_text().startswith("-----BEGIN PUBLIC KEY-----")
+    with pytest.raises(KeyFileError, match="wrong passphrase"):
+        load_signing_keys(a, passphrase="not it")
+    record = json.loads((a / "keys.json").read_text())
+    pub = load_verify_keys(a)
+    pem = (a / "ecdsa-p256.pub.pem").read_bytes()
+    assert record["ecdsa-p256"]["fingerprint"] == hashlib.sha256(pem).hexdigest()
+    assert pub.fingerprints["ml-dsa-65"] == record["ml-dsa-65"]["fingerprint"]
+
+
+def test_manifest_digests_and_root_match_a_hand_computation(model_dir):
+    manifest = hash_model(model_dir)
+    files = {
+        "config.json": model_dir / "config.json",
+        "model.safetensors": model_dir / "model.safetensors",
+        "shards/part-0.bin": model_dir / "shards" / "part-0.bin",
+    }
+    assert manifest.files == {k: hashlib.sha256(p.read_bytes()).hexdigest() for k, p in files.items()}
+    root = hashlib.sha256(b"".join(bytes.fromhex(manifest.files[k]) for k in sorted(files))).hexdigest()
+    assert manifest.root_digest == root
+    statement = manifest.statement()
+    assert statement["_type"] == "https://in-toto.io/Statement/v1"
+    assert statement["predicateType"] == "https://model_signing/signature/v1.0"
+    assert statement["subject"] == [{"name": "model", "digest": {"sha256": root}}]
+
+
+def test_sign_then_verify_directory_and_file(model_dir, keydirs):
+    a, _ = keydirs
+    sig = _signed(model_dir, a)
+    assert sig == model_dir / "model.sig"
+    bundle = _bundle(sig)
+    assert bundle["mediaType"] == "application/vnd.dev.sigstore.bundle.v0.3+json"
+    kinds = [s["keyid"].split(":")[0] for s in bundle["dsseEnvelope"]["signatures"]]
+    assert kinds == ["ecdsa-p256", "ml-dsa-65"]
+    verified = verify_model(model_dir, load_verify_keys(a))
+    assert verified.hybrid and len(verified.manifest.files) == 3
+    single = model_dir / "model.safetensors"
+    file_sig = _signed(single, a)
+    assert file_sig.name == "model.safetensors.sig"
+    assert verify_model(single, load_verify_keys(a)).manifest.files.keys() == {"."}
+
+
+@pytest.mark.parametrize("victim", ["model.safetensors", "config.json", "shards/part-0.bin"])
+def test_one_flipped_byte_in_any_file_fails_naming_it(model_dir, keydirs, victim):
+    a, _ = keydirs
+    _signed(model_dir, a)
+    path = model_dir / victim
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(FileChangedError, match=victim):
+        verify_model(model_dir, load_verify_keys(a))
+
+
+def test_removed_and_added_files_fail_with_their_own_errors(model_dir, keydirs):
+    a, _ = keydirs
+    _signed(model_dir, a)
+    (model_dir / "extra.py").write_text("print('hi')")
+    with pytest.raises(UnsignedFileError, match="extra.py"):
+        verify_model(model_dir, load_verify_keys(a))
+    (model_dir / "extra.py").unlink()
+    (model_dir / "config.json").unlink()
+    with pytest.raises(FileMissingError, match="config.json"):
+        verify_model(model_dir, load_verify_keys(a))
+
+
+def test_wrong_key_missing_and_malformed_signatures(model_dir, keydirs):
+    a, b = keydirs
+    with pytest.raises(SignatureMissingError):
+        verify_model(model_dir, load_verify_keys(a))
+    sig = _signed(model_dir, a)
+    with pytest.raises(WrongKeyError):
+        verify_model(model_dir, load_verify_keys(b))
+    good = sig.read_text()
+    sig.write_text(good[: len(good) // 2])
+    with pytest.raises(MalformedSignatureError):
+        verify_model(model_dir, load_verify_keys(a))
+    bundle = json.loads(good)
+    bundle["dsseEnvelope"]["payload"] = "%%%not base64"
+    _write(sig, bundle)
+    with pytest.raises(MalformedSignatureError):
+        verify_model(model_dir, load_verify_keys(a))
+
+
+def test_swapped_signature_and_altered_statement_fail(model_dir, keydirs, tmp_path):
+    a, _ = keydirs
+    sig = _signed(model_dir, a)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "w.bin").write_bytes(b"other weights")
+    other_bundle = _bundle(_signed(other, a))
+    bundle = _bundle(sig)
+    # The signature values of another model, over our statement: the ECDSA half fails first.
+    bundle["dsseEnvelope"]["signatures"] = other_bundle["dsseEnvelope"]["signatures"]
+    _write(sig, bundle)
+    with pytest.raises(BadSignatureError):
+        verify_model(model_dir, load_verify_keys(a))
+    # A statement edited to match tampered files: the signatures no longer cover it.
+    bundle = _bundle(_signed(model_dir, a))
+    statement = json.loads(base64.b64decode(bundle["dsseEnvelope"]["payload"]))
+    statement["predicate"]["resources"][0]["digest"] = "00" * 32
+    bundle["dsseEnvelope"]["payload"] = base64.b64encode(json.dumps(statement).encode()).decode()
+    _write(sig, bundle)
+    with pytest.raises(BadSignatureError):
+        verify_model(model_dir, load_verify_keys(a))
+    # Another model's whole, valid signature: the signature checks, the files do not.
+    _write(sig, other_bundle)
+    with pytest.raises((FileChangedError, FileMissingError)):
+        verify_model(model_dir, load_verify_keys(a))
+
+
+@pytest.mark.parametrize("half", [0, 1])
+def test_hybrid_fails_when_either_half_is_removed_or_altered(model_dir, keydirs, half):
+    a, _ = keydirs
+    sig = _signed(model_dir, a)
+    bundle = _bundle(sig)
+    removed = json.loads(json.dumps(bundle))
+    del removed["dsseEnvelope"]["signatures"][half]
+    _write(sig, removed)
+    with pytest.raises(HybridSignatureError):
+        verify_model(model_dir, load_verify_keys(a))
+    altered = json.loads(json.dumps(bundle))
+    raw = bytearray(base64.b64decode(altered["dsseEnvelope"]["signatures"][half]["sig"]))
+    raw[10] ^= 0x40
+    altered["dsseEnvelope"]["signatures"][half]["sig"] = base64.b64encode(bytes(raw)).decode()
+    _write(sig, altered)
+    with pytest.raises(BadSignatureError if half == 0 else HybridSignatureError):
+        verify_model(model_dir, load_verify_keys(a))
+
+
+def test_model_signing_verifies_our_signature_and_we_verify_theirs(model_dir, keydirs, tmp_path):
+    verifying = pytest.importorskip("model_signing.verifying")
+    signing = pytest.importorskip("model_signing.signing")
+    hashing = pytest.importorskip("model_signing.hashing")
+    a, _ = keydirs
+    sig = _signed(model_dir, a)
+
+    def theirs_verify() -> None:
+        verifying.Config().use_elliptic_key_verifier(public_key=a / "ecdsa-p256.pub.pem").verify(
+            model_dir, sig
+        )
+
+    theirs_verify()  # raises on failure
+    original = (model_dir / "config.json").read_text()
+    (model_dir / "config.json").write_text('{"arch": "evil"}')
+    with pytest.raises(ValueError):
+        theirs_verify()
+    (model_dir / "config.json").write_text(original)
+    # The other way: model_signing signs with a plain PEM key, we verify (classical only).
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        NoEncryption,
+        PrivateFormat,
+        PublicFormat,
+    )
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    key_path, pub_path = tmp_path / "k.pem", tmp_path / "k.pub.pem"
+    key_path.write_bytes(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    pub_path.write_bytes(key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
+    theirs = tmp_path / "theirs.sig"
+    signing.Config().use_elliptic_key_signer(private_key=key_path).set_hashing_config(
+        hashing.Config().set_ignored_paths(paths=[theirs, model_dir / "model.sig"])
+    ).sign(model_dir, theirs)
+    keys = load_verify_keys(pub_path, require_hybrid=False)
+    assert verify_model(model_dir, keys, signature=theirs).manifest.files.keys() >= {"config.json"}
+    with pytest.raises(KeyFileError):
+        load_verify_keys(pub_path)  # the default demands the hybrid pair
