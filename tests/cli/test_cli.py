@@ -106,6 +106,10 @@ def test_demo_report_matches_dlsec_attack(capsys, tmp_path):
     result = run_json(capsys, "demo", "--out", str(tmp_path / "demo"), "--examples", "40")
     report = json.loads(Path(result["report_json"]).read_text())
     assert report["schema"] == "dlsec.report/1" and report["data"]["rows"] == 40
+    # The demo ships what it assessed: signed, registered, promoted, with a verified audit log.
+    shipped = result["release"]
+    assert shipped["ref"] == "digits-cnn@1" and shipped["audit"]["ok"]
+    assert shipped["audit"]["entries"] == 3  # keys.generate, registry.add, registry.promote
     curve = report["robustness"]["curves"]["linf"]
     attacked = run_json(
         capsys,

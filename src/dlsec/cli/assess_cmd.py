@@ -135,10 +135,25 @@ def demo(
             model_file=_model_file(model, opts.home),
             progress=callback,
         )
-    _finish(result, out, json_out, demo=True)
+    from dlsec.release._ship import ship_model
+
+    # Ship the assessed model: sign it, register it, promote it under a policy that requires
+    # the assessment to pass, and verify the audit log (a registry kept inside OUT/release).
+    model_file = _model_file(model, opts.home)
+    shipped = None
+    if result.passed:
+        shipped = ship_model(model_file, out / "report.json", out / "release", name=name)
+    _finish(result, out, json_out, demo=True, release=shipped)
 
 
-def _finish(result: Assessment, out: Path, json_out: bool, *, demo: bool = False) -> None:
+def _finish(
+    result: Assessment,
+    out: Path,
+    json_out: bool,
+    *,
+    demo: bool = False,
+    release: dict[str, Any] | None = None,
+) -> None:
     report = result.report
     summary: dict[str, Any] = {
         "report_html": str(out / "report.html"),
@@ -154,6 +169,8 @@ def _finish(result: Assessment, out: Path, json_out: bool, *, demo: bool = False
         "gates": report["gates"],
         "passed": result.passed,
     }
+    if release is not None:
+        summary["release"] = release
     if json_out:
         emit_json(summary)
     else:
@@ -180,5 +197,10 @@ def _finish(result: Assessment, out: Path, json_out: bool, *, demo: bool = False
         console.print(
             f"{len(report['findings'])} finding(s); report: {escape(str((out / 'report.html').resolve()))}"
         )
+        if release is not None:
+            console.print(
+                f"release: signed (ECDSA P-256 + ML-DSA-65), registered and promoted {release['ref']} to "
+                f"production; audit log verified ({release['audit']['entries']} entries)"
+            )
     if not result.passed:
         raise typer.Exit(EXIT_FINDING)
