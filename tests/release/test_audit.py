@@ -123,6 +123,7 @@ def test_deleted_inserted_and_reordered_entries_are_detected(log, tmp_path):
 
 
 def test_truncation_and_forged_checkpoints_are_detected(log):
+    log.checkpoint()  # publishes the newest checkpoint outside the database too
     with log.db.write() as conn:
         conn.execute(delete(audit_entries).where(audit_entries.c.idx >= 10))
         conn.execute(delete(audit_checkpoints).where(audit_checkpoints.c.size > 10))

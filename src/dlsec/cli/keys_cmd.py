@@ -62,7 +62,9 @@ def keys_generate(
     fingerprints = {alg: record[alg]["fingerprint"] for alg in ("ecdsa-p256", "ml-dsa-65")}
     registry = Registry.open(registry_url, home=home)
     try:
-        registry.audit.append("keys.generate", str(directory.resolve()), {"fingerprints": fingerprints})
+        registry.audit.append(
+            "keys.generate", str(directory.resolve()), {"fingerprints": fingerprints}, publish=True
+        )
     finally:
         registry.close()
     if json_out:

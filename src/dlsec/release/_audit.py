@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,6 +43,7 @@ KEY_NAME = "audit-key.pem"
 PUB_NAME = "audit-key.pub.pem"
 LATEST = "audit-checkpoint.json"
 _CHECKPOINT_TAG = b"dlsec-audit-checkpoint/1\n"
+PUBLISH_INTERVAL = 1.0  # seconds between unforced writes of the checkpoint file
 
 
 def actor_name() -> str:
@@ -131,6 +133,7 @@ class AuditLog:
         self.db = db
         self._frontier: merkle.Frontier | None = None
         self._key: ed25519.Ed25519PrivateKey | None = None
+        self._published = -PUBLISH_INTERVAL
 
     # -- keys -----------------------------------------------------------------------------
 
@@ -173,7 +176,8 @@ class AuditLog:
     # -- writing ----------------------------------------------------------------------------
 
     def _sync_frontier(self, conn: Connection) -> merkle.Frontier:
-        size = conn.execute(select(func.count()).select_from(audit_entries)).scalar_one()
+        # max(idx) walks the primary-key index (count(*) would scan the table on SQLite).
+        size = int(conn.execute(select(func.coalesce(func.max(audit_entries.c.idx) + 1, 0))).scalar_one())
         if self._frontier is None or self._frontier.size != size:
             frontier = merkle.Frontier()
             for (leaf,) in conn.execute(select(audit_entries.c.leaf_hash).order_by(audit_entries.c.idx)):
@@ -190,11 +194,16 @@ class AuditLog:
         actor: str | None = None,
         conn: Connection | None = None,
         checkpoint: bool = True,
+        publish: bool = False,
     ) -> Entry:
-        """Append one entry (inside ``conn``'s write transaction when given) and sign a checkpoint."""
-        return self.append_many(
-            [(action, subject, details or {})], actor=actor, conn=conn, checkpoint=checkpoint
-        )[0]
+        """Append one entry (inside ``conn``'s write transaction when given) and sign a checkpoint.
+
+        ``publish`` also writes the checkpoint to ``audit-checkpoint.json`` now (the file outside the
+        database that catches truncation); otherwise that file is refreshed at most once a second,
+        so that high-rate appends (gateway events) do not each pay for a synced file write.
+        """
+        events = [(action, subject, details or {})]
+        return self.append_many(events, actor=actor, conn=conn, checkpoint=checkpoint, publish=publish)[0]
 
     def append_many(
         self,
@@ -203,11 +212,12 @@ class AuditLog:
         actor: str | None = None,
         conn: Connection | None = None,
         checkpoint: bool = True,
+        publish: bool = False,
     ) -> list[Entry]:
         """Append several entries in one transaction, then (by default) sign one checkpoint."""
         if conn is None:
             with self.db.write() as own:
-                return self.append_many(events, actor=actor, conn=own, checkpoint=checkpoint)
+                return self.append_many(events, actor=actor, conn=own, checkpoint=checkpoint, publish=publish)
         who = actor or actor_name()
         frontier = self._sync_frontier(conn)
         try:
@@ -231,7 +241,7 @@ class AuditLog:
             if rows:
                 conn.execute(audit_entries.insert(), rows)
             if checkpoint:
-                self._checkpoint(conn, frontier)
+                self._checkpoint(conn, frontier, publish=publish)
         except BaseException:
             self._frontier = None  # the transaction rolls back: forget what we added
             raise
@@ -240,9 +250,9 @@ class AuditLog:
     def checkpoint(self) -> dict[str, Any]:
         """Sign a checkpoint of the log as it is now."""
         with self.db.write() as conn:
-            return self._checkpoint(conn, self._sync_frontier(conn))
+            return self._checkpoint(conn, self._sync_frontier(conn), publish=True)
 
-    def _checkpoint(self, conn: Connection, frontier: merkle.Frontier) -> dict[str, Any]:
+    def _checkpoint(self, conn: Connection, frontier: merkle.Frontier, *, publish: bool) -> dict[str, Any]:
         size, root, ts = frontier.size, frontier.root().hex(), now()
         key = self._signing_key()
         sig = base64.b64encode(key.sign(_checkpoint_message(size, root, ts))).decode()
@@ -253,8 +263,9 @@ class AuditLog:
         ).first()
         if existing is None:
             conn.execute(audit_checkpoints.insert(), [record])
-        latest = self.db.root / LATEST
-        atomic_write_text(latest, json.dumps(record, indent=2) + "\n")
+        if publish or time.monotonic() - self._published >= PUBLISH_INTERVAL:
+            atomic_write_text(self.db.root / LATEST, json.dumps(record, indent=2) + "\n")
+            self._published = time.monotonic()
         return record
 
     # -- reading ----------------------------------------------------------------------------

@@ -306,6 +306,7 @@ class Registry:
                 },
                 actor=who,
                 conn=conn,
+                publish=True,
             )
             return self._record(
                 conn.execute(
@@ -553,6 +554,7 @@ class Registry:
                     {"alias": alias, "rules": broken},
                     actor=who,
                     conn=conn,
+                    publish=True,
                 )
             else:
                 current = self._resolve(conn, name, str(version))  # re-read under the lock
@@ -564,6 +566,7 @@ class Registry:
                         {"alias": alias, "rules": broken},
                         actor=who,
                         conn=conn,
+                        publish=True,
                     )
                 else:
                     previous = self._set_alias(conn, name, alias, version, "promote", who)
@@ -573,6 +576,7 @@ class Registry:
                         {"alias": alias, "previous": previous, "root_digest": record.root_digest},
                         actor=who,
                         conn=conn,
+                        publish=True,
                     )
         if broken:
             raise PolicyError(f"promote {record.ref} to {alias} refused: " + "; ".join(broken))
@@ -635,6 +639,7 @@ class Registry:
                 {"from": record.status, "to": status, "reason": reason},
                 actor=who,
                 conn=conn,
+                publish=True,
             )
             return self._resolve(conn, name, str(version))
 
@@ -706,6 +711,7 @@ class Registry:
                     },
                     actor=who,
                     conn=conn,
+                    publish=True,
                 )
             return current.version, candidate
         raise RegistryError(

@@ -35,7 +35,9 @@ def ship_model(
     verified = verify_model(model_dir, load_signing_keys(keys_dir, passphrase=passphrase).public())
     registry = Registry.open(home=workdir)
     try:
-        registry.audit.append("keys.generate", str(keys_dir), {"fingerprints": verified.key_fingerprints})
+        registry.audit.append(
+            "keys.generate", str(keys_dir), {"fingerprints": verified.key_fingerprints}, publish=True
+        )
         record = registry.add(model_dir, name, report=report)
         policy = Policy(require_report=report is not None)
         registry.promote(name, record.version, alias="production", policy=policy)
