@@ -119,8 +119,9 @@ _LOCK_KEY = 0x646C736563  # "dlsec": the PostgreSQL advisory lock id for writers
 class Database:
     """An engine plus the writer lock; create with :func:`open_database`."""
 
-    def __init__(self, engine: Engine, root: Path) -> None:
+    def __init__(self, engine: Engine, root: Path, *, read_engine: Engine | None = None) -> None:
         self.engine = engine
+        self.read_engine = read_engine or engine
         self.root = root  # where blobs, reports and the audit key live
         self.is_sqlite = engine.dialect.name == "sqlite"
 
@@ -134,14 +135,17 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn:
+        """A read-only snapshot (on SQLite a deferred transaction: it never blocks writers)."""
+        with self.read_engine.connect() as conn:
             yield conn
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self.read_engine is not self.engine:
+            self.read_engine.dispose()
 
 
-def _sqlite_engine(path: Path) -> Engine:
+def _sqlite_engine(path: Path, *, begin: str = "BEGIN IMMEDIATE") -> Engine:
     path.parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 60})
 
@@ -157,7 +161,7 @@ def _sqlite_engine(path: Path) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql(begin)
 
     return engine
 
@@ -171,16 +175,17 @@ def open_database(url: str | None = None, *, home: str | Path | None = None) -> 
     """
     root = home_dir(home) / "registry"
     url = url or os.environ.get("DLSEC_REGISTRY_URL") or None
+    read_engine = None
     try:
-        if url is None:
-            engine = _sqlite_engine(root / "registry.db")
-        elif url.startswith("sqlite:///"):
-            engine = _sqlite_engine(Path(url.removeprefix("sqlite:///")))
+        if url is None or url.startswith("sqlite:///"):
+            path = root / "registry.db" if url is None else Path(url.removeprefix("sqlite:///"))
+            engine = _sqlite_engine(path)
+            read_engine = _sqlite_engine(path, begin="BEGIN")
         else:
             engine = create_engine(url, pool_pre_ping=True)
     except (ArgumentError, ImportError) as exc:
         raise UsageError(f"registry URL {url!r}: {exc}") from None
-    db = Database(engine, root)
+    db = Database(engine, root, read_engine=read_engine)
     try:
         with db.write() as conn:
             metadata.create_all(conn)
