@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import (
     Column,
     Engine,
+    Float,
     ForeignKey,
     Integer,
     MetaData,
@@ -111,6 +112,39 @@ alias_history = Table(
     Column("action", String(20), nullable=False),
     Column("at", String(40), nullable=False),
     Column("by", String(200), nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("salt", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("role", String(20), nullable=False),
+    Column("models", Text, nullable=True),  # JSON list, or NULL for every model
+    Column("rate", String(40), nullable=True),
+    Column("budget", Integer, nullable=True),
+    Column("used", Integer, nullable=False, default=0),
+    Column("output", String(40), nullable=False),
+    Column("note", Text, nullable=True),
+    Column("created_at", String(40), nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Column("revoked_at", String(40), nullable=True),
+)
+
+query_log = Table(
+    "query_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("ts", String(40), nullable=False),
+    Column("key_id", String(32), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("rows", Integer, nullable=False),
+    Column("input_sha256", String(64), nullable=False),
+    Column("output", Text, nullable=False),
+    Column("latency_ms", Float, nullable=False),
+    Column("inputs", Text, nullable=True),  # raw inputs, only when the gateway is configured to keep them
 )
 
 _LOCK_KEY = 0x646C736563  # "dlsec": the PostgreSQL advisory lock id for writers

@@ -1,0 +1,627 @@
+"""The inference gateway: registry models behind API keys, limits, output hardening and detection.
+
+Request path for ``POST /v1/models/{name}/predict``: body size and content type, API key (401),
+role and model scope (403), a block from the extraction detector (403), rate limit and budget
+(429 with ``Retry-After``), input validation against the model's spec (422), prediction, the
+key's output policy. Everything else (the query log, the extraction detector, alerts into the
+audit log) runs on a background worker fed through a bounded queue, so it never slows or drops a
+prediction; if the queue is full the event is counted as dropped.
+
+Models are served by alias (``production`` by default). The gateway re-reads aliases, version
+statuses and keys whenever the audit log has grown (checked at most every ``refresh_seconds``), so
+promote, quarantine, rollback and key revocation take effect without a restart; a new version is
+loaded only after its signature and scan verify.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import func, select
+from starlette.concurrency import run_in_threadpool
+
+from dlsec.core.model import Model
+from dlsec.errors import Error, SpecError, UsageError
+from dlsec.release._audit import AuditLog, now
+from dlsec.release._db import Database, aliases, audit_entries, query_log, versions
+from dlsec.release._registry import Registry
+from dlsec.serve.detection import DetectorConfig, ExtractionDetector
+from dlsec.serve.keys import ApiKey, KeyStore, OutputPolicy, authenticate, parse_rate
+from dlsec.serve.limits import LimitStore
+
+__all__ = ["Gateway", "GatewayConfig", "create_app"]
+
+log = logging.getLogger("dlsec.serve")
+
+
+class GatewayConfig(BaseModel):
+    """Gateway settings (``dlsec serve --config gateway.yaml`` or options)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    models: list[str] = Field(min_length=1, description="registry model names to serve")
+    alias: str = "production"
+    max_batch: int = Field(256, ge=1)
+    max_body_bytes: int = Field(4 << 20, ge=1024)
+    refresh_seconds: float = Field(0.2, ge=0)
+    log_inputs: bool = False
+    queue_size: int = Field(10_000, ge=1)
+    extraction: DetectorConfig | None = Field(default_factory=DetectorConfig)
+    extraction_reference: str | None = Field(
+        None, description="natural inputs (a dataset reference) that enable the distribution signal"
+    )
+    throttle_rate: str = "1/second"
+    redis_url: str | None = None
+
+
+class _Metrics:
+    """Prometheus metrics in a registry of their own (several apps can live in one process)."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "dlsec_requests", "Prediction requests", ["model", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "dlsec_request_latency_seconds",
+            "Prediction latency",
+            ["model"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=self.registry,
+        )
+        self.rejections = Counter("dlsec_rejections", "Refused requests", ["reason"], registry=self.registry)
+        self.alerts = Counter("dlsec_alerts", "Alerts raised", ["source", "signal"], registry=self.registry)
+        self.dropped = Counter(
+            "dlsec_events_dropped", "Background events dropped (queue full)", registry=self.registry
+        )
+
+
+@dataclass
+class _Served:
+    name: str
+    version: int | None = None
+    model: Model | None = None
+    status: str = "unavailable"
+    reason: str = "not loaded yet"
+    root_digest: str | None = None
+
+
+class ApiError(Exception):
+    def __init__(
+        self, status: int, message: str, *, reason: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.reason, self.headers = status, message, reason, headers or {}
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    inputs: list[Any] = Field(description="a batch: nested lists in the model's input shape")
+
+
+class QuarantineRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str | None = None
+    rollback: bool = True
+
+
+class KeyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: str = "client"
+    models: list[str] | None = None
+    rate: str | None = None
+    budget: int | None = None
+    output: str = "full"
+    note: str | None = None
+
+
+@dataclass
+class _Event:
+    key_id: str
+    model: str
+    version: int
+    x: np.ndarray
+    probs: np.ndarray
+    output: list[Any]
+    latency_ms: float
+    ts: str = field(default_factory=now)
+
+
+class Gateway:
+    """The gateway's state: models, keys, limits, detector, background worker."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        home: str | Path | None = None,
+        registry_url: str | None = None,
+        limits: LimitStore | None = None,
+        alert_hooks: list[Callable[[dict[str, Any]], None]] | None = None,
+    ) -> None:
+        self.config = config
+        self.registry = Registry.open(registry_url, home=home)
+        self.db: Database = self.registry.db
+        self.audit: AuditLog = self.registry.audit
+        self.keystore = KeyStore(self.db)
+        if limits is None:
+            from dlsec.serve.limits import open_limits
+
+            limits = open_limits(config.redis_url)
+        self.limits = limits
+        self.throttle = parse_rate(config.throttle_rate)
+        self.metrics = _Metrics()
+        self.detector = ExtractionDetector(config.extraction) if config.extraction is not None else None
+        if self.detector is not None and config.extraction_reference:
+            from dlsec.core.data import load_dataset
+
+            self.detector.fit(load_dataset(config.extraction_reference).x)
+        self.alert_hooks = list(alert_hooks or [])
+        self._lock = threading.RLock()
+        self._served = {name: _Served(name) for name in config.models}
+        self._keys: dict[str, ApiKey] = {}
+        self._generation = -2
+        self._checked = 0.0
+        self._queue: queue.Queue[_Event | None] = queue.Queue(maxsize=config.queue_size)
+        self._worker = threading.Thread(target=self._work, name="dlsec-gateway-worker", daemon=True)
+        self._stopped = threading.Event()
+        self.refresh(force=True)
+        self._worker.start()
+
+    # -- registry state ---------------------------------------------------------------------
+
+    def refresh(self, *, force: bool = False) -> None:
+        """Re-read aliases, statuses and keys if the audit log grew (every state change is logged)."""
+        t = time.monotonic()
+        if not force and t - self._checked < self.config.refresh_seconds:
+            return
+        with self.db.read() as conn:
+            generation = int(
+                conn.execute(select(func.coalesce(func.max(audit_entries.c.idx), -1))).scalar_one()
+            )
+        self._checked = t
+        if generation == self._generation and not force:
+            return
+        with self._lock:
+            self._keys = {k.id: k for k in self.keystore.all()}
+            for slot in self._served.values():
+                self._resolve(slot)
+            self._generation = generation
+
+    def _resolve(self, slot: _Served) -> None:
+        with self.db.read() as conn:
+            alias = conn.execute(
+                select(aliases.c.version).where(
+                    aliases.c.model == slot.name, aliases.c.alias == self.config.alias
+                )
+            ).first()
+            row = (
+                conn.execute(
+                    select(versions.c.status, versions.c.root_digest).where(
+                        versions.c.model == slot.name, versions.c.version == alias.version
+                    )
+                ).first()
+                if alias is not None
+                else None
+            )
+        if alias is None or row is None:
+            slot.model, slot.version, slot.status = None, None, "unavailable"
+            slot.reason = f"no version is {self.config.alias}"
+            return
+        if row.status != "registered":
+            slot.model, slot.version, slot.status = None, alias.version, "unavailable"
+            slot.reason = f"version {alias.version} is {row.status}"
+            return
+        if slot.model is not None and slot.version == alias.version and slot.root_digest == row.root_digest:
+            return
+        from dlsec.core.loading import load_model
+
+        try:
+            model = load_model(f"registry:{slot.name}@{alias.version}", home=self.registry.home)
+        except Error as exc:
+            slot.model, slot.version, slot.status = None, alias.version, "unavailable"
+            slot.reason = f"version {alias.version} refused: {exc}"
+            log.warning("%s@%s not served: %s", slot.name, alias.version, exc)
+            return
+        slot.model, slot.version, slot.status, slot.reason = model, alias.version, "serving", ""
+        slot.root_digest = row.root_digest
+
+    def served(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [
+                {
+                    "name": s.name,
+                    "alias": self.config.alias,
+                    "version": s.version,
+                    "status": s.status,
+                    "reason": s.reason or None,
+                    "spec": s.model.spec.to_dict() if s.model is not None else None,
+                }
+                for s in self._served.values()
+            ]
+
+    # -- request path -----------------------------------------------------------------------
+
+    def authenticate(self, request: Request, role: str = "client") -> ApiKey:
+        header = request.headers.get("authorization", "")
+        presented = header[7:] if header.lower().startswith("bearer ") else request.headers.get("x-api-key")
+        with self._lock:
+            key = authenticate(self._keys, presented)
+        if key is None:
+            raise ApiError(401, "missing, unknown or revoked API key", reason="auth",
+                           headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+        if not key.may(role):
+            raise ApiError(
+                403, f"this key's role ({key.role}) may not do this; it needs {role}", reason="role"
+            )
+        return key
+
+    def predict(self, name: str, key: ApiKey, inputs: list[Any]) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        if not key.may_use(name):
+            raise ApiError(403, f"this key may not use model {name!r}", reason="scope")
+        with self._lock:
+            slot = self._served.get(name)
+        if slot is None:
+            raise ApiError(404, f"model {name!r} is not served here", reason="unknown-model")
+        action = self.detector.action(key.id) if self.detector is not None else "allow"
+        if action == "block":
+            raise ApiError(
+                403, "this key is blocked: its queries look like model extraction", reason="blocked"
+            )
+        if len(inputs) > self.config.max_batch:
+            raise ApiError(
+                422, f"batch of {len(inputs)} inputs; at most {self.config.max_batch}", reason="batch"
+            )
+        if not inputs:
+            raise ApiError(422, "inputs is empty; send at least one input", reason="invalid")
+        rate = self.throttle if action == "throttle" and self.throttle is not None else key.rate
+        if action == "throttle" and key.rate is not None and self.throttle is not None:
+            rate = min(key.rate, self.throttle, key=lambda r: r.count / r.period)
+        with self._lock:
+            model, version = slot.model, slot.version
+            unavailable = slot.reason
+        if model is None or version is None:
+            raise ApiError(503, f"model {name!r} is unavailable: {unavailable}", reason="unavailable")
+        x = _to_array(inputs, model)
+        decision = self.limits.take(key.id, len(x), rate, key.budget, key.used)
+        if not decision.allowed:
+            what = "rate limit exceeded" if decision.reason == "rate" else "prediction budget exhausted"
+            raise ApiError(
+                429, what, reason=decision.reason, headers={"Retry-After": str(decision.retry_after)}
+            )
+        with torch.inference_mode():
+            probs = _probabilities(model, x)
+        output = _apply_policy(probs, key.output)
+        latency = (time.perf_counter() - t0) * 1000
+        self._enqueue(_Event(key.id, name, version, x, probs, output, latency))
+        body: dict[str, Any] = {"model": name, "version": version, "predictions": probs.argmax(1).tolist()}
+        if key.output.kind != "label":
+            body["output"] = str(key.output)
+            body["probabilities"] = output
+        return body
+
+    def _enqueue(self, event: _Event) -> None:
+        try:
+            self._queue.put_nowait(event)
+        except queue.Full:
+            self.metrics.dropped.inc()
+
+    # -- background work --------------------------------------------------------------------
+
+    def _work(self) -> None:
+        pending: list[_Event] = []
+        last_flush = time.monotonic()
+        while not self._stopped.is_set():
+            try:
+                event = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                event = None
+            if event is not None:
+                pending.append(event)
+                self._detect(event)
+            if pending and (len(pending) >= 256 or time.monotonic() - last_flush > 0.5 or event is None):
+                self._flush(pending)
+                pending = []
+                last_flush = time.monotonic()
+        if pending:
+            self._flush(pending)
+
+    def _detect(self, event: _Event) -> None:
+        if self.detector is None:
+            return
+        try:
+            alerts = self.detector.observe(event.key_id, event.x, event.probs)
+        except Error as exc:
+            log.warning("extraction detector failed on %s: %s", event.key_id, exc)
+            return
+        for alert in alerts:
+            self.raise_alert("extraction", alert.signal, f"apikey:{event.key_id}", alert.to_dict())
+
+    def raise_alert(self, source: str, signal: str, subject: str, details: dict[str, Any]) -> None:
+        """Record an alert: audit log, metrics and hooks (a failing hook never stops the rest)."""
+        record = {"source": source, "signal": signal, **details}
+        self.metrics.alerts.labels(source=source, signal=signal).inc()
+        try:
+            self.audit.append("gateway.alert", subject, record, actor="dlsec-gateway")
+        except Exception:  # noqa: BLE001 - the alert must still reach the hooks
+            log.exception("could not write an alert to the audit log")
+        for hook in self.alert_hooks:
+            try:
+                hook({"subject": subject, **record})
+            except Exception:  # noqa: BLE001 - hooks are user code
+                log.exception("alert hook failed")
+
+    def _flush(self, events: list[_Event]) -> None:
+        rows = [
+            {
+                "ts": e.ts,
+                "key_id": e.key_id,
+                "model": e.model,
+                "version": e.version,
+                "rows": len(e.x),
+                "input_sha256": hashlib.sha256(np.ascontiguousarray(e.x).tobytes()).hexdigest(),
+                "output": json.dumps(e.output),
+                "latency_ms": e.latency_ms,
+                "inputs": json.dumps(e.x.tolist()) if self.config.log_inputs else None,
+            }
+            for e in events
+        ]
+        try:
+            with self.db.write() as conn:
+                conn.execute(query_log.insert(), rows)
+            self.keystore.save_usage(self.limits.usage())
+        except Exception:  # noqa: BLE001 - logging must never take the gateway down
+            log.exception("could not write the query log")
+
+    def drain(self, timeout: float = 10.0) -> None:
+        """Wait until every queued event is processed (tests, shutdown)."""
+        deadline = time.monotonic() + timeout
+        while not self._queue.empty() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)
+
+    def close(self) -> None:
+        self._stopped.set()
+        self._worker.join(timeout=5)
+        self.registry.close()
+
+    def alerts(self, limit: int = 100) -> list[dict[str, Any]]:
+        with self.db.read() as conn:
+            rows = conn.execute(
+                select(audit_entries)
+                .where(audit_entries.c.action == "gateway.alert")
+                .order_by(audit_entries.c.idx.desc())
+                .limit(limit)
+            ).all()
+        return [
+            {"index": r.idx, "ts": r.ts, "subject": r.subject, **json.loads(r.details)}
+            for r in reversed(rows)
+        ]
+
+
+def _to_array(inputs: list[Any], model: Model) -> np.ndarray:
+    try:
+        x = np.asarray(inputs, dtype=np.float64)
+    except (ValueError, TypeError):
+        raise ApiError(422, "inputs must be nested lists of numbers of one shape", reason="invalid") from None
+    if any(isinstance(v, bool) for v in _leaves(inputs, 4)):
+        raise ApiError(422, "inputs must be numbers, not booleans", reason="invalid")
+    try:
+        model.spec.check_batch(x)
+    except SpecError as exc:
+        raise ApiError(422, str(exc), reason="invalid") from None
+    return x.astype(np.float32)
+
+
+def _leaves(value: Any, limit: int) -> list[Any]:
+    """A few leaf values (the first of each nesting level), to catch booleans cheaply."""
+    out = []
+    while isinstance(value, list) and value and limit:
+        value = value[0]
+        limit -= 1
+    out.append(value)
+    return out
+
+
+def _probabilities(model: Model, x: np.ndarray) -> np.ndarray:
+    probs = getattr(model, "probs", None)
+    if probs is None:
+        raise ApiError(503, "the served model gives no scores", reason="unavailable")
+    result: np.ndarray = probs(torch.from_numpy(x)).detach().cpu().double().numpy()
+    return result
+
+
+def _apply_policy(probs: np.ndarray, policy: OutputPolicy) -> list[Any]:
+    if policy.kind == "full":
+        return probs.tolist()
+    if policy.kind == "rounded":
+        return np.round(probs, policy.digits or 2).tolist()
+    if policy.kind == "top":
+        k = min(policy.k or 1, probs.shape[1])
+        order = np.argsort(-probs, axis=1)[:, :k]
+        return [{str(int(c)): float(p[c]) for c in row} for p, row in zip(probs, order, strict=True)]
+    return []
+
+
+def create_app(gateway: Gateway) -> FastAPI:
+    """The FastAPI application over a :class:`Gateway`."""
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        gateway.close()
+
+    app = FastAPI(
+        lifespan=lifespan,
+        title="dlsec gateway",
+        version="1",
+        description="Registry models behind API keys, rate limits, budgets, output hardening and "
+        "extraction detection.",
+    )
+    app.state.gateway = gateway
+    limit = gateway.config.max_body_bytes
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Callable[[Request], Any]) -> Response:
+        if request.method == "POST":
+            length = request.headers.get("content-length")
+            if length is not None and (not length.isdigit() or int(length) > limit):
+                return _error(413, f"request body over {limit} bytes", "body-size", gateway)
+            body = await request.body()
+            if len(body) > limit:
+                return _error(413, f"request body over {limit} bytes", "body-size", gateway)
+            ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            if ctype != "application/json":
+                return _error(415, "send the body as application/json", "content-type", gateway)
+        try:
+            response: Response = await call_next(request)
+        except Exception:  # noqa: BLE001 - never leak a stack trace to a client
+            log.exception("unhandled error")
+            return _error(500, "internal error", "internal", gateway)
+        return response
+
+    @app.exception_handler(ApiError)
+    async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return _error(exc.status, exc.message, exc.reason, gateway, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+        return _error(422, f"{where}: {first.get('msg', 'invalid request')}", "invalid", gateway)
+
+    @app.exception_handler(Error)
+    async def dlsec_error(_request: Request, exc: Error) -> JSONResponse:
+        return _error(422 if isinstance(exc, UsageError) else 403, str(exc), "refused", gateway)
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, Any]:
+        gateway.refresh()
+        served = gateway.served()
+        return {"status": "ok", "models": {s["name"]: s["status"] for s in served}}
+
+    @app.get("/metrics")
+    def metrics() -> PlainTextResponse:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return PlainTextResponse(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/models")
+    def list_models(request: Request) -> list[dict[str, Any]]:
+        key = gateway.authenticate(request)
+        gateway.refresh()
+        return [s for s in gateway.served() if key.may_use(s["name"])]
+
+    @app.get("/v1/models/{name}")
+    def show_model(name: str, request: Request) -> dict[str, Any]:
+        key = gateway.authenticate(request)
+        if not key.may_use(name):
+            raise ApiError(403, f"this key may not use model {name!r}", reason="scope")
+        gateway.refresh()
+        for s in gateway.served():
+            if s["name"] == name:
+                return s
+        raise ApiError(404, f"model {name!r} is not served here", reason="unknown-model")
+
+    @app.post(
+        "/v1/models/{name}/predict",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": PredictRequest.model_json_schema()}},
+            }
+        },
+    )
+    async def predict(name: str, request: Request) -> dict[str, Any]:
+        # The key is checked before the body is even parsed: 401/403 never depend on the payload.
+        key = gateway.authenticate(request)
+        try:
+            body = PredictRequest.model_validate_json(await request.body())
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first.get("loc", ())) or "body"
+            raise ApiError(422, f"{where}: {first.get('msg', 'invalid request')}", reason="invalid") from None
+        start = time.perf_counter()
+        result = await run_in_threadpool(_predict_sync, gateway, name, key, body.inputs)
+        gateway.metrics.requests.labels(model=name, status="200").inc()
+        gateway.metrics.latency.labels(model=name).observe(time.perf_counter() - start)
+        return result
+
+    @app.get("/v1/alerts")
+    def alerts(request: Request, limit: int = 100) -> list[dict[str, Any]]:
+        gateway.authenticate(request, role="operator")
+        return gateway.alerts(limit=max(1, min(limit, 1000)))
+
+    @app.post("/v1/models/{name}/quarantine")
+    def quarantine(name: str, body: QuarantineRequest, request: Request) -> dict[str, Any]:
+        key = gateway.authenticate(request, role="operator")
+        gateway.refresh(force=True)
+        with gateway._lock:
+            slot = gateway._served.get(name)
+        if slot is None or slot.version is None:
+            raise ApiError(404, f"model {name!r} has no version serving here", reason="unknown-model")
+        version = slot.version
+        actor = f"apikey:{key.id}"
+        gateway.registry.quarantine(name, version, reason=body.reason, actor=actor)
+        moved = None
+        if body.rollback:
+            try:
+                _, record = gateway.registry.rollback(name, alias=gateway.config.alias, actor=actor)
+                moved = record.version
+            except Error as exc:
+                moved = None
+                log.warning("rollback of %s failed: %s", name, exc)
+        gateway.refresh(force=True)
+        return {"model": name, "quarantined": version, "now_serving": moved}
+
+    @app.post("/v1/keys")
+    def create_key(body: KeyRequest, request: Request) -> dict[str, Any]:
+        admin = gateway.authenticate(request, role="admin")
+        secret, record = gateway.keystore.create(**body.model_dump(), actor=f"apikey:{admin.id}")
+        gateway.refresh(force=True)
+        return {"key": secret, **record.to_dict()}
+
+    @app.get("/v1/keys")
+    def list_keys(request: Request) -> list[dict[str, Any]]:
+        gateway.authenticate(request, role="admin")
+        return [k.to_dict() for k in gateway.keystore.all()]
+
+    @app.delete("/v1/keys/{key_id}")
+    def revoke_key(key_id: str, request: Request) -> dict[str, Any]:
+        admin = gateway.authenticate(request, role="admin")
+        record = gateway.keystore.revoke(key_id, actor=f"apikey:{admin.id}")
+        gateway.refresh(force=True)
+        return record.to_dict()
+
+    return app
+
+
+def _predict_sync(gateway: Gateway, name: str, key: ApiKey, inputs: list[Any]) -> dict[str, Any]:
+    gateway.refresh()
+    return gateway.predict(name, key, inputs)
+
+
+def _error(
+    status: int, message: str, reason: str, gateway: Gateway, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    gateway.metrics.rejections.labels(reason=reason).inc()
+    return JSONResponse({"error": message, "reason": reason}, status_code=status, headers=headers)

@@ -1,0 +1,57 @@
+"""Gateway configuration files and the app factory ``dlsec serve`` hands to uvicorn."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from pydantic import Field, ValidationError
+
+from dlsec.errors import UsageError
+from dlsec.serve.app import Gateway, GatewayConfig, create_app
+
+__all__ = ["app_from_env", "load_gateway_config"]
+
+
+def load_gateway_config(
+    path: str | Path | None,
+    *,
+    models: str | None = None,
+    alias: str | None = None,
+    redis_url: str | None = None,
+) -> GatewayConfig:
+    """Read a gateway YAML (if given; errors name the line and field) and apply command-line overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        from dlsec.assess.campaign import load_yaml_model
+
+        raw = load_yaml_model(
+            path, _FileConfig, error=UsageError, what="gateway config", hint="models, alias, max_batch, ..."
+        ).model_dump(exclude_unset=True)
+    if models is not None:
+        raw["models"] = [m.strip() for m in models.split(",") if m.strip()]
+    if alias is not None:
+        raw["alias"] = alias
+    if redis_url is not None:
+        raw["redis_url"] = redis_url
+    if not raw.get("models"):
+        raise UsageError("name the models to serve: --models NAME[,NAME] or `models:` in --config")
+    try:
+        return GatewayConfig.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise UsageError(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}") from None
+
+
+class _FileConfig(GatewayConfig):
+    """A config file may leave ``models`` to the command line."""
+
+    models: list[str] = Field(default_factory=list)
+
+
+def app_from_env() -> FastAPI:
+    """Build the app from ``$DLSEC_GATEWAY_CONFIG`` (what ``dlsec serve`` sets for its workers)."""
+    cfg = GatewayConfig.model_validate_json(os.environ["DLSEC_GATEWAY_CONFIG"])
+    return create_app(Gateway(cfg))

@@ -1,0 +1,59 @@
+"""A registry with two signed versions of a small model, and a gateway over it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from dlsec.release import Registry, generate_signing_keys
+from dlsec.serve.app import Gateway, GatewayConfig, create_app
+from dlsec.serve.keys import KeyStore
+from tests.release.test_registry import PASS, _signed_model
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    generate_signing_keys(tmp_path / "keys", passphrase=PASS, scrypt_log_n=10)
+    reg = Registry.open(home=tmp_path)
+    for seed in (1, 2):
+        record = reg.add(_signed_model(tmp_path, f"v{seed}", seed), "clf")
+        reg.promote("clf", record.version)
+    reg.close()
+    return tmp_path
+
+
+@pytest.fixture
+def keys(home: Path) -> dict[str, str]:
+    store = KeyStore(Registry.open(home=home).db)
+    out = {
+        "client": store.create(role="client", models=["clf"])[0],
+        "other": store.create(role="client", models=["nothing-here"])[0],
+        "operator": store.create(role="operator")[0],
+        "admin": store.create(role="admin")[0],
+        "label": store.create(role="client", output="label")[0],
+        "top1": store.create(role="client", output="top-1")[0],
+        "slow": store.create(role="client", rate="2/minute")[0],
+        "budget": store.create(role="client", budget=5)[0],
+    }
+    store.db.dispose()
+    return out
+
+
+def make_gateway(home: Path, **overrides: object) -> Gateway:
+    cfg = GatewayConfig.model_validate({"models": ["clf"], "refresh_seconds": 0, **overrides})
+    return Gateway(cfg, home=home)
+
+
+@pytest.fixture
+def client(home: Path, keys: dict[str, str]) -> Iterator[TestClient]:
+    gateway = make_gateway(home)
+    with TestClient(create_app(gateway)) as c:
+        c.gateway = gateway  # type: ignore[attr-defined]
+        yield c
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
