@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.dlsec-installed
 
-.PHONY: setup demo test test-slow lint typecheck peers browser postgres bench-setup bench clean
+.PHONY: setup demo test test-slow lint typecheck peers browser postgres redis bench-setup bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -21,7 +21,7 @@ setup: $(STAMP)
 demo: setup
 	$(BIN)/dlsec demo --out dlsec-demo
 
-test: setup peers browser postgres
+test: setup peers browser postgres redis
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -m "not slow"
@@ -47,6 +47,12 @@ postgres:
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } || \
 	  echo "warning: could not install postgresql; the PostgreSQL registry test will skip"
 
+# Debian's Redis server for the gateway's shared-limits test (without it that test skips).
+redis:
+	@command -v redis-server >/dev/null 2>&1 || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; } || \
+	  echo "warning: could not install redis-server; the Redis limits test will skip"
+
 test-slow: setup
 	$(BIN)/python -m pytest -q -m slow
 
@@ -58,12 +64,14 @@ typecheck: setup
 	$(BIN)/mypy
 
 bench-setup: peers
-	$(BIN)/python -m pip install -q --no-deps modelscan fickling
+	$(BIN)/python -m pip install -q --no-deps modelscan fickling alibi-detect
+	$(BIN)/python -c "import torch, alibi_detect.cd; assert torch.__version__.startswith('2.13'), torch.__version__"
 
 bench: bench-setup
 	$(BIN)/python benchmarks/attacks.py
 	$(BIN)/python benchmarks/scan.py
 	$(BIN)/python benchmarks/train.py
+	$(BIN)/python benchmarks/monitor.py
 
 clean:
 	rm -rf $(VENV) dlsec-demo
