@@ -190,9 +190,12 @@ def test_onnx_shape_mismatch_is_reported(tmp_path):
         load_model(path, spec_hint=InputSpec(shape=(4,), num_classes=2, kind="tabular"))
 
 
-def test_gateway_urls_and_missing_files_are_clear_errors(tmp_path):
-    with pytest.raises(ModelLoadError, match="not supported by this version"):
+def test_gateway_urls_and_missing_files_are_clear_errors(tmp_path, monkeypatch):
+    monkeypatch.delenv("DLSEC_API_KEY", raising=False)
+    with pytest.raises(ModelLoadError, match="DLSEC_API_KEY"):
         load_model("https://gateway.example/v1/models/m")
+    with pytest.raises(ModelLoadError, match="HOST:PORT/v1/models/NAME"):
+        load_model("https://gateway.example/m")
     with pytest.raises(ModelLoadError, match="not found"):
         load_model(tmp_path / "nope.safetensors")
 

@@ -34,7 +34,8 @@ def load_model(
     Args:
         ref: ``zoo:NAME`` (built in, trained on first use and cached), ``registry:NAME[@VERSION|@ALIAS]``
             (signature and scan verified first; quarantined, retired or unsigned versions refused), a
-            ``.safetensors`` file
+            gateway URL ``http(s)://HOST:PORT/v1/models/NAME`` (black-box; key from
+            ``$DLSEC_API_KEY``), a ``.safetensors`` file
             (with ``arch``, or metadata naming a built-in architecture) or an ``.onnx`` file
             (black-box, score-based).
         arch: ``module:factory`` or a built-in architecture name, for safetensors files.
@@ -80,10 +81,9 @@ def load_model(
             path, arch=arch, arch_kwargs=arch_kwargs, spec=spec, spec_hint=spec_hint, device=device
         )
     if _URL.match(text):
-        raise ModelLoadError(
-            f"{text}: models behind a dlsec gateway are not supported by this version yet; "
-            "use zoo:NAME, a .safetensors or an .onnx file"
-        )
+        from dlsec.serve.client import connect
+
+        return connect(text)
     path = Path(text)
     if not path.exists():
         raise ModelLoadError(f"model not found: {text} (expected zoo:NAME, a .safetensors or an .onnx file)")

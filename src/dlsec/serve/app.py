@@ -539,7 +539,7 @@ def create_app(gateway: Gateway) -> FastAPI:
         gateway.refresh()
         for s in gateway.served():
             if s["name"] == name:
-                return s
+                return {**s, "output": str(key.output), "max_batch": gateway.config.max_batch}
         raise ApiError(404, f"model {name!r} is not served here", reason="unknown-model")
 
     @app.post(

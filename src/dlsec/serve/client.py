@@ -1,0 +1,92 @@
+"""A model behind a dlsec gateway, as a black-box model under test.
+
+``connect("http://host:8000/v1/models/NAME", api_key=...)`` asks the gateway for the model's input
+spec and returns a :class:`~dlsec.core.ScoreModel` when the key's output policy reveals
+probabilities (``full`` or ``rounded-D``; rounded rows are renormalised), else a
+:class:`~dlsec.core.DecisionModel`. Every attack, extraction attack and assessment then runs
+against the live gateway, through its keys, limits and detectors. Errors from the gateway become
+one-line :class:`~dlsec.errors.ModelLoadError` / :class:`~dlsec.errors.UsageError` messages.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+import httpx
+import numpy as np
+import torch
+
+from dlsec.core.model import DecisionModel, Model, ScoreModel
+from dlsec.core.spec import InputSpec
+from dlsec.errors import ModelLoadError, UsageError
+
+__all__ = ["connect"]
+
+_URL = re.compile(r"^(https?://[^/]+)/v1/models/([A-Za-z0-9_.-]+)/?$")
+
+
+class _Remote:
+    def __init__(self, base: str, name: str, api_key: str, timeout: float) -> None:
+        self.url = f"{base}/v1/models/{name}/predict"
+        self.client = httpx.Client(headers={"Authorization": f"Bearer {api_key}"}, timeout=timeout)
+        self.queries = 0
+
+    def call(self, x: torch.Tensor) -> dict[str, Any]:
+        try:
+            r = self.client.post(self.url, json={"inputs": x.detach().cpu().double().tolist()})
+        except httpx.HTTPError as exc:
+            raise UsageError(f"{self.url}: the gateway did not answer ({exc})") from None
+        if r.status_code != 200:
+            try:
+                message = r.json().get("error", r.text)
+            except ValueError:
+                message = r.text[:200]
+            raise UsageError(f"{self.url}: HTTP {r.status_code}: {message}")
+        self.queries += len(x)
+        body: dict[str, Any] = r.json()
+        return body
+
+    def probs(self, x: torch.Tensor) -> np.ndarray:
+        p = np.asarray(self.call(x)["probabilities"], dtype=np.float64)
+        p = np.clip(p, 0, None)
+        sums = p.sum(1, keepdims=True)
+        p = np.where(sums > 0, p / np.where(sums > 0, sums, 1), 1.0 / p.shape[1])
+        return p.astype(np.float32)
+
+    def labels(self, x: torch.Tensor) -> np.ndarray:
+        return np.asarray(self.call(x)["predictions"], dtype=np.int64)
+
+
+def connect(url: str, *, api_key: str | None = None, timeout: float = 30.0, batch_size: int = 256) -> Model:
+    """A black-box model for a gateway URL ``http(s)://HOST:PORT/v1/models/NAME``.
+
+    The API key comes from ``api_key`` or ``$DLSEC_API_KEY`` (never the command line).
+    """
+    m = _URL.match(url)
+    if not m:
+        raise ModelLoadError(f"{url}: a gateway model URL reads http(s)://HOST:PORT/v1/models/NAME")
+    key = api_key or os.environ.get("DLSEC_API_KEY")
+    if not key:
+        raise ModelLoadError(f"{url}: set DLSEC_API_KEY to a gateway API key (`dlsec keys create`)")
+    base, name = m.group(1), m.group(2)
+    remote = _Remote(base, name, key, timeout)
+    try:
+        r = remote.client.get(f"{base}/v1/models/{name}")
+    except httpx.HTTPError as exc:
+        raise ModelLoadError(f"{url}: the gateway did not answer ({exc})") from None
+    if r.status_code != 200:
+        try:
+            message = r.json().get("error", r.text)
+        except ValueError:
+            message = r.text[:200]
+        raise ModelLoadError(f"{url}: HTTP {r.status_code}: {message}")
+    info = r.json()
+    if info.get("spec") is None:
+        raise ModelLoadError(f"{url}: the model is not being served ({info.get('reason')})")
+    spec = InputSpec.from_dict(info["spec"])
+    batch = min(batch_size, int(info.get("max_batch") or batch_size))
+    if info.get("output") in ("full",) or str(info.get("output", "")).startswith("rounded"):
+        return ScoreModel(remote.probs, spec, batch_size=batch)
+    return DecisionModel(remote.labels, spec, batch_size=batch)
