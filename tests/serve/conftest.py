@@ -43,7 +43,8 @@ def keys(home: Path) -> dict[str, str]:
 
 
 def make_gateway(home: Path, **overrides: object) -> Gateway:
-    cfg = GatewayConfig.model_validate({"models": ["clf"], "refresh_seconds": 0, **overrides})
+    settings = {"models": ["clf"], "refresh_seconds": 0, "detector_process": False, **overrides}
+    cfg = GatewayConfig.model_validate(settings)
     return Gateway(cfg, home=home)
 
 

@@ -43,9 +43,8 @@ class LiveServer:
 
 @pytest.fixture
 def live(home: Path, keys: dict[str, str]) -> Iterator[tuple[str, object]]:
-    gateway = make_gateway(
-        home, extraction={"volume": {"max_queries": 40, "window_seconds": 60, "action": "block"}}
-    )
+    extraction = {"volume": {"max_queries": 40, "window_seconds": 60, "action": "block"}}
+    gateway = make_gateway(home, extraction=extraction, detector_process=True)  # as `dlsec serve` runs it
     with LiveServer(create_app(gateway)) as url:
         yield url, gateway
 

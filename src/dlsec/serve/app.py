@@ -18,9 +18,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
@@ -41,7 +41,8 @@ from dlsec.errors import Error, SpecError, UsageError
 from dlsec.release._audit import AuditLog, now
 from dlsec.release._db import Database, aliases, audit_entries, query_log, versions
 from dlsec.release._registry import Registry
-from dlsec.serve.detection import DetectorConfig, ExtractionDetector
+from dlsec.serve._watch import Watcher
+from dlsec.serve.detection import DetectorConfig
 from dlsec.serve.keys import ApiKey, KeyStore, OutputPolicy, authenticate, parse_rate
 from dlsec.serve.limits import LimitStore
 
@@ -67,6 +68,12 @@ class GatewayConfig(BaseModel):
         None, description="natural inputs (a dataset reference) that enable the distribution signal"
     )
     throttle_rate: str = "1/second"
+    detector_process: bool = Field(
+        True, description="run the extraction detector in its own process (off the request path's GIL)"
+    )
+    inline_inference: bool = Field(
+        True, description="predict on the event loop (small models); false: in a thread pool (large models)"
+    )
     redis_url: str | None = None
 
 
@@ -169,20 +176,28 @@ class Gateway:
         self.limits = limits
         self.throttle = parse_rate(config.throttle_rate)
         self.metrics = _Metrics()
-        self.detector = ExtractionDetector(config.extraction) if config.extraction is not None else None
-        if self.detector is not None and config.extraction_reference:
-            from dlsec.core.data import load_dataset
+        self.watcher: Watcher | None = None
+        if config.extraction is not None:
+            reference = None
+            if config.extraction_reference:
+                from dlsec.core.data import load_dataset
 
-            self.detector.fit(load_dataset(config.extraction_reference).x)
+                reference = load_dataset(config.extraction_reference).x
+            self.watcher = Watcher(config.extraction, reference, in_process=not config.detector_process)
+        self._actions: dict[str, str] = {}
         self.alert_hooks = list(alert_hooks or [])
         self._lock = threading.RLock()
         self._served = {name: _Served(name) for name in config.models}
         self._keys: dict[str, ApiKey] = {}
         self._generation = -2
         self._checked = 0.0
-        self._queue: queue.Queue[_Event | None] = queue.Queue(maxsize=config.queue_size)
+        # The request path appends to a deque (no lock, no thread wake-up); the worker collects
+        # what is there a few dozen times a second.
+        self._events: deque[_Event] = deque()
+        self._busy = False
         self._worker = threading.Thread(target=self._work, name="dlsec-gateway-worker", daemon=True)
         self._stopped = threading.Event()
+        self._force_flush = threading.Event()
         self.refresh(force=True)
         self._worker.start()
 
@@ -282,7 +297,7 @@ class Gateway:
             slot = self._served.get(name)
         if slot is None:
             raise ApiError(404, f"model {name!r} is not served here", reason="unknown-model")
-        action = self.detector.action(key.id) if self.detector is not None else "allow"
+        action = self._actions.get(key.id, "allow")
         if action == "block":
             raise ApiError(
                 403, "this key is blocked: its queries look like model extraction", reason="blocked"
@@ -320,41 +335,44 @@ class Gateway:
         return body
 
     def _enqueue(self, event: _Event) -> None:
-        try:
-            self._queue.put_nowait(event)
-        except queue.Full:
+        if len(self._events) >= self.config.queue_size:
             self.metrics.dropped.inc()
+            return
+        self._events.append(event)
 
     # -- background work --------------------------------------------------------------------
+
+    TICK = 0.02
 
     def _work(self) -> None:
         pending: list[_Event] = []
         last_flush = time.monotonic()
-        while not self._stopped.is_set():
-            try:
-                event = self._queue.get(timeout=0.1)
-            except queue.Empty:
-                event = None
-            if event is not None:
-                pending.append(event)
-                self._detect(event)
-            if pending and (len(pending) >= 256 or time.monotonic() - last_flush > 0.5 or event is None):
+        while True:
+            stopping = self._stopped.is_set()
+            self._busy = True
+            batch: list[_Event] = []
+            while self._events:
+                batch.append(self._events.popleft())
+            if batch and self.watcher is not None:
+                self.watcher.submit([(e.key_id, e.x, e.probs) for e in batch])
+            pending += batch
+            if self.watcher is not None:
+                for alerts, actions in self.watcher.results(wait=1.0 if stopping else 0.0):
+                    self._actions.update(actions)
+                    for alert in alerts:
+                        subject = f"apikey:{alert.get('client_id', '?')}"
+                        self.raise_alert("extraction", str(alert.get("signal")), subject, alert)
+            forced = self._force_flush.is_set()
+            if pending and (len(pending) >= 256 or time.monotonic() - last_flush > 0.5 or stopping or forced):
                 self._flush(pending)
                 pending = []
                 last_flush = time.monotonic()
-        if pending:
-            self._flush(pending)
-
-    def _detect(self, event: _Event) -> None:
-        if self.detector is None:
-            return
-        try:
-            alerts = self.detector.observe(event.key_id, event.x, event.probs)
-        except Error as exc:
-            log.warning("extraction detector failed on %s: %s", event.key_id, exc)
-            return
-        for alert in alerts:
-            self.raise_alert("extraction", alert.signal, f"apikey:{event.key_id}", alert.to_dict())
+            if forced:
+                self._force_flush.clear()
+            self._busy = False
+            if stopping:
+                return
+            time.sleep(self.TICK)
 
     def raise_alert(self, source: str, signal: str, subject: str, details: dict[str, Any]) -> None:
         """Record an alert: audit log, metrics and hooks (a failing hook never stops the rest)."""
@@ -392,16 +410,24 @@ class Gateway:
         except Exception:  # noqa: BLE001 - logging must never take the gateway down
             log.exception("could not write the query log")
 
-    def drain(self, timeout: float = 10.0) -> None:
-        """Wait until every queued event is processed (tests, shutdown)."""
+    def drain(self, timeout: float = 30.0) -> None:
+        """Wait until every event so far is detected on and logged (tests, shutdown)."""
         deadline = time.monotonic() + timeout
-        while not self._queue.empty() and time.monotonic() < deadline:
+        watcher = self.watcher
+        while time.monotonic() < deadline and (
+            self._events or self._busy or (watcher is not None and watcher.inflight)
+        ):
             time.sleep(0.01)
-        time.sleep(0.3)
+        time.sleep(2 * self.TICK)
+        self._force_flush.set()
+        while self._force_flush.is_set() and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def close(self) -> None:
         self._stopped.set()
-        self._worker.join(timeout=5)
+        self._worker.join(timeout=30)
+        if self.watcher is not None:
+            self.watcher.close()
         self.registry.close()
 
     def alerts(self, limit: int = 100) -> list[dict[str, Any]]:
@@ -480,24 +506,16 @@ def create_app(gateway: Gateway) -> FastAPI:
     app.state.gateway = gateway
     limit = gateway.config.max_body_bytes
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next: Callable[[Request], Any]) -> Response:
-        if request.method == "POST":
-            length = request.headers.get("content-length")
-            if length is not None and (not length.isdigit() or int(length) > limit):
-                return _error(413, f"request body over {limit} bytes", "body-size", gateway)
-            body = await request.body()
-            if len(body) > limit:
-                return _error(413, f"request body over {limit} bytes", "body-size", gateway)
-            ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-            if ctype != "application/json":
-                return _error(415, "send the body as application/json", "content-type", gateway)
-        try:
-            response: Response = await call_next(request)
-        except Exception:  # noqa: BLE001 - never leak a stack trace to a client
-            log.exception("unhandled error")
-            return _error(500, "internal error", "internal", gateway)
-        return response
+    app.add_middleware(_Guard, limit=limit, gateway=gateway)
+
+    @app.exception_handler(_TooLarge)
+    async def too_large(_request: Request, _exc: _TooLarge) -> JSONResponse:
+        return _error(413, f"request body over {limit} bytes", "body-size", gateway)
+
+    @app.exception_handler(Exception)
+    async def internal(_request: Request, _exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")  # never leak a stack trace to a client
+        return _error(500, "internal error", "internal", gateway)
 
     @app.exception_handler(ApiError)
     async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
@@ -561,7 +579,10 @@ def create_app(gateway: Gateway) -> FastAPI:
             where = ".".join(str(p) for p in first.get("loc", ())) or "body"
             raise ApiError(422, f"{where}: {first.get('msg', 'invalid request')}", reason="invalid") from None
         start = time.perf_counter()
-        result = await run_in_threadpool(_predict_sync, gateway, name, key, body.inputs)
+        if gateway.config.inline_inference:
+            result = _predict_sync(gateway, name, key, body.inputs)
+        else:
+            result = await run_in_threadpool(_predict_sync, gateway, name, key, body.inputs)
         gateway.metrics.requests.labels(model=name, status="200").inc()
         gateway.metrics.latency.labels(model=name).observe(time.perf_counter() - start)
         return result
@@ -613,6 +634,52 @@ def create_app(gateway: Gateway) -> FastAPI:
         return record.to_dict()
 
     return app
+
+
+class _TooLarge(Exception):
+    """The request body grew past the limit while it was read."""
+
+
+class _Guard:
+    """Pure ASGI middleware (cheap, unlike ``BaseHTTPMiddleware``): body size and content type.
+
+    A declared ``Content-Length`` over the limit is refused before anything is read (413); a body
+    that streams past the limit raises :class:`_TooLarge` while the endpoint reads it (413); a
+    POST that is not ``application/json`` is refused (415).
+    """
+
+    def __init__(self, app: Any, *, limit: int, gateway: Gateway) -> None:
+        self.app, self.limit, self.gateway = app, limit, gateway
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            await _error(413, f"request body over {self.limit} bytes", "body-size", self.gateway)(
+                scope, receive, send
+            )
+            return
+        ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if ctype != b"application/json":
+            await _error(415, "send the body as application/json", "content-type", self.gateway)(
+                scope, receive, send
+            )
+            return
+        received = 0
+
+        async def capped() -> Any:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise _TooLarge
+            return message
+
+        await self.app(scope, capped, send)
 
 
 def _predict_sync(gateway: Gateway, name: str, key: ApiKey, inputs: list[Any]) -> dict[str, Any]:

@@ -53,5 +53,10 @@ class _FileConfig(GatewayConfig):
 
 def app_from_env() -> FastAPI:
     """Build the app from ``$DLSEC_GATEWAY_CONFIG`` (what ``dlsec serve`` sets for its workers)."""
+    import sys
+
     cfg = GatewayConfig.model_validate_json(os.environ["DLSEC_GATEWAY_CONFIG"])
+    # The background worker (query log, alerts) must hand the interpreter back to the request
+    # path quickly: a 1 ms switch interval instead of CPython's 5 ms keeps p50 latency flat.
+    sys.setswitchinterval(0.001)
     return create_app(Gateway(cfg))
