@@ -132,6 +132,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument(
+        "--without-detector", action="store_true", help="measure the gateway without detection"
+    )
     args = parser.parse_args()
     rounds, per_round = (2, 200) if args.quick else (6, 400)
     home = Path(tempfile.mkdtemp(prefix="dlsec-bench-gateway-"))
@@ -143,7 +146,10 @@ def main() -> None:
     zoo_card("digits-cnn", home=home)  # trains once into this home
     key = prepare_home(home)
     data = load_dataset("builtin:digits")
-    env["DLSEC_GATEWAY_CONFIG"] = json.dumps({"models": ["digits"], **({"extraction": None} if os.environ.get("NODET") else {"extraction_reference": "builtin:digits"})})
+    settings: dict[str, object] = {"models": ["digits"], "extraction_reference": "builtin:digits"}
+    if args.without_detector:
+        settings = {"models": ["digits"], "extraction": None}
+    env["DLSEC_GATEWAY_CONFIG"] = json.dumps(settings)
     (home / "bare_app.py").write_text(BARE_APP)
     (home / "gateway_app.py").write_text(GATEWAY_APP)
     rng = np.random.default_rng(0)
@@ -194,7 +200,8 @@ def main() -> None:
         print(f"| {name} | {n / total:,.0f} | {p50:.2f} | {p99:.2f} |")
     b, g = stats["bare FastAPI"], stats["dlsec gateway"]
     print(
-        f"\nthroughput ratio {g[0] / b[0]:.2f}, p50 overhead {g[1] / b[1] - 1:+.1%}, p99 overhead {g[2] / b[2] - 1:+.1%}"
+        f"\nthroughput ratio {g[0] / b[0]:.2f}, p50 overhead {g[1] / b[1] - 1:+.1%}, "
+        f"p99 overhead {g[2] / b[2] - 1:+.1%}"
     )
     print(f"alerts raised on the benchmark client (natural test-set queries): {flagged or 'none'}")
 
