@@ -12,6 +12,7 @@ from rich.table import Table
 from dlsec.cli._app import JsonOpt, app, emit_json, err_console, out_console, settings
 from dlsec.cli.keys_cmd import RegistryUrlOpt, keys_app
 from dlsec.errors import UsageError
+from dlsec.serve.app import GatewayConfig
 from dlsec.serve.keys import KeyStore
 
 
@@ -119,6 +120,16 @@ def serve(
         str | None, typer.Option("--redis-url", help="Redis for limits shared by several workers.")
     ] = None,
     workers: Annotated[int, typer.Option("--workers", help="Gateway worker processes.")] = 1,
+    monitor: Annotated[
+        Path | None, typer.Option("--monitor", help="monitor.yaml: drift and attack rules over the traffic.")
+    ] = None,
+    reference: Annotated[
+        str | None, typer.Option("--reference", help="Reference data for the monitors (e.g. builtin:digits).")
+    ] = None,
+    playbook: Annotated[
+        Path | None, typer.Option("--playbook", help="respond.yaml: actions when an alert fires.")
+    ] = None,
+    webhook: Annotated[str | None, typer.Option("--webhook", help="POST every alert as JSON here.")] = None,
     registry_url: RegistryUrlOpt = None,
 ) -> None:
     """Serve registry models behind API keys, limits, output hardening and extraction detection."""
@@ -128,7 +139,14 @@ def serve(
 
     from dlsec.serve.config import load_gateway_config
 
-    cfg = load_gateway_config(config, models=models, alias=alias, redis_url=redis_url)
+    overrides = {
+        "monitor": str(monitor) if monitor else None,
+        "monitor_reference": reference,
+        "playbook": str(playbook) if playbook else None,
+        "webhook": webhook,
+    }
+    cfg = load_gateway_config(config, models=models, alias=alias, redis_url=redis_url, **overrides)
+    _check_files(cfg)
     if workers < 1:
         raise UsageError("--workers must be at least 1")
     if workers > 1 and not cfg.redis_url:
@@ -145,3 +163,17 @@ def serve(
     )
     uvicorn.run("dlsec.serve.config:app_from_env", factory=True, host=host, port=port, workers=workers,
                 log_level="warning")  # fmt: skip
+
+
+def _check_files(cfg: GatewayConfig) -> None:
+    """Read the monitor and playbook files now, so that a bad one is an error before serving."""
+    if cfg.monitor is not None:
+        from dlsec.monitor import load_monitor_config
+
+        load_monitor_config(cfg.monitor)
+        if cfg.monitor_reference is None:
+            raise UsageError("--monitor needs --reference DATA (what normal traffic looks like)")
+    if cfg.playbook is not None:
+        from dlsec.respond import load_playbook
+
+        load_playbook(cfg.playbook)

@@ -147,6 +147,24 @@ query_log = Table(
     Column("inputs", Text, nullable=True),  # raw inputs, only when the gateway is configured to keep them
 )
 
+incidents = Table(
+    "incidents",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("rule", String(200), nullable=False),
+    Column("subject", String(400), nullable=False),
+    Column("model", String(200), nullable=True),
+    Column("severity", String(20), nullable=False),
+    Column("status", String(20), nullable=False),  # open, resolved
+    Column("opened_at", String(40), nullable=False),
+    Column("alerts", Text, nullable=False),  # JSON list
+    Column("actions", Text, nullable=False),  # JSON list of {action, status, detail, at}
+    Column("evidence", Text, nullable=False),  # JSON
+    Column("resolved_at", String(40), nullable=True),
+    Column("resolved_by", String(200), nullable=True),
+    Column("resolution", Text, nullable=True),
+)
+
 _LOCK_KEY = 0x646C736563  # "dlsec": the PostgreSQL advisory lock id for writers
 
 

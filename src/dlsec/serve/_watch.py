@@ -1,67 +1,171 @@
-"""Where the gateway's per-query detectors run: a worker process (default) or a thread.
+"""Where the gateway's detectors run: a worker process (default) or a thread.
 
-The extraction detector costs about as much CPU per query as a small model's prediction, in
-Python that holds the GIL. In the gateway's own process it would steal the interpreter from the
-request path; in a separate process it runs on another core and the request path only hands over
-batches. Both forms answer the same way: for each batch, the alerts raised and the action in
-force for each client in it.
+The extraction detector (per API key) and the monitors of ``monitor.yaml`` (per served model:
+drift, adversarial inputs) cost about as much CPU per query as a small model's prediction, in
+Python that holds the GIL. In the gateway's own process they would steal the interpreter from the
+request path; in a separate process they run on another core and the request path only hands
+over batches. Both forms answer the same way: for each batch, the alerts raised (as dicts with
+``source``, ``signal``, ``severity`` and the key or model they are about) and the extraction
+action in force for each client in it.
+
+A model's monitor is fitted on the reference data with the model itself (probabilities,
+embeddings), loaded from the registry through the same verified path as the gateway; when the
+gateway starts serving another version, the monitor is fitted again for it.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import queue
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from dlsec.serve.detection import DetectorConfig, ExtractionDetector
 
-__all__ = ["Watcher"]
+__all__ = ["MonitorSpec", "Watcher"]
 
-Batch = list[tuple[str, np.ndarray, np.ndarray]]
+Batch = list[tuple[str, str, int, np.ndarray, np.ndarray]]  # key id, model, version, inputs, probs
 Result = tuple[list[dict[str, Any]], dict[str, str]]
+_SEVERITY = {"alert": "medium", "throttle": "high", "block": "critical"}
 
 
-def _observe(detector: ExtractionDetector, batch: Batch) -> Result:
-    alerts: list[dict[str, Any]] = []
-    for key_id, x, probs in batch:
-        alerts += [a.to_dict() for a in detector.observe(key_id, x, probs)]
-    return alerts, {key_id: detector.action(key_id) for key_id in {k for k, _, _ in batch}}
+@dataclass(frozen=True)
+class MonitorSpec:
+    """What the watcher needs to monitor served models: the rules, reference data, the registry."""
+
+    config: dict[str, Any]  # a MonitorConfig, as JSON-able data
+    reference: str  # dataset reference for fitting
+    home: str | None
+    registry_url: str | None
 
 
-def _serve(config: dict[str, Any], reference: np.ndarray | None, inbox: Any, outbox: Any) -> None:
-    detector = ExtractionDetector(DetectorConfig.model_validate(config))
-    if reference is not None:
-        detector.fit(reference)
+class _Engine:
+    def __init__(
+        self, extraction: dict[str, Any] | None, reference: np.ndarray | None, monitor: MonitorSpec | None
+    ):
+        self.detector = None
+        if extraction is not None:
+            self.detector = ExtractionDetector(DetectorConfig.model_validate(extraction))
+            if reference is not None:
+                self.detector.fit(reference)
+        self.monitor_spec = monitor
+        self.monitors: dict[str, tuple[int, Any]] = {}
+        self._reference_x: np.ndarray | None = None
+
+    def _monitor(self, name: str, version: int) -> Any:
+        held = self.monitors.get(name)
+        if held is not None and held[0] == version:
+            return held[1]
+        from dlsec.core.data import load_dataset
+        from dlsec.core.loading import load_model
+        from dlsec.monitor import MonitorConfig, build_monitor, make_window
+
+        spec = self.monitor_spec
+        assert spec is not None
+        if spec.registry_url:
+            import os
+
+            os.environ["DLSEC_REGISTRY_URL"] = spec.registry_url
+        model = load_model(f"registry:{name}@{version}", home=spec.home)
+        if self._reference_x is None:
+            self._reference_x = load_dataset(spec.reference).x
+        monitor = build_monitor(MonitorConfig.model_validate(spec.config), model=model)
+        monitor.fit(make_window(self._reference_x, model=model))
+        self.monitors[name] = (version, monitor)
+        return monitor
+
+    def observe(self, batch: Batch) -> Result:
+        alerts: list[dict[str, Any]] = []
+        actions: dict[str, str] = {}
+        if self.detector is not None:
+            for key_id, model, _version, x, probs in batch:
+                for a in self.detector.observe(key_id, x, probs):
+                    alerts.append(
+                        {
+                            "source": "extraction",
+                            "severity": _SEVERITY.get(a.action, "medium"),
+                            "subject": f"apikey:{key_id}",
+                            "key_id": key_id,
+                            "model": model,
+                            **a.to_dict(),
+                        }
+                    )
+            actions = {key_id: self.detector.action(key_id) for key_id in {b[0] for b in batch}}
+        if self.monitor_spec is not None:
+            by_model: dict[tuple[str, int], list[tuple[np.ndarray, np.ndarray]]] = {}
+            for _key, model, version, x, probs in batch:
+                by_model.setdefault((model, version), []).append((x, probs))
+            for (model, version), parts in by_model.items():
+                monitor = self._monitor(model, version)
+                xs = np.concatenate([x for x, _ in parts])
+                ps = np.concatenate([p for _, p in parts])
+                for a in monitor.update(xs, ps):
+                    alerts.append(
+                        {
+                            "source": "monitor",
+                            "signal": a.rule,
+                            "subject": f"model:{model}",
+                            "model": model,
+                            "version": version,
+                            **a.to_dict(),
+                        }
+                    )
+        return alerts, actions
+
+
+def _serve(
+    extraction: dict[str, Any] | None,
+    reference: np.ndarray | None,
+    monitor: MonitorSpec | None,
+    inbox: Any,
+    outbox: Any,
+) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    engine = _Engine(extraction, reference, monitor)
     while True:
         batch = inbox.get()
         if batch is None:
             return
         try:
-            outbox.put(_observe(detector, batch))
+            outbox.put(engine.observe(batch))
         except Exception as exc:  # noqa: BLE001 - report, keep watching
-            outbox.put(([{"signal": "detector-error", "action": "alert", "message": str(exc)[:200]}], {}))
+            error = {
+                "source": "watcher",
+                "signal": "detector-error",
+                "severity": "high",
+                "subject": "gateway",
+            }
+            outbox.put(([{**error, "message": f"{type(exc).__name__}: {exc}"[:300]}], {}))
 
 
 class Watcher:
-    """Runs the extraction detector on batches of ``(client, inputs, probabilities)``."""
+    """Runs the detectors on batches of ``(key id, model, version, inputs, probabilities)``."""
 
-    def __init__(self, config: DetectorConfig, reference: np.ndarray | None, *, in_process: bool) -> None:
+    def __init__(
+        self,
+        extraction: DetectorConfig | None,
+        reference: np.ndarray | None,
+        *,
+        monitor: MonitorSpec | None = None,
+        in_process: bool,
+    ) -> None:
         self.in_process = in_process
         self.inflight = 0
         self._ready: list[Result] = []
+        config = extraction.model_dump() if extraction is not None else None
         if in_process:
-            self._detector = ExtractionDetector(config)
-            if reference is not None:
-                self._detector.fit(reference)
+            self._engine = _Engine(config, reference, monitor)
             return
         ctx = mp.get_context("spawn")  # never fork a process that holds torch and threads
         self._inbox: Any = ctx.Queue()
         self._outbox: Any = ctx.Queue()
         self._proc = ctx.Process(
             target=_serve,
-            args=(config.model_dump(), reference, self._inbox, self._outbox),
+            args=(config, reference, monitor, self._inbox, self._outbox),
             name="dlsec-gateway-detector",
             daemon=True,
         )
@@ -71,7 +175,16 @@ class Watcher:
         if not batch:
             return
         if self.in_process:
-            self._ready.append(_observe(self._detector, batch))
+            try:
+                self._ready.append(self._engine.observe(batch))
+            except Exception as exc:  # noqa: BLE001 - report, keep serving
+                error = {
+                    "source": "watcher",
+                    "signal": "detector-error",
+                    "severity": "high",
+                    "subject": "gateway",
+                }
+                self._ready.append(([{**error, "message": f"{type(exc).__name__}: {exc}"[:300]}], {}))
             return
         self.inflight += 1
         self._inbox.put(batch)

@@ -41,7 +41,7 @@ from dlsec.errors import Error, SpecError, UsageError
 from dlsec.release._audit import AuditLog, now
 from dlsec.release._db import Database, aliases, audit_entries, query_log, versions
 from dlsec.release._registry import Registry
-from dlsec.serve._watch import Watcher
+from dlsec.serve._watch import MonitorSpec, Watcher
 from dlsec.serve.detection import DetectorConfig
 from dlsec.serve.keys import ApiKey, KeyStore, OutputPolicy, authenticate, parse_rate
 from dlsec.serve.limits import LimitStore
@@ -68,6 +68,12 @@ class GatewayConfig(BaseModel):
         None, description="natural inputs (a dataset reference) that enable the distribution signal"
     )
     throttle_rate: str = "1/second"
+    monitor: str | None = Field(None, description="monitor.yaml: drift and attack rules over the traffic")
+    monitor_reference: str | None = Field(
+        None, description="reference data the monitors are fitted on (a dataset reference)"
+    )
+    playbook: str | None = Field(None, description="respond.yaml: what to do when an alert fires")
+    webhook: str | None = Field(None, description="POST every alert as JSON to this URL")
     detector_process: bool = Field(
         True, description="run the extraction detector in its own process (off the request path's GIL)"
     )
@@ -177,13 +183,21 @@ class Gateway:
         self.throttle = parse_rate(config.throttle_rate)
         self.metrics = _Metrics()
         self.watcher: Watcher | None = None
-        if config.extraction is not None:
+        monitor = self._monitor_spec(home, registry_url)
+        if config.extraction is not None or monitor is not None:
             reference = None
-            if config.extraction_reference:
+            if config.extraction is not None and config.extraction_reference:
                 from dlsec.core.data import load_dataset
 
                 reference = load_dataset(config.extraction_reference).x
-            self.watcher = Watcher(config.extraction, reference, in_process=not config.detector_process)
+            self.watcher = Watcher(
+                config.extraction, reference, monitor=monitor, in_process=not config.detector_process
+            )
+        self.responder = None
+        if config.playbook is not None:
+            from dlsec.respond import Responder, load_playbook
+
+            self.responder = Responder(load_playbook(config.playbook), self.registry, alias=config.alias)
         self._actions: dict[str, str] = {}
         self.alert_hooks = list(alert_hooks or [])
         self._lock = threading.RLock()
@@ -200,6 +214,20 @@ class Gateway:
         self._force_flush = threading.Event()
         self.refresh(force=True)
         self._worker.start()
+
+    def _monitor_spec(self, home: str | Path | None, registry_url: str | None) -> MonitorSpec | None:
+        cfg = self.config
+        if cfg.monitor is None:
+            return None
+        if cfg.monitor_reference is None:
+            raise UsageError("monitoring needs reference data: set monitor_reference (e.g. builtin:digits)")
+        from dlsec.core.home import home_dir
+        from dlsec.monitor import load_monitor_config
+
+        rules = load_monitor_config(cfg.monitor)  # errors name the line and field, before serving
+        return MonitorSpec(
+            rules.model_dump(mode="json"), cfg.monitor_reference, str(home_dir(home)), registry_url
+        )
 
     # -- registry state ---------------------------------------------------------------------
 
@@ -354,14 +382,13 @@ class Gateway:
             while self._events:
                 batch.append(self._events.popleft())
             if batch and self.watcher is not None:
-                self.watcher.submit([(e.key_id, e.x, e.probs) for e in batch])
+                self.watcher.submit([(e.key_id, e.model, e.version, e.x, e.probs) for e in batch])
             pending += batch
             if self.watcher is not None:
                 for alerts, actions in self.watcher.results(wait=1.0 if stopping else 0.0):
                     self._actions.update(actions)
                     for alert in alerts:
-                        subject = f"apikey:{alert.get('client_id', '?')}"
-                        self.raise_alert("extraction", str(alert.get("signal")), subject, alert)
+                        self.raise_alert(alert)
             forced = self._force_flush.is_set()
             if pending and (len(pending) >= 256 or time.monotonic() - last_flush > 0.5 or stopping or forced):
                 self._flush(pending)
@@ -374,19 +401,36 @@ class Gateway:
                 return
             time.sleep(self.TICK)
 
-    def raise_alert(self, source: str, signal: str, subject: str, details: dict[str, Any]) -> None:
-        """Record an alert: audit log, metrics and hooks (a failing hook never stops the rest)."""
-        record = {"source": source, "signal": signal, **details}
+    def raise_alert(self, alert: dict[str, Any]) -> None:
+        """Record an alert (audit log, metrics, webhook, hooks), then run the playbook on it.
+
+        Runs on the background worker; a failing step is logged and never stops the others.
+        """
+        source, signal = str(alert.get("source", "gateway")), str(alert.get("signal", "alert"))
+        subject = str(alert.get("subject") or "gateway")
         self.metrics.alerts.labels(source=source, signal=signal).inc()
         try:
-            self.audit.append("gateway.alert", subject, record, actor="dlsec-gateway")
+            self.audit.append("gateway.alert", subject, alert, actor="dlsec-gateway")
         except Exception:  # noqa: BLE001 - the alert must still reach the hooks
             log.exception("could not write an alert to the audit log")
+        if self.config.webhook:
+            import httpx
+
+            try:
+                httpx.post(self.config.webhook, json=alert, timeout=5.0)
+            except httpx.HTTPError as exc:
+                log.warning("alert webhook %s failed: %s", self.config.webhook, exc)
         for hook in self.alert_hooks:
             try:
-                hook({"subject": subject, **record})
+                hook(alert)
             except Exception:  # noqa: BLE001 - hooks are user code
                 log.exception("alert hook failed")
+        if self.responder is not None:
+            try:
+                self.responder.handle(alert)
+            except Exception:  # noqa: BLE001 - a playbook failure is logged, serving goes on
+                log.exception("playbook failed on an alert")
+            self.refresh(force=True)
 
     def _flush(self, events: list[_Event]) -> None:
         rows = [

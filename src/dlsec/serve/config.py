@@ -21,6 +21,7 @@ def load_gateway_config(
     models: str | None = None,
     alias: str | None = None,
     redis_url: str | None = None,
+    **extra: str | None,
 ) -> GatewayConfig:
     """Read a gateway YAML (if given; errors name the line and field) and apply command-line overrides."""
     raw: dict[str, Any] = {}
@@ -36,6 +37,7 @@ def load_gateway_config(
         raw["alias"] = alias
     if redis_url is not None:
         raw["redis_url"] = redis_url
+    raw.update({k: v for k, v in extra.items() if v is not None})
     if not raw.get("models"):
         raise UsageError("name the models to serve: --models NAME[,NAME] or `models:` in --config")
     try:

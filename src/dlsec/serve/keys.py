@@ -213,6 +213,21 @@ class KeyStore:
                 self.audit.append("keys.revoke", f"apikey:{key_id}", {}, actor=who, conn=conn, publish=True)
             return _record(conn.execute(select(api_keys).where(api_keys.c.id == key_id)).one())
 
+    def set_rate(self, key_id: str, rate: str | None, *, actor: str | None = None) -> ApiKey:
+        """Change a key's rate limit (an incident throttling a client); logged."""
+        parsed = parse_rate(rate)
+        who = actor or actor_name()
+        with self.db.write() as conn:
+            row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).first()
+            if row is None:
+                raise UsageError(f"no API key {key_id!r}; see `dlsec keys list`")
+            value = str(parsed) if parsed else None
+            conn.execute(update(api_keys).where(api_keys.c.id == key_id).values(rate=value))
+            self.audit.append(
+                "keys.rate", f"apikey:{key_id}", {"rate": value}, actor=who, conn=conn, publish=True
+            )
+            return _record(conn.execute(select(api_keys).where(api_keys.c.id == key_id)).one())
+
     def all(self) -> list[ApiKey]:
         with self.db.read() as conn:
             return [_record(r) for r in conn.execute(select(api_keys).order_by(api_keys.c.created_at))]

@@ -1,0 +1,170 @@
+"""Playbooks: matching, idempotent actions, dry runs, the CLI, and an incident end to end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from dlsec.attacks import PGD
+from dlsec.core.loading import load_model
+from dlsec.errors import UsageError
+from dlsec.release import Registry
+from dlsec.respond import IncidentStore, Responder, load_playbook
+from dlsec.serve.app import create_app
+from tests.cli.test_cli import assert_user_error, run, run_json
+from tests.serve.conftest import auth, make_gateway
+
+PLAYBOOK = """\
+rules:
+  - name: drift
+    when: {source: monitor, min_severity: high}
+    actions: [snapshot, quarantine, rollback]
+  - name: extraction
+    when: {source: extraction, signal: [volume, prada], min_severity: high}
+    actions: [snapshot, revoke_key]
+"""
+
+
+def _playbook(tmp_path: Path, text: str = PLAYBOOK):
+    path = tmp_path / "respond.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_playbook_errors_name_the_line_and_field(tmp_path, capsys):
+    cases = [
+        ("rules: []\n", "respond.yaml:1: rules"),
+        ("rules:\n  - name: x\n    actions: [explode]\n", "respond.yaml:3: rules.0.actions.0"),
+        ("rules:\n  - name: x\n    actions: [webhook]\n", "webhook action needs url"),
+        (
+            "rules:\n  - name: x\n    when: {min_severity: urgent}\n    actions: [snapshot]\n",
+            "respond.yaml:3",
+        ),
+        ("rules:\n  - name: x\n    actions: [snapshot, snapshot]\n", "listed twice"),
+    ]
+    for text, fragment in cases:
+        with pytest.raises(UsageError, match=fragment.replace(".", r"\.")):
+            load_playbook(_playbook(tmp_path, text))
+    alert = tmp_path / "alert.json"
+    alert.write_text("{}")
+    code, _, err = run(capsys, "--home", str(tmp_path), "incident", "plan", "--playbook",
+                       str(_playbook(tmp_path, "rules: []\n")), "--alert", str(alert))  # fmt: skip
+    assert_user_error(code, err, "respond.yaml:1")
+
+
+def test_actions_run_once_per_incident_and_the_dry_run_changes_nothing(home, keys, tmp_path, capsys):
+    reg = Registry.open(home=home)
+    responder = Responder(load_playbook(_playbook(tmp_path)), reg)
+    alert = {"source": "monitor", "signal": "input drift", "severity": "critical", "model": "clf",
+             "subject": "model:clf"}  # fmt: skip
+    size = reg.audit.size()
+    plan = responder.plan(alert)
+    assert plan == [
+        {
+            "rule": "drift",
+            "incident": "new",
+            "actions": [
+                {
+                    "action": "snapshot",
+                    "would": "record the alert, recent queries and the serving version's hash",
+                },
+                {"action": "quarantine", "would": "quarantine clf@2 (production)"},
+                {"action": "rollback", "would": "roll back from clf@2 (production)"},
+            ],
+        }
+    ]
+    assert reg.audit.size() == size and reg.get("clf").version == 2  # nothing happened
+    (incident,) = responder.handle(alert)
+    assert [a["status"] for a in incident.actions] == ["done", "done", "done"]
+    assert incident.evidence["snapshot"]["serving"]["version"] == 2
+    assert reg.get("clf").version == 1 and reg.get("clf@2").status == "quarantined"
+    again = responder.handle({**alert, "statistic": 0.9})  # the same incident: joins, repeats nothing
+    assert again[0].id == incident.id and len(again[0].alerts) == 2 and len(again[0].actions) == 3
+    assert reg.get("clf").version == 1
+    steps = [e.action for e in reg.audit.entries()][size:]
+    assert steps == ["incident.open", "respond.snapshot", "registry.quarantine", "respond.quarantine",
+                     "registry.rollback", "respond.rollback"]  # fmt: skip
+    low = {**alert, "severity": "medium"}
+    assert responder.plan(low) == [] and responder.handle(low) == []
+    assert responder.plan(alert)[0]["incident"] == incident.id
+    listed = run_json(capsys, "--home", str(home), "incident", "list")
+    assert [i["id"] for i in listed] == [incident.id]
+    resolved = run_json(capsys, "--home", str(home), "incident", "resolve", str(incident.id), "--note", "ok")
+    assert resolved["status"] == "resolved" and IncidentStore(reg.db).list(status="open") == []
+    assert reg.audit.verify().ok
+    reg.close()
+
+
+def test_extraction_alert_revokes_the_key(home, keys, tmp_path):
+    reg = Registry.open(home=home)
+    responder = Responder(load_playbook(_playbook(tmp_path)), reg)
+    key_id = keys["client"].split("_")[1]
+    alert = {"source": "extraction", "signal": "prada", "severity": "critical", "subject": f"apikey:{key_id}",
+             "key_id": key_id}  # fmt: skip
+    (incident,) = responder.handle(alert)
+    assert [a["action"] for a in incident.actions] == ["snapshot", "revoke_key"]
+    from dlsec.serve.keys import KeyStore
+
+    assert {k.id: k.revoked_at is not None for k in KeyStore(reg.db).all()}[key_id]
+    reg.close()
+
+
+def test_attack_traffic_triggers_an_incident_that_quarantines_and_rolls_back(home, keys, tmp_path):
+    """The issue's end-to-end incident, through the gateway with monitoring and a playbook."""
+    rng = np.random.default_rng(0)
+    reference = tmp_path / "reference.npz"
+    np.savez(reference, x=rng.random((4000, 4)).astype(np.float32), y=rng.integers(0, 3, 4000))
+    monitor = tmp_path / "monitor.yaml"
+    monitor.write_text(
+        "window: 40\nert: 10000\nrules:\n  - name: input drift\n    severity: high\n"
+        "    detector: ks\n    params: {correction: fdr}\n"
+    )
+    gateway = make_gateway(
+        home,
+        monitor=str(monitor),
+        monitor_reference=str(reference),
+        playbook=str(_playbook(tmp_path)),
+        extraction=None,
+    )
+    served = load_model(str(home / "src" / "v2" / "model.safetensors"))
+    natural = rng.random((80, 4)).astype(np.float32)
+    # Attack traffic: targeted PGD pushing every input toward the class the model gives least often.
+    pred = served.predict(natural)
+    rare = int(torch.bincount(served.predict(rng.random((2000, 4)).astype(np.float32)), minlength=3).argmin())
+    pgd = PGD(eps=0.5, steps=20, norm="linf", seed=0, targeted=True)
+    attack = pgd(served, torch.from_numpy(natural), pred, target=torch.full_like(pred, rare))
+    with TestClient(create_app(gateway)) as c:
+        for i in range(0, 80, 20):
+            r = c.post(
+                "/v1/models/clf/predict",
+                json={"inputs": natural[i : i + 20].tolist()},
+                headers=auth(keys["client"]),
+            )
+            assert r.status_code == 200 and r.json()["version"] == 2
+        gateway.drain()
+        assert IncidentStore(gateway.db).list() == []  # natural traffic: no alarm
+        x_adv = attack.x_adv.numpy()
+        for i in range(0, 80, 20):
+            c.post(
+                "/v1/models/clf/predict",
+                json={"inputs": x_adv[i : i + 20].tolist()},
+                headers=auth(keys["client"]),
+            )
+        gateway.drain()
+        (incident,) = IncidentStore(gateway.db).list()
+        after = c.post(
+            "/v1/models/clf/predict", json={"inputs": natural[:3].tolist()}, headers=auth(keys["client"])
+        )
+        alerts = c.get("/v1/alerts", headers=auth(keys["operator"])).json()
+    assert incident.rule == "drift" and [a["status"] for a in incident.actions] == ["done", "done", "done"]
+    assert after.status_code == 200 and after.json()["version"] == 1  # the previous version answers
+    assert alerts and alerts[-1]["source"] == "monitor" and alerts[-1]["model"] == "clf"
+    actions = [e.action for e in gateway.audit.entries()]
+    i = actions.index("gateway.alert")
+    assert actions[i:i + 7] == ["gateway.alert", "incident.open", "respond.snapshot", "registry.quarantine",
+                               "respond.quarantine", "registry.rollback", "respond.rollback"]  # fmt: skip
+    assert gateway.audit.verify().ok
