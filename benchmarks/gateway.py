@@ -1,5 +1,8 @@
 """Gateway overhead: the dlsec gateway with every layer on against a bare FastAPI endpoint.
 
+A third server is the gateway with monitors too (input drift KS, prediction PSI, feature
+squeezing on the served model), fed off the request path.
+
 Both serve ``zoo:digits-cnn`` on loopback (uvicorn, one worker each, in subprocesses). The
 dlsec gateway serves it from a signed registry version behind an API key with a rate limit and a
 budget, validates inputs against the spec, applies an output policy, logs every query and runs
@@ -45,6 +48,15 @@ async def predict(request: Request):
     with torch.inference_mode():
         p = model.probs(x).double().numpy()
     return {"predictions": p.argmax(1).tolist(), "probabilities": p.tolist()}
+"""
+
+MONITOR = """\
+window: 200
+ert: 100000
+rules:
+  - {name: input drift, severity: high, detector: ks, params: {correction: fdr}}
+  - {name: prediction drift, severity: medium, detector: psi}
+  - {name: adversarial inputs, severity: high, detector: squeezing, window: 50}
 """
 
 GATEWAY_APP = """
@@ -150,6 +162,9 @@ def main() -> None:
     if args.without_detector:
         settings = {"models": ["digits"], "extraction": None}
     env["DLSEC_GATEWAY_CONFIG"] = json.dumps(settings)
+    (home / "monitor.yaml").write_text(MONITOR)
+    monitored = {**settings, "monitor": str(home / "monitor.yaml"), "monitor_reference": "builtin:digits"}
+    env_monitored = {**env, "DLSEC_GATEWAY_CONFIG": json.dumps(monitored)}
     (home / "bare_app.py").write_text(BARE_APP)
     (home / "gateway_app.py").write_text(GATEWAY_APP)
     rng = np.random.default_rng(0)
@@ -163,24 +178,23 @@ def main() -> None:
         procs.append(bare)
         gw, gw_url = start(home, "gateway_app", env)
         procs.append(gw)
-        # Warm up both, then interleave rounds.
-        load(bare_url, "/predict", {}, bodies[:50], args.threads)
-        load(
-            gw_url, "/v1/models/digits/predict", {"Authorization": f"Bearer {key}"}, bodies[:50], args.threads
+        mon, mon_url = start(home, "gateway_app", env_monitored)
+        procs.append(mon)
+        bearer = {"Authorization": f"Bearer {key}"}
+        servers = (
+            ("bare FastAPI", bare_url, "/predict", {}),
+            ("dlsec gateway", gw_url, "/v1/models/digits/predict", bearer),
+            ("dlsec gateway + monitors", mon_url, "/v1/models/digits/predict", bearer),
         )
-        results: dict[str, tuple[float, list[float]]] = {
-            "bare FastAPI": (0.0, []),
-            "dlsec gateway": (0.0, []),
-        }
+        for _name, url, path, headers in servers:  # warm up, then interleave rounds
+            load(url, path, headers, bodies[:50], args.threads)
+        results: dict[str, tuple[float, list[float]]] = {name: (0.0, []) for name, *_ in servers}
         for _ in range(rounds):
-            for name, url, path, headers in (
-                ("bare FastAPI", bare_url, "/predict", {}),
-                ("dlsec gateway", gw_url, "/v1/models/digits/predict", {"Authorization": f"Bearer {key}"}),
-            ):
+            for name, url, path, headers in servers:
                 elapsed, lat = load(url, path, headers, bodies, args.threads)
                 total, all_lat = results[name]
                 results[name] = (total + elapsed, all_lat + lat)
-        alerts = httpx.get(gw_url + "/metrics").text
+        alerts = httpx.get(gw_url + "/metrics").text + httpx.get(mon_url + "/metrics").text
         flagged = [line for line in alerts.splitlines() if line.startswith("dlsec_alerts_total")]
     finally:
         for p in procs:
@@ -198,7 +212,8 @@ def main() -> None:
         p99 = float(np.quantile(lat, 0.99)) * 1000
         stats[name] = (n / total, p50, p99)
         print(f"| {name} | {n / total:,.0f} | {p50:.2f} | {p99:.2f} |")
-    b, g = stats["bare FastAPI"], stats["dlsec gateway"]
+    b, g, m = stats["bare FastAPI"], stats["dlsec gateway"], stats["dlsec gateway + monitors"]
+    print(f"\nmonitors on vs off: p50 {m[1] / g[1] - 1:+.1%}, throughput ratio {m[0] / g[0]:.2f}")
     print(
         f"\nthroughput ratio {g[0] / b[0]:.2f}, p50 overhead {g[1] / b[1] - 1:+.1%}, "
         f"p99 overhead {g[2] / b[2] - 1:+.1%}"
