@@ -168,3 +168,50 @@ def test_attack_traffic_triggers_an_incident_that_quarantines_and_rolls_back(hom
     assert actions[i:i + 7] == ["gateway.alert", "incident.open", "respond.snapshot", "registry.quarantine",
                                "respond.quarantine", "registry.rollback", "respond.rollback"]  # fmt: skip
     assert gateway.audit.verify().ok
+
+
+def test_webhooks_receive_alerts_and_incidents(home, keys, tmp_path):
+    import json as _json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    received: list[dict] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append({"path": self.path, "body": _json.loads(body)})
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    playbook = _playbook(
+        tmp_path,
+        "rules:\n  - name: notify\n    when: {source: extraction}\n    actions: [webhook]\n"
+        f"    url: {url}/incident\n",
+    )
+    gateway = make_gateway(
+        home,
+        webhook=f"{url}/alert",
+        playbook=str(playbook),
+        extraction={"volume": {"max_queries": 5, "window_seconds": 60, "action": "alert"}},
+    )
+    x = np.random.default_rng(0).random((4, 4)).tolist()
+    with TestClient(create_app(gateway)) as c:
+        for _ in range(3):
+            assert (
+                c.post("/v1/models/clf/predict", json={"inputs": x}, headers=auth(keys["client"])).status_code
+                == 200
+            )
+        gateway.drain()
+    server.shutdown()
+    paths = [r["path"] for r in received]
+    assert paths == ["/alert", "/incident"]
+    assert received[0]["body"]["signal"] == "volume" and received[1]["body"]["rule"] == "notify"
+    (incident,) = IncidentStore(gateway.db).list()
+    assert incident.actions[0]["action"] == "webhook" and incident.actions[0]["status"] == "done"
