@@ -29,6 +29,7 @@ __all__ = ["MonitorSpec", "Watcher"]
 Batch = list[tuple[str, str, int, np.ndarray, np.ndarray]]  # key id, model, version, inputs, probs
 Result = tuple[list[dict[str, Any]], dict[str, str]]
 _SEVERITY = {"alert": "medium", "throttle": "high", "block": "critical"}
+_RANK = {"allow": 0, "alert": 1, "throttle": 2, "block": 3}
 
 
 @dataclass(frozen=True)
@@ -45,14 +46,25 @@ class _Engine:
     def __init__(
         self, extraction: dict[str, Any] | None, reference: np.ndarray | None, monitor: MonitorSpec | None
     ):
-        self.detector = None
-        if extraction is not None:
-            self.detector = ExtractionDetector(DetectorConfig.model_validate(extraction))
-            if reference is not None:
-                self.detector.fit(reference)
+        # One extraction detector per served model (a detector takes one input size); a client's
+        # action is the strongest over the models it queries.
+        self.extraction = DetectorConfig.model_validate(extraction) if extraction is not None else None
+        self.reference = reference
+        self.detectors: dict[str, ExtractionDetector] = {}
         self.monitor_spec = monitor
         self.monitors: dict[str, tuple[int, Any]] = {}
         self._reference_x: np.ndarray | None = None
+
+    def _detector(self, model: str, x: np.ndarray) -> ExtractionDetector:
+        detector = self.detectors.get(model)
+        if detector is None:
+            assert self.extraction is not None
+            detector = ExtractionDetector(self.extraction)
+            ref = self.reference
+            if ref is not None and ref.shape[1:] == x.shape[1:]:
+                detector.fit(ref)  # the natural data: enables the distribution signal
+            self.detectors[model] = detector
+        return detector
 
     def _monitor(self, name: str, version: int) -> Any:
         held = self.monitors.get(name)
@@ -70,7 +82,10 @@ class _Engine:
             os.environ["DLSEC_REGISTRY_URL"] = spec.registry_url
         model = load_model(f"registry:{name}@{version}", home=spec.home)
         if self._reference_x is None:
-            self._reference_x = load_dataset(spec.reference).x
+            data = load_dataset(spec.reference)
+            if data.name.startswith("builtin:"):  # the held-out split: the model never trained on it
+                data = data.split(test_size=0.25, seed=0)[1]
+            self._reference_x = data.x
         monitor = build_monitor(MonitorConfig.model_validate(spec.config), model=model)
         monitor.fit(make_window(self._reference_x, model=model))
         self.monitors[name] = (version, monitor)
@@ -79,9 +94,9 @@ class _Engine:
     def observe(self, batch: Batch) -> Result:
         alerts: list[dict[str, Any]] = []
         actions: dict[str, str] = {}
-        if self.detector is not None:
+        if self.extraction is not None:
             for key_id, model, _version, x, probs in batch:
-                for a in self.detector.observe(key_id, x, probs):
+                for a in self._detector(model, x).observe(key_id, x, probs):
                     alerts.append(
                         {
                             "source": "extraction",
@@ -92,7 +107,9 @@ class _Engine:
                             **a.to_dict(),
                         }
                     )
-            actions = {key_id: self.detector.action(key_id) for key_id in {b[0] for b in batch}}
+            for key_id in {b[0] for b in batch}:
+                found = [d.action(key_id) for d in self.detectors.values()]
+                actions[key_id] = max(found, key=_RANK.__getitem__, default="allow")
         if self.monitor_spec is not None:
             by_model: dict[tuple[str, int], list[tuple[np.ndarray, np.ndarray]]] = {}
             for _key, model, version, x, probs in batch:
