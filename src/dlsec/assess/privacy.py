@@ -1,0 +1,424 @@
+"""The privacy section of an assessment: membership inference, model inversion, attribute inference.
+
+Disabled by default (a campaign turns it on with ``privacy: {enabled: true}``), because it
+needs the rows the model was trained on and, for the strongest attacks, reference models.
+Findings carry OWASP ML04 (membership inference) / ML03 (model inversion) and MITRE ATLAS
+AML.T0024.000 (Infer Training Data Membership) / AML.T0024.001 (Invert AI Model).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from dlsec.core.data import Dataset, load_dataset, with_spec
+from dlsec.core.model import Model, WhiteBoxModel
+from dlsec.errors import UsageError
+
+__all__ = [
+    "ATLAS_INVERSION",
+    "ATLAS_MEMBERSHIP",
+    "Privacy",
+    "dp_audit_findings",
+    "inversion_findings",
+    "membership_findings",
+    "roc_svg",
+    "run_privacy",
+    "split_indices",
+]
+
+OWASP_MEMBERSHIP = "ML04 Membership Inference Attack"
+OWASP_INVERSION = "ML03 Model Inversion Attack"
+ATLAS_MEMBERSHIP = "AML.T0024.000 Infer Training Data Membership"
+ATLAS_INVERSION = "AML.T0024.001 Invert AI Model"
+
+Step = Callable[[str, Callable[[], dict[str, Any]]], dict[str, Any]]
+
+
+class Privacy(BaseModel):
+    """Campaign settings of the privacy section (all optional; off by default).
+
+    ``members``: ``train`` (the train split of ``data`` at ``test_size``/``split_seed``, the
+    split ``dlsec train`` and the zoo use) or a ``.npy``/``.txt`` file of member row indices;
+    the other rows of ``data`` are the non-members. ``data`` defaults to the assessed
+    dataset. ``references`` reference models of the model file's architecture enable LiRA,
+    RMIA and the shadow-model attack (0: the threshold and label-only attacks only).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = False
+    data: str | None = None
+    members: str = "train"
+    test_size: float = Field(0.25, gt=0, lt=1)
+    split_seed: int = 0
+    attacks: list[str] | None = None
+    references: int = Field(0, ge=0)
+    reference_epochs: int | None = Field(None, ge=1)
+    fprs: list[float] | None = None
+    bootstrap: int = Field(100, ge=0)
+    inversion: bool = True
+    inversion_steps: int = Field(300, ge=1)
+    attribute: str | None = None
+
+    @field_validator("fprs")
+    @classmethod
+    def _rates(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and any(not 0 < v < 1 for v in value):
+            raise ValueError("false positive rates must be in (0, 1)")
+        return value
+
+
+def split_indices(labels: np.ndarray, num_classes: int, *, test_size: float, seed: int) -> np.ndarray:
+    """Row indices of the train part of :meth:`Dataset.split` for these labels (same rows)."""
+    from dlsec.core.spec import InputSpec
+
+    n = len(labels)
+    index = Dataset(
+        np.arange(n, dtype=np.float32)[:, None],
+        np.asarray(labels, dtype=np.int64),
+        InputSpec(shape=(1,), num_classes=num_classes, kind="tabular", lower=0.0, upper=float(max(n, 1))),
+        "index",
+    )
+    train, _ = index.split(test_size=test_size, seed=seed)
+    return train.x[:, 0].astype(np.int64)
+
+
+def read_index_file(path: str | Path, *, what: str = "members") -> np.ndarray:
+    """Row indices from a ``.npy`` integer array or a text file with one index per line."""
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"{what} file not found: {p}")
+    if p.suffix.lower() == ".npy":
+        try:
+            arr = np.load(p, allow_pickle=False)
+        except ValueError as exc:
+            raise UsageError(f"{p}: not a numeric .npy array ({exc})") from None
+    else:
+        try:
+            tokens = p.read_text(encoding="utf-8").replace(",", "\n").split()
+            arr = np.array([int(t) for t in tokens], dtype=np.int64)
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise UsageError(f"{p}: expected one integer row index per line ({exc})") from None
+    arr = np.asarray(arr).reshape(-1)
+    if arr.dtype.kind not in "iu":
+        raise UsageError(f"{p}: {what} must be integer row indices, got dtype {arr.dtype}")
+    return arr.astype(np.int64)
+
+
+def _source_data(data: Dataset, config: Privacy, spec_model: Model) -> Dataset:
+    ref = config.data or re.sub(r"\[[^\]]*\]$", "", data.name)
+    try:
+        full = load_dataset(ref)
+    except UsageError as exc:
+        raise UsageError(f"privacy.data: cannot load {ref!r} ({exc}); name the training dataset") from None
+    return with_spec(full, spec_model.spec)
+
+
+def membership_findings(section: dict[str, Any]) -> list[dict[str, Any]]:
+    """Findings from a membership audit's ``to_dict()``: the best attack's leak, if any."""
+    best = section["best"]
+    m = section["attacks"][best]
+    rows = sorted(m["tpr_at_fpr"].values(), key=lambda r: r["fpr"])
+    findings = []
+    severity = None
+    detail = f"best attack {best}: AUC {m['auc']:.3f} (CI {m['auc_ci'][0]:.3f}-{m['auc_ci'][1]:.3f})"
+    if rows:
+        low = rows[0]
+        detail += f", TPR {low['tpr']:.2%} at FPR {low['fpr']:g} (CI lower {low['ci'][0]:.2%})"
+        if low["ci"][0] > 10 * low["fpr"]:
+            severity = "high"
+        elif low["ci"][0] > 2 * low["fpr"]:
+            severity = "medium"
+    if m["auc"] >= 0.75:
+        severity = "high"
+    elif m["auc_ci"][0] > 0.55 and severity is None:
+        severity = "medium"
+    if severity is not None:
+        findings.append(
+            {
+                "code": "membership-inference",
+                "severity": severity,
+                "title": f"Membership inference: {best} identifies training rows (AUC {m['auc']:.2f})",
+                "detail": detail
+                + "; consider regularisation or dp-sgd training (dlsec train --recipe dp-sgd)",
+                "evidence": {"attack": best, "auc": m["auc"], "auc_ci": m["auc_ci"], "tpr_at_fpr": rows},
+                "owasp": OWASP_MEMBERSHIP,
+                "atlas": ATLAS_MEMBERSHIP,
+            }
+        )
+    return findings
+
+
+def inversion_findings(section: dict[str, Any]) -> list[dict[str, Any]]:
+    """A finding when an independent classifier recognises most MI-Face reconstructions."""
+    rate = section["recognition_rate"]
+    if rate < 0.5:
+        return []
+    return [
+        {
+            "code": "model-inversion",
+            "severity": "medium" if rate < 0.8 else "high",
+            "title": f"Model inversion: an independent classifier recognises {rate:.0%} of reconstructions",
+            "detail": f"MI-Face per class; {section['closer_to_own_class']:.0%} lie nearer to a real row of "
+            "their class than to any other class; limit output precision or return labels only",
+            "evidence": {k: section[k] for k in ("recognition_rate", "closer_to_own_class")},
+            "owasp": OWASP_INVERSION,
+            "atlas": ATLAS_INVERSION,
+        }
+    ]
+
+
+def attribute_findings(section: dict[str, Any]) -> list[dict[str, Any]]:
+    """A finding when model access recovers the sensitive feature better than the baseline."""
+    if section["advantage"] < 0.05:
+        return []
+    return [
+        {
+            "code": "attribute-inference",
+            "severity": "medium",
+            "title": f"Attribute inference: model access recovers {section['feature']!r} "
+            f"{section['advantage']:.1%} more often than a baseline without it",
+            "detail": "on the training rows; compare the non-members' figures to separate memorisation "
+            "from population knowledge",
+            "evidence": section,
+            "owasp": OWASP_INVERSION,
+            "atlas": ATLAS_INVERSION,
+        }
+    ]
+
+
+def dp_audit_findings(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """A critical finding when the audited lower bound on epsilon exceeds the claim."""
+    if not result["exceeds_claim"]:
+        return []
+    return [
+        {
+            "code": "dp-audit",
+            "severity": "critical",
+            "title": f"DP audit: epsilon is at least {result['epsilon_lower']:.2f}, above the claimed "
+            f"{result['epsilon_claimed']:.2f}",
+            "detail": "the training does not give the privacy it claims (broken noise, clipping or "
+            "accounting); do not rely on its epsilon",
+            "evidence": {k: result[k] for k in ("epsilon_lower", "epsilon_claimed", "delta", "one_run")},
+            "owasp": OWASP_MEMBERSHIP,
+            "atlas": ATLAS_MEMBERSHIP,
+        }
+    ]
+
+
+def roc_svg(attacks: dict[str, dict[str, Any]], *, width: int = 420, height: int = 300) -> str:
+    """A log-log ROC chart (inline SVG) of each attack's ``roc`` points, with the diagonal."""
+    pad_l, pad_b, pad_t, pad_r = 48, 36, 10, 120
+    pw, ph = width - pad_l - pad_r, height - pad_b - pad_t
+    floor = 1e-4
+    for m in attacks.values():
+        pos = [f for f in m["roc"]["fpr"] if f > 0]
+        if pos:
+            floor = min(floor, min(pos))
+    lo = math.floor(math.log10(floor))
+
+    def px(v: float) -> float:
+        return pad_l + pw * (math.log10(max(v, 10**lo)) - lo) / -lo
+
+    def py(v: float) -> float:
+        return pad_t + ph * (1 - (math.log10(max(v, 10**lo)) - lo) / -lo)
+
+    parts = [
+        f'<svg class="chart" role="img" aria-label="ROC, log-log" viewBox="0 0 {width} {height}" '
+        f'width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">'
+    ]
+    for e in range(lo, 1):
+        v = 10.0**e
+        parts.append(
+            f'<line x1="{px(v):.1f}" x2="{px(v):.1f}" y1="{pad_t}" y2="{pad_t + ph}" stroke="#eee"/>'
+        )
+        parts.append(
+            f'<line x1="{pad_l}" x2="{pad_l + pw}" y1="{py(v):.1f}" y2="{py(v):.1f}" stroke="#eee"/>'
+        )
+        parts.append(
+            f'<text x="{px(v):.1f}" y="{pad_t + ph + 14}" font-size="10" text-anchor="middle">{v:g}</text>'
+        )
+        parts.append(
+            f'<text x="{pad_l - 4}" y="{py(v) + 3:.1f}" font-size="10" text-anchor="end">{v:g}</text>'
+        )
+    parts.append(
+        f'<line x1="{px(10**lo):.1f}" y1="{py(10**lo):.1f}" x2="{px(1):.1f}" y2="{py(1):.1f}" '
+        'stroke="#999" stroke-dasharray="4 3"/>'
+    )
+    colours = ("#3b6ea5", "#c0392b", "#27ae60", "#8e44ad", "#d35400", "#16a085", "#7f8c8d")
+    for i, (name, m) in enumerate(attacks.items()):
+        c = colours[i % len(colours)]
+        pts = " ".join(
+            f"{px(f):.1f},{py(t):.1f}" for f, t in zip(m["roc"]["fpr"], m["roc"]["tpr"], strict=True)
+        )
+        parts.append(f'<polyline fill="none" stroke="{c}" stroke-width="1.5" points="{pts}"/>')
+        ly = pad_t + 12 + 14 * i
+        label = html.escape(f"{name} ({m['auc']:.2f})")
+        parts.append(f'<rect x="{pad_l + pw + 8}" y="{ly - 8}" width="9" height="9" fill="{c}"/>')
+        parts.append(f'<text x="{pad_l + pw + 20}" y="{ly}" font-size="10">{label}</text>')
+    parts.append(
+        f'<text x="{pad_l + pw / 2:.1f}" y="{height - 4}" font-size="11" text-anchor="middle">'
+        "false positive rate</text>"
+    )
+    parts.append(
+        f'<text x="12" y="{pad_t + ph / 2:.1f}" font-size="11" text-anchor="middle" '
+        f'transform="rotate(-90 12 {pad_t + ph / 2:.1f})">true positive rate</text>'
+    )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _reference_trainer(model_file: str | Path | None, epochs: int | None, seed: int) -> Any:
+    from dlsec.attacks.privacy import ShadowTrainer
+    from dlsec.core.io import read_dlsec_metadata
+
+    if model_file is None:
+        raise UsageError("privacy.references needs the model's file (its architecture) to train references")
+    meta = read_dlsec_metadata(model_file)
+    if not meta.get("arch"):
+        raise UsageError(f"{model_file}: no architecture in the file; set privacy.references to 0")
+    config = card_train_config(Path(model_file), epochs)
+    return ShadowTrainer(arch=meta["arch"], arch_kwargs=meta.get("arch_kwargs", {}), config=config, seed=seed)
+
+
+def card_train_config(model_file: Path, epochs: int | None) -> Any:
+    """The training config of the card beside ``model_file`` (``model.json``), else defaults."""
+    import json
+
+    from dlsec.train import TrainConfig
+
+    values: dict[str, Any] = {}
+    card = model_file.with_name("model.json")
+    if card.is_file():
+        try:
+            raw = json.loads(card.read_text()).get("train_config") or {}
+            values = {k: v for k, v in raw.items() if k in TrainConfig.field_names()}
+        except (OSError, ValueError, AttributeError):
+            values = {}
+    for key in ("early_stopping", "augment"):
+        values.pop(key, None)
+    if epochs is not None:
+        values["epochs"] = epochs
+    try:
+        return TrainConfig(**values)
+    except UsageError:
+        return TrainConfig(epochs=epochs or 20)
+
+
+def run_privacy(
+    model: Model,
+    data: Dataset,
+    config: Privacy,
+    *,
+    step: Step,
+    seed: int = 0,
+    model_file: str | Path | None = None,
+    units_dir: Path | None = None,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Run the privacy section: returns the report section and its findings.
+
+    Each part is one resumable unit through ``step``; reference models are saved (resumable)
+    under ``units_dir``.
+    """
+    from dlsec.assess.report import png_data_uri
+    from dlsec.attacks.privacy import (
+        AttributeInference,
+        MIFace,
+        audit_membership,
+        members_mask,
+        score_inversion,
+        train_evaluator,
+    )
+
+    full = _source_data(data, config, model)
+    if config.members == "train":
+        member_index = split_indices(
+            full.y, full.spec.num_classes, test_size=config.test_size, seed=config.split_seed
+        )
+    else:
+        member_index = read_index_file(config.members)
+    labels = members_mask(len(full), member_index)
+    section: dict[str, Any] = {}
+    findings: list[dict[str, Any]] = []
+
+    def membership() -> dict[str, Any]:
+        trainer = _reference_trainer(model_file, config.reference_epochs, seed) if config.references else None
+        audit = audit_membership(
+            model,
+            full,
+            labels,
+            attacks=config.attacks,
+            trainer=trainer,
+            n_references=config.references or 16,
+            references_dir=(units_dir / "privacy-references") if units_dir is not None else None,
+            fprs=tuple(config.fprs) if config.fprs else None,
+            bootstrap=config.bootstrap,
+            seed=seed,
+        )
+        out = audit.to_dict()
+        out["roc_svg"] = roc_svg(out["attacks"])
+        return out
+
+    section["membership"] = step("privacy-membership", membership)
+    findings += membership_findings(section["membership"])
+
+    if config.inversion and isinstance(model, WhiteBoxModel) and model.spec.kind == "image":
+
+        def inversion() -> dict[str, Any]:
+            members = full.subset(np.nonzero(labels == 1)[0])
+            recon = MIFace(steps=config.inversion_steps)(model)
+            classes = list(range(model.spec.num_classes))
+            evaluator = train_evaluator(members, seed=seed + 1)
+            result = score_inversion(recon, classes, target=model, evaluator=evaluator, data=members)
+            out = result.to_dict()
+            names = list(model.spec.class_names or [str(c) for c in classes])
+            scale = max(1, 64 // max(model.spec.shape[1:]))
+            out["gallery"] = [
+                {
+                    "label": names[c],
+                    "src": png_data_uri(recon[i], scale=scale),
+                    "recognised": bool(result.recognised[i]),
+                }
+                for i, c in enumerate(classes)
+            ]
+            return out
+
+        section["inversion"] = step("privacy-inversion", inversion)
+        findings += inversion_findings(section["inversion"])
+
+    if config.attribute is not None:
+        name = config.attribute
+        feature: str | int = int(name) if name.isdigit() else name
+
+        def attribute() -> dict[str, Any]:
+            members = full.subset(np.nonzero(labels == 1)[0])
+            outside = np.nonzero(labels == 0)[0]
+            rng = np.random.default_rng(seed)
+            outside = rng.permutation(outside)
+            half = len(outside) // 2
+            aux, non = full.subset(outside[:half]), full.subset(outside[half:])
+            return AttributeInference(feature=feature, seed=seed)(
+                model, members=members, non_members=non, auxiliary=aux
+            ).to_dict()
+
+        section["attribute"] = step("privacy-attribute", attribute)
+        findings += attribute_findings(section["attribute"])
+    return section, findings
+
+
+def unit_keys(config: Privacy, model: Model) -> list[str]:
+    """The unit keys :func:`run_privacy` runs (for progress totals)."""
+    keys = ["privacy-membership"]
+    if config.inversion and isinstance(model, WhiteBoxModel) and model.spec.kind == "image":
+        keys.append("privacy-inversion")
+    if config.attribute is not None:
+        keys.append("privacy-attribute")
+    return keys

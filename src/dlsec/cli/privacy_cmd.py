@@ -1,0 +1,501 @@
+"""``dlsec privacy``: membership-inference audits, model inversion, attribute inference, DP audits.
+
+Members are named by ``--members``: ``card`` (default: the split recorded in the model's
+training card, i.e. the zoo entry's or ``model.json`` beside a ``.safetensors`` file),
+``train`` (the train split of ``--data`` at ``--test-size``/``--split-seed``), a ``.npy`` or
+text file of row indices into ``--data``, or a ``.npz`` of member rows (each must be a row of
+``--data``). Non-members are the other rows unless ``--non-members`` names a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from dlsec.assess.privacy import (
+    attribute_findings,
+    dp_audit_findings,
+    inversion_findings,
+    membership_findings,
+    read_index_file,
+    split_indices,
+)
+from dlsec.cli._app import JsonOpt, app, emit_json, out_console, progress_bar, settings
+from dlsec.cli.commands import ArchArgOpt, ArchOpt, LabelColOpt, SplitSeedOpt, TestSizeOpt, _model_and_data
+from dlsec.core.arch import parse_arch_kwargs
+from dlsec.core.data import Dataset
+from dlsec.core.fsutil import atomic_write_text
+from dlsec.core.model import Model, restrict_access
+from dlsec.errors import EXIT_FINDING, DataError, UsageError
+
+group = typer.Typer(
+    help="Privacy attacks and audits (membership, inversion, attributes, DP).", no_args_is_help=True
+)
+app.add_typer(group, name="privacy")
+
+MembersOpt = Annotated[
+    str,
+    typer.Option(
+        "--members",
+        help="card (the model card's train split), train (--test-size/--split-seed), "
+        "a .npy/.txt of row indices, or a .npz of member rows.",
+    ),
+]
+NonMembersOpt = Annotated[
+    Path | None,
+    typer.Option("--non-members", help="Row indices (.npy/.txt) of non-members (default: the rest)."),
+]
+OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Also write the JSON result to this file.")]
+
+
+def _card(model_ref: str, home: Path | None) -> dict[str, Any]:
+    if model_ref.startswith("zoo:"):
+        from dlsec.core.zoo import zoo_card
+
+        return zoo_card(model_ref.removeprefix("zoo:"), home=home)
+    path = Path(model_ref)
+    card = (path if path.is_dir() else path.parent) / "model.json"
+    if not card.is_file():
+        raise UsageError(
+            f"no training card (model.json) next to {model_ref}; pass --members train or an index file"
+        )
+    try:
+        value = json.loads(card.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"{card}: unreadable training card ({exc})") from None
+    if not isinstance(value, dict):
+        raise UsageError(f"{card}: not a training card")
+    return value
+
+
+def _rows_to_index(data: Dataset, path: Path) -> np.ndarray:
+    from dlsec.core import load_dataset
+
+    rows = load_dataset(path)
+    if rows.x.shape[1:] != data.x.shape[1:]:
+        raise DataError(f"{path}: member rows have shape {rows.x.shape[1:]}, --data has {data.x.shape[1:]}")
+    lookup: dict[bytes, list[int]] = {}
+    for i in range(len(data)):
+        lookup.setdefault(data.x[i].tobytes() + data.y[i].tobytes(), []).append(i)
+    out, missing = [], 0
+    for i in range(len(rows)):
+        hits = lookup.get(rows.x[i].tobytes() + rows.y[i].tobytes())
+        if not hits:
+            missing += 1
+        else:
+            out.append(hits.pop(0))
+    if missing:
+        raise DataError(
+            f"members are not a subset of the data: {missing} of {len(rows)} rows in {path} are not rows of "
+            "--data; give the dataset the model was trained on"
+        )
+    return np.array(out, dtype=np.int64)
+
+
+def resolve_members(
+    ctx: typer.Context,
+    model_ref: str,
+    data: Dataset,
+    members: str,
+    non_members: Path | None,
+    test_size: float,
+    split_seed: int,
+) -> tuple[np.ndarray, str]:
+    """Per row of ``data``: 1 member, 0 non-member, -1 not scored; and how members were named."""
+    from dlsec.attacks.privacy import members_mask
+
+    if members == "card":
+        card = _card(model_ref, settings(ctx).home)
+        ds = card.get("dataset") or {}
+        split = ds.get("split") or {}
+        if ds.get("sha256") not in (None, data.sha256):
+            raise DataError(
+                f"the model was trained on {ds.get('name')!r}, not on these rows of --data; "
+                "pass the training dataset or --members FILE"
+            )
+        if "test_size" not in split or "seed" not in split:
+            raise UsageError("the training card records no split; pass --members train or an index file")
+        index = split_indices(data.y, data.spec.num_classes, test_size=split["test_size"], seed=split["seed"])
+        if split.get("validation_rows"):
+            val_size = (card.get("train_config") or {}).get("val_size", 0.1)
+            seed = split.get("validation_seed", 0)
+            keep = split_indices(data.y[index], data.spec.num_classes, test_size=val_size, seed=seed)
+            index = index[keep]
+        how = f"card split (test_size={split['test_size']}, seed={split['seed']})"
+    elif members == "train":
+        index = split_indices(data.y, data.spec.num_classes, test_size=test_size, seed=split_seed)
+        how = f"train split (test_size={test_size}, seed={split_seed})"
+    else:
+        path = Path(members)
+        if not path.exists():
+            raise UsageError(f"--members: {members!r} is not card, train or an existing file")
+        index = _rows_to_index(data, path) if path.suffix.lower() == ".npz" else read_index_file(path)
+        how = str(path)
+    outside = read_index_file(non_members, what="non-members") if non_members is not None else None
+    return members_mask(len(data), index, outside), how
+
+
+def _reference_trainer(
+    ctx: typer.Context, model_ref: str, epochs: int | None, group_size: int, seed: int
+) -> Any:
+    """A ShadowTrainer of the target's architecture and training config, or ``None``."""
+    from dlsec.assess.privacy import card_train_config
+    from dlsec.attacks.privacy import ShadowTrainer
+    from dlsec.core.io import read_dlsec_metadata
+    from dlsec.train import TrainConfig
+
+    opts = settings(ctx)
+    if model_ref.startswith("zoo:"):
+        from dlsec.core.zoo import ZOO
+
+        entry = ZOO[model_ref.removeprefix("zoo:")]
+        config = TrainConfig(
+            epochs=epochs or entry.epochs,
+            batch_size=entry.batch_size,
+            lr=entry.lr,
+            weight_decay=entry.weight_decay,
+        )
+        return ShadowTrainer(
+            arch=entry.arch,
+            arch_kwargs=entry.arch_kwargs,
+            config=config,
+            group_size=group_size,
+            seed=seed,
+            device=opts.device,
+        )
+    path = Path(model_ref)
+    if path.suffix.lower() != ".safetensors" or not path.is_file():
+        return None
+    meta = read_dlsec_metadata(path)
+    if not meta.get("arch"):
+        return None
+    return ShadowTrainer(
+        arch=meta["arch"],
+        arch_kwargs=meta.get("arch_kwargs", {}),
+        config=card_train_config(path, epochs),
+        group_size=group_size,
+        seed=seed,
+        device=opts.device,
+    )
+
+
+def _finish(
+    payload: dict[str, Any], out: Path | None, findings: list[dict[str, Any]], json_out: bool
+) -> None:
+    payload["findings"] = findings
+    if out is not None:
+        atomic_write_text(out, json.dumps(payload, indent=2) + "\n")
+    if json_out:
+        emit_json(payload)
+    else:
+        console = out_console()
+        for f in findings:
+            console.print(f"[bold red]{escape(f['severity'])}[/]: {escape(f['title'])}")
+        if not findings:
+            console.print("no findings")
+    if any(f["severity"] in ("high", "critical") for f in findings):
+        raise typer.Exit(EXIT_FINDING)
+
+
+@group.command("audit")
+def audit_cmd(
+    ctx: typer.Context,
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="zoo:NAME, a .safetensors file or an .onnx file.")
+    ],
+    data: Annotated[str, typer.Option("--data", "-d", help="The dataset the model was trained on.")],
+    members: MembersOpt = "card",
+    non_members: NonMembersOpt = None,
+    attack: Annotated[
+        list[str] | None,
+        typer.Option("--attack", "-a", help="Membership attack (repeatable); default: all usable."),
+    ] = None,
+    references: Annotated[
+        int, typer.Option("--references", help="Reference models for LiRA/RMIA/shadow (0: none).")
+    ] = 16,
+    ref_epochs: Annotated[
+        int | None, typer.Option("--ref-epochs", help="Epochs per reference model (default: the target's).")
+    ] = None,
+    refs_dir: Annotated[
+        Path | None,
+        typer.Option("--refs-dir", help="Folder for reference models (resumable; default in home)."),
+    ] = None,
+    fpr: Annotated[
+        list[float] | None,
+        typer.Option("--fpr", help="Report TPR at this FPR (repeatable; needs 1/FPR non-members)."),
+    ] = None,
+    access: Annotated[
+        str | None, typer.Option("--access", help="Attack as white-box, score or decision.")
+    ] = None,
+    bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples for intervals.")] = 200,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of every random choice.")] = 0,
+    test_size: TestSizeOpt = 0.25,
+    split_seed: SplitSeedOpt = 0,
+    arch: ArchOpt = None,
+    arch_arg: ArchArgOpt = None,
+    label_column: LabelColOpt = None,
+    out: OutOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Membership inference: how well attacks tell the model's training rows from other rows.
+
+    Exits 1 when the leak is a high-severity finding (see the report's findings).
+    """
+    from dlsec.attacks.privacy import audit_membership
+    from dlsec.core.home import cache_dir
+
+    if references < 0 or bootstrap < 0:
+        raise UsageError("--references and --bootstrap must be >= 0")
+    loaded, dataset = _model_and_data(ctx, model, data, arch, arch_arg, label_column)
+    labels, how = resolve_members(ctx, model, dataset, members, non_members, test_size, split_seed)
+    target: Model = restrict_access(loaded, access)
+    trainer = _reference_trainer(ctx, model, ref_epochs, 16, seed) if references else None
+    if (
+        trainer is None
+        and attack
+        and any(a in ("lira-online", "lira-offline", "rmia", "shadow") for a in attack)
+    ):
+        raise UsageError(
+            "LiRA, RMIA and shadow attacks need reference models: use a zoo or .safetensors model "
+            "with --references N"
+        )
+    if refs_dir is None and trainer is not None:
+        key = hashlib.sha256(f"{model}:{dataset.sha256}:{references}:{seed}".encode()).hexdigest()[:16]
+        refs_dir = cache_dir(settings(ctx).home) / "privacy" / f"references-{key}"
+    with progress_bar("reference models", enabled=not json_out) as callback:
+        result = audit_membership(
+            target,
+            dataset,
+            labels,
+            attacks=attack,
+            trainer=trainer,
+            n_references=references,
+            references_dir=refs_dir,
+            fprs=tuple(fpr) if fpr else None,
+            bootstrap=bootstrap,
+            seed=seed,
+            progress=callback,
+        )
+    payload = {
+        "model": model,
+        "data": data,
+        "access": target.access.label,
+        "members_from": how,
+        **result.to_dict(),
+    }
+    if not json_out:
+        _print_audit(payload)
+    _finish(payload, out, membership_findings(payload), json_out)
+
+
+def _print_audit(payload: dict[str, Any]) -> None:
+    console = out_console()
+    console.print(
+        f"{escape(payload['model'])} ({payload['access']}): {payload['members']} members, "
+        f"{payload['non_members']} non-members ({escape(payload['members_from'])}), "
+        f"{payload['references']} reference models"
+    )
+    fprs = sorted({k for m in payload["attacks"].values() for k in m["tpr_at_fpr"]}, key=float, reverse=True)
+    table = Table("attack", "AUC", "AUC CI", *[f"TPR @ FPR {k}" for k in fprs])
+    for name, m in payload["attacks"].items():
+        cells = [f"{m['tpr_at_fpr'][k]['tpr']:.4f}" if k in m["tpr_at_fpr"] else "-" for k in fprs]
+        star = " *" if name == payload["best"] else ""
+        table.add_row(name + star, f"{m['auc']:.4f}", f"{m['auc_ci'][0]:.3f}-{m['auc_ci'][1]:.3f}", *cells)
+    console.print(table)
+    for m in payload["attacks"].values():
+        for note in m["notes"][:1]:
+            console.print(f"[dim]{escape(note)}[/]")
+        break
+
+
+@group.command("dp-audit")
+def dp_audit_cmd(
+    ctx: typer.Context,
+    data: Annotated[
+        str, typer.Option("--data", "-d", help="The dataset to train on (train split + canaries).")
+    ],
+    epsilon: Annotated[
+        float, typer.Option("--epsilon", help="The privacy budget epsilon the training claims.")
+    ],
+    delta: Annotated[float, typer.Option("--delta", help="The budget's delta (< 1/n).")] = 1e-5,
+    canaries: Annotated[
+        int, typer.Option("--canaries", help="Canaries, each included with probability 1/2.")
+    ] = 500,
+    canary_kind: Annotated[str, typer.Option("--canary-kind", help="noise or mislabeled.")] = "noise",
+    epochs: Annotated[
+        int | None, typer.Option("--epochs", help="Training epochs (default: the recipe's).")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Expected batch size.")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Learning rate.")] = None,
+    max_grad_norm: Annotated[float, typer.Option("--max-grad-norm", help="Per-example clipping norm.")] = 1.0,
+    confidence: Annotated[float, typer.Option("--confidence", help="Confidence of the lower bounds.")] = 0.95,
+    unsafe_no_noise: Annotated[
+        bool,
+        typer.Option(
+            "--unsafe-no-noise",
+            help="UNSAFE, for testing the audit: train with NO noise while claiming --epsilon.",
+        ),
+    ] = False,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of canaries, inclusion and training.")] = 0,
+    test_size: TestSizeOpt = 0.25,
+    split_seed: SplitSeedOpt = 0,
+    arch: ArchOpt = None,
+    arch_arg: ArchArgOpt = None,
+    label_column: LabelColOpt = None,
+    out: OutOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Audit DP-SGD: insert canaries, train, attack, and bound epsilon from below.
+
+    Exits 1 (a critical finding) when the lower bound exceeds the claimed epsilon.
+    """
+    from dataclasses import replace
+
+    from dlsec.attacks.privacy import CANARY_KINDS, UnsafeNoNoiseDPSGD, dp_audit
+    from dlsec.core import load_dataset
+    from dlsec.train import DPSGD
+
+    if canary_kind not in CANARY_KINDS:
+        raise UsageError(f"--canary-kind must be one of {', '.join(CANARY_KINDS)}, got {canary_kind!r}")
+    if canaries < 4:
+        raise UsageError(f"--canaries must be at least 4, got {canaries}")
+    if not 0 < confidence < 1:
+        raise UsageError(f"--confidence must be in (0, 1), got {confidence}")
+    dataset = load_dataset(data, label_column=label_column)
+    cls = UnsafeNoNoiseDPSGD if unsafe_no_noise else DPSGD
+    recipe = cls(epsilon=epsilon, delta=delta, max_grad_norm=max_grad_norm)
+    config = recipe.default_config()
+    changes: dict[str, Any] = {"seed": seed}
+    for key, value in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr)):
+        if value is not None:
+            changes[key] = value
+    config = replace(config, **changes)
+    with progress_bar("training with canaries", enabled=not json_out) as callback:
+        result = dp_audit(
+            dataset,
+            recipe=recipe,
+            config=config,
+            arch=arch,
+            arch_kwargs=parse_arch_kwargs(arch_arg) if arch_arg else None,
+            canaries=canaries,
+            canary_kind=canary_kind,
+            confidence=confidence,
+            test_size=test_size,
+            split_seed=split_seed,
+            seed=seed,
+            device=settings(ctx).device,
+            progress=callback,
+        )
+    payload = {"data": data, "unsafe_no_noise": unsafe_no_noise, **result.to_dict()}
+    if not json_out:
+        console = out_console()
+        ht, one = result.hypothesis_test, result.one_run
+        console.print(
+            f"claimed epsilon [bold]{result.epsilon_claimed:.3f}[/] (delta {result.delta:g}); "
+            f"audited lower bound [bold]{result.epsilon_lower:.3f}[/] at {confidence:.0%} confidence "
+            f"(Clopper-Pearson {ht.epsilon_lower:.3f}: TPR {ht.tpr:.3f}, FPR {ht.fpr:.3f}; "
+            f"one-run {one['epsilon_lower']:.3f}: {one['correct']}/{one['guesses']} guesses right); "
+            f"test accuracy {result.test_accuracy:.4f}"
+        )
+    _finish(payload, out, dp_audit_findings(payload), json_out)
+
+
+@group.command("invert")
+def invert_cmd(
+    ctx: typer.Context,
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="A white-box model (zoo:NAME or .safetensors).")
+    ],
+    data: Annotated[
+        str, typer.Option("--data", "-d", help="The training dataset (for the evaluator and distances).")
+    ],
+    members: MembersOpt = "card",
+    steps: Annotated[int, typer.Option("--steps", help="MI-Face gradient steps per class.")] = 1000,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the evaluator's training.")] = 0,
+    images: Annotated[
+        Path | None, typer.Option("--images", help="Write the reconstructions (x, y) to this .npz.")
+    ] = None,
+    test_size: TestSizeOpt = 0.25,
+    split_seed: SplitSeedOpt = 0,
+    arch: ArchOpt = None,
+    arch_arg: ArchArgOpt = None,
+    label_column: LabelColOpt = None,
+    out: OutOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Model inversion (MI-Face): reconstruct each class, scored by an independent classifier."""
+    from dlsec.attacks.privacy import MIFace, score_inversion, train_evaluator
+
+    if images is not None and images.suffix != ".npz":
+        raise UsageError(f"--images must name a .npz file, got {images}")
+    loaded, dataset = _model_and_data(ctx, model, data, arch, arch_arg, label_column)
+    labels, _ = resolve_members(ctx, model, dataset, members, None, test_size, split_seed)
+    train_rows = dataset.subset(np.nonzero(labels == 1)[0])
+    recon = MIFace(steps=steps)(loaded)
+    classes = list(range(loaded.spec.num_classes))
+    evaluator = train_evaluator(train_rows, seed=seed + 1)
+    result = score_inversion(recon, classes, target=loaded, evaluator=evaluator, data=train_rows)
+    payload = {"model": model, "data": data, **result.to_dict()}
+    if images is not None:
+        Dataset(recon, np.array(classes, dtype=np.int64), loaded.spec, "reconstructions").save_npz(images)
+        payload["images"] = str(images)
+    if not json_out:
+        out_console().print(
+            f"MI-Face: the independent classifier recognises {result.recognition_rate:.0%} of "
+            f"{len(classes)} reconstructions; {result.closer_to_own_class:.0%} lie nearest their own class"
+        )
+    _finish(payload, out, inversion_findings(payload), json_out)
+
+
+@group.command("attribute")
+def attribute_cmd(
+    ctx: typer.Context,
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="zoo:NAME, a .safetensors file or an .onnx file.")
+    ],
+    data: Annotated[str, typer.Option("--data", "-d", help="The tabular training dataset.")],
+    feature: Annotated[str, typer.Option("--feature", help="The sensitive feature (name or index).")],
+    members: MembersOpt = "card",
+    bins: Annotated[int, typer.Option("--bins", help="Quantile bins the feature is recovered into.")] = 2,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the auxiliary split.")] = 0,
+    test_size: TestSizeOpt = 0.25,
+    split_seed: SplitSeedOpt = 0,
+    arch: ArchOpt = None,
+    arch_arg: ArchArgOpt = None,
+    label_column: LabelColOpt = None,
+    out: OutOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Attribute inference: recover a sensitive feature from outputs, beside a no-model baseline.
+
+    Half of the non-members are the attacker's auxiliary rows, the other half are scored.
+    """
+    from dlsec.attacks.privacy import AttributeInference
+
+    loaded, dataset = _model_and_data(ctx, model, data, arch, arch_arg, label_column)
+    labels, _ = resolve_members(ctx, model, dataset, members, None, test_size, split_seed)
+    outside = np.random.default_rng(seed).permutation(np.nonzero(labels == 0)[0])
+    half = len(outside) // 2
+    if half < 2:
+        raise DataError("attribute inference needs at least 4 non-member rows (auxiliary and scored)")
+    chosen: str | int = int(feature) if feature.isdigit() else feature
+    result = AttributeInference(feature=chosen, bins=bins, seed=seed)(
+        loaded,
+        members=dataset.subset(np.nonzero(labels == 1)[0]),
+        non_members=dataset.subset(outside[half:]),
+        auxiliary=dataset.subset(outside[:half]),
+    )
+    payload = {"model": model, "data": data, **result.to_dict()}
+    if not json_out:
+        table = Table("attack", "members", "non-members")
+        for k in result.members:
+            table.add_row(k, f"{result.members[k]:.4f}", f"{result.non_members[k]:.4f}")
+        out_console().print(table)
+    _finish(payload, out, attribute_findings(payload), json_out)
