@@ -402,7 +402,8 @@ class ExtractionDetector:
             if len(c.classes) >= cfg.coverage.min_queries:
                 out["coverage"] = _entropy(c.classes, self._num_classes) or 0.0
         if far is not None:
-            far = far or self._near_previous(c, v)
+            near = self._near_previous(c, v)  # always called: it records v in the history
+            far = far or near
             c.far.append(far)
             while len(c.far) > cfg.distribution.window:
                 c.far.popleft()
