@@ -11,11 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from dlsec.assess.backdoor import Backdoor
+from dlsec.assess.extraction import Extraction
+from dlsec.assess.privacy import Privacy
 from dlsec.errors import UsageError
 
 __all__ = [
@@ -27,6 +30,7 @@ __all__ = [
     "ThreatModel",
     "default_campaign",
     "load_campaign",
+    "load_yaml_model",
 ]
 
 Access = Literal["white-box", "score", "decision"]
@@ -148,6 +152,9 @@ class Campaign(_Strict):
     corruptions: Corruptions = Field(default_factory=Corruptions)
     certification: Certification = Field(default_factory=Certification)
     masking_checks: bool = True
+    privacy: Privacy = Field(default_factory=Privacy)  # off unless privacy.enabled
+    extraction: Extraction = Field(default_factory=Extraction)  # off unless extraction.enabled
+    backdoor: Backdoor = Field(default_factory=Backdoor)  # off unless backdoor.enabled
     gates: list[GateSpec] = Field(default_factory=list)
 
     def fingerprint(self) -> str:
@@ -189,11 +196,27 @@ def load_campaign(path: str | Path) -> Campaign:
         CampaignError: unreadable YAML or a schema violation; the message names the line and
             the field, e.g. ``campaign.yaml:7: threat_model.norms.linf.1: budgets must be positive``.
     """
+    return load_yaml_model(
+        path, Campaign, error=CampaignError, what="campaign", hint="threat_model, attacks, gates, ..."
+    )
+
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def load_yaml_model(
+    path: str | Path, model: type[ModelT], *, error: type[UsageError], what: str, hint: str
+) -> ModelT:
+    """Read a YAML file and validate it as ``model``; every error names the line and the field.
+
+    Shared by the YAML configs (campaigns, monitor rules): ``error`` is raised with
+    ``FILE:LINE: FIELD: MESSAGE``; ``what`` names the kind of file and ``hint`` its top fields.
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise CampaignError(f"{path}: cannot read the campaign ({exc})") from None
+        raise error(f"{path}: cannot read the {what} ({exc})") from None
     try:
         root = yaml.compose(text)
         data = yaml.safe_load(text)
@@ -201,22 +224,20 @@ def load_campaign(path: str | Path) -> Campaign:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise CampaignError(f"{path}{where}: not valid YAML ({problem})") from None
+        raise error(f"{path}{where}: not valid YAML ({problem})") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise CampaignError(
-            f"{path}:1: a campaign is a mapping of fields (threat_model, attacks, gates, ...)"
-        )
+        raise error(f"{path}:1: a {what} is a mapping of fields ({hint})")
     try:
-        return Campaign.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
         field = ".".join(str(p) for p in loc) or "(top level)"
         line = _line_of(root, loc)
         message = str(err["msg"]).removeprefix("Value error, ")
-        raise CampaignError(f"{path}:{line}: {field}: {message}") from None
+        raise error(f"{path}:{line}: {field}: {message}") from None
 
 
 def _line_of(node: Any, loc: list[Any]) -> int:

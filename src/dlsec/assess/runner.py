@@ -296,6 +296,33 @@ def run_assessment(
             "median_radius": float(np.median(cert_all.radius)),
         }
 
+    # Privacy: membership inference, model inversion, attribute inference (off by default).
+    if campaign.privacy.enabled:
+        from dlsec.assess.privacy import run_privacy
+
+        report["privacy"], privacy_findings = run_privacy(
+            target, data, campaign.privacy, step=step, seed=seed, model_file=model_file, units_dir=units.dir
+        )
+        report["findings"] += privacy_findings
+
+    # Extraction: clones trained through the model's predictions within a budget (off by default).
+    if campaign.extraction.enabled:
+        from dlsec.assess.extraction import run_extraction
+
+        report["extraction"], extraction_findings = run_extraction(
+            target, data, campaign.extraction, step=step, seed=seed
+        )
+        report["findings"] += extraction_findings
+
+    # Backdoors: Neural Cleanse scan, STRIP, optional training-set audit (off by default).
+    if campaign.backdoor.enabled:
+        from dlsec.assess.backdoor import run_backdoor
+
+        report["backdoor"], backdoor_findings = run_backdoor(
+            target, data, campaign.backdoor, step=step, seed=seed
+        )
+        report["findings"] += backdoor_findings
+
     if model_file is not None:
         from dlsec.release import scan_file
 
@@ -356,6 +383,14 @@ def _plan(campaign: Campaign, target: Model, access: Access) -> list[str]:
     if campaign.certification.enabled:
         m = min(campaign.examples, campaign.certification.examples)
         keys += [f"certify-{s}" for s in range(0, m, 25)]
+    if campaign.privacy.enabled:
+        from dlsec.assess.privacy import unit_keys
+
+        keys += unit_keys(campaign.privacy, target)
+    if campaign.extraction.enabled:
+        from dlsec.assess.extraction import unit_keys as extraction_keys
+
+        keys += extraction_keys(campaign.extraction)
     return keys
 
 
