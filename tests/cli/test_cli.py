@@ -110,6 +110,11 @@ def test_demo_report_matches_dlsec_attack(capsys, tmp_path):
     shipped = result["release"]
     assert shipped["ref"] == "digits-cnn@1" and shipped["audit"]["ok"]
     assert shipped["audit"]["entries"] == 3  # keys.generate, registry.add, registry.promote
+    # Then serves it: a normal client is never flagged, an extraction attacker is cut off early.
+    served = shipped["gateway"]
+    assert served["client"]["ok"] == served["client"]["requests"] and served["client"]["alerts"] == 0
+    assert served["attacker"]["first_alert"] is not None and served["attacker"]["answered"] < 200
+    assert served["incidents"][0]["actions"] == ["snapshot", "revoke_key"] and served["audit_ok"]
     curve = report["robustness"]["curves"]["linf"]
     attacked = run_json(
         capsys,

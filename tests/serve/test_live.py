@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,33 +10,13 @@ import httpx
 import numpy as np
 import pytest
 import torch
-import uvicorn
 
 from dlsec.core.loading import load_model
 from dlsec.core.model import DecisionModel, ScoreModel
 from dlsec.serve.app import create_app
+from dlsec.serve.demo import LiveServer
 from tests.cli.test_cli import assert_user_error, run, run_json
 from tests.serve.conftest import auth, make_gateway
-
-
-class LiveServer:
-    def __init__(self, app, port: int = 0) -> None:
-        self.config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="on")
-        self.server = uvicorn.Server(self.config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        for _ in range(200):
-            if self.server.started:
-                break
-            time.sleep(0.02)
-        sock = self.server.servers[0].sockets[0]
-        return f"http://127.0.0.1:{sock.getsockname()[1]}"
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 @pytest.fixture

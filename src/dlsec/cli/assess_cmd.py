@@ -143,6 +143,14 @@ def demo(
     shipped = None
     if result.passed:
         shipped = ship_model(model_file, out / "report.json", out / "release", name=name)
+        if loaded.spec.kind == "image":
+            from dlsec.serve.demo import gateway_demo
+
+            # Serve it: a normal client and an extraction attacker through the gateway.
+            with progress_bar("serving: a client and an extraction attacker", enabled=not json_out) as _:
+                shipped["gateway"] = gateway_demo(
+                    out / "release", name, natural=test_set, reference=card["dataset"]["name"], seed=plan.seed
+                )
     _finish(result, out, json_out, demo=True, release=shipped)
 
 
@@ -202,5 +210,17 @@ def _finish(
                 f"release: signed (ECDSA P-256 + ML-DSA-65), registered and promoted {release['ref']} to "
                 f"production; audit log verified ({release['audit']['entries']} entries)"
             )
+            served = release.get("gateway")
+            if served is not None:
+                first = served["attacker"]["first_alert"]
+                caught = (
+                    f"flagged at query {first['query_index']} ({first['signal']})" if first else "not flagged"
+                )
+                console.print(
+                    f"gateway: a client sent {served['client']['requests']} requests "
+                    f"({served['client']['alerts']} alerts); an extraction attacker was {caught} and cut off "
+                    f"after {served['attacker']['answered']} answered queries; "
+                    f"{len(served['incidents'])} incident(s) opened by the playbook"
+                )
     if not result.passed:
         raise typer.Exit(EXIT_FINDING)

@@ -189,7 +189,10 @@ class Gateway:
             if config.extraction is not None and config.extraction_reference:
                 from dlsec.core.data import load_dataset
 
-                reference = load_dataset(config.extraction_reference).x
+                data = load_dataset(config.extraction_reference)
+                if data.name.startswith("builtin:"):  # natural data the model trained on, not the test rows
+                    data = data.split(test_size=0.25, seed=0)[0]
+                reference = data.x
             self.watcher = Watcher(
                 config.extraction, reference, monitor=monitor, in_process=not config.detector_process
             )
