@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ from starlette.concurrency import run_in_threadpool
 
 from dlsec.core.model import Model
 from dlsec.errors import Error, SpecError, UsageError
-from dlsec.release._audit import AuditLog, now
+from dlsec.release._audit import AuditLog
 from dlsec.release._db import Database, aliases, audit_entries, query_log, versions
 from dlsec.release._registry import Registry
 from dlsec.serve._watch import MonitorSpec, Watcher
@@ -155,7 +156,7 @@ class _Event:
     probs: np.ndarray
     output: list[Any]
     latency_ms: float
-    ts: str = field(default_factory=now)
+    ts: float = field(default_factory=time.time)  # formatted when the log is written
 
 
 class Gateway:
@@ -438,7 +439,7 @@ class Gateway:
     def _flush(self, events: list[_Event]) -> None:
         rows = [
             {
-                "ts": e.ts,
+                "ts": datetime.fromtimestamp(e.ts, UTC).isoformat(timespec="microseconds"),
                 "key_id": e.key_id,
                 "model": e.model,
                 "version": e.version,
@@ -493,7 +494,7 @@ class Gateway:
 
 def _to_array(inputs: list[Any], model: Model) -> np.ndarray:
     try:
-        x = np.asarray(inputs, dtype=np.float64)
+        x = np.asarray(inputs, dtype=np.float32)
     except (ValueError, TypeError):
         raise ApiError(422, "inputs must be nested lists of numbers of one shape", reason="invalid") from None
     if any(isinstance(v, bool) for v in _leaves(inputs, 4)):
@@ -502,7 +503,7 @@ def _to_array(inputs: list[Any], model: Model) -> np.ndarray:
         model.spec.check_batch(x)
     except SpecError as exc:
         raise ApiError(422, str(exc), reason="invalid") from None
-    return x.astype(np.float32)
+    return x
 
 
 def _leaves(value: Any, limit: int) -> list[Any]:
@@ -616,7 +617,7 @@ def create_app(gateway: Gateway) -> FastAPI:
             }
         },
     )
-    async def predict(name: str, request: Request) -> dict[str, Any]:
+    async def predict(name: str, request: Request) -> JSONResponse:
         # The key is checked before the body is even parsed: 401/403 never depend on the payload.
         key = gateway.authenticate(request)
         try:
@@ -632,7 +633,7 @@ def create_app(gateway: Gateway) -> FastAPI:
             result = await run_in_threadpool(_predict_sync, gateway, name, key, body.inputs)
         gateway.metrics.requests.labels(model=name, status="200").inc()
         gateway.metrics.latency.labels(model=name).observe(time.perf_counter() - start)
-        return result
+        return JSONResponse(result)  # plain JSON types already: no response-model pass
 
     @app.get("/v1/alerts")
     def alerts(request: Request, limit: int = 100) -> list[dict[str, Any]]:
