@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from scipy import stats
 
+from dlsec.core.registration import register_in
 from dlsec.errors import NotFittedError, UsageError
 
 __all__ = [
@@ -295,14 +296,7 @@ D = TypeVar("D", bound=type[Detector])
 def register_detector(name: str) -> Callable[[D], D]:
     """Class decorator: register a detector under ``name`` (duplicates are refused)."""
 
-    def decorator(cls: D) -> D:
-        if name in DETECTORS:
-            raise UsageError(f"a detector named {name!r} is already registered")
-        cls.name = name
-        DETECTORS[name] = cls
-        return cls
-
-    return decorator
+    return register_in(DETECTORS, name, "a detector named")
 
 
 def get_detector(name: str, **params: Any) -> Detector:

@@ -547,37 +547,18 @@ class Registry:
         broken = self.check(record, keys=keys, policy=policy)
         who = actor or actor_name()
         with self.db.write() as conn:
-            if broken:
-                self.audit.append(
-                    "registry.promote.refused",
-                    record.ref,
-                    {"alias": alias, "rules": broken},
-                    actor=who,
-                    conn=conn,
-                    publish=True,
-                )
-            else:
+            if not broken:
                 current = self._resolve(conn, name, str(version))  # re-read under the lock
                 if current.status != "registered":
                     broken = [f"status: the version is {current.status}"]
-                    self.audit.append(
-                        "registry.promote.refused",
-                        record.ref,
-                        {"alias": alias, "rules": broken},
-                        actor=who,
-                        conn=conn,
-                        publish=True,
-                    )
-                else:
-                    previous = self._set_alias(conn, name, alias, version, "promote", who)
-                    self.audit.append(
-                        "registry.promote",
-                        record.ref,
-                        {"alias": alias, "previous": previous, "root_digest": record.root_digest},
-                        actor=who,
-                        conn=conn,
-                        publish=True,
-                    )
+            details: dict[str, Any]
+            if broken:
+                action, details = "registry.promote.refused", {"alias": alias, "rules": broken}
+            else:
+                previous = self._set_alias(conn, name, alias, version, "promote", who)
+                action = "registry.promote"
+                details = {"alias": alias, "previous": previous, "root_digest": record.root_digest}
+            self.audit.append(action, record.ref, details, actor=who, conn=conn, publish=True)
         if broken:
             raise PolicyError(f"promote {record.ref} to {alias} refused: " + "; ".join(broken))
         return record

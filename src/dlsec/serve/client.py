@@ -27,6 +27,14 @@ __all__ = ["connect"]
 _URL = re.compile(r"^(https?://[^/]+)/v1/models/([A-Za-z0-9_.-]+)/?$")
 
 
+def _message(r: httpx.Response) -> str:
+    """The gateway's one-line error, or the start of whatever else answered."""
+    try:
+        return str(r.json().get("error", r.text))
+    except (ValueError, AttributeError):
+        return r.text[:200]
+
+
 class _Remote:
     def __init__(self, base: str, name: str, api_key: str, timeout: float) -> None:
         self.url = f"{base}/v1/models/{name}/predict"
@@ -39,11 +47,7 @@ class _Remote:
         except httpx.HTTPError as exc:
             raise UsageError(f"{self.url}: the gateway did not answer ({exc})") from None
         if r.status_code != 200:
-            try:
-                message = r.json().get("error", r.text)
-            except ValueError:
-                message = r.text[:200]
-            raise UsageError(f"{self.url}: HTTP {r.status_code}: {message}")
+            raise UsageError(f"{self.url}: HTTP {r.status_code}: {_message(r)}")
         self.queries += len(x)
         body: dict[str, Any] = r.json()
         return body
@@ -77,11 +81,7 @@ def connect(url: str, *, api_key: str | None = None, timeout: float = 30.0, batc
     except httpx.HTTPError as exc:
         raise ModelLoadError(f"{url}: the gateway did not answer ({exc})") from None
     if r.status_code != 200:
-        try:
-            message = r.json().get("error", r.text)
-        except ValueError:
-            message = r.text[:200]
-        raise ModelLoadError(f"{url}: HTTP {r.status_code}: {message}")
+        raise ModelLoadError(f"{url}: HTTP {r.status_code}: {_message(r)}")
     info = r.json()
     if info.get("spec") is None:
         raise ModelLoadError(f"{url}: the model is not being served ({info.get('reason')})")

@@ -22,6 +22,7 @@ from torch import nn
 
 from dlsec.core.data import Dataset
 from dlsec.core.model import WhiteBoxModel
+from dlsec.core.registration import register_in
 from dlsec.core.spec import InputSpec
 from dlsec.errors import UsageError
 from dlsec.train._augment import augment_batch
@@ -42,14 +43,7 @@ def register_recipe(name: str) -> Callable[[type[Recipe]], type[Recipe]]:
         ...         self.alpha = alpha
     """
 
-    def decorator(cls: type[Recipe]) -> type[Recipe]:
-        if name in RECIPES:
-            raise UsageError(f"recipe {name!r} is already registered")
-        cls.name = name
-        RECIPES[name] = cls
-        return cls
-
-    return decorator
+    return register_in(RECIPES, name, "recipe")
 
 
 def get_recipe(name: str, **params: Any) -> Recipe:

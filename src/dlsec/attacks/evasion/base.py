@@ -23,6 +23,7 @@ import torch
 from dlsec.attacks.evasion._constraints import TabularConstraints
 from dlsec.attacks.evasion._norms import Norm, get_norm
 from dlsec.core.model import Access, Model, WhiteBoxModel
+from dlsec.core.registration import register_in
 from dlsec.core.seeding import torch_generator
 from dlsec.errors import SpecError, UsageError
 
@@ -35,14 +36,7 @@ Progress = Callable[[int, int, dict[str, float]], None]
 def register_attack(name: str) -> Callable[[type[Attack]], type[Attack]]:
     """Class decorator: register an attack under ``name``; duplicates raise ``UsageError``."""
 
-    def decorator(cls: type[Attack]) -> type[Attack]:
-        if name in ATTACKS:
-            raise UsageError(f"attack {name!r} is already registered")
-        cls.name = name
-        ATTACKS[name] = cls
-        return cls
-
-    return decorator
+    return register_in(ATTACKS, name, "attack")
 
 
 def positive_int(name: str, value: object) -> int:

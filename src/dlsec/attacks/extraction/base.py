@@ -25,6 +25,7 @@ from dlsec.attacks.extraction._oracle import Answer, OnQuery, QueryFn, QueryOrac
 from dlsec.attacks.extraction._pools import QueryPool
 from dlsec.core.data import Dataset
 from dlsec.core.model import Access, Model, WhiteBoxModel
+from dlsec.core.registration import register_in
 from dlsec.core.spec import InputSpec
 from dlsec.errors import UsageError
 
@@ -44,14 +45,7 @@ EXTRACTION_ATTACKS: dict[str, type[ExtractionAttack]] = {}
 def register_extraction_attack(name: str) -> Callable[[type[ExtractionAttack]], type[ExtractionAttack]]:
     """Class decorator: register an extraction attack under ``name``; duplicates raise ``UsageError``."""
 
-    def decorator(cls: type[ExtractionAttack]) -> type[ExtractionAttack]:
-        if name in EXTRACTION_ATTACKS:
-            raise UsageError(f"extraction attack {name!r} is already registered")
-        cls.name = name
-        EXTRACTION_ATTACKS[name] = cls
-        return cls
-
-    return decorator
+    return register_in(EXTRACTION_ATTACKS, name, "extraction attack")
 
 
 def get_extraction_attack(name: str, **params: Any) -> ExtractionAttack:

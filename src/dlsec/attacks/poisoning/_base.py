@@ -21,6 +21,7 @@ import torch
 from dlsec.core.arch import build_architecture, default_arch_for
 from dlsec.core.data import Dataset
 from dlsec.core.model import WhiteBoxModel, default_device
+from dlsec.core.registration import register_in
 from dlsec.errors import UsageError
 
 __all__ = [
@@ -40,14 +41,7 @@ Progress = Callable[[int, int, dict[str, float]], None]
 def register_poisoning(name: str) -> Callable[[type[PoisoningAttack]], type[PoisoningAttack]]:
     """Class decorator: register a poisoning attack under ``name``; duplicates raise ``UsageError``."""
 
-    def decorator(cls: type[PoisoningAttack]) -> type[PoisoningAttack]:
-        if name in POISONINGS:
-            raise UsageError(f"poisoning attack {name!r} is already registered")
-        cls.name = name
-        POISONINGS[name] = cls
-        return cls
-
-    return decorator
+    return register_in(POISONINGS, name, "poisoning attack")
 
 
 def get_poisoning(name: str, **params: Any) -> PoisoningAttack:

@@ -31,6 +31,7 @@ import torch
 from dlsec.attacks.evasion.base import positive_int
 from dlsec.attacks.privacy._shadow import ReferenceModels
 from dlsec.core.model import Access, Model, ScoreModel, WhiteBoxModel
+from dlsec.core.registration import register_in
 from dlsec.errors import UsageError
 
 __all__ = [
@@ -54,14 +55,7 @@ _TINY = 1e-300
 def register_membership_attack(name: str) -> Callable[[type[MembershipAttack]], type[MembershipAttack]]:
     """Class decorator: register a membership attack; a duplicate name raises ``UsageError``."""
 
-    def decorator(cls: type[MembershipAttack]) -> type[MembershipAttack]:
-        if name in MIA_ATTACKS:
-            raise UsageError(f"membership attack {name!r} is already registered")
-        cls.name = name
-        MIA_ATTACKS[name] = cls
-        return cls
-
-    return decorator
+    return register_in(MIA_ATTACKS, name, "membership attack")
 
 
 def get_membership_attack(name: str, **params: Any) -> MembershipAttack:
