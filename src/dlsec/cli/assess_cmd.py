@@ -103,7 +103,7 @@ def demo(
     examples: Annotated[int, typer.Option("--examples", help="Test examples to assess.")] = 200,
     json_out: JsonOpt = False,
 ) -> None:
-    """Run everything dlsec has end to end on a zoo model: a full default assessment."""
+    """Run dlsec end to end on a zoo model: assess, sign, promote and serve it (a client, an attacker)."""
     from dlsec.core import load_dataset
     from dlsec.core.zoo import load_zoo_model, zoo_card
 
