@@ -95,6 +95,9 @@ class PradaConfig(_Strict):
     min_distances: int = Field(100, ge=20, description="distances needed before testing")
     max_growing_per_class: int = Field(256, ge=1)
     max_distances: int = Field(5000, ge=20)
+    check_every: int = Field(
+        10, ge=1, description="test W after this many new distances (the test costs more than the rest)"
+    )
     action: Action = "block"
 
 
@@ -217,6 +220,7 @@ class _Client:
     tripped: set[str] = field(default_factory=set)
     blocked: bool = False
     last_w: float | None = None
+    since_w: int = 0  # distances added since W was last computed
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -240,6 +244,7 @@ class ExtractionDetector:
         self._num_classes: int = self.config.num_classes or 2
         self.reference_: np.ndarray | None = None
         self.reference_thresholds_: tuple[float, float] | None = None
+        self._ref_cache: tuple[np.ndarray, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ reference data
     def fit(self, x_reference: np.ndarray) -> ExtractionDetector:
@@ -256,6 +261,7 @@ class ExtractionDetector:
         if len(x) > cfg.max_reference:
             x = x[rng.choice(len(x), cfg.max_reference, replace=False)]
         nn = _nearest(x, x, exclude_self=True)
+        self._ref_cache = (x.astype(np.float64), (x.astype(np.float64) ** 2).sum(1))
         self.reference_ = x
         low, high = np.quantile(nn, [cfg.quantile_low, cfg.quantile_high])
         self.reference_thresholds_ = (float(low), float(high))
@@ -288,7 +294,9 @@ class ExtractionDetector:
         far = None
         if self.reference_ is not None and self.config.distribution.enabled and len(vectors):
             assert self.reference_thresholds_ is not None
-            far = _nearest(vectors, self.reference_) > self.reference_thresholds_[1]
+            far = (
+                _nearest(vectors, self.reference_, ref_cache=self._ref_cache) > self.reference_thresholds_[1]
+            )
         client = self._client(str(client_id))
         alerts: list[ExtractionAlert] = []
         with client.lock:
@@ -453,7 +461,10 @@ class ExtractionDetector:
             c.admit[label] = (k + 1, s + d_min, ss + d_min * d_min)
         if len(c.distances) < cfg.min_distances:
             return None
-        c.last_w = shapiro_w(np.fromiter(c.distances, dtype=np.float64))
+        c.since_w += 1
+        if c.last_w is None or c.since_w >= cfg.check_every:
+            c.last_w = shapiro_w(np.fromiter(c.distances, dtype=np.float64))
+            c.since_w = 0
         return c.last_w
 
     def _check(
@@ -532,11 +543,23 @@ def _entropy(classes: deque[int], num_classes: int) -> float | None:
     return float(-(p * np.log(p)).sum() / math.log(k))
 
 
-def _nearest(x: np.ndarray, ref: np.ndarray, *, exclude_self: bool = False) -> np.ndarray:
-    """Each row's L2 distance to its nearest row of ``ref`` (in chunks)."""
+def _nearest(
+    x: np.ndarray,
+    ref: np.ndarray,
+    *,
+    exclude_self: bool = False,
+    ref_cache: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
+    """Each row's L2 distance to its nearest row of ``ref`` (in chunks).
+
+    ``ref_cache`` is ``ref`` in float64 with its squared row norms, computed once at ``fit``.
+    """
     out = np.empty(len(x), dtype=np.float64)
-    ref64 = ref.astype(np.float64)
-    ref_sq = (ref64**2).sum(1)
+    if ref_cache is not None:
+        ref64, ref_sq = ref_cache
+    else:
+        ref64 = ref.astype(np.float64)
+        ref_sq = (ref64**2).sum(1)
     for start in range(0, len(x), 1024):
         xb = x[start : start + 1024].astype(np.float64)
         d2 = (xb**2).sum(1)[:, None] + ref_sq[None, :] - 2.0 * xb @ ref64.T
