@@ -168,13 +168,22 @@ class InputSpec:
         arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
         if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
             raise SpecError(f"{what}: values must be real numbers, got dtype {arr.dtype}")
-        if arr.size and not np.all(np.isfinite(arr)):
-            raise SpecError(f"{what}: contains NaN or infinite values; clean or impute them first")
+        if not arr.size:
+            return
         flat = arr.reshape(arr.shape[0], -1)
-        lo = np.asarray(self.lower, dtype=np.float64)
-        hi = np.asarray(self.upper, dtype=np.float64)
         tol = 1e-6
-        if flat.size and (np.any(flat < lo - tol) or np.any(flat > hi + tol)):
+        if isinstance(self.lower, tuple) or isinstance(self.upper, tuple):
+            if not np.all(np.isfinite(arr)):
+                raise SpecError(f"{what}: contains NaN or infinite values; clean or impute them first")
+            lo = np.asarray(self.lower, dtype=np.float64)
+            hi = np.asarray(self.upper, dtype=np.float64)
+            outside = bool(np.any(flat < lo - tol) or np.any(flat > hi + tol))
+        else:  # scalar bounds (the common case, and the gateway's hot path): two reductions
+            low, high = flat.min(), flat.max()
+            if not (np.isfinite(low) and np.isfinite(high)):  # NaN propagates, inf shows at an end
+                raise SpecError(f"{what}: contains NaN or infinite values; clean or impute them first")
+            outside = bool(low < self.lower - tol or high > self.upper + tol)
+        if outside:
             raise SpecError(
                 f"{what}: values lie outside the input bounds "
                 f"[{_fmt_bound(self.lower)}, {_fmt_bound(self.upper)}] "
