@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +23,7 @@ SEVERITIES = ("low", "medium", "high", "critical")
 Severity = Literal["low", "medium", "high", "critical"]
 ActionName = Literal["snapshot", "quarantine", "rollback", "throttle_key", "revoke_key", "webhook"]
 ACTOR = "dlsec-respond"
+RETRY_AFTER = timedelta(seconds=60)
 
 
 class _Strict(BaseModel):
@@ -282,8 +284,14 @@ class Responder:
                     )
         incident = self.store.get(incident_id)
         done = {a["action"] for a in incident.actions if a["status"] == "done"}
+        cutoff = datetime.now(UTC) - RETRY_AFTER
+        failed_lately = {
+            a["action"]
+            for a in incident.actions
+            if a["status"] == "failed" and datetime.fromisoformat(a["at"]) > cutoff
+        }
         for action in rule.actions:
-            if action in done:
+            if action in done or action in failed_lately:  # an alert storm retries a failure once a minute
                 continue
             try:
                 status, detail, evidence = self._act(action, rule, alert, incident)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import queue
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,7 @@ Batch = list[tuple[str, str, int, np.ndarray, np.ndarray]]  # key id, model, ver
 Result = tuple[list[dict[str, Any]], dict[str, str]]
 _SEVERITY = {"alert": "medium", "throttle": "high", "block": "critical"}
 _RANK = {"allow": 0, "alert": 1, "throttle": 2, "block": 3}
+MAX_MONITORS = 8  # fitted (model, version) monitors kept
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,9 @@ class _Engine:
         self.reference = reference
         self.detectors: dict[str, ExtractionDetector] = {}
         self.monitor_spec = monitor
-        self.monitors: dict[str, tuple[int, Any]] = {}
+        # Keyed by (model, version): events a version answered before a rollback still reach the
+        # monitor fitted for it. A few versions are kept, the least recently used dropped first.
+        self.monitors: OrderedDict[tuple[str, int], Any] = OrderedDict()
         self._reference_x: np.ndarray | None = None
 
     def _detector(self, model: str, x: np.ndarray) -> ExtractionDetector:
@@ -66,10 +70,16 @@ class _Engine:
             self.detectors[model] = detector
         return detector
 
+    def prepare(self, model: str, version: int) -> None:
+        """Fit the model's monitor now, before its traffic arrives (fitting takes seconds)."""
+        if self.monitor_spec is not None:
+            self._monitor(model, version)
+
     def _monitor(self, name: str, version: int) -> Any:
-        held = self.monitors.get(name)
-        if held is not None and held[0] == version:
-            return held[1]
+        held = self.monitors.get((name, version))
+        if held is not None:
+            self.monitors.move_to_end((name, version))
+            return held
         from dlsec.core.data import load_dataset
         from dlsec.core.loading import load_model
         from dlsec.monitor import MonitorConfig, build_monitor, make_window
@@ -88,7 +98,9 @@ class _Engine:
             self._reference_x = data.x
         monitor = build_monitor(MonitorConfig.model_validate(spec.config), model=model)
         monitor.fit(make_window(self._reference_x, model=model))
-        self.monitors[name] = (version, monitor)
+        self.monitors[(name, version)] = monitor
+        while len(self.monitors) > MAX_MONITORS:
+            self.monitors.popitem(last=False)
         return monitor
 
     def observe(self, batch: Batch) -> Result:
@@ -147,6 +159,19 @@ def _serve(
         batch = inbox.get()
         if batch is None:
             return
+        if isinstance(batch, tuple):  # ("prepare", [(model, version), ...]): fit monitors ahead of traffic
+            for model, version in batch[1]:
+                try:
+                    engine.prepare(model, version)
+                except Exception as exc:  # noqa: BLE001 - reported with the next results
+                    error = {
+                        "source": "watcher",
+                        "signal": "monitor-error",
+                        "severity": "high",
+                        "subject": "gateway",
+                    }
+                    outbox.put(([{**error, "message": f"{type(exc).__name__}: {exc}"[:300]}], {}))
+            continue
         try:
             outbox.put(engine.observe(batch))
         except Exception as exc:  # noqa: BLE001 - report, keep watching
@@ -187,6 +212,16 @@ class Watcher:
             daemon=True,
         )
         self._proc.start()
+
+    def prepare(self, models: list[tuple[str, int]]) -> None:
+        """Fit the monitors of the served ``(model, version)`` pairs ahead of their traffic."""
+        if not models:
+            return
+        if self.in_process:
+            for model, version in models:
+                self._engine.prepare(model, version)
+            return
+        self._inbox.put(("prepare", list(models)))
 
     def submit(self, batch: Batch) -> None:
         if not batch:

@@ -216,8 +216,20 @@ class Gateway:
         self._worker = threading.Thread(target=self._work, name="dlsec-gateway-worker", daemon=True)
         self._stopped = threading.Event()
         self._force_flush = threading.Event()
-        self.refresh(force=True)
+        self._prepared: set[tuple[str, int]] = set()
+        self.refresh(force=True)  # loads the served versions, and has their monitors fitted
         self._worker.start()
+
+    def _prepare_monitors(self) -> None:
+        """Have the watcher fit the monitors of the versions now served (once per version)."""
+        if self.watcher is None or self.config.monitor is None:
+            return
+        with self._lock:
+            served = {(s.name, s.version) for s in self._served.values() if s.model is not None and s.version}
+        fresh = sorted(served - self._prepared)
+        if fresh:
+            self._prepared |= set(fresh)
+            self.watcher.prepare([(name, int(version)) for name, version in fresh])
 
     def _monitor_spec(self, home: str | Path | None, registry_url: str | None) -> MonitorSpec | None:
         cfg = self.config
@@ -252,6 +264,7 @@ class Gateway:
             for slot in self._served.values():
                 self._resolve(slot)
             self._generation = generation
+        self._prepare_monitors()
 
     def _resolve(self, slot: _Served) -> None:
         with self.db.read() as conn:
