@@ -215,3 +215,22 @@ def test_webhooks_receive_alerts_and_incidents(home, keys, tmp_path):
     assert received[0]["body"]["signal"] == "volume" and received[1]["body"]["rule"] == "notify"
     (incident,) = IncidentStore(gateway.db).list()
     assert incident.actions[0]["action"] == "webhook" and incident.actions[0]["status"] == "done"
+
+
+def test_a_failing_action_is_not_retried_by_every_alert_of_a_storm(home, keys, tmp_path):
+    reg = Registry.open(home=home)
+    reg.quarantine("clf", 1, reason="bad")  # nothing good to roll back to
+    responder = Responder(load_playbook(_playbook(tmp_path)), reg)
+    alert = {
+        "source": "monitor",
+        "signal": "input drift",
+        "severity": "high",
+        "model": "clf",
+        "subject": "model:clf",
+    }
+    for i in range(5):
+        (incident,) = responder.handle({**alert, "n": i})
+    statuses = [(a["action"], a["status"]) for a in incident.actions]
+    assert statuses == [("snapshot", "done"), ("quarantine", "done"), ("rollback", "failed")]
+    assert len(incident.alerts) == 5
+    reg.close()
