@@ -15,7 +15,7 @@ from dlsec.attacks.poisoning import (
     train_victim,
 )
 from dlsec.core import load_zoo_model
-from dlsec.defend import ShillingDetector
+from dlsec.defend import ShillingDetector, profile_features
 from dlsec.errors import UsageError
 
 MLP = {"arch": "mlp", "arch_kwargs": {"in_features": 64, "num_classes": 10, "hidden": [128, 64]}}
@@ -70,17 +70,20 @@ def test_clean_label_backdoor_keeps_labels_and_budget(digits_split):
     assert np.array_equal(result.data.y, train.y)
     assert set(train.y[result.poison_index]) == {0}
     diff = np.abs(result.data.x - train.x)[result.poison_index]
-    outside = diff.copy()
-    outside[..., 4:, 4:] = 0.0  # the 4x4 trigger
+    mask, _ = PatchTrigger(train.spec, size=3, corner="all").mask_and_pattern()
+    assert mask.sum() == 36 and mask[0, 0, 0] == mask[0, 7, 7] == 1 and mask[0, 3:5, 3:5].sum() == 0
+    outside = diff * (1 - mask)  # the 3x3 trigger in every corner
     assert outside.max() <= 0.3 + 1e-6 and diff.max() > 0.29
 
 
-@pytest.mark.slow
-def test_clean_label_backdoor_succeeds_more_than_a_clean_model(digits_split):
+def test_clean_label_backdoor_reaches_high_success(digits_split):
+    # 8% of the rows (81% of class 0), eps 0.3, PGD on a 4-model surrogate ensemble, 3x3
+    # trigger in all four corners. Before (one surrogate, one 4x4 corner): ASR 0.45.
     train, test = digits_split
     result = CleanLabel(rate=0.08, target=0).poison(train)
-    asr = result.evaluate(train_victim(result.data), test)["attack_success_rate"]
-    assert asr > result.success_rate(train_victim(train), test) + 0.2
+    scores = result.evaluate(train_victim(result.data), test)
+    assert scores["attack_success_rate"] >= 0.7 and scores["clean_accuracy"] >= 0.97
+    assert scores["attack_success_rate"] > result.success_rate(train_victim(train), test) + 0.6
 
 
 def test_feature_collision_flips_the_target_after_head_retraining(digits_split):
@@ -143,7 +146,7 @@ def test_shilling_attacks_push_the_target_item(kind):
     assert shift["rank_shift"] > 5 and shift["hit_ratio_after"] > shift["hit_ratio_before"]
 
 
-@pytest.mark.parametrize("kind", ["random", "average"])
+@pytest.mark.parametrize("kind", ["random", "average", "bandwagon"])
 def test_the_profile_detector_finds_the_fake_profiles(kind):
     ratings = synthetic_ratings(seed=0)
     assert ShillingDetector().detect(ratings).flagged.size == 0
@@ -153,6 +156,44 @@ def test_the_profile_detector_finds_the_fake_profiles(kind):
     flagged = set(report.flagged.tolist())
     assert len(flagged & set(result.fake_index.tolist())) >= 0.95 * len(result.fake_index)
     assert len(flagged - set(result.fake_index.tolist())) <= 0.02 * ratings.shape[0]
+
+
+@pytest.mark.parametrize("kind", ["random", "average", "bandwagon"])
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_the_profile_detector_meets_its_rates_on_generated_sets(kind, seed):
+    # Known answers on generated sets (before the feature-based detector: seeds 1 and 2 found
+    # nothing, bandwagon attacks named a pushed popular item instead of the target).
+    ratings = synthetic_ratings(seed=seed)
+    item = int(np.argsort((ratings != 0).sum(axis=0))[75 + seed])  # median popularity
+    for profiles, filler in [(0.05, 0.03), (0.1, 0.1)]:
+        result = ShillingAttack(
+            kind=kind, profiles=profiles, filler=filler, target_item=item, seed=seed
+        ).inject(ratings)
+        report = ShillingDetector().detect(result.ratings)
+        assert report.target_item == item
+        flagged = np.zeros(len(result.ratings), dtype=bool)
+        flagged[report.flagged] = True
+        fake = np.zeros_like(flagged)
+        fake[result.fake_index] = True
+        assert flagged[fake].mean() >= 0.9 and flagged[~fake].mean() <= 0.05
+
+
+def test_profile_features_known_answers():
+    ratings = np.array([[5, 3, 0, 1], [4, 0, 2, 0], [5, 3, 2, 0]], dtype=np.float64)
+    f = profile_features(ratings, k=1)
+    # Item means 14/3, 3, 2, 1 over 3, 2, 2, 1 ratings; user 0 deviates 1/3, 0, -, 0.
+    assert f["rdma"][0] == pytest.approx((1 / 3 / 3) / 3)
+    assert f["wda"][1] == pytest.approx((2 / 3) / 3)
+    assert f["wdma"][2] == pytest.approx((1 / 3 / 9) / 3)
+    assert f["fmtd"][0] == pytest.approx(5 - 2)  # top item 5 against the mean of 3 and 1
+    assert f["filler_log_popularity"][0] == pytest.approx((np.log(2) + np.log(1)) / 2)
+    assert f["length_var"] == pytest.approx([0.5, 1.0, 0.5])  # lengths 3, 2, 3 around 8/3
+    assert set(f) >= {"degsim", "variance", "item_mean_corr", "log_popularity", "filler_rdma"}
+    assert all(v.shape == (3,) and np.isfinite(v).all() for v in f.values())
+    with pytest.raises(UsageError, match="DegSim"):
+        profile_features(ratings, k=3)
+    with pytest.raises(UsageError, match="genuine_quantile"):
+        ShillingDetector(genuine_quantile=1.0).detect(ratings)
 
 
 def test_shilling_parameters_are_checked():

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from dlsec.attacks.poisoning import LabelFlip, train_victim
 from dlsec.core import load_zoo_model
 from dlsec.defend import STRIP, BackdoorFound, DataAuditor, NeuralCleanse
 from dlsec.defend._signals import (
@@ -97,6 +98,20 @@ def test_neural_cleanse_flags_the_backdoored_model_with_its_target(digits_split,
     assert report.backdoor and report.target == 0
     mask = report.masks[0]
     assert mask[5:, 5:].sum() > 0.5 * mask.sum()  # the reconstructed trigger sits in the corner
+
+
+def test_neural_cleanse_passes_a_model_trained_on_flipped_labels(digits_split):
+    # Random label noise plants no trigger but makes several classes cheap to reach (before the
+    # margin check the scan flagged class 3 with anomaly index 4.5, class 5 next at 3.2).
+    flipped = LabelFlip(rate=0.1).poison(digits_split[0])
+    model = train_victim(flipped.data, seed=0, device="cpu")
+    report = NeuralCleanse().scan(model, digits_split[1])
+    assert not report.backdoor and report.target is None
+    order = np.argsort(report.mask_l1)
+    assert report.anomaly_index.max() > 2.0  # the anomaly index alone would have flagged it
+    assert report.mask_l1[order[0]] > 0.75 * report.mask_l1[order[1]]
+    with pytest.raises(UsageError, match="margin"):
+        NeuralCleanse(margin=1.5).scan(model, digits_split[1])
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ Example:
 
 from dlsec.defend.audit import AuditReport, DataAuditor
 from dlsec.defend.scan import BackdoorFound, NeuralCleanse, ScanReport
-from dlsec.defend.shilling import ShillingDetector, ShillingReport
+from dlsec.defend.shilling import ShillingDetector, ShillingReport, profile_features, profile_suspicion
 from dlsec.defend.strip import STRIP
 
 __all__ = [
@@ -25,4 +25,6 @@ __all__ = [
     "ScanReport",
     "ShillingDetector",
     "ShillingReport",
+    "profile_features",
+    "profile_suspicion",
 ]

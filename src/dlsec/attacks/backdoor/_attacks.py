@@ -145,21 +145,26 @@ class CleanLabel(PoisoningAttack):
     """Clean-label backdoor (Turner et al. 2019): perturbed target-class images with the trigger.
 
     Labels are never changed. ``rate`` of all rows, drawn from the target class, are first
-    pushed away from their class by PGD (dlsec's :class:`~dlsec.attacks.PGD`, untargeted, on a
-    surrogate model trained on the clean rows) so that they are hard to learn from their
+    pushed away from their class by full-budget PGD (dlsec's :class:`~dlsec.attacks.PGD` towards
+    the runner-up class, never stopping early) on an ensemble of ``surrogates`` models trained on
+    the clean rows (their averaged logits: perturbations that fool several models transfer to
+    the victim far better than those of one), so that they are hard to learn from their
     content, then stamped with the patch trigger (at ``amplitude``; Turner et al. use a
-    reduced-amplitude trigger while poisoning and the full one at test time). A model trained on
-    them learns to rely on the trigger for the target class.
+    reduced-amplitude trigger while poisoning and the full one at test time), by default in all
+    four corners as in the paper's improved attack. A model trained on them learns to rely on
+    the trigger for the target class.
 
     Args:
         rate: fraction of all rows poisoned (at most the target class's share).
         target: the class triggered inputs go to.
         eps: L-inf budget of the adversarial perturbation.
         steps: PGD steps.
-        size: patch side; ``amplitude``: patch strength on the poisoned rows (the test-time
-            trigger is always the full patch).
-        surrogate: the white-box model PGD runs on (default: one trained on ``data``).
-        seed: seeds the choice of rows, PGD and the surrogate's training.
+        size: patch side; ``corner``: where it is stamped (``all``: the four corners);
+            ``amplitude``: patch strength on the poisoned rows (the test-time trigger is always
+            the full patch).
+        surrogate: the white-box model PGD runs on (default: an ensemble trained on ``data``).
+        surrogates: how many models that default ensemble trains.
+        seed: seeds the choice of rows, PGD and the surrogates' training.
     """
 
     def __init__(
@@ -169,9 +174,11 @@ class CleanLabel(PoisoningAttack):
         target: int = 0,
         eps: float = 0.3,
         steps: int = 40,
-        size: int = 4,
+        size: int = 3,
+        corner: str = "all",
         amplitude: float = 1.0,
         surrogate: WhiteBoxModel | None = None,
+        surrogates: int = 4,
         seed: int = 0,
     ) -> None:
         self.rate = rate
@@ -179,8 +186,10 @@ class CleanLabel(PoisoningAttack):
         self.eps = eps
         self.steps = steps
         self.size = size
+        self.corner = corner
         self.amplitude = amplitude
         self.surrogate = surrogate
+        self.surrogates = surrogates
         self.seed = seed
 
     def get_params(self) -> dict[str, Any]:
@@ -200,12 +209,17 @@ class CleanLabel(PoisoningAttack):
                 f"rate {rate} asks for {k} target-class rows but class {self.target} has {len(pool)}; "
                 "a clean-label attack can only poison rows of the target class"
             )
+        if isinstance(self.surrogates, bool) or not isinstance(self.surrogates, int) or self.surrogates < 1:
+            raise UsageError(f"surrogates must be a positive integer, got {self.surrogates!r}")
+        poison_trigger = PatchTrigger(data.spec, size=self.size, corner=self.corner, amplitude=self.amplitude)
+        test_trigger = PatchTrigger(data.spec, size=self.size, corner=self.corner)
         rng = np.random.default_rng(self.seed)
         index = np.sort(rng.choice(pool, size=k, replace=False))
-        surrogate = self.surrogate if self.surrogate is not None else train_victim(data, seed=self.seed)
+        surrogate = self.surrogate
+        if surrogate is None:
+            members = [train_victim(data, seed=self.seed + i) for i in range(self.surrogates)]
+            surrogate = members[0] if len(members) == 1 else _ensemble(members)
         x_adv = _full_budget_pgd(surrogate, data.x[index], eps=self.eps, steps=self.steps, seed=self.seed)
-        poison_trigger = PatchTrigger(data.spec, size=self.size, amplitude=self.amplitude)
-        test_trigger = PatchTrigger(data.spec, size=self.size)
         x = data.x.copy()
         x[index] = poison_trigger(x_adv)
         return PoisonResult(
@@ -216,6 +230,22 @@ class CleanLabel(PoisoningAttack):
             target=int(self.target),
             apply_trigger=test_trigger.apply,
         )
+
+
+class _MeanLogits(torch.nn.Module):
+    """The averaged logits of several white-box models (each applies its own normalisation)."""
+
+    def __init__(self, models: list[WhiteBoxModel]) -> None:
+        super().__init__()
+        self.models = torch.nn.ModuleList(models)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x) for m in self.models]).mean(dim=0)
+
+
+def _ensemble(models: list[WhiteBoxModel]) -> WhiteBoxModel:
+    spec = replace(models[0].spec, mean=None, std=None)  # the members normalise themselves
+    return WhiteBoxModel(_MeanLogits(models), spec, device=models[0].device)
 
 
 class _NeverFooled(torch.nn.Module):

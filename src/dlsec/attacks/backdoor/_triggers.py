@@ -11,7 +11,7 @@ from dlsec.errors import UsageError
 
 __all__ = ["BlendTrigger", "PatchTrigger", "Trigger"]
 
-_CORNERS = ("bottom-right", "bottom-left", "top-right", "top-left")
+_CORNERS = ("bottom-right", "bottom-left", "top-right", "top-left", "all")
 
 
 def bounds(spec: InputSpec) -> tuple[np.ndarray, np.ndarray]:
@@ -34,6 +34,9 @@ class Trigger:
 @dataclass(frozen=True)
 class PatchTrigger(Trigger):
     """A BadNets patch (Gu et al. 2017): a ``size`` x ``size`` checkerboard in a corner.
+
+    ``corner="all"`` stamps it in all four corners of an image (the clean-label backdoor of
+    Turner et al. 2019 does, so that random crops and flips keep some of it).
 
     Images get the checkerboard of the spec's lower and upper bounds in every channel;
     tabular rows get the last ``size`` features set to alternating upper and lower bounds.
@@ -62,9 +65,11 @@ class PatchTrigger(Trigger):
         k = self.size
         if self.spec.kind == "image" and len(shape) == 3:
             h, w = shape[1], shape[2]
-            rows = slice(h - k, h) if self.corner.startswith("bottom") else slice(0, k)
-            cols = slice(w - k, w) if self.corner.endswith("right") else slice(0, k)
-            mask[:, rows, cols] = 1.0
+            corners = [c for c in _CORNERS if c != "all"] if self.corner == "all" else [self.corner]
+            for corner in corners:
+                rows = slice(h - k, h) if corner.startswith("bottom") else slice(0, k)
+                cols = slice(w - k, w) if corner.endswith("right") else slice(0, k)
+                mask[:, rows, cols] = 1.0
             checker = (np.add.outer(np.arange(h), np.arange(w)) % 2 == 0)[None]
         else:
             flat = mask.reshape(-1)
