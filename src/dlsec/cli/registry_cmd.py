@@ -231,12 +231,7 @@ def registry_release(
     json_out: JsonOpt = False,
 ) -> None:
     """Lift a quarantine (the version must still pass the policy to be promoted)."""
-    name, version = _version_ref(ref)
-    with _registry(ctx, registry_url) as registry:
-        record = registry.release(name, version, reason=reason)
-    _report(
-        "release", {"ref": record.ref, "status": record.status}, f"{record.ref} {record.status}", json_out
-    )
+    _change_status(ctx, registry_url, ref, "release", reason, json_out)
 
 
 @registry_app.command("rollback")
@@ -268,10 +263,18 @@ def registry_retire(
     json_out: JsonOpt = False,
 ) -> None:
     """Retire a version no alias points at (kept for the record, never served)."""
+    _change_status(ctx, registry_url, ref, "retire", reason, json_out)
+
+
+def _change_status(
+    ctx: typer.Context, url: str | None, ref: str, action: str, reason: str | None, json_out: bool
+) -> None:
+    """``release`` or ``retire`` a version, and report its new status."""
     name, version = _version_ref(ref)
-    with _registry(ctx, registry_url) as registry:
-        record = registry.retire(name, version, reason=reason)
-    _report("retire", {"ref": record.ref, "status": record.status}, f"{record.ref} retired", json_out)
+    with _registry(ctx, url) as registry:
+        change = registry.release if action == "release" else registry.retire
+        record = change(name, version, reason=reason)
+    _report(action, {"ref": record.ref, "status": record.status}, f"{record.ref} {record.status}", json_out)
 
 
 # -- audit -------------------------------------------------------------------------------------
