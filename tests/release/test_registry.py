@@ -172,6 +172,33 @@ def _concurrent_writers(home: Path, url: str | None, n: int = 8) -> Registry:
     return reg
 
 
+def test_many_connections_creating_one_database_at_once_all_succeed(tmp_path):
+    # SQLite refuses the switch to WAL at once (no busy wait) while another connection holds the
+    # file: the opener must read the mode first and retry, or one of these fails with "locked".
+    import threading
+
+    from dlsec.release._db import open_database
+
+    failures: list[str] = []
+    for round_ in range(10):
+        home = tmp_path / str(round_)
+        barrier = threading.Barrier(12)
+
+        def opener(home: Path = home, barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            try:
+                open_database(home=home).dispose()
+            except Exception as exc:  # noqa: BLE001 - collected and asserted below
+                failures.append(str(exc))
+
+        threads = [threading.Thread(target=opener) for _ in range(12)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert failures == []
+
+
 def test_two_processes_writing_at_once_lose_nothing(tmp_path):
     _concurrent_writers(tmp_path, None).close()
 

@@ -11,6 +11,7 @@ indices are never handed out twice.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -206,7 +207,10 @@ def _sqlite_engine(path: Path, *, begin: str = "BEGIN IMMEDIATE") -> Engine:
         dbapi_conn.isolation_level = None  # SQLAlchemy's "begin" event below issues BEGIN itself
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA busy_timeout = 60000")
-        cur.execute("PRAGMA journal_mode = WAL")
+        # The journal mode is stored in the file: switch only once. The switch needs an exclusive
+        # lock that SQLite may refuse at once (no busy wait) while another process opens the file.
+        if cur.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            cur.execute("PRAGMA journal_mode = WAL")
         cur.execute("PRAGMA synchronous = NORMAL")
         cur.execute("PRAGMA foreign_keys = ON")
         cur.close()
@@ -238,9 +242,19 @@ def open_database(url: str | None = None, *, home: str | Path | None = None) -> 
     except (ArgumentError, ImportError) as exc:
         raise UsageError(f"registry URL {url!r}: {exc}") from None
     db = Database(engine, root, read_engine=read_engine)
-    try:
-        with db.write() as conn:
-            metadata.create_all(conn)
-    except OperationalError as exc:
-        raise UsageError(f"cannot open the registry database ({str(exc.orig).splitlines()[0]})") from None
-    return db
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with db.write() as conn:
+                metadata.create_all(conn)
+            return db
+        except OperationalError as exc:
+            reason = str(exc.orig).splitlines()[0]
+            # Two processes creating the same SQLite file at once can see "locked" before any busy
+            # wait applies (the WAL switch, the first schema write); that settles within moments.
+            if db.is_sqlite and "locked" in reason and time.monotonic() < deadline:
+                db.dispose()
+                time.sleep(0.05)
+                continue
+            db.dispose()
+            raise UsageError(f"cannot open the registry database ({reason})") from None
