@@ -190,9 +190,15 @@ def bench_membership(target: dict[str, Any], n_refs: int) -> list[dict[str, Any]
     return rows
 
 
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def bench_throughput(quick: bool) -> list[dict[str, Any]]:
     rows = []
     settings = [
+        ("digits CNN", "builtin:digits", "cnn", ZOO["digits-cnn"].arch_kwargs, 64, 16),
         (
             "breast-cancer MLP",
             "builtin:breast-cancer",
@@ -209,7 +215,6 @@ def bench_throughput(quick: bool) -> list[dict[str, Any]]:
             64,
             32,
         ),
-        ("digits CNN", "builtin:digits", "cnn", ZOO["digits-cnn"].arch_kwargs, 64, 16),
     ]
     for name, ref, arch, kwargs, batch, k in settings:
         data = load_dataset(ref)
@@ -221,16 +226,19 @@ def bench_throughput(quick: bool) -> list[dict[str, Any]]:
         trainer.train_sequential(data, inclusion[:2])
         start = time.perf_counter()
         trainer.train(data, inclusion)
+        _sync()
         t_vmap = time.perf_counter() - start
         start = time.perf_counter()
         trainer.train_sequential(data, inclusion)
+        _sync()
         t_seq = time.perf_counter() - start
         start = time.perf_counter()
         for j in range(k):
             torch.manual_seed(j)
             rows_j = data.subset(np.nonzero(inclusion[j])[0])
-            model = WhiteBoxModel(build_architecture(arch, kwargs), data.spec, device="cpu")
+            model = WhiteBoxModel(build_architecture(arch, kwargs), data.spec, device=trainer.device)
             fit(model, rows_j, config)
+        _sync()
         t_fit = time.perf_counter() - start
         rows.append(
             {

@@ -95,3 +95,12 @@ def test_runs_on_cuda():
     model = WhiteBoxModel(module, InputSpec(shape=(4,), num_classes=3, kind="tabular"))
     assert model.device.type == "cuda"
     assert model.predict(torch.rand(4, 4)).device.type == "cpu"
+
+
+def test_an_explicit_device_moves_the_module_there():
+    # A CPU module wrapped for another device must run there (found on a GPU: the inputs went to
+    # CUDA while the weights stayed on the CPU). The meta device stands in for CUDA here.
+    module = _dropout_net()
+    model = WhiteBoxModel(module, InputSpec(shape=(4,), num_classes=3, kind="tabular"), device="meta")
+    assert model.device.type == "meta"
+    assert all(p.device.type == "meta" for p in model.module.parameters())

@@ -139,11 +139,11 @@ class WhiteBoxModel(Model, nn.Module):
         Model.__init__(self, spec, batch_size=batch_size)
         if not isinstance(module, nn.Module):
             raise UsageError(f"WhiteBoxModel needs a torch.nn.Module, got {type(module).__name__}")
-        self.module = module
         param = next(module.parameters(), None)
         if device is None:
             device = param.device if param is not None else default_device()
         self.device = torch.device(device)
+        self.module = module.to(self.device)  # in place: a device given explicitly is where it runs
         norm = spec.normalisation(device=self.device)
         self._norm = norm
 
