@@ -62,6 +62,17 @@ def test_revoked_key_is_refused_without_a_restart(client, keys):
     assert predict(client, keys["client"]).status_code == 401
 
 
+def test_key_budgets_beyond_a_sql_bigint_are_refused_not_a_server_error(client, keys):
+    # Found by schemathesis: a budget of 2**64 reached the database and answered 500.
+    admin = auth(keys["admin"])
+    r = client.post("/v1/keys", json={"budget": 2**64}, headers=admin)
+    assert r.status_code == 422 and "budget" in r.json()["error"]
+    r = client.post("/v1/keys", json={"rate": f"{10**40}/second"}, headers=admin)
+    assert r.status_code == 422 and "rate" in r.json()["error"]
+    r = client.post("/v1/keys", json={"budget": 2**63 - 1}, headers=admin)
+    assert r.status_code == 200 and r.json()["budget"] == 2**63 - 1
+
+
 def test_input_validation_status_codes(client, keys):
     k = keys["client"]
     assert predict(client, k, inputs=[[0.1, 0.2]]).status_code == 422  # shape

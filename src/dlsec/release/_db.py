@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     Engine,
     Float,
@@ -124,8 +125,8 @@ api_keys = Table(
     Column("role", String(20), nullable=False),
     Column("models", Text, nullable=True),  # JSON list, or NULL for every model
     Column("rate", String(40), nullable=True),
-    Column("budget", Integer, nullable=True),
-    Column("used", Integer, nullable=False, default=0),
+    Column("budget", BigInteger, nullable=True),
+    Column("used", BigInteger, nullable=False, default=0),
     Column("output", String(40), nullable=False),
     Column("note", Text, nullable=True),
     Column("created_at", String(40), nullable=False),

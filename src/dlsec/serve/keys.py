@@ -53,8 +53,11 @@ def parse_rate(text: str | None) -> Rate | None:
     if text is None or text == "":
         return None
     m = _RATE.match(text)
-    if not m or int(m.group(1)) < 1:
-        raise UsageError(f"bad rate {text!r}: use COUNT/second, /minute, /hour or /day, e.g. 10/second")
+    if not m or not 1 <= int(m.group(1)) <= 10**12:
+        raise UsageError(
+            f"bad rate {text!r}: use COUNT/second, /minute, /hour or /day (COUNT from 1 to 10^12), "
+            "e.g. 10/second"
+        )
     return Rate(int(m.group(1)), float(_PERIOD[m.group(2)]))
 
 
@@ -149,6 +152,9 @@ def _record(row: Any) -> ApiKey:
     )
 
 
+_MAX_BUDGET = 2**63 - 1  # the largest a SQL BIGINT holds
+
+
 class KeyStore:
     """API keys in the release database."""
 
@@ -170,8 +176,8 @@ class KeyStore:
         """Create a key; return ``(the key, shown once, its record)``."""
         if role not in ROLES:
             raise UsageError(f"bad role {role!r}: use client, operator or admin")
-        if budget is not None and budget < 1:
-            raise UsageError("--budget must be a positive number of predictions")
+        if budget is not None and not 1 <= budget <= _MAX_BUDGET:
+            raise UsageError(f"--budget must be a number of predictions from 1 to {_MAX_BUDGET}")
         parsed_rate = parse_rate(rate)
         policy = parse_output(output)
         if models is not None and (not models or any(not m for m in models)):
