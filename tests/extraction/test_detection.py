@@ -232,3 +232,21 @@ def test_distribution_flags_small_steps_from_earlier_queries_but_not_exact_repea
     steps = np.clip(natural + np.float32(low / 16), 0.0, 1.0)  # L2 step below the natural 1% quantile
     alerts = det.observe("k", steps, labels)
     assert [a.signal for a in alerts] == ["distribution"] and det.action("k") == "block"
+
+
+def test_candidate_distances_equal_the_direct_computation_repeats_included():
+    from dlsec.serve.detection import _exact_distances
+
+    rng = np.random.default_rng(3)
+    rows = rng.random((500, 64), dtype=np.float32) * 16
+    v = rows[17].copy()  # an exact repeat: distance 0 must survive the norm shortcut
+    sq = (rows * rows).sum(axis=1)
+    direct = np.sqrt(((rows - v) ** 2).sum(axis=1))
+    nearest = _exact_distances(rows, sq, v, float(v @ v), None)
+    assert nearest.min() == 0.0 == direct.min()
+    w = rng.random(64, dtype=np.float32) * 16
+    d = np.sqrt(((rows - w) ** 2).sum(axis=1))
+    assert _exact_distances(rows, sq, w, float(w @ w), None).min() == d.min()
+    bound = float(np.quantile(d, 0.1))
+    within = _exact_distances(rows, sq, w, float(w @ w), bound * bound)
+    assert set(d[d <= bound].tolist()) <= set(within.tolist())

@@ -208,6 +208,7 @@ class _Client:
     """The bounded state of one client."""
 
     growing: dict[int, np.ndarray] = field(default_factory=dict)
+    growing_sq: dict[int, np.ndarray] = field(default_factory=dict)  # squared norms of growing rows
     growing_n: dict[int, int] = field(default_factory=dict)
     admit: dict[int, tuple[int, float, float]] = field(default_factory=dict)  # n, sum, sum of squares
     distances: deque[float] = field(default_factory=deque)
@@ -215,6 +216,7 @@ class _Client:
     classes: deque[int] = field(default_factory=deque)
     far: deque[bool] = field(default_factory=deque)
     history: np.ndarray | None = None
+    history_sq: np.ndarray | None = None
     history_n: int = 0
     queries: int = 0
     tripped: set[str] = field(default_factory=set)
@@ -423,15 +425,19 @@ class ExtractionDetector:
         """Whether ``v`` is a small step (not a repeat) from one of the client's recent queries."""
         assert self.reference_thresholds_ is not None
         size = self.config.distribution.history
-        if c.history is None:
+        if c.history is None or c.history_sq is None:
             c.history = np.empty((size, v.shape[0]), dtype=np.float32)
+            c.history_sq = np.empty(size, dtype=np.float32)
         n = min(c.history_n, size)
         near = False
+        vsq = float(v @ v)
         if n:
-            d = np.sqrt(((c.history[:n] - v) ** 2).sum(axis=1))
+            low = float(self.reference_thresholds_[0])
+            d = _exact_distances(c.history[:n], c.history_sq[:n], v, vsq, low * low)
             moved = d[d > 0]
-            near = bool(moved.size) and float(moved.min()) < self.reference_thresholds_[0]
+            near = bool(moved.size) and float(moved.min()) < low
         c.history[c.history_n % size] = v
+        c.history_sq[c.history_n % size] = vsq
         c.history_n += 1
         return near
 
@@ -439,14 +445,17 @@ class ExtractionDetector:
         cfg = self.config.prada
         members = c.growing.get(label)
         n = c.growing_n.get(label, 0)
+        vsq = float(v @ v)
         if members is None or n == 0:
             members = np.empty((cfg.max_growing_per_class, v.shape[0]), dtype=np.float32)
             members[0] = v
             c.growing[label] = members
+            c.growing_sq[label] = np.empty(cfg.max_growing_per_class, dtype=np.float32)
+            c.growing_sq[label][0] = vsq
             c.growing_n[label] = 1
             c.admit[label] = (0, 0.0, 0.0)
             return None
-        d_min = float(np.sqrt(((members[:n] - v) ** 2).sum(axis=1).min()))
+        d_min = float(_exact_distances(members[:n], c.growing_sq[label][:n], v, vsq, None).min())
         if d_min == 0.0:
             return c.last_w  # an exact repeat tells an attacker nothing new: not a sample of D
         c.distances.append(d_min)
@@ -457,6 +466,7 @@ class ExtractionDetector:
         std = math.sqrt(max(ss / k - mean * mean, 0.0)) if k else 0.0
         if d_min > mean - std and n < cfg.max_growing_per_class:
             members[n] = v
+            c.growing_sq[label][n] = vsq
             c.growing_n[label] = n + 1
             c.admit[label] = (k + 1, s + d_min, ss + d_min * d_min)
         if len(c.distances) < cfg.min_distances:
@@ -531,6 +541,24 @@ def _labels(pred: np.ndarray, n: int) -> np.ndarray:
     if flat.size and flat.min() < 0:
         raise UsageError("predicted labels must be non-negative")
     return flat.astype(np.int64)
+
+
+def _exact_distances(
+    rows: np.ndarray, sq: np.ndarray, v: np.ndarray, vsq: float, bound2: float | None
+) -> np.ndarray:
+    """Exact L2 distances from ``v`` to the rows that may lie within ``sqrt(bound2)`` of it.
+
+    With ``bound2`` None: to the rows that may be the nearest. Candidates come from one
+    matrix-vector product over cached squared norms (``|r|^2 + |v|^2 - 2 r.v``), with a
+    tolerance far above float32 rounding; the distances themselves are computed directly on the
+    few candidates, so exact repeats (distance 0) and the values fed to the tests are exactly
+    what a direct computation over every row gives.
+    """
+    approx = sq + vsq - 2.0 * (rows @ v)
+    tol = 1e-4 * (sq + vsq) + 1e-6
+    limit = (float(approx.min()) if bound2 is None else bound2) + tol
+    cand = rows[approx <= limit]
+    return np.sqrt(((cand - v) ** 2).sum(axis=1))
 
 
 def _entropy(classes: deque[int], num_classes: int) -> float | None:
