@@ -11,7 +11,8 @@ same model and returns the probabilities. A client sends single-example requests
 threads, in interleaved rounds (bare, gateway, bare, ...), and reports throughput and p50/p99
 latency per server, then the ratios.
 
-    python benchmarks/gateway.py            # 6 rounds of 400 requests each, 4 client threads
+    python benchmarks/gateway.py              # 6 rounds of 400 requests each, 1 client thread
+    python benchmarks/gateway.py --threads 4  # saturated: p50 includes queueing
     python benchmarks/gateway.py --quick    # 2 rounds of 200
 """
 
@@ -143,7 +144,7 @@ def prepare_home(home: Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=1, help="client threads (1: latency, no queueing)")
     parser.add_argument(
         "--without-detector", action="store_true", help="measure the gateway without detection"
     )
