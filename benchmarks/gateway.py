@@ -7,13 +7,13 @@ Both serve ``zoo:digits-cnn`` on loopback (uvicorn, one worker each, in subproce
 dlsec gateway serves it from a signed registry version behind an API key with a rate limit and a
 budget, validates inputs against the spec, applies an output policy, logs every query and runs
 the extraction detector on a background worker. The bare endpoint parses the same JSON, runs the
-same model and returns the probabilities. A client sends single-example requests from several
-threads, in interleaved rounds (bare, gateway, bare, ...), and reports throughput and p50/p99
+same model and returns the probabilities. A client sends single-example requests from one or
+more threads, in interleaved rounds (bare, gateway, bare, ...), and reports throughput and p50/p99
 latency per server, then the ratios.
 
     python benchmarks/gateway.py              # 6 rounds of 400 requests each, 1 client thread
     python benchmarks/gateway.py --threads 4  # saturated: p50 includes queueing
-    python benchmarks/gateway.py --quick    # 2 rounds of 200
+    python benchmarks/gateway.py --quick      # 2 rounds of 200
 """
 
 from __future__ import annotations
