@@ -91,6 +91,10 @@ def test_full_detector_flags_each_attack_early_and_never_the_test_set(target, sp
     probs = target.probs(torch.from_numpy(test.x)).numpy()
     assert stream(benign, "benign", test.x, probs, batch=7) == {}
     assert benign.action("benign") == "allow"
+    # The same client sending the test set again (exact repeats) stays unflagged: repeats tell an
+    # attacker nothing new and are not samples of PRADA's distance distribution.
+    assert stream(benign, "benign", test.x, probs, batch=7) == {}
+    assert benign.stats("benign")["prada_w"] > 0.95
 
     streams = {"jbda": jbda_stream}
     for name, attack, pool in (
