@@ -93,7 +93,7 @@ def redis_url():
     url = f"redis://127.0.0.1:{port}/0"
     import redis
 
-    for _ in range(100):
+    for _ in range(600):  # up to 30 s on a loaded machine
         try:
             redis.Redis.from_url(url).ping()
             break
