@@ -154,3 +154,15 @@ def test_audit_cli_verify_proof_export_and_tamper_exit_code(capsys, tmp_path):
         conn.execute(text("UPDATE audit_entries SET subject = 'x' WHERE idx = 2"))
     code, _, err = run(capsys, "--home", home, "audit", "verify")
     assert code == 1 and "entry 2" in err and "Traceback" not in err
+
+
+def test_long_subjects_are_kept_and_overlong_actors_refused(log, monkeypatch):
+    from dlsec.errors import UsageError
+
+    subject = "/very/deep/" * 60  # a key directory's path: 660 characters, kept whole
+    entry = log.append("keys.generate", subject, {})
+    assert log.entries()[entry.index].subject == subject and log.verify().ok
+    monkeypatch.setenv("DLSEC_ACTOR", "x" * 201)
+    with pytest.raises(UsageError, match="DLSEC_ACTOR"):
+        log.append("registry.add", "model@99", {})
+    assert len(log.entries()) == 13  # nothing half-written

@@ -281,5 +281,9 @@ def test_postgresql_registry_flow_and_concurrent_writers(postgres_url, tmp_path)
     reg.quarantine("pgmodel", 1)
     with pytest.raises(ModelOutOfServiceError):
         reg.open_for_use("pgmodel")
+    reg.audit.append("keys.generate", "/deep" * 100, {})  # PostgreSQL enforces column lengths
+    from dlsec.serve.keys import KeyStore
+
+    KeyStore(reg.db).create(role="client", budget=2**63 - 1, rate=f"{10**12}/day")  # BIGINT, 40 chars
     assert reg.audit.verify().ok
     reg.close()

@@ -53,6 +53,8 @@ def actor_name() -> str:
 
     actor = os.environ.get("DLSEC_ACTOR")
     if actor:
+        if len(actor) > 200:
+            raise UsageError("DLSEC_ACTOR is longer than 200 characters; use a shorter name")
         return actor
     try:
         return getpass.getuser()

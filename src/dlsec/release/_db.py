@@ -50,7 +50,7 @@ audit_entries = Table(
     Column("ts", String(40), nullable=False),
     Column("actor", String(200), nullable=False),
     Column("action", String(100), nullable=False),
-    Column("subject", String(400), nullable=False),
+    Column("subject", Text, nullable=False),  # may be a path: no length limit
     Column("details", Text, nullable=False),
     Column("leaf_hash", String(64), nullable=False),
 )
