@@ -394,8 +394,9 @@ class ExtractionDetector:
     ) -> dict[str, float]:
         out: dict[str, float] = {}
         cfg = self.config
+        vsq = float(v @ v)  # the query's squared norm, shared by both nearest-distance searches
         if cfg.prada.enabled:
-            w = self._prada(c, v, label)
+            w = self._prada(c, v, vsq, label)
             if w is not None:
                 out["prada"] = w
         if cfg.volume.enabled:
@@ -412,7 +413,7 @@ class ExtractionDetector:
             if len(c.classes) >= cfg.coverage.min_queries:
                 out["coverage"] = _entropy(c.classes, self._num_classes) or 0.0
         if far is not None:
-            near = self._near_previous(c, v)  # always called: it records v in the history
+            near = self._near_previous(c, v, vsq)  # always called: it records v in the history
             far = far or near
             c.far.append(far)
             while len(c.far) > cfg.distribution.window:
@@ -421,7 +422,7 @@ class ExtractionDetector:
                 out["distribution"] = sum(c.far) / len(c.far)
         return out
 
-    def _near_previous(self, c: _Client, v: np.ndarray) -> bool:
+    def _near_previous(self, c: _Client, v: np.ndarray, vsq: float) -> bool:
         """Whether ``v`` is a small step (not a repeat) from one of the client's recent queries."""
         assert self.reference_thresholds_ is not None
         size = self.config.distribution.history
@@ -430,7 +431,6 @@ class ExtractionDetector:
             c.history_sq = np.empty(size, dtype=np.float32)
         n = min(c.history_n, size)
         near = False
-        vsq = float(v @ v)
         if n:
             low = float(self.reference_thresholds_[0])
             d = _exact_distances(c.history[:n], c.history_sq[:n], v, vsq, low * low)
@@ -441,11 +441,10 @@ class ExtractionDetector:
         c.history_n += 1
         return near
 
-    def _prada(self, c: _Client, v: np.ndarray, label: int) -> float | None:
+    def _prada(self, c: _Client, v: np.ndarray, vsq: float, label: int) -> float | None:
         cfg = self.config.prada
         members = c.growing.get(label)
         n = c.growing_n.get(label, 0)
-        vsq = float(v @ v)
         if members is None or n == 0:
             members = np.empty((cfg.max_growing_per_class, v.shape[0]), dtype=np.float32)
             members[0] = v
