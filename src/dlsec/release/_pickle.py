@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import contextlib
 import io
-import pickletools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
 from dlsec.release._allowlist import STORAGE_ELEMENT_SIZES, Allowlist, resolve_name
 from dlsec.release._findings import Finding, Malformed, Severity
+from dlsec.release._opcodes import CFileView, FrameTracker, genops
 
 __all__ = [
     "Global",
@@ -32,6 +32,7 @@ __all__ = [
     "Persistent",
     "PickleStream",
     "ScanContext",
+    "StreamTrace",
     "analyse_stream",
     "at_eof",
     "iter_streams",
@@ -200,12 +201,30 @@ class ScanContext:
     dropped: int = 0
     depth: int = 0
     plain_pass_needed: bool = False
+    # Tests set this to a list to receive a StreamTrace per analysed stream (the differential
+    # test against CPython's own unpickler); None in normal scans, which then pay nothing.
+    trace: list[StreamTrace] | None = None
 
     def add(self, finding: Finding) -> None:
         if len(self.findings) >= MAX_FINDINGS:
             self.dropped += 1
             return
         self.findings.append(finding)
+
+
+@dataclass
+class StreamTrace:
+    """What one analysed stream imported, for comparison with CPython's reading of ``data``.
+
+    ``data`` holds the bytes from the stream's first byte to the end of what was readable;
+    ``imports`` the raw ``(module, name)`` pairs of every GLOBAL/STACK_GLOBAL/INST, in order;
+    ``view`` is ``flat``, ``c-file`` (the C unpickler's reading of a file object) or ``plain``.
+    """
+
+    member: str | None
+    data: bytes
+    view: str
+    imports: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -247,8 +266,13 @@ class _Analyser:
         torchscript: bool,
         size: int | None,
         plain: bool,
+        c_view: bool = False,
     ) -> None:
         self.f = f
+        self.c_view = c_view  # read as CPython's C unpickler reads a file object (see _opcodes)
+        self.frames = FrameTracker()
+        self.frame_violation = False
+        self.imports: list[tuple[str, str]] | None = None
         self.ctx = ctx
         self.member = member
         self.allow: Allowlist = ctx.allowlist
@@ -267,6 +291,8 @@ class _Analyser:
     def finding(
         self, severity: Severity, code: str, reason: str, offset: int, name: str | None = None
     ) -> None:
+        if self.c_view:
+            reason = f"read as CPython's C unpickler reads a file object (torch.load), {reason}"
         if self.plain:
             # Bytes joblib calls array data, read as opcodes: only an import that can resolve can run.
             if name is None or not all(part.isidentifier() for part in name.split(".")):
@@ -299,6 +325,8 @@ class _Analyser:
     # -- policy ----------------------------------------------------------------------------
 
     def import_global(self, module: Any, name: Any, pos: int) -> Any:
+        if self.imports is not None and isinstance(module, str) and isinstance(name, str):
+            self.imports.append((module, name))
         if not isinstance(module, str) or not isinstance(name, str):
             self.finding(
                 "critical",
@@ -455,7 +483,7 @@ class _Analyser:
         if self.ctx.depth >= MAX_DEPTH:
             self.finding("medium", "nested-too-deep", "pickles nested deeper than dlsec follows", pos)
             return
-        nested = ScanContext(self.ctx.allowlist, depth=self.ctx.depth + 1)
+        nested = ScanContext(self.ctx.allowlist, depth=self.ctx.depth + 1, trace=self.ctx.trace)
         where = f"{self.member or 'pickle'} > bytes at {pos}"
         try:
             analyse_stream(io.BytesIO(data), nested, member=where, size=len(data))
@@ -474,6 +502,18 @@ class _Analyser:
         if not isinstance(state, DictV):
             raise self.malformed("joblib array wrapper without a state dict", pos)
         spec = joblib_array_nbytes(state, self.malformed, pos)
+        here = self.f.tell()
+        if self.frames.inside(here):
+            # joblib reads array bytes from the file itself; inside a frame the unpickler's
+            # buffer still holds the frame's remaining opcodes, which then run after the array.
+            self.frame_violation = True
+            self.finding(
+                "critical",
+                "frame-divergence",
+                f"joblib array data at byte {here} starts inside a pickle frame that ends at byte "
+                f"{self.frames.frame_end}; loaders disagree on which bytes are opcodes",
+                pos,
+            )
         if spec.has_object:
             nested = analyse_stream(self.f, self.ctx, member=self.member, size=self.size, torchscript=False)
             del nested
@@ -500,11 +540,16 @@ class _Analyser:
         start = self.f.tell()
         first = True
         pos = start
+        reader = CFileView(self.f) if self.c_view else self.f
         try:
-            for op, arg, pos_or_none in pickletools.genops(self.f):
-                pos = pos_or_none if pos_or_none is not None else -1
+            for op, arg, pos, end in genops(reader):
                 self.opcodes += 1
                 name = op.name
+                if not self.c_view:
+                    why = self.frames.check(name, arg, pos, end)
+                    if why is not None:
+                        self.frame_violation = True
+                        self.finding("critical", "frame-divergence", why, pos)
                 if name == "PROTO":
                     if not first:
                         raise self.malformed("PROTO opcode in the middle of a pickle", pos)
@@ -514,9 +559,7 @@ class _Analyser:
                 first = False
                 if name == "STOP":
                     value = self.pop(pos)
-                    return PickleStream(
-                        self.proto, start, self.f.tell(), value, self.storage_ids, self.opcodes
-                    )
+                    return PickleStream(self.proto, start, end, value, self.storage_ids, self.opcodes)
                 self.step(name, arg, pos)
         except Malformed:
             raise
@@ -690,6 +733,7 @@ class _Analyser:
             self.build(inst, state, pos)
             if (
                 not self.plain
+                and not self.c_view
                 and isinstance(inst, Instance)
                 and inst.allowed
                 and isinstance(inst.func, Global)
@@ -731,12 +775,51 @@ def analyse_stream(
     """Analyse one pickle stream from ``f``'s position up to and including its ``STOP``.
 
     Findings go to ``ctx``; ``f`` is left just after the ``STOP`` opcode. ``plain`` reads the
-    stream as ``pickle.load`` would even where joblib would read raw array bytes.
+    stream as ``pickle.load`` would even where joblib would read raw array bytes. Where frames
+    and opcodes do not nest (so that loaders read different opcodes from the same bytes), the
+    stream is flagged ``frame-divergence`` and read a second time as CPython's C unpickler
+    reads a file object, so that what that reading imports is reported too.
 
     Raises:
         Malformed: the stream is truncated, malformed or uses what the analyser cannot follow.
     """
-    return _Analyser(f, ctx, member=member, torchscript=torchscript, size=size, plain=plain).run()
+    start = f.tell()
+    trace = _start_trace(f, ctx, member, "plain" if plain else "flat")
+    analyser = _Analyser(f, ctx, member=member, torchscript=torchscript, size=size, plain=plain)
+    analyser.imports = trace.imports if trace is not None else None
+    try:
+        return analyser.run()
+    finally:
+        if analyser.frame_violation and f.seekable():
+            _c_view_pass(f, ctx, start, member=member, torchscript=torchscript, size=size)
+
+
+def _start_trace(f: IO[bytes], ctx: ScanContext, member: str | None, view: str) -> StreamTrace | None:
+    if ctx.trace is None or not f.seekable():
+        return None
+    start = f.tell()
+    trace = StreamTrace(member, f.read(), view)
+    f.seek(start)
+    ctx.trace.append(trace)
+    return trace
+
+
+def _c_view_pass(
+    f: IO[bytes], ctx: ScanContext, start: int, *, member: str | None, torchscript: bool, size: int | None
+) -> None:
+    """Read the stream at ``start`` again as the C unpickler reads a file; keep ``f``'s position."""
+    resume = f.tell()
+    try:
+        f.seek(start)
+        trace = _start_trace(f, ctx, member, "c-file")
+        analyser = _Analyser(
+            f, ctx, member=member, torchscript=torchscript, size=size, plain=False, c_view=True
+        )
+        analyser.imports = trace.imports if trace is not None else None
+        with contextlib.suppress(Malformed):
+            analyser.run()
+    finally:
+        f.seek(resume)
 
 
 def iter_streams(
