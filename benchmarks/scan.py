@@ -33,9 +33,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the corpus lives with the tests
 
 import torch  # noqa: E402
-from tests.release.corpus import ALL_MALICIOUS, benign_files, write_payload  # noqa: E402
+from tests.scan.corpus import ALL_MALICIOUS, benign_files, write_payload  # noqa: E402
 
-from dlsec.release import decrypt_file, encrypt_file, scan_file  # noqa: E402
+from dlsec.release import decrypt_file, encrypt_file
+from dlsec.scan import scan_file
 
 Verdict = Callable[[Path], tuple[bool, bool]]  # -> (flagged, only because the tool errored)
 

@@ -78,7 +78,7 @@ class KeyFileError(UsageError):
 class UnsafeFileError(SecurityFinding):
     """A scanned file can run code when loaded: it reaches a callable off the allowlist, or worse.
 
-    Raised by the release gate (``dlsec.release.verify_safe``, ``dlsec convert``); the scan
+    Raised by the release gate (``dlsec.scan.verify_safe``, ``dlsec convert``); the scan
     report lists each finding with its import, byte offset and reason.
     """
 

@@ -201,7 +201,7 @@ def test_gateway_urls_and_missing_files_are_clear_errors(tmp_path, monkeypatch):
 
 
 def test_loading_goes_through_the_scanner_gate(tmp_path):
-    from dlsec.release import detect_format
+    from dlsec.scan import detect_format
 
     path = save_safetensors_model(
         _mlp(),

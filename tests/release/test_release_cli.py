@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dlsec.cli import main
-from tests.release.corpus import call, shell, torch_zip
+from tests.scan.corpus import call, shell, torch_zip
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

@@ -324,7 +324,7 @@ def run_assessment(
         report["findings"] += backdoor_findings
 
     if model_file is not None:
-        from dlsec.release import scan_file
+        from dlsec.scan import scan_file
 
         scan = scan_file(model_file)
         report["model_file"] = scan.to_dict()

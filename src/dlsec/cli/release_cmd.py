@@ -17,15 +17,8 @@ from rich.table import Table
 
 from dlsec.cli._app import JsonOpt, app, emit_json, err_console, out_console
 from dlsec.errors import EXIT_FINDING, UsageError
-from dlsec.release import (
-    ScanResult,
-    convert_to_safetensors,
-    decrypt_file,
-    encrypt_file,
-    generate_recipient_keys,
-    read_header,
-    scan_paths,
-)
+from dlsec.release import decrypt_file, encrypt_file, generate_recipient_keys, read_header
+from dlsec.scan import ScanResult, convert_to_safetensors, scan_paths
 
 AllowOpt = Annotated[
     list[str] | None,

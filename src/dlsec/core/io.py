@@ -1,7 +1,7 @@
 """Safe model I/O: safetensors in and out, ONNX as a black box, pickle never.
 
 The format of a file is decided by its content, not its name (the scanner's detection,
-``dlsec.release.detect_format``). Only two formats are ever loaded, and only after the
+``dlsec.scan.detect_format``). Only two formats are ever loaded, and only after the
 scanner's checks pass: safetensors (tensors and a JSON header, nothing executable) and ONNX (run by
 onnxruntime as a black-box model). Pickle-based files (PyTorch ``.pt``/``.pth``/``.bin``
 checkpoints, TorchScript, joblib, NumPy object arrays, compressed pickles) can run code when
@@ -44,12 +44,12 @@ METADATA_KEY = "dlsec"
 def sniff_format(path: str | Path) -> str:
     """Name a file's format from its bytes (never by extension, never by loading it).
 
-    The detection is the scanner's (:func:`dlsec.release.detect_format`), so loading and
+    The detection is the scanner's (:func:`dlsec.scan.detect_format`), so loading and
     ``dlsec scan`` always agree on what a file is. Returns one of ``safetensors``, ``onnx``,
     ``pickle``, ``torch-zip``, ``torchscript``, ``numpy``, ``numpy-object``, ``npz``, ``keras``,
     ``zip``, ``compressed``, ``hdf5``, ``json``, ``empty`` or ``unknown``.
     """
-    from dlsec.release import detect_format
+    from dlsec.scan import detect_format
 
     return detect_format(path)
 
@@ -136,7 +136,7 @@ def refuse_unsafe(path: Path, fmt: str) -> None:
             f"{path}: unrecognised model format ({fmt}); dlsec loads .safetensors (with --arch) "
             "and .onnx files"
         )
-    from dlsec.release import scan_file
+    from dlsec.scan import scan_file
 
     result = scan_file(path)
     if fmt == "safetensors" and result.verdict != "safe":

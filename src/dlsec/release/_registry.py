@@ -229,7 +229,7 @@ class Registry:
         a model whose signature fails is refused. The files are scanned and the verdict recorded.
         A training card ``model.json`` in the directory fills in the lineage it knows.
         """
-        from dlsec.release import scan_paths
+        from dlsec.scan import scan_paths
 
         source = Path(source)
         if not source.exists():
@@ -469,7 +469,7 @@ class Registry:
         policy: Policy | None = None,
     ) -> list[str]:
         """The policy rules ``record`` breaks now (empty when it may serve). Fails closed."""
-        from dlsec.release import scan_paths
+        from dlsec.scan import scan_paths
 
         broken: list[str] = []
         if record.status != "registered":

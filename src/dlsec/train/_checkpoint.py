@@ -71,7 +71,7 @@ class Checkpoint:
         from safetensors import SafetensorError, safe_open
         from safetensors.torch import load_file
 
-        from dlsec.release import verify_safe
+        from dlsec.scan import verify_safe
 
         verify_safe(self.path)  # the same gate as every model load: a tampered header is refused
         try:

@@ -14,7 +14,7 @@ import math
 import struct
 from typing import IO, Any
 
-from dlsec.release._findings import Malformed
+from dlsec.scan._findings import Malformed
 
 __all__ = ["DTYPE_BITS", "MAX_HEADER", "validate_safetensors", "looks_like_safetensors"]
 

@@ -25,9 +25,9 @@ from typing import Any
 
 import pytest
 
-from dlsec.release import _scanner, scan_bytes, scan_file
-from dlsec.release._pickle import ScanContext, StreamTrace
-from tests.release.corpus import (
+from dlsec.scan import _scanner, scan_bytes, scan_file
+from dlsec.scan._pickle import ScanContext, StreamTrace
+from tests.scan.corpus import (
     BYPASSES,
     CONTAINERS,
     OPCODE_PATHS,

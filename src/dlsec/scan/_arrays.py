@@ -17,7 +17,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from dlsec.release._findings import Malformed
+from dlsec.scan._findings import Malformed
 
 __all__ = ["NPY_MAGIC", "NpyHeader", "read_npy_header", "joblib_array_nbytes", "JoblibArray"]
 
@@ -104,7 +104,7 @@ def joblib_array_nbytes(
     state: Any, malformed: Callable[[str, int | None], Malformed], pos: int
 ) -> JoblibArray:
     """Size of the raw array data joblib writes after a ``NumpyArrayWrapper`` (from its state)."""
-    from dlsec.release._pickle import DictV, Global, Instance
+    from dlsec.scan._pickle import DictV, Global, Instance
 
     assert isinstance(state, DictV)
     shape = state.get("shape")

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from dlsec.release._findings import Finding, Malformed
+from dlsec.scan._findings import Finding, Malformed
 
 __all__ = ["looks_like_onnx", "scan_onnx_buffer"]
 

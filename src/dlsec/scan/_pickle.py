@@ -22,9 +22,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from dlsec.release._allowlist import STORAGE_ELEMENT_SIZES, Allowlist, resolve_name
-from dlsec.release._findings import Finding, Malformed, Severity
-from dlsec.release._opcodes import CFileView, FrameTracker, genops
+from dlsec.scan._allowlist import STORAGE_ELEMENT_SIZES, Allowlist, resolve_name
+from dlsec.scan._findings import Finding, Malformed, Severity
+from dlsec.scan._opcodes import CFileView, FrameTracker, genops
 
 __all__ = [
     "Global",
@@ -497,7 +497,7 @@ class _Analyser:
 
     def joblib_array(self, inst: Instance, state: Any, pos: int) -> None:
         """Skip (or analyse) the raw array bytes joblib writes right after a wrapper's BUILD."""
-        from dlsec.release._arrays import joblib_array_nbytes
+        from dlsec.scan._arrays import joblib_array_nbytes
 
         if not isinstance(state, DictV):
             raise self.malformed("joblib array wrapper without a state dict", pos)

@@ -22,10 +22,10 @@ from typing import IO, Any
 import numpy as np
 
 from dlsec.errors import UnsafeFileError, UnscannableFileError, UsageError
-from dlsec.release._allowlist import STORAGE_ELEMENT_SIZES, Allowlist, resolve_name
-from dlsec.release._findings import Malformed, ScanResult
-from dlsec.release._pickle import PickleStream, ScanContext, analyse_stream, at_eof
-from dlsec.release._scanner import LEGACY_MAGIC, make_allowlist, scan_bytes
+from dlsec.scan._allowlist import STORAGE_ELEMENT_SIZES, Allowlist, resolve_name
+from dlsec.scan._findings import Malformed, ScanResult
+from dlsec.scan._pickle import PickleStream, ScanContext, analyse_stream, at_eof
+from dlsec.scan._scanner import LEGACY_MAGIC, make_allowlist, scan_bytes
 
 __all__ = ["ConvertResult", "load_checkpoint", "convert_to_safetensors", "ensure_safe"]
 

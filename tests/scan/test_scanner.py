@@ -18,8 +18,8 @@ import pytest
 import torch
 
 from dlsec.errors import UnsafeFileError, UnscannableFileError, UsageError
-from dlsec.release import DEFAULT_ALLOWLIST, detect_format, scan_bytes, scan_file, scan_paths, verify_safe
-from tests.release.corpus import (
+from dlsec.scan import DEFAULT_ALLOWLIST, detect_format, scan_bytes, scan_file, scan_paths, verify_safe
+from tests.scan.corpus import (
     BYPASSES,
     CONTAINERS,
     OPCODE_PATHS,
@@ -436,7 +436,7 @@ def test_joblib_array_bytes_that_plain_pickle_would_run_are_flagged(tmp_path: Pa
 
 
 def test_plain_keras_archive_is_safe(tmp_path: Path) -> None:
-    from tests.release.corpus import zip_of
+    from tests.scan.corpus import zip_of
 
     config = {
         "module": "keras",

@@ -26,10 +26,10 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from dlsec.errors import UsageError
-from dlsec.release._allowlist import DEFAULT_ALLOWLIST, STORAGE_ELEMENT_SIZES, Allowlist
-from dlsec.release._arrays import read_npy_header
-from dlsec.release._findings import SEVERITY_ORDER, Finding, Malformed, ScanResult
-from dlsec.release._formats import (
+from dlsec.scan._allowlist import DEFAULT_ALLOWLIST, STORAGE_ELEMENT_SIZES, Allowlist
+from dlsec.scan._arrays import read_npy_header
+from dlsec.scan._findings import SEVERITY_ORDER, Finding, Malformed, ScanResult
+from dlsec.scan._formats import (
     buffer_of,
     classify_zip,
     compression_of,
@@ -37,15 +37,15 @@ from dlsec.release._formats import (
     detect_stream,
     looks_like_proto01_pickle,
 )
-from dlsec.release._onnx import looks_like_onnx, scan_onnx_buffer
-from dlsec.release._pickle import (
+from dlsec.scan._onnx import looks_like_onnx, scan_onnx_buffer
+from dlsec.scan._pickle import (
     DictV,
     PickleStream,
     ScanContext,
     analyse_stream,
     at_eof,
 )
-from dlsec.release._safetensors import validate_safetensors
+from dlsec.scan._safetensors import validate_safetensors
 
 __all__ = ["scan_file", "scan_paths", "scan_bytes", "make_allowlist", "expand_paths"]
 

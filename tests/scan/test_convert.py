@@ -13,9 +13,9 @@ import torch
 from safetensors.torch import load_file
 
 from dlsec.errors import UnsafeFileError, UnscannableFileError, UsageError
-from dlsec.release import DEFAULT_ALLOWLIST, convert_to_safetensors, load_checkpoint
-from dlsec.release._load import _AllowlistUnpickler
-from tests.release.corpus import BYPASSES, call, shell, torch_zip, write_payload
+from dlsec.scan import DEFAULT_ALLOWLIST, convert_to_safetensors, load_checkpoint
+from dlsec.scan._load import _AllowlistUnpickler
+from tests.scan.corpus import BYPASSES, call, shell, torch_zip, write_payload
 
 
 @pytest.fixture(autouse=True)

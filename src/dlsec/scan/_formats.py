@@ -19,8 +19,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from dlsec.release._onnx import looks_like_onnx
-from dlsec.release._safetensors import looks_like_safetensors
+from dlsec.scan._onnx import looks_like_onnx
+from dlsec.scan._safetensors import looks_like_safetensors
 
 __all__ = [
     "COMPRESSION",
@@ -142,8 +142,8 @@ def detect_stream(f: IO[bytes], size: int) -> str:
         except (zipfile.BadZipFile, OSError, ValueError, EOFError):
             return "zip"
     if fmt == "numpy":
-        from dlsec.release._arrays import read_npy_header
-        from dlsec.release._findings import Malformed
+        from dlsec.scan._arrays import read_npy_header
+        from dlsec.scan._findings import Malformed
 
         try:
             header = read_npy_header(io.BytesIO(head), member=None)
