@@ -23,6 +23,7 @@ demo: setup
 
 test: setup peers browser postgres redis
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/lint-imports
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -m "not slow"
 
@@ -58,6 +59,7 @@ test-slow: setup
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/lint-imports
 	$(BIN)/ruff format --check src tests benchmarks
 
 typecheck: setup

@@ -3,7 +3,7 @@
 For each dlsec attack: the agreement curve against queries (clones trained on the data
 gathered after each checkpoint), the queries needed to reach 90% agreement with the target on
 the held-out test split (or the best reached within the budget), and the query at which the
-gateway's extraction detector (:class:`dlsec.serve.detection.ExtractionDetector`, default
+gateway's extraction detector (:class:`dlsec.monitor.extraction.ExtractionDetector`, default
 configuration, fitted on the training split as a gateway would be on natural data) first
 flags the attack's stream; the target is to flag before 20% of the queries needed for 90%
 agreement. Clients sending the real test set and the training split must never be flagged.
@@ -35,9 +35,10 @@ from dlsec.attacks.extraction import (
     mixed_pool,
     out_of_domain_pool,
 )
-from dlsec.core import Dataset, WhiteBoxModel, load_dataset, load_zoo_model
+from dlsec.core import Dataset, WhiteBoxModel, load_dataset
 from dlsec.core.arch import SmallCNN
-from dlsec.serve.detection import ExtractionDetector
+from dlsec.monitor.extraction import ExtractionDetector
+from dlsec.zoo import load_zoo_model
 
 LEVEL = 0.9
 CHECKPOINTS = [25, 50, 75, 100, 150, 200, 300, 400, 500, 600, 750, 1000, 1250, 1500, 2000, 3000]

@@ -37,7 +37,7 @@ import numpy as np
 BARE_APP = """
 import numpy as np, torch
 from fastapi import FastAPI, Request
-from dlsec.core.zoo import load_zoo_model
+from dlsec.zoo import load_zoo_model
 torch.set_num_threads(1)
 model = load_zoo_model("digits-cnn")
 app = FastAPI()
@@ -63,7 +63,7 @@ rules:
 GATEWAY_APP = """
 import torch
 torch.set_num_threads(1)
-from dlsec.serve.config import app_from_env
+from dlsec.respond.gateway import app_from_env
 app = app_from_env()
 """
 
@@ -124,9 +124,10 @@ def load(
 
 def prepare_home(home: Path) -> str:
     """Sign zoo:digits-cnn, register and promote it; return a client API key."""
-    from dlsec.core.zoo import zoo_path
-    from dlsec.release import Registry, generate_signing_keys, load_signing_keys, sign_model
-    from dlsec.serve.keys import KeyStore
+    from dlsec.release import generate_signing_keys, load_signing_keys, sign_model
+    from dlsec.store import Registry
+    from dlsec.store._apikeys import KeyStore
+    from dlsec.zoo import zoo_path
 
     generate_signing_keys(home / "keys", passphrase="bench", scrypt_log_n=10)
     model_dir = home / "src" / "digits"
@@ -154,7 +155,7 @@ def main() -> None:
     env = {**os.environ, "DLSEC_HOME": str(home), "OMP_NUM_THREADS": "1"}
     os.environ["DLSEC_HOME"] = str(home)
     from dlsec.core.data import load_dataset
-    from dlsec.core.zoo import zoo_card
+    from dlsec.zoo import zoo_card
 
     zoo_card("digits-cnn", home=home)  # trains once into this home
     key = prepare_home(home)

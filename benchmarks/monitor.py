@@ -32,10 +32,11 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from dlsec.attacks import get_attack
-from dlsec.core import Dataset, WhiteBoxModel, load_dataset, load_zoo_model
+from dlsec.core import Dataset, WhiteBoxModel, load_dataset
 from dlsec.monitor import FeatureSqueezing, KSDrift, Mahalanobis, MMDDrift, shift_dataset
 from dlsec.monitor._base import ExampleDetector
 from dlsec.monitor.drift import median_heuristic_gamma, mmd2_permutation_test
+from dlsec.zoo import load_zoo_model
 
 ALPHA = 0.05
 SHIFTS = [  # (label, kind, severity, fraction): mild enough that power is not 1 everywhere

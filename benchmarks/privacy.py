@@ -33,19 +33,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from dlsec.attacks.privacy import (
-    ShadowTrainer,
-    UnsafeNoNoiseDPSGD,
-    audit_membership,
-    dp_audit,
-    half_inclusion,
-    members_mask,
-)
+from dlsec.attacks.privacy import ShadowTrainer, audit_membership, dp_audit, half_inclusion, members_mask
 from dlsec.attacks.privacy._metrics import roc_curve, tpr_at_fpr
-from dlsec.core import Dataset, WhiteBoxModel, load_dataset, load_zoo_model
+from dlsec.core import Dataset, WhiteBoxModel, load_dataset
 from dlsec.core.arch import build_architecture
-from dlsec.core.zoo import ZOO
-from dlsec.train import DPSGD, TrainConfig, fit, fit_normalisation
+from dlsec.train import DPSGD, TrainConfig, UnsafeNoNoiseDPSGD, fit, fit_normalisation
+from dlsec.zoo import ZOO, load_zoo_model
 
 OVERFIT_ARCH = {"in_features": 64, "num_classes": 10, "hidden": [256, 256]}
 

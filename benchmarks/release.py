@@ -23,7 +23,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from dlsec.release import AuditLog, hash_model, open_database
+from dlsec.release import hash_model
+from dlsec.store import AuditLog, open_database
 
 
 def best_of(fn: Callable[[], object], runs: int = 3) -> float:

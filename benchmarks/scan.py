@@ -1,6 +1,6 @@
 """Model-file scanning and encryption at rest, side by side with modelscan and fickling.
 
-Runs in one process on the project's own corpus (``tests/release/corpus.py``: one file per
+Runs in one process on the project's own corpus (``tests/scan/corpus.py``: one file per
 published scanner bypass, payloads through every pickle opcode path and container, and benign
 files written by real ``torch.save`` calls), then times a scan of a ~1 GB PyTorch checkpoint
 generated in a temporary folder, and compares file encryption/decryption throughput with
@@ -35,8 +35,8 @@ sys.path.insert(0, str(ROOT))  # the corpus lives with the tests
 import torch  # noqa: E402
 from tests.scan.corpus import ALL_MALICIOUS, benign_files, write_payload  # noqa: E402
 
-from dlsec.release import decrypt_file, encrypt_file
-from dlsec.scan import scan_file
+from dlsec.release import decrypt_file, encrypt_file  # noqa: E402
+from dlsec.scan import scan_file  # noqa: E402
 
 Verdict = Callable[[Path], tuple[bool, bool]]  # -> (flagged, only because the tool errored)
 

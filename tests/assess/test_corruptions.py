@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dlsec.assess.corruptions import corrupt, corruptions_for
 from dlsec.core import load_dataset
+from dlsec.core.corruptions import corrupt, corruptions_for
 from dlsec.errors import UsageError
 
 

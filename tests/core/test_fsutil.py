@@ -1,6 +1,6 @@
 import pytest
 
-from dlsec.core.fsutil import atomic_write_text, atomic_write_with, sha256_file
+from dlsec.fsutil import atomic_write_text, atomic_write_with, sha256_file
 
 
 def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):

@@ -3,9 +3,9 @@ import json
 import pytest
 import torch
 
-from dlsec.core import ZOO, load_model, load_zoo_model
-from dlsec.core.zoo import zoo_card, zoo_path
+from dlsec.core import load_model
 from dlsec.errors import ModelLoadError
+from dlsec.zoo import ZOO, load_zoo_model, zoo_card, zoo_path
 
 
 def test_every_zoo_model_trains_and_beats_a_floor():
@@ -34,7 +34,7 @@ def test_tampered_cache_is_retrained_not_trusted(tmp_path):
     weights.write_bytes(bytes(raw))
     card = zoo_card("breast-cancer-mlp", home=tmp_path)
     assert card["weights"]["sha256"] == original["weights"]["sha256"]  # deterministic retrain
-    from dlsec.core.fsutil import sha256_file
+    from dlsec.fsutil import sha256_file
 
     assert sha256_file(weights) == original["weights"]["sha256"]
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from dlsec.attacks.extraction import JacobianAugmentation, out_of_domain_pool
-from dlsec.core import Dataset, WhiteBoxModel, load_dataset, load_zoo_model
+from dlsec.core import Dataset, WhiteBoxModel, load_dataset
+from dlsec.zoo import load_zoo_model
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from dlsec.attacks.extraction import Copycat, KnockoffNets, mixed_pool
 from dlsec.errors import UsageError
-from dlsec.serve.detection import (
+from dlsec.monitor.extraction import (
     CoverageConfig,
     DetectorConfig,
     DistributionConfig,
@@ -239,7 +239,7 @@ def test_distribution_flags_small_steps_from_earlier_queries_but_not_exact_repea
 
 
 def test_candidate_distances_equal_the_direct_computation_repeats_included():
-    from dlsec.serve.detection import _exact_distances
+    from dlsec.monitor.extraction import _exact_distances
 
     rng = np.random.default_rng(3)
     rows = rng.random((500, 64), dtype=np.float32) * 16

@@ -8,10 +8,11 @@ import torch
 from scipy import stats
 
 from dlsec.attacks import PGD
-from dlsec.core import load_dataset, load_zoo_model
+from dlsec.core import load_dataset
 from dlsec.errors import UsageError
 from dlsec.monitor import FeatureSqueezing, Mahalanobis, embedding_fn
 from dlsec.monitor.adversarial import median_filter
+from dlsec.zoo import load_zoo_model
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,9 @@ from dlsec.attacks.poisoning import (
     synthetic_ratings,
     train_victim,
 )
-from dlsec.core import load_zoo_model
 from dlsec.defend import ShillingDetector, profile_features
 from dlsec.errors import UsageError
+from dlsec.zoo import load_zoo_model
 
 MLP = {"arch": "mlp", "arch_kwargs": {"in_features": 64, "num_classes": 10, "hidden": [128, 64]}}
 

@@ -2,7 +2,6 @@ import numpy as np
 import pytest
 
 from dlsec.attacks.poisoning import LabelFlip, train_victim
-from dlsec.core import load_zoo_model
 from dlsec.defend import STRIP, BackdoorFound, DataAuditor, NeuralCleanse
 from dlsec.defend._signals import (
     activation_clustering_scores,
@@ -11,6 +10,7 @@ from dlsec.defend._signals import (
     spectral_signature_scores,
 )
 from dlsec.errors import NotFittedError, UsageError
+from dlsec.zoo import load_zoo_model
 
 
 def _rates(flagged: np.ndarray, poison: np.ndarray, n: int) -> tuple[float, float]:

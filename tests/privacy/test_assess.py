@@ -4,7 +4,7 @@ from dlsec.assess import Campaign, default_campaign, run_assessment
 from dlsec.assess.campaign import Certification, Corruptions
 from dlsec.assess.privacy import Privacy, roc_svg
 from dlsec.core import load_dataset
-from dlsec.core.zoo import load_zoo_model, zoo_card, zoo_path
+from dlsec.zoo import load_zoo_model, zoo_card, zoo_path
 
 
 def test_privacy_is_off_by_default():

@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from dlsec.attacks.privacy import UnsafeNoNoiseDPSGD, dp_audit
+from dlsec.attacks.privacy import dp_audit
 from dlsec.core import load_dataset
-from dlsec.train import DPSGD, TrainConfig
+from dlsec.train import DPSGD, TrainConfig, UnsafeNoNoiseDPSGD
 from tests.cli.test_cli import assert_user_error, run, run_json
 
 BC = ("-m", "zoo:breast-cancer-mlp", "-d", "builtin:breast-cancer")

@@ -7,9 +7,9 @@ import json
 import pytest
 from sqlalchemy import delete, text, update
 
-from dlsec.release import AuditLog, open_database
-from dlsec.release import _merkle as merkle
-from dlsec.release._db import audit_checkpoints, audit_entries
+from dlsec.store import AuditLog, open_database
+from dlsec.store import _merkle as merkle
+from dlsec.store._db import audit_checkpoints, audit_entries
 from tests.cli.test_cli import run, run_json
 
 # RFC 6962 test vectors (certificate-transparency's merkle_tree_test): the inputs and the roots

@@ -19,7 +19,8 @@ from dlsec.core.io import save_safetensors_model
 from dlsec.core.loading import load_model
 from dlsec.core.spec import InputSpec
 from dlsec.errors import ModelOutOfServiceError, PolicyError, RegistryError, SignatureMissingError
-from dlsec.release import Policy, Registry, generate_signing_keys, load_signing_keys, sign_model
+from dlsec.release import generate_signing_keys, load_signing_keys, sign_model
+from dlsec.store import Policy, Registry
 from tests.cli.test_cli import assert_user_error, run, run_json
 
 PASS = "registry test passphrase"
@@ -127,20 +128,27 @@ def test_policy_gates_use_the_recorded_assessment_report(home, tmp_path):
     strict = tmp_path / "policy.yaml"
     strict.write_text("gates:\n  - {name: acc, metric: clean_accuracy, min: 0.95}\n")
     with pytest.raises(PolicyError, match="acc"):
-        reg.promote("clf", 1, policy=Policy.load(strict))
+        reg.promote("clf", 1, policy=_policy(strict))
     lenient = tmp_path / "lenient.yaml"
     lenient.write_text("gates:\n  - {name: acc, metric: clean_accuracy, min: 0.9}\n")
-    reg.promote("clf", 1, policy=Policy.load(lenient))
+    reg.promote("clf", 1, policy=_policy(lenient))
     bad = tmp_path / "bad.yaml"
     bad.write_text("gates:\n  - {metric: clean_accuracy}\n")
     with pytest.raises(Exception, match="min or max"):
-        Policy.load(bad)
+        _policy(bad)
+
+
+def _policy(path: Path) -> Policy:
+    from dlsec.assess import load_promotion_policy
+
+    loaded = load_promotion_policy(path)
+    return Policy(require_report=loaded.requires_report, gates=loaded.check if loaded.gates else None)
 
 
 _WRITER = """
 import sys
 from pathlib import Path
-from dlsec.release import Registry
+from dlsec.store import Registry
 home, tag, n = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 reg = Registry.open(sys.argv[4] if len(sys.argv) > 4 else None, home=home)
 for i in range(n):
@@ -177,7 +185,7 @@ def test_many_connections_creating_one_database_at_once_all_succeed(tmp_path):
     # file: the opener must read the mode first and retry, or one of these fails with "locked".
     import threading
 
-    from dlsec.release._db import open_database
+    from dlsec.store._db import open_database
 
     failures: list[str] = []
     for round_ in range(10):
@@ -282,7 +290,7 @@ def test_postgresql_registry_flow_and_concurrent_writers(postgres_url, tmp_path)
     with pytest.raises(ModelOutOfServiceError):
         reg.open_for_use("pgmodel")
     reg.audit.append("keys.generate", "/deep" * 100, {})  # PostgreSQL enforces column lengths
-    from dlsec.serve.keys import KeyStore
+    from dlsec.store._apikeys import KeyStore
 
     KeyStore(reg.db).create(role="client", budget=2**63 - 1, rate=f"{10**12}/day")  # BIGINT, 40 chars
     assert reg.audit.verify().ok

@@ -12,11 +12,21 @@ from fastapi.testclient import TestClient
 from dlsec.attacks import PGD
 from dlsec.core.loading import load_model
 from dlsec.errors import UsageError
-from dlsec.release import Registry
-from dlsec.respond import IncidentStore, Responder, load_playbook
+from dlsec.respond import Responder, load_playbook
 from dlsec.serve.app import create_app
+from dlsec.store import IncidentStore, Registry
 from tests.cli.test_cli import assert_user_error, run, run_json
-from tests.serve.conftest import auth, make_gateway
+from tests.serve.conftest import auth
+
+
+def make_gateway(home: Path, **overrides: object):
+    """The gateway with its playbook subscribed, as ``dlsec serve`` builds it."""
+    from dlsec.respond import build_gateway
+    from dlsec.serve import GatewayConfig
+
+    settings = {"models": ["clf"], "refresh_seconds": 0, "detector_process": False, **overrides}
+    return build_gateway(GatewayConfig.model_validate(settings), home=home)
+
 
 PLAYBOOK = """\
 rules:
@@ -107,7 +117,7 @@ def test_extraction_alert_revokes_the_key(home, keys, tmp_path):
              "key_id": key_id}  # fmt: skip
     (incident,) = responder.handle(alert)
     assert [a["action"] for a in incident.actions] == ["snapshot", "revoke_key"]
-    from dlsec.serve.keys import KeyStore
+    from dlsec.store._apikeys import KeyStore
 
     assert {k.id: k.revoked_at is not None for k in KeyStore(reg.db).all()}[key_id]
     reg.close()

@@ -47,7 +47,7 @@ def _assert_flagged(payload: Payload, tmp_path: Path) -> None:
 
 
 # One named test per published bypass of picklescan, modelscan and fickling; each entry's
-# `source` cites the advisory, issue or pull request it reproduces (see tests/release/corpus.py).
+# `source` cites the advisory, issue or pull request it reproduces (see tests/scan/corpus.py).
 @pytest.mark.parametrize("payload", BYPASSES, ids=[p.name for p in BYPASSES])
 def test_published_bypass_is_flagged(payload: Payload, tmp_path: Path) -> None:
     _assert_flagged(payload, tmp_path)

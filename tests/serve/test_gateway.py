@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from dlsec.core.loading import load_model
-from dlsec.release import Registry
+from dlsec.store import Registry
 from tests.serve.conftest import auth
 
 X = np.random.default_rng(0).random((6, 4)).tolist()
@@ -121,7 +121,7 @@ def test_budget_holds_exactly_under_concurrent_requests(home, keys):
     from fastapi.testclient import TestClient
 
     from dlsec.serve.app import create_app
-    from dlsec.serve.keys import KeyStore
+    from dlsec.store._apikeys import KeyStore
     from tests.serve.conftest import make_gateway
 
     store = KeyStore(Registry.open(home=home).db)
@@ -185,7 +185,7 @@ def test_health_metrics_models_and_openapi(client, keys):
 def test_query_log_records_hashes_not_inputs_by_default(client, keys):
     from sqlalchemy import select
 
-    from dlsec.release._db import query_log
+    from dlsec.store._db import query_log
 
     predict(client, keys["client"])
     client.gateway.drain()

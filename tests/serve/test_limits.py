@@ -11,8 +11,8 @@ import time
 import pytest
 
 from dlsec.errors import UsageError
-from dlsec.serve.keys import Rate, parse_output, parse_rate
 from dlsec.serve.limits import MemoryLimits, RedisLimits
+from dlsec.store._apikeys import Rate, parse_output, parse_rate
 
 
 class Clock:

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from dlsec.core import InputSpec, load_dataset
+from dlsec.core.augment import augment_batch
 from dlsec.errors import UsageError
 from dlsec.train import RECIPES, Recipe, Standard, TrainConfig, get_recipe, register_recipe, train
-from dlsec.train._augment import augment_batch
 
 
 def test_every_issue_recipe_is_registered_and_duplicates_are_refused():

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from dlsec.core import Dataset, InputSpec, load_dataset
+from dlsec.core.checkpoint import CHECKPOINT_FILE
 from dlsec.errors import UsageError
 from dlsec.train import DPSGD, FastAT, Standard, TrainConfig, train
-from dlsec.train._checkpoint import CHECKPOINT_FILE
 
 
 def _blobs(n=160):

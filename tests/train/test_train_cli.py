@@ -6,7 +6,7 @@ import json
 import pytest
 
 from dlsec.cli import main
-from dlsec.train._checkpoint import Checkpoint
+from dlsec.core.checkpoint import Checkpoint
 
 BC = ["--data", "builtin:breast-cancer"]
 

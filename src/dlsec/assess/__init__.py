@@ -2,15 +2,26 @@
 
 from dlsec.assess.campaign import Campaign, CampaignError, default_campaign, load_campaign
 from dlsec.assess.certify import RandomizedSmoothing, certified_accuracy, clopper_pearson_lower
-from dlsec.assess.corruptions import CORRUPTIONS, corrupt
-from dlsec.assess.gates import AllOf, AnyOf, Gate, GateResult, Threshold, build_gate
+from dlsec.assess.gates import (
+    AllOf,
+    AnyOf,
+    Gate,
+    GateResult,
+    PromotionPolicy,
+    Threshold,
+    build_gate,
+    load_promotion_policy,
+)
 from dlsec.assess.report import REPORT_SCHEMA, render_html, write_report
 from dlsec.assess.runner import Assessment, run_assessment
+from dlsec.core.corruptions import CORRUPTIONS, corrupt
 
 __all__ = [
+    "load_promotion_policy",
     "CORRUPTIONS",
     "REPORT_SCHEMA",
     "AllOf",
+    "PromotionPolicy",
     "AnyOf",
     "Assessment",
     "Campaign",

@@ -86,7 +86,7 @@ def run_extraction(
         seed: the campaign seed.
     """
     from dlsec.attacks.extraction import DEFAULT_QUERIES, get_extraction_attack, query_pool
-    from dlsec.serve.detection import ExtractionDetector
+    from dlsec.monitor.extraction import ExtractionDetector
 
     if len(data) < 20:
         raise UsageError(

@@ -9,12 +9,26 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from dlsec.assess.campaign import GateSpec
+from dlsec.core.config import load_yaml_model
 from dlsec.errors import UsageError
 
-__all__ = ["Gate", "GateResult", "Threshold", "AllOf", "AnyOf", "build_gate", "metric_value"]
+__all__ = [
+    "AllOf",
+    "AnyOf",
+    "Gate",
+    "GateResult",
+    "PromotionPolicy",
+    "Threshold",
+    "build_gate",
+    "load_promotion_policy",
+    "metric_value",
+]
 
 
 @dataclass(frozen=True)
@@ -143,6 +157,44 @@ def build_gate(spec: GateSpec) -> Gate:
     if spec.any_of is not None:
         return AnyOf([build_gate(s) for s in spec.any_of], name=spec.name or "any of")
     return Threshold(spec)
+
+
+class PromotionPolicy(BaseModel):
+    """A promotion policy file: whether a report is required, and the gates it must pass.
+
+    The registry takes :meth:`check` as a callable (``dlsec.store.Policy(gates=...)``), so it
+    never needs to know what a gate is.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    require_report: bool = False
+    gates: list[GateSpec] = Field(default_factory=list)
+
+    @property
+    def requires_report(self) -> bool:
+        return self.require_report or bool(self.gates)
+
+    def check(self, report: dict[str, Any]) -> list[str]:
+        """``NAME: REASON`` of each gate ``report`` fails (empty when all pass)."""
+        failed = []
+        for spec in self.gates:
+            result = build_gate(spec).check(report)
+            if not result.passed:
+                failed.append(f"{result.name}: {result.reason}")
+        return failed
+
+
+def load_promotion_policy(path: str | Path) -> PromotionPolicy:
+    """Read a policy YAML (``require_report``, ``gates``); errors name the line and field (exit 2).
+
+    Example:
+        >>> load_promotion_policy("policy.yaml").requires_report  # doctest: +SKIP
+        True
+    """
+    return load_yaml_model(
+        path, PromotionPolicy, error=UsageError, what="policy", hint="require_report: true, gates: [...]"
+    )
 
 
 def _describe(spec: GateSpec) -> str:

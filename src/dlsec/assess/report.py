@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from dlsec.core.fsutil import atomic_write_text
+from dlsec.fsutil import atomic_write_text
 
 __all__ = [
     "REPORT_SCHEMA",
@@ -218,7 +218,8 @@ def render_html(report: dict[str, Any], *, gallery: list[dict[str, Any]] | None 
     names = clean.get("class_names") or [str(i) for i in range(len(clean["confusion_matrix"]))]
     matrix = np.asarray(clean["confusion_matrix"], dtype=float)
     shades = (matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)).tolist()
-    markup = jinja2.utils.markupsafe.Markup
+    from markupsafe import Markup as markup  # jinja2's own dependency
+
     charts = {k: markup(v) for k, v in _charts(report).items()}
     return env.from_string(template_text).render(
         report=report,

@@ -20,13 +20,13 @@ from dlsec.cli.commands import (
     _model_and_data,
     _pick_split,
 )
-from dlsec.core.fsutil import sha256_file
 from dlsec.errors import EXIT_FINDING, UsageError
+from dlsec.fsutil import sha256_file
 
 
 def _model_file(model_ref: str, home: Path | None) -> Path:
     if model_ref.startswith("zoo:"):
-        from dlsec.core.zoo import zoo_path
+        from dlsec.zoo import zoo_path
 
         return zoo_path(model_ref.removeprefix("zoo:"), home=home) / "model.safetensors"
     path = Path(model_ref)
@@ -105,7 +105,7 @@ def demo(
 ) -> None:
     """Run dlsec end to end on a zoo model: assess, sign, promote and serve it (a client, an attacker)."""
     from dlsec.core import load_dataset
-    from dlsec.core.zoo import load_zoo_model, zoo_card
+    from dlsec.zoo import load_zoo_model, zoo_card
 
     if not model.startswith("zoo:"):
         raise UsageError("the demo runs on a zoo model; pass --model zoo:NAME (see `dlsec zoo`)")
@@ -135,7 +135,7 @@ def demo(
             model_file=_model_file(model, opts.home),
             progress=callback,
         )
-    from dlsec.release._ship import ship_model
+    from dlsec.store import ship_model
 
     # Ship the assessed model: sign it, register it, promote it under a policy that requires
     # the assessment to pass, and verify the audit log (a registry kept inside OUT/release).
@@ -144,7 +144,7 @@ def demo(
     if result.passed:
         shipped = ship_model(model_file, out / "report.json", out / "release", name=name)
         if loaded.spec.kind == "image":
-            from dlsec.serve.demo import gateway_demo
+            from dlsec.respond.demo import gateway_demo
 
             # Serve it: a normal client and an extraction attacker through the gateway.
             with progress_bar("serving: a client and an extraction attacker", enabled=not json_out) as _:

@@ -25,9 +25,9 @@ from dlsec.cli.commands import (
 )
 from dlsec.core import InputSpec, load_model
 from dlsec.core.arch import parse_arch_kwargs
-from dlsec.core.fsutil import atomic_write_with
 from dlsec.core.model import restrict_access
 from dlsec.errors import UsageError
+from dlsec.fsutil import atomic_write_with
 
 
 @app.command()
@@ -111,7 +111,7 @@ def attack(
         source = load_model(surrogate, spec_hint=dataset.spec, home=opts.home, device=opts.device)
         atk = Transfer(source, atk)
     if targeted is not None:
-        atk = Targeted(atk, policy=targeted)  # type: ignore[arg-type]
+        atk = Targeted(atk, policy=targeted)  # type: ignore[arg-type]  # Typer gives str; the choice list limits it
     constraints = None
     if immutable or integer:
         constraints = TabularConstraints(

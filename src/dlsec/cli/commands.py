@@ -13,18 +13,11 @@ from rich.table import Table
 
 import dlsec
 from dlsec.cli._app import JsonOpt, app, emit_json, out_console, settings
-from dlsec.core import (
-    ZOO,
-    Dataset,
-    EvalResult,
-    Model,
-    evaluate,
-    load_dataset,
-    load_model,
-)
+from dlsec.core import Dataset, EvalResult, Model, evaluate, load_dataset, load_model
 from dlsec.core.arch import parse_arch_kwargs
 from dlsec.core.data import with_spec
 from dlsec.errors import UsageError
+from dlsec.zoo import ZOO
 
 DataOpt = Annotated[
     str,

@@ -13,8 +13,8 @@ from dlsec.cli._app import JsonOpt, app, emit_json, out_console, progress_bar, s
 from dlsec.cli.commands import ArchArgOpt, ArchOpt, DataOpt, LabelColOpt, SeedOpt, _load_data
 from dlsec.core import Dataset, WhiteBoxModel, load_model
 from dlsec.core.arch import parse_arch_kwargs
-from dlsec.core.fsutil import atomic_write_with
 from dlsec.errors import EXIT_FINDING, DataError, UsageError
+from dlsec.fsutil import atomic_write_with
 
 group = typer.Typer(help="Training-set audits (poisoning, backdoors, label noise) and poisoned demo sets.")
 app.add_typer(group, name="data")
@@ -120,7 +120,7 @@ def _finish(payload: dict[str, Any], json_out: bool) -> None:
 def _write_npz(path: Path, **arrays: np.ndarray) -> Path:
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
-            np.savez(f, **arrays)  # type: ignore[arg-type]
+            np.savez(f, **arrays)  # type: ignore[arg-type]  # NumPy's stub wants str keys typed as a file name
 
     return atomic_write_with(path, write)
 

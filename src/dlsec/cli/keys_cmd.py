@@ -14,14 +14,8 @@ from rich.markup import escape
 
 from dlsec.cli._app import JsonOpt, app, emit_json, out_console, settings
 from dlsec.cli.release_cmd import ForceOpt, PassFileOpt, _passphrase
-from dlsec.release import (
-    default_key_dir,
-    generate_signing_keys,
-    load_signing_keys,
-    load_verify_keys,
-    sign_model,
-    verify_model,
-)
+from dlsec.release import generate_signing_keys, load_signing_keys, load_verify_keys, sign_model, verify_model
+from dlsec.store import default_key_dir
 
 keys_app = typer.Typer(help="Signing keys (and, with the gateway, API keys).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
@@ -53,7 +47,7 @@ def keys_generate(
     json_out: JsonOpt = False,
 ) -> None:
     """Create an ECDSA P-256 and an ML-DSA-65 signing key pair (private keys passphrase-encrypted)."""
-    from dlsec.release import Registry
+    from dlsec.store import Registry
 
     home = settings(ctx).home
     directory = out if out is not None else default_key_dir(home)

@@ -31,9 +31,9 @@ from dlsec.cli._app import JsonOpt, app, emit_json, out_console, progress_bar, s
 from dlsec.cli.commands import ArchArgOpt, ArchOpt, LabelColOpt, SplitSeedOpt, TestSizeOpt, _model_and_data
 from dlsec.core.arch import parse_arch_kwargs
 from dlsec.core.data import Dataset
-from dlsec.core.fsutil import atomic_write_text
 from dlsec.core.model import Model, restrict_access
 from dlsec.errors import EXIT_FINDING, DataError, UsageError
+from dlsec.fsutil import atomic_write_text
 
 group = typer.Typer(
     help="Privacy attacks and audits (membership, inversion, attributes, DP).", no_args_is_help=True
@@ -57,7 +57,7 @@ OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Also write the
 
 def _card(model_ref: str, home: Path | None) -> dict[str, Any]:
     if model_ref.startswith("zoo:"):
-        from dlsec.core.zoo import zoo_card
+        from dlsec.zoo import zoo_card
 
         return zoo_card(model_ref.removeprefix("zoo:"), home=home)
     path = Path(model_ref)
@@ -153,7 +153,7 @@ def _reference_trainer(
 
     opts = settings(ctx)
     if model_ref.startswith("zoo:"):
-        from dlsec.core.zoo import ZOO
+        from dlsec.zoo import ZOO
 
         entry = ZOO[model_ref.removeprefix("zoo:")]
         config = TrainConfig(
@@ -358,9 +358,9 @@ def dp_audit_cmd(
     """
     from dataclasses import replace
 
-    from dlsec.attacks.privacy import CANARY_KINDS, UnsafeNoNoiseDPSGD, dp_audit
+    from dlsec.attacks.privacy import CANARY_KINDS, dp_audit
     from dlsec.core import load_dataset
-    from dlsec.train import DPSGD
+    from dlsec.train import DPSGD, UnsafeNoNoiseDPSGD
 
     if canary_kind not in CANARY_KINDS:
         raise UsageError(f"--canary-kind must be one of {', '.join(CANARY_KINDS)}, got {canary_kind!r}")

@@ -15,7 +15,7 @@ from rich.table import Table
 from dlsec.cli._app import JsonOpt, app, emit_json, out_console, settings
 from dlsec.cli.keys_cmd import RegistryUrlOpt, SignatureOpt
 from dlsec.errors import AuditLogError, UsageError
-from dlsec.release import Policy, Registry, parse_ref
+from dlsec.store import Policy, Registry, parse_ref
 
 registry_app = typer.Typer(
     help="The model registry: signed versions, lineage, aliases, policy.", no_args_is_help=True
@@ -190,7 +190,12 @@ def registry_promote(
 ) -> None:
     """Point an alias at a version, if it is signed, scans clean and passes the policy (exit 1 if refused)."""
     name, version = _version_ref(ref)
-    rules = Policy.load(policy) if policy is not None else None
+    rules = None
+    if policy is not None:
+        from dlsec.assess import load_promotion_policy
+
+        loaded = load_promotion_policy(policy)
+        rules = Policy(require_report=loaded.requires_report, gates=loaded.check if loaded.gates else None)
     with _registry(ctx, registry_url) as registry:
         record = registry.promote(name, version, alias=alias, keys=pub, policy=rules)
     _report("promote", {"ref": record.ref, "alias": alias}, f"{name}@{alias} -> {record.ref}", json_out)

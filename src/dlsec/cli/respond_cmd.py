@@ -13,7 +13,7 @@ from rich.table import Table
 from dlsec.cli._app import JsonOpt, app, emit_json, out_console, settings
 from dlsec.cli.keys_cmd import RegistryUrlOpt
 from dlsec.errors import UsageError
-from dlsec.release import Registry
+from dlsec.store import Registry
 
 incident_app = typer.Typer(help="Incidents opened by playbooks, and playbook dry runs.", no_args_is_help=True)
 app.add_typer(incident_app, name="incident")
@@ -31,7 +31,7 @@ def incident_list(
     json_out: JsonOpt = False,
 ) -> None:
     """List incidents."""
-    from dlsec.respond import IncidentStore
+    from dlsec.store import IncidentStore
 
     if status not in (None, "open", "resolved"):
         raise UsageError("--status must be open or resolved")
@@ -62,7 +62,7 @@ def incident_show(
     json_out: JsonOpt = False,
 ) -> None:
     """Show an incident: its alerts, the actions taken and the evidence."""
-    from dlsec.respond import IncidentStore
+    from dlsec.store import IncidentStore
 
     registry = _open(ctx, registry_url)
     try:
@@ -97,11 +97,11 @@ def incident_resolve(
     json_out: JsonOpt = False,
 ) -> None:
     """Close an incident (recorded in the audit log)."""
-    from dlsec.respond import IncidentStore
+    from dlsec.store import IncidentStore
 
     registry = _open(ctx, registry_url)
     try:
-        incident = IncidentStore(registry.db).resolve(incident_id, note=note, registry=registry)
+        incident = IncidentStore(registry.db, registry.audit).resolve(incident_id, note=note)
     finally:
         registry.close()
     if json_out:

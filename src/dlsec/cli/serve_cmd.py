@@ -13,11 +13,11 @@ from dlsec.cli._app import JsonOpt, app, emit_json, err_console, out_console, se
 from dlsec.cli.keys_cmd import RegistryUrlOpt, keys_app
 from dlsec.errors import UsageError
 from dlsec.serve.app import GatewayConfig
-from dlsec.serve.keys import KeyStore
+from dlsec.store import KeyStore
 
 
 def _keystore(ctx: typer.Context, url: str | None) -> KeyStore:
-    from dlsec.release import open_database
+    from dlsec.store import open_database
 
     return KeyStore(open_database(url, home=settings(ctx).home))
 
@@ -161,7 +161,7 @@ def serve(
     err_console().print(
         f"dlsec gateway on http://{host}:{port} serving {', '.join(cfg.models)}", markup=False
     )
-    uvicorn.run("dlsec.serve.config:app_from_env", factory=True, host=host, port=port, workers=workers,
+    uvicorn.run("dlsec.respond.gateway:app_from_env", factory=True, host=host, port=port, workers=workers,
                 log_level="warning")  # fmt: skip
 
 

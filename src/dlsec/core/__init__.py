@@ -17,12 +17,10 @@ from dlsec.core.model import (
 )
 from dlsec.core.seeding import seed_everything
 from dlsec.core.spec import InputSpec
-from dlsec.core.zoo import ZOO, load_zoo_model, register_zoo
 
 __all__ = [
     "ARCHITECTURES",
     "BUILTIN_DATASETS",
-    "ZOO",
     "Access",
     "Dataset",
     "DecisionModel",
@@ -38,9 +36,7 @@ __all__ = [
     "inference_mode",
     "load_dataset",
     "load_model",
-    "load_zoo_model",
     "register_architecture",
-    "register_zoo",
     "save_safetensors_model",
     "seed_everything",
     "sniff_format",

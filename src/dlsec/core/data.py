@@ -89,7 +89,7 @@ class Dataset:
 
     def save_npz(self, path: str | Path) -> Path:
         """Write ``x`` and ``y`` to ``path`` atomically (no pickled objects)."""
-        from dlsec.core.fsutil import atomic_write_with
+        from dlsec.fsutil import atomic_write_with
 
         def write(tmp: Path) -> None:
             with open(tmp, "wb") as f:

@@ -82,7 +82,7 @@ def save_safetensors_model(
     """
     from safetensors.torch import save_file
 
-    from dlsec.core.fsutil import atomic_write_with
+    from dlsec.fsutil import atomic_write_with
 
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
     meta = {"arch": arch, "arch_kwargs": arch_kwargs or {}, "spec": spec.to_dict()}

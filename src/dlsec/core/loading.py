@@ -1,8 +1,18 @@
-"""Resolve a model reference (as the CLI gets it) to a model under test."""
+"""Resolve a model reference (as the CLI gets it) to a model under test.
+
+Files (``.safetensors``, ``.onnx``) are loaded here. A reference with a scheme (``zoo:``,
+``registry:``, ``http(s)://``) is handed to the loader that the package owning the scheme
+registers: core imports none of them. Owners register through the ``dlsec.model_schemes``
+entry-point group (``pyproject.toml``), read the first time a scheme is used, or at run time
+with :func:`register_scheme`. An unknown scheme is an error, never a guess.
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +21,58 @@ import torch
 from dlsec.core.io import load_onnx_model, load_safetensors_model, refuse_unsafe, sniff_format
 from dlsec.core.model import Model
 from dlsec.core.spec import InputSpec
-from dlsec.errors import ModelLoadError
+from dlsec.errors import ModelLoadError, UsageError
 
-__all__ = ["load_model"]
+__all__ = ["SCHEMES", "LoadOptions", "load_model", "load_model_file", "register_scheme"]
 
-_URL = re.compile(r"^https?://", re.IGNORECASE)
+ENTRY_POINT_GROUP = "dlsec.model_schemes"
+_SCHEME = re.compile(r"^([a-z][a-z0-9+.-]+):", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """What :func:`load_model` was asked besides the reference (passed on to scheme loaders)."""
+
+    arch: str | None = None
+    arch_kwargs: dict[str, Any] | None = None
+    spec: InputSpec | None = None
+    spec_hint: InputSpec | None = None
+    home: str | Path | None = None
+    device: torch.device | str | None = None
+    onnx_output: str = "logits"
+
+
+SchemeLoader = Callable[[str, LoadOptions], Model]
+SCHEMES: dict[str, SchemeLoader] = {}
+
+
+def register_scheme(name: str) -> Callable[[SchemeLoader], SchemeLoader]:
+    """Decorator: ``load_model("NAME:...")`` calls the decorated ``loader(ref, options)``.
+
+    ``ref`` is the whole reference. A duplicate name raises ``UsageError``.
+
+    Example:
+        >>> @register_scheme("s3")                                  # doctest: +SKIP
+        ... def load_s3(ref: str, options: LoadOptions) -> Model: ...
+    """
+    key = name.lower()
+
+    def decorator(loader: SchemeLoader) -> SchemeLoader:
+        if key in SCHEMES:
+            raise UsageError(f"model scheme {key!r} is already registered")
+        SCHEMES[key] = loader
+        return loader
+
+    return decorator
+
+
+def _scheme_loader(name: str) -> SchemeLoader | None:
+    name = name.lower()
+    if name not in SCHEMES:
+        for ep in entry_points(group=ENTRY_POINT_GROUP, name=name):
+            loader = ep.load()
+            SCHEMES.setdefault(name, loader)
+    return SCHEMES.get(name)
 
 
 def load_model(
@@ -56,34 +113,16 @@ def load_model(
         'white-box'
     """
     text = str(ref)
-    if text.startswith("zoo:"):
-        from dlsec.core.zoo import load_zoo_model
-
-        return load_zoo_model(text.removeprefix("zoo:"), home=home, device=device)
-    if text.startswith("registry:"):
-        from dlsec.release import Registry
-
-        registry = Registry.open(home=home)
-        try:
-            record = registry.open_for_use(text.removeprefix("registry:"))
-        finally:
-            registry.close()
-        path = record.path / "model.safetensors" if record.kind == "dir" else record.path
-        if not path.is_file():
+    options = LoadOptions(arch, arch_kwargs, spec, spec_hint, home, device, onnx_output)
+    m = _SCHEME.match(text)
+    if m is not None and not Path(text).exists():
+        loader = _scheme_loader(m.group(1))
+        if loader is None:
             raise ModelLoadError(
-                f"{record.ref} holds no model.safetensors; register the model folder or file"
+                f"unknown model reference scheme {m.group(1)!r} in {text!r}; use zoo:NAME, "
+                "registry:NAME[@VERSION], a gateway URL, or a .safetensors / .onnx file"
             )
-        fmt = sniff_format(path)
-        refuse_unsafe(path, fmt)
-        if fmt == "onnx":
-            return load_onnx_model(path, spec=spec, spec_hint=spec_hint, output=onnx_output)
-        return load_safetensors_model(
-            path, arch=arch, arch_kwargs=arch_kwargs, spec=spec, spec_hint=spec_hint, device=device
-        )
-    if _URL.match(text):
-        from dlsec.serve.client import connect
-
-        return connect(text)
+        return loader(text, options)
     path = Path(text)
     if not path.exists():
         raise ModelLoadError(f"model not found: {text} (expected zoo:NAME, a .safetensors or an .onnx file)")
@@ -92,10 +131,22 @@ def load_model(
         if not candidate.is_file():
             raise ModelLoadError(f"{path} is a folder without model.safetensors; name the model file")
         path = candidate
+    return load_model_file(path, options)
+
+
+def load_model_file(path: Path, options: LoadOptions) -> Model:
+    """Load a ``.safetensors`` (white-box) or ``.onnx`` (score-based) file, after its scan."""
     fmt = sniff_format(path)
     refuse_unsafe(path, fmt)
     if fmt == "onnx":
-        return load_onnx_model(path, spec=spec, spec_hint=spec_hint, output=onnx_output)
+        return load_onnx_model(
+            path, spec=options.spec, spec_hint=options.spec_hint, output=options.onnx_output
+        )
     return load_safetensors_model(
-        path, arch=arch, arch_kwargs=arch_kwargs, spec=spec, spec_hint=spec_hint, device=device
+        path,
+        arch=options.arch,
+        arch_kwargs=options.arch_kwargs,
+        spec=options.spec,
+        spec_hint=options.spec_hint,
+        device=options.device,
     )

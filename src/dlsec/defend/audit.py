@@ -35,8 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dlsec.attacks.poisoning._base import train_victim
-from dlsec.attacks.poisoning._features import penultimate
+from dlsec.attacks.poisoning import penultimate, train_victim
 from dlsec.core.data import Dataset
 from dlsec.core.model import WhiteBoxModel
 from dlsec.defend._signals import (
@@ -405,10 +404,10 @@ class DataAuditor:
         return out
 
     def _prepare_dynamics(self, data: Dataset, holder: dict[str, WhiteBoxModel]) -> WhiteBoxModel:
-        from dlsec.attacks.poisoning._base import fresh_copy, victim_architecture
+        from dlsec.attacks.poisoning import fresh_copy, victim_architecture
         from dlsec.core.arch import build_architecture
+        from dlsec.core.loop import fit_normalisation
         from dlsec.core.model import default_device
-        from dlsec.train import fit_normalisation
 
         target = torch.device(self.device) if self.device is not None else default_device()
         with torch.random.fork_rng(devices=[target] if target.type == "cuda" else []):
@@ -424,7 +423,8 @@ class DataAuditor:
 
 
 def _fit_recording(model: WhiteBoxModel, data: Dataset, epochs: int, seed: int, record: Progress) -> None:
-    from dlsec.train import TrainConfig, fit
+    from dlsec.core.loop import fit
+    from dlsec.core.trainconfig import TrainConfig
 
     fit(model, data, TrainConfig(epochs=epochs, seed=seed), progress=record)
 

@@ -4,7 +4,8 @@ Detectors follow scikit-learn (``fit(reference) -> self``, then ``score(window)`
 :class:`DetectorResult`); per-example detectors add ``score_samples``/``predict`` with a threshold
 calibrated at a target false-positive rate. :class:`OnlineMonitor` runs one over a sliding
 window at a stated expected run length between false alarms; ``monitor.yaml`` composes them
-into alert rules with severities.
+into alert rules with severities. :class:`ExtractionDetector` watches each API client's queries
+for model extraction (PRADA, volume, coverage and distribution signals).
 
 Example:
     >>> import numpy as np
@@ -39,6 +40,7 @@ from dlsec.monitor.config import (
     make_window,
 )
 from dlsec.monitor.drift import ClassifierDrift, KSDrift, MMDDrift
+from dlsec.monitor.extraction import ExtractionAlert, ExtractionDetector
 from dlsec.monitor.online import Alert, OnlineMonitor
 from dlsec.monitor.prediction import (
     ConfidenceDrift,
@@ -58,6 +60,8 @@ __all__ = [
     "ClassifierDrift",
     "ConfidenceDrift",
     "Detector",
+    "ExtractionAlert",
+    "ExtractionDetector",
     "DetectorResult",
     "ExampleDetector",
     "ExternalExampleDetector",

@@ -58,7 +58,8 @@ class FeatureSqueezing(ExampleDetector):
         batch_size: examples scored at once.
 
     Example:
-        >>> from dlsec.core import load_dataset, load_zoo_model
+        >>> from dlsec.core import load_dataset
+        >>> from dlsec.zoo import load_zoo_model
         >>> data = load_dataset("builtin:digits")                       # doctest: +SKIP
         >>> det = FeatureSqueezing(model=load_zoo_model("digits-cnn")).fit(data.x[:500])  # doctest: +SKIP
         >>> det.predict(data.x[500:510])                                 # doctest: +SKIP

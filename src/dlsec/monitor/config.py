@@ -179,7 +179,7 @@ def load_monitor_config(path: str | Path) -> MonitorConfig:
     Raises:
         MonitorConfigError: unreadable YAML or a schema violation, naming the line and field.
     """
-    from dlsec.assess.campaign import load_yaml_model  # shared YAML line-and-field reporting
+    from dlsec.core.config import load_yaml_model
 
     return load_yaml_model(
         path, MonitorConfig, error=MonitorConfigError, what="monitor config", hint="rules, ..."

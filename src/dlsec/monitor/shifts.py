@@ -57,7 +57,7 @@ def shift_dataset(
     rows = rng.random(len(data)) < fraction if fraction < 1.0 else np.ones(len(data), dtype=bool)
     x = data.x.copy()
     if kind in ("noise", "blur"):
-        from dlsec.assess.corruptions import corrupt  # the assessment's corruptions, reused
+        from dlsec.core.corruptions import corrupt  # the assessment's corruptions, reused
 
         name = "gaussian_noise" if kind == "noise" else "blur"
         if spec.kind == "tabular":

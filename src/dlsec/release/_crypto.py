@@ -44,8 +44,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from dlsec.core.fsutil import atomic_write_bytes, atomic_write_with
 from dlsec.errors import DecryptionError, KeyFileError, UsageError
+from dlsec.fsutil import atomic_write_bytes, atomic_write_with
 
 __all__ = [
     "EncryptedHeader",
@@ -351,7 +351,7 @@ def _read_full(f: IO[bytes], buf: bytearray | memoryview) -> int:
     view = memoryview(buf)
     got = 0
     while got < len(view):
-        n = f.readinto(view[got:])  # type: ignore[attr-defined]
+        n = f.readinto(view[got:])  # type: ignore[attr-defined]  # IO[bytes] lacks readinto; binary files have it
         if not n:
             break
         got += n

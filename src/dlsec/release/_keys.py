@@ -32,8 +32,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, mldsa
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from dlsec.core.fsutil import atomic_write_bytes, atomic_write_text
 from dlsec.errors import KeyFileError, UsageError
+from dlsec.fsutil import atomic_write_bytes, atomic_write_text
 
 __all__ = [
     "SigningKeys",

@@ -34,7 +34,6 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from dlsec.core.fsutil import atomic_write_text, sha256_file
 from dlsec.errors import (
     BadSignatureError,
     FileChangedError,
@@ -46,6 +45,7 @@ from dlsec.errors import (
     UsageError,
     WrongKeyError,
 )
+from dlsec.fsutil import atomic_write_text, sha256_file
 from dlsec.release._keys import SigningKeys, VerifyKeys, fingerprint
 
 __all__ = [

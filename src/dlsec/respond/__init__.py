@@ -1,4 +1,4 @@
-"""Incident response: playbooks from alerts to actions, and incident records.
+"""Incident response: playbooks from alerts to actions (the incident records are in :mod:`dlsec.store`).
 
 A playbook (``respond.yaml``) is a list of rules. Each rule matches alerts (by source, signal or
 monitor rule name, minimum severity, model) and lists actions:
@@ -27,14 +27,21 @@ Example ``respond.yaml``::
         actions: [snapshot, quarantine, rollback]
 """
 
+from dlsec.respond.gateway import app_from_env, build_gateway
 from dlsec.respond.playbook import (
     ACTIONS,
-    Incident,
-    IncidentStore,
     Playbook,
     PlaybookRule,
     Responder,
     load_playbook,
 )
 
-__all__ = ["ACTIONS", "Incident", "IncidentStore", "Playbook", "PlaybookRule", "Responder", "load_playbook"]
+__all__ = [
+    "ACTIONS",
+    "Playbook",
+    "PlaybookRule",
+    "Responder",
+    "app_from_env",
+    "build_gateway",
+    "load_playbook",
+]

@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import desc, select, update
 
+from dlsec.core.config import load_yaml_model
 from dlsec.errors import Error, UsageError
-from dlsec.release._audit import actor_name, now
-from dlsec.release._db import Database, aliases, api_keys, incidents, query_log, versions
-from dlsec.release._registry import Registry
+from dlsec.store import SEVERITIES, Incident, IncidentStore, KeyStore, QueryLog, Registry, now, parse_rate
 
-__all__ = ["ACTIONS", "Incident", "IncidentStore", "Playbook", "PlaybookRule", "Responder", "load_playbook"]
+__all__ = ["ACTIONS", "Playbook", "PlaybookRule", "Responder", "load_playbook"]
 
 ACTIONS = ("snapshot", "quarantine", "rollback", "throttle_key", "revoke_key", "webhook")
-SEVERITIES = ("low", "medium", "high", "critical")
 Severity = Literal["low", "medium", "high", "critical"]
 ActionName = Literal["snapshot", "quarantine", "rollback", "throttle_key", "revoke_key", "webhook"]
 ACTOR = "dlsec-respond"
@@ -75,7 +70,6 @@ class PlaybookRule(_Strict):
     def model_post_init(self, _context: Any) -> None:
         if "webhook" in self.actions and not self.url:
             raise ValueError("the webhook action needs url:")
-        from dlsec.serve.keys import parse_rate
 
         try:
             parse_rate(self.rate)
@@ -90,94 +84,10 @@ class Playbook(_Strict):
 
 def load_playbook(path: str | Path) -> Playbook:
     """Read ``respond.yaml``; errors name the line and the field (exit 2)."""
-    from dlsec.assess.campaign import load_yaml_model
 
     return load_yaml_model(
         path, Playbook, error=UsageError, what="playbook", hint="rules: [{name, when, actions}]"
     )
-
-
-@dataclass(frozen=True)
-class Incident:
-    id: int
-    rule: str
-    subject: str
-    model: str | None
-    severity: str
-    status: str
-    opened_at: str
-    alerts: list[dict[str, Any]]
-    actions: list[dict[str, Any]]
-    evidence: dict[str, Any]
-    resolved_at: str | None
-    resolved_by: str | None
-    resolution: str | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-def _incident(row: Any) -> Incident:
-    return Incident(
-        id=row.id,
-        rule=row.rule,
-        subject=row.subject,
-        model=row.model,
-        severity=row.severity,
-        status=row.status,
-        opened_at=row.opened_at,
-        alerts=json.loads(row.alerts),
-        actions=json.loads(row.actions),
-        evidence=json.loads(row.evidence),
-        resolved_at=row.resolved_at,
-        resolved_by=row.resolved_by,
-        resolution=row.resolution,
-    )
-
-
-class IncidentStore:
-    """Incident records in the release database."""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-
-    def list(self, *, status: str | None = None) -> list[Incident]:
-        with self.db.read() as conn:
-            query = select(incidents).order_by(incidents.c.id)
-            if status is not None:
-                query = query.where(incidents.c.status == status)
-            return [_incident(r) for r in conn.execute(query)]
-
-    def get(self, incident_id: int) -> Incident:
-        with self.db.read() as conn:
-            row = conn.execute(select(incidents).where(incidents.c.id == incident_id)).first()
-        if row is None:
-            raise UsageError(f"no incident {incident_id}; see `dlsec incident list`")
-        return _incident(row)
-
-    def resolve(
-        self, incident_id: int, *, note: str | None, registry: Registry, actor: str | None = None
-    ) -> Incident:
-        who = actor or actor_name()
-        with self.db.write() as conn:
-            row = conn.execute(select(incidents).where(incidents.c.id == incident_id)).first()
-            if row is None:
-                raise UsageError(f"no incident {incident_id}; see `dlsec incident list`")
-            if row.status != "resolved":
-                conn.execute(
-                    update(incidents)
-                    .where(incidents.c.id == incident_id)
-                    .values(status="resolved", resolved_at=now(), resolved_by=who, resolution=note)
-                )
-                registry.audit.append(
-                    "incident.resolve",
-                    f"incident:{incident_id}",
-                    {"note": note},
-                    actor=who,
-                    conn=conn,
-                    publish=True,
-                )
-        return self.get(incident_id)
 
 
 class Responder:
@@ -194,7 +104,7 @@ class Responder:
         self.registry = registry
         self.db = registry.db
         self.alias = alias
-        self.store = IncidentStore(self.db)
+        self.store = IncidentStore(self.db, registry.audit)
 
     def plan(self, alert: dict[str, Any]) -> list[dict[str, Any]]:
         """What :meth:`handle` would do for ``alert`` (the dry run): rules, incidents, actions."""
@@ -232,56 +142,13 @@ class Responder:
     # -- internals --------------------------------------------------------------------------
 
     def _open(self, rule: str, subject: str) -> Incident | None:
-        with self.db.read() as conn:
-            row = conn.execute(
-                select(incidents)
-                .where(incidents.c.rule == rule, incidents.c.subject == subject, incidents.c.status == "open")
-                .order_by(desc(incidents.c.id))
-            ).first()
-        return _incident(row) if row is not None else None
+        return self.store.find_open(rule, subject)
 
     def _run(self, rule: PlaybookRule, alert: dict[str, Any]) -> Incident:
-        subject = _subject(alert)
-        severity = alert.get("severity", "low")
-        with self.db.write() as conn:
-            row = conn.execute(
-                select(incidents).where(
-                    incidents.c.rule == rule.name,
-                    incidents.c.subject == subject,
-                    incidents.c.status == "open",
-                )
-            ).first()
-            if row is None:
-                result = conn.execute(
-                    incidents.insert().values(
-                        rule=rule.name,
-                        subject=subject,
-                        model=alert.get("model"),
-                        severity=severity if severity in SEVERITIES else "low",
-                        status="open",
-                        opened_at=now(),
-                        alerts=json.dumps([alert], default=str),
-                        actions="[]",
-                        evidence="{}",
-                    )
-                )
-                key = result.inserted_primary_key
-                assert key is not None
-                incident_id = int(key[0])
-                self.registry.audit.append(
-                    "incident.open", f"incident:{incident_id}", {"rule": rule.name, "alert": alert},
-                    actor=ACTOR, conn=conn, publish=True,
-                )  # fmt: skip
-            else:
-                incident_id = row.id
-                seen = json.loads(row.alerts)
-                if alert not in seen:
-                    seen.append(alert)
-                    conn.execute(
-                        update(incidents)
-                        .where(incidents.c.id == incident_id)
-                        .values(alerts=json.dumps(seen, default=str))
-                    )
+        incident_id = self.store.open_or_join(
+            rule.name, _subject(alert), alert,
+            model=alert.get("model"), severity=str(alert.get("severity", "low")), actor=ACTOR,
+        )  # fmt: skip
         incident = self.store.get(incident_id)
         done = {a["action"] for a in incident.actions if a["status"] == "done"}
         cutoff = datetime.now(UTC) - RETRY_AFTER
@@ -305,32 +172,10 @@ class Responder:
     def _record(
         self, incident_id: int, action: str, status: str, detail: str, evidence: dict[str, Any] | None
     ) -> None:
-        with self.db.write() as conn:
-            row = conn.execute(select(incidents).where(incidents.c.id == incident_id)).one()
-            actions = json.loads(row.actions)
-            actions.append({"action": action, "status": status, "detail": detail, "at": now()})
-            values: dict[str, Any] = {"actions": json.dumps(actions)}
-            if evidence is not None:
-                values["evidence"] = json.dumps({**json.loads(row.evidence), **evidence}, default=str)
-            conn.execute(update(incidents).where(incidents.c.id == incident_id).values(**values))
-            self.registry.audit.append(
-                f"respond.{action}", f"incident:{incident_id}", {"status": status, "detail": detail},
-                actor=ACTOR, conn=conn, publish=True,
-            )  # fmt: skip
+        self.store.record_action(incident_id, action, status, detail, evidence, actor=ACTOR)
 
     def _serving(self, model: str) -> tuple[int, str, str] | None:
-        with self.db.read() as conn:
-            alias = conn.execute(
-                select(aliases.c.version).where(aliases.c.model == model, aliases.c.alias == self.alias)
-            ).first()
-            if alias is None:
-                return None
-            row = conn.execute(
-                select(versions.c.status, versions.c.root_digest).where(
-                    versions.c.model == model, versions.c.version == alias.version
-                )
-            ).one()
-        return int(alias.version), str(row.status), str(row.root_digest)
+        return self.registry.serving(model, self.alias)
 
     def _describe(self, action: str, rule: PlaybookRule, alert: dict[str, Any]) -> str:
         model, key_id = _model(alert), _key_id(alert)
@@ -388,8 +233,6 @@ class Responder:
         if action in ("throttle_key", "revoke_key"):
             if key_id is None:
                 return "skipped", "the alert names no API key", None
-            from dlsec.serve.keys import KeyStore
-
             store = KeyStore(self.db)
             if action == "revoke_key":
                 store.revoke(key_id, actor=ACTOR)
@@ -412,33 +255,13 @@ class Responder:
 
     def _snapshot(self, model: str | None, key_id: str | None, limit: int) -> dict[str, Any]:
         out: dict[str, Any] = {"taken_at": now()}
-        with self.db.read() as conn:
-            for label, column, value in (
-                ("model", query_log.c.model, model),
-                ("key", query_log.c.key_id, key_id),
-            ):
-                if value is None:
-                    continue
-                rows = conn.execute(
-                    select(query_log).where(column == value).order_by(desc(query_log.c.id)).limit(limit)
-                ).all()
-                out[f"recent_queries_by_{label}"] = [
-                    {
-                        "ts": r.ts,
-                        "key_id": r.key_id,
-                        "model": r.model,
-                        "version": r.version,
-                        "rows": r.rows,
-                        "input_sha256": r.input_sha256,
-                        "latency_ms": r.latency_ms,
-                    }
-                    for r in rows
-                ]
-            if key_id is not None:
-                key = conn.execute(
-                    select(api_keys.c.role, api_keys.c.used).where(api_keys.c.id == key_id)
-                ).first()
-                out["key"] = {"id": key_id, "role": key.role, "used": key.used} if key else {"id": key_id}
+        log = QueryLog(self.db)
+        if model is not None:
+            out["recent_queries_by_model"] = log.recent(model=model, limit=limit)
+        if key_id is not None:
+            out["recent_queries_by_key"] = log.recent(key_id=key_id, limit=limit)
+            key = KeyStore(self.db).get(key_id)
+            out["key"] = {"id": key_id, "role": key.role, "used": key.used} if key else {"id": key_id}
         if model is not None:
             serving = self._serving(model)
             if serving is not None:

@@ -332,7 +332,7 @@ def convert_to_safetensors(
     import torch
     from safetensors.torch import save_file
 
-    from dlsec.core.fsutil import atomic_write_with
+    from dlsec.fsutil import atomic_write_with
 
     source, output = Path(source), Path(output)
     if output.exists() and not overwrite:
@@ -374,6 +374,6 @@ def convert_to_safetensors(
             raise UsageError(f"{source}: safetensors cannot store these tensors ({exc})") from None
 
     atomic_write_with(output, write)
-    from dlsec.core.fsutil import sha256_file
+    from dlsec.fsutil import sha256_file
 
     return ConvertResult(str(source), str(output), fmt, len(ready), skipped, sha256_file(output))

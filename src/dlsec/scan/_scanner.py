@@ -153,7 +153,7 @@ def _peek(f: IO[bytes], n: int) -> bytes:
 
 def _decompress(kind: str, raw: IO[bytes]) -> IO[bytes]:
     if kind == "gzip":
-        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]  # a binary reader, typed as GzipFile
     if kind == "bz2":
         return bz2.BZ2File(raw, mode="rb")
     if kind in ("xz", "lzma"):

@@ -1,5 +1,16 @@
-"""The serving side: the inference gateway and what watches its clients.
+"""Serve: the inference gateway (keys, roles, budgets, rate limits, output hardening, audit).
 
-Extraction detection lives in :mod:`dlsec.serve.detection`
-(``from dlsec.serve.detection import ExtractionDetector``).
+The gateway serves registry models by alias behind API keys; each client's queries feed the
+extraction detector and the version's monitors (:mod:`dlsec.monitor`). Alerts go to the
+hooks given to :class:`Gateway` (``alert_hooks``): the CLI subscribes the incident responder
+(:mod:`dlsec.respond`) there, so serving does not depend on responding.
+
+Example:
+    >>> from dlsec.serve import Gateway, GatewayConfig, create_app
+    >>> app = create_app(Gateway(GatewayConfig(models=["digits"])))  # doctest: +SKIP
 """
+
+from dlsec.serve.app import Gateway, GatewayConfig, create_app
+from dlsec.serve.client import connect
+
+__all__ = ["Gateway", "GatewayConfig", "connect", "create_app"]

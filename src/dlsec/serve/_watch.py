@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from dlsec.serve.detection import DetectorConfig, ExtractionDetector
+from dlsec.monitor.extraction import DetectorConfig, ExtractionDetector
 
 __all__ = ["MonitorSpec", "Watcher"]
 

@@ -34,18 +34,24 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 
 from dlsec.core.model import Model
 from dlsec.errors import Error, SpecError, UsageError
-from dlsec.release._audit import AuditLog
-from dlsec.release._db import Database, aliases, audit_entries, query_log, versions
-from dlsec.release._registry import Registry
+from dlsec.monitor.extraction import DetectorConfig
 from dlsec.serve._watch import MonitorSpec, Watcher
-from dlsec.serve.detection import DetectorConfig
-from dlsec.serve.keys import ApiKey, KeyStore, OutputPolicy, authenticate, parse_rate
 from dlsec.serve.limits import LimitStore
+from dlsec.store import (
+    ApiKey,
+    AuditLog,
+    Database,
+    KeyStore,
+    OutputPolicy,
+    QueryLog,
+    Registry,
+    authenticate,
+    parse_rate,
+)
 
 __all__ = ["Gateway", "GatewayConfig", "create_app"]
 
@@ -170,12 +176,14 @@ class Gateway:
         registry_url: str | None = None,
         limits: LimitStore | None = None,
         alert_hooks: list[Callable[[dict[str, Any]], None]] | None = None,
+        run_playbook: bool = True,
     ) -> None:
         self.config = config
         self.registry = Registry.open(registry_url, home=home)
         self.db: Database = self.registry.db
         self.audit: AuditLog = self.registry.audit
         self.keystore = KeyStore(self.db)
+        self.query_log = QueryLog(self.db)
         if limits is None:
             from dlsec.serve.limits import open_limits
 
@@ -197,13 +205,14 @@ class Gateway:
             self.watcher = Watcher(
                 config.extraction, reference, monitor=monitor, in_process=not config.detector_process
             )
-        self.responder = None
-        if config.playbook is not None:
-            from dlsec.respond import Responder, load_playbook
-
-            self.responder = Responder(load_playbook(config.playbook), self.registry, alias=config.alias)
+        if config.playbook is not None and run_playbook:
+            raise UsageError(
+                "a gateway with a playbook is built by dlsec.respond.build_gateway (the responder "
+                "subscribes to the gateway's alerts); Gateway alone would not run it"
+            )
         self._actions: dict[str, str] = {}
         self.alert_hooks = list(alert_hooks or [])
+        self._state_hooks: set[int] = set()
         self._lock = threading.RLock()
         self._served = {name: _Served(name) for name in config.models}
         self._keys: dict[str, ApiKey] = {}
@@ -219,6 +228,16 @@ class Gateway:
         self._prepared: set[tuple[str, int]] = set()
         self.refresh(force=True)  # loads the served versions, and has their monitors fitted
         self._worker.start()
+
+    def subscribe(self, hook: Callable[[dict[str, Any]], Any], *, changes_state: bool = False) -> None:
+        """Call ``hook(alert)`` on every alert, on the background worker, after the audit entry.
+
+        ``changes_state``: the hook may change the registry or keys (a playbook quarantining a
+        version, revoking a key), so the gateway re-reads them right after it runs.
+        """
+        self.alert_hooks.append(hook)
+        if changes_state:
+            self._state_hooks.add(id(hook))
 
     def _prepare_monitors(self) -> None:
         """Have the watcher fit the monitors of the versions now served (once per version)."""
@@ -252,10 +271,7 @@ class Gateway:
         t = time.monotonic()
         if not force and t - self._checked < self.config.refresh_seconds:
             return
-        with self.db.read() as conn:
-            generation = int(
-                conn.execute(select(func.coalesce(func.max(audit_entries.c.idx), -1))).scalar_one()
-            )
+        generation = self.registry.audit.last_index()
         self._checked = t
         if generation == self._generation and not force:
             return
@@ -267,42 +283,29 @@ class Gateway:
         self._prepare_monitors()
 
     def _resolve(self, slot: _Served) -> None:
-        with self.db.read() as conn:
-            alias = conn.execute(
-                select(aliases.c.version).where(
-                    aliases.c.model == slot.name, aliases.c.alias == self.config.alias
-                )
-            ).first()
-            row = (
-                conn.execute(
-                    select(versions.c.status, versions.c.root_digest).where(
-                        versions.c.model == slot.name, versions.c.version == alias.version
-                    )
-                ).first()
-                if alias is not None
-                else None
-            )
-        if alias is None or row is None:
+        serving = self.registry.serving(slot.name, self.config.alias)
+        if serving is None:
             slot.model, slot.version, slot.status = None, None, "unavailable"
             slot.reason = f"no version is {self.config.alias}"
             return
-        if row.status != "registered":
-            slot.model, slot.version, slot.status = None, alias.version, "unavailable"
-            slot.reason = f"version {alias.version} is {row.status}"
+        version, status, root_digest = serving
+        if status != "registered":
+            slot.model, slot.version, slot.status = None, version, "unavailable"
+            slot.reason = f"version {version} is {status}"
             return
-        if slot.model is not None and slot.version == alias.version and slot.root_digest == row.root_digest:
+        if slot.model is not None and slot.version == version and slot.root_digest == root_digest:
             return
         from dlsec.core.loading import load_model
 
         try:
-            model = load_model(f"registry:{slot.name}@{alias.version}", home=self.registry.home)
+            model = load_model(f"registry:{slot.name}@{version}", home=self.registry.home)
         except Error as exc:
-            slot.model, slot.version, slot.status = None, alias.version, "unavailable"
-            slot.reason = f"version {alias.version} refused: {exc}"
-            log.warning("%s@%s not served: %s", slot.name, alias.version, exc)
+            slot.model, slot.version, slot.status = None, version, "unavailable"
+            slot.reason = f"version {version} refused: {exc}"
+            log.warning("%s@%s not served: %s", slot.name, version, exc)
             return
-        slot.model, slot.version, slot.status, slot.reason = model, alias.version, "serving", ""
-        slot.root_digest = row.root_digest
+        slot.model, slot.version, slot.status, slot.reason = model, version, "serving", ""
+        slot.root_digest = root_digest
 
     def served(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -419,7 +422,7 @@ class Gateway:
             time.sleep(self.TICK)
 
     def raise_alert(self, alert: dict[str, Any]) -> None:
-        """Record an alert (audit log, metrics, webhook, hooks), then run the playbook on it.
+        """Record an alert (audit log, metrics, webhook), then publish it to the subscribed hooks.
 
         Runs on the background worker; a failing step is logged and never stops the others.
         """
@@ -437,16 +440,14 @@ class Gateway:
                 httpx.post(self.config.webhook, json=alert, timeout=5.0)
             except httpx.HTTPError as exc:
                 log.warning("alert webhook %s failed: %s", self.config.webhook, exc)
+        changed = False
         for hook in self.alert_hooks:
             try:
                 hook(alert)
-            except Exception:  # noqa: BLE001 - hooks are user code
+            except Exception:  # noqa: BLE001 - hooks are user code (a playbook): logged, serving goes on
                 log.exception("alert hook failed")
-        if self.responder is not None:
-            try:
-                self.responder.handle(alert)
-            except Exception:  # noqa: BLE001 - a playbook failure is logged, serving goes on
-                log.exception("playbook failed on an alert")
+            changed = changed or id(hook) in self._state_hooks
+        if changed:
             self.refresh(force=True)
 
     def _flush(self, events: list[_Event]) -> None:
@@ -465,8 +466,7 @@ class Gateway:
             for e in events
         ]
         try:
-            with self.db.write() as conn:
-                conn.execute(query_log.insert(), rows)
+            self.query_log.append(rows)
             self.keystore.save_usage(self.limits.usage())
         except Exception:  # noqa: BLE001 - logging must never take the gateway down
             log.exception("could not write the query log")
@@ -492,16 +492,9 @@ class Gateway:
         self.registry.close()
 
     def alerts(self, limit: int = 100) -> list[dict[str, Any]]:
-        with self.db.read() as conn:
-            rows = conn.execute(
-                select(audit_entries)
-                .where(audit_entries.c.action == "gateway.alert")
-                .order_by(audit_entries.c.idx.desc())
-                .limit(limit)
-            ).all()
         return [
-            {"index": r.idx, "ts": r.ts, "subject": r.subject, **json.loads(r.details)}
-            for r in reversed(rows)
+            {"index": e.index, "ts": e.ts, "subject": e.subject, **e.details}
+            for e in self.registry.audit.recent("gateway.alert", limit=limit)
         ]
 
 

@@ -18,11 +18,12 @@ import httpx
 import numpy as np
 import torch
 
+from dlsec.core.loading import LoadOptions
 from dlsec.core.model import DecisionModel, Model, ScoreModel
 from dlsec.core.spec import InputSpec
 from dlsec.errors import ModelLoadError, UsageError
 
-__all__ = ["connect"]
+__all__ = ["connect", "load_gateway_ref"]
 
 _URL = re.compile(r"^(https?://[^/]+)/v1/models/([A-Za-z0-9_.-]+)/?$")
 
@@ -90,3 +91,8 @@ def connect(url: str, *, api_key: str | None = None, timeout: float = 30.0, batc
     if info.get("output") in ("full",) or str(info.get("output", "")).startswith("rounded"):
         return ScoreModel(remote.probs, spec, batch_size=batch)
     return DecisionModel(remote.labels, spec, batch_size=batch)
+
+
+def load_gateway_ref(ref: str, options: LoadOptions) -> Model:
+    """The ``http(s)://`` scheme of :func:`dlsec.core.load_model` (registered as an entry point)."""
+    return connect(ref)

@@ -1,18 +1,16 @@
-"""Gateway configuration files and the app factory ``dlsec serve`` hands to uvicorn."""
+"""Gateway configuration files (the app factory for uvicorn is ``dlsec.respond.gateway.app_from_env``)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
 from pydantic import Field, ValidationError
 
 from dlsec.errors import UsageError
-from dlsec.serve.app import Gateway, GatewayConfig, create_app
+from dlsec.serve.app import GatewayConfig
 
-__all__ = ["app_from_env", "load_gateway_config"]
+__all__ = ["load_gateway_config"]
 
 
 def load_gateway_config(
@@ -26,7 +24,7 @@ def load_gateway_config(
     """Read a gateway YAML (if given; errors name the line and field) and apply command-line overrides."""
     raw: dict[str, Any] = {}
     if path is not None:
-        from dlsec.assess.campaign import load_yaml_model
+        from dlsec.core.config import load_yaml_model
 
         raw = load_yaml_model(
             path, _FileConfig, error=UsageError, what="gateway config", hint="models, alias, max_batch, ..."
@@ -51,14 +49,3 @@ class _FileConfig(GatewayConfig):
     """A config file may leave ``models`` to the command line."""
 
     models: list[str] = Field(default_factory=list)
-
-
-def app_from_env() -> FastAPI:
-    """Build the app from ``$DLSEC_GATEWAY_CONFIG`` (what ``dlsec serve`` sets for its workers)."""
-    import sys
-
-    cfg = GatewayConfig.model_validate_json(os.environ["DLSEC_GATEWAY_CONFIG"])
-    # The background worker (query log, alerts) must hand the interpreter back to the request
-    # path quickly: a 1 ms switch interval instead of CPython's 5 ms keeps p50 latency flat.
-    sys.setswitchinterval(0.001)
-    return create_app(Gateway(cfg))

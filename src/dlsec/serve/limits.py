@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from dlsec.errors import UsageError
-from dlsec.serve.keys import Rate
+from dlsec.store import Rate
 
 __all__ = ["Decision", "LimitStore", "MemoryLimits", "RedisLimits", "open_limits"]
 

@@ -14,11 +14,12 @@ Example:
     >>> result.metrics["robust_accuracy"]                             # doctest: +SKIP
 """
 
+from dlsec.core.loop import fit, fit_normalisation
+from dlsec.core.recipe import RECIPES, Recipe, Standard, get_recipe, register_recipe
+from dlsec.core.trainconfig import TrainConfig
 from dlsec.train._adversarial import PGDAT, TRADES, FastAT
-from dlsec.train._config import TrainConfig
-from dlsec.train._dp import DPSGD
-from dlsec.train._recipe import RECIPES, Recipe, Standard, get_recipe, register_recipe
-from dlsec.train._standard import TrainedModel, fit, fit_normalisation, robust_accuracy, train
+from dlsec.train._dp import DPSGD, UnsafeNoNoiseDPSGD
+from dlsec.train._standard import TrainedModel, robust_accuracy, train
 
 __all__ = [
     "DPSGD",
@@ -30,6 +31,7 @@ __all__ = [
     "Standard",
     "TrainConfig",
     "TrainedModel",
+    "UnsafeNoNoiseDPSGD",
     "fit",
     "fit_normalisation",
     "get_recipe",

@@ -11,9 +11,9 @@ import torch.nn.functional as F
 
 from dlsec.attacks import PGD, Attack
 from dlsec.attacks.evasion.base import Oracle, positive_int
+from dlsec.core.recipe import Recipe, TrainState, register_recipe
 from dlsec.core.seeding import torch_generator
 from dlsec.errors import UsageError
-from dlsec.train._recipe import Recipe, TrainState, register_recipe
 
 __all__ = ["PGDAT", "TRADES", "FastAT"]
 
@@ -259,7 +259,7 @@ class FastAT(_Adversarial):
         self.guard_drop = guard_drop
 
     @property
-    def steps(self) -> int:  # type: ignore[override]
+    def steps(self) -> int:  # type: ignore[override]  # fast AT fixes PGD's steps attribute to 1, read-only
         return 1
 
     def loss(self, state: TrainState, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -25,11 +25,11 @@ from torch import nn
 from dlsec.attacks.evasion.base import positive_int
 from dlsec.core.data import Dataset
 from dlsec.core.model import WhiteBoxModel
+from dlsec.core.recipe import Recipe, TrainState, register_recipe
 from dlsec.core.seeding import torch_generator
 from dlsec.core.spec import InputSpec
+from dlsec.core.trainconfig import TrainConfig
 from dlsec.errors import UsageError
-from dlsec.train._config import TrainConfig
-from dlsec.train._recipe import Recipe, TrainState, register_recipe
 
 __all__ = ["DPSGD", "GRAD_SAMPLE_MODES", "bounds_normalisation"]
 
@@ -474,3 +474,18 @@ def _refuse_unsupported(module: nn.Module) -> None:
     if errors:
         first = str(errors[0]).strip().splitlines()[0][:200]
         raise UsageError(f"dp-sgd cannot train this model: {first}")
+
+
+class UnsafeNoNoiseDPSGD(DPSGD):
+    """UNSAFE: ``dp-sgd`` that adds no noise but still claims its configured epsilon.
+
+    A deliberately broken mechanism for checking that a DP audit catches a false claim: the
+    noise multiplier is calibrated and recorded (the accountant, the card and the claim all
+    say ``epsilon``) but the optimiser adds none. Never registered as a recipe, so no command
+    can train with it by name; it warns every time it is used.
+    """
+
+    def prepare(self, state: TrainState) -> None:
+        super().prepare(state)
+        log.warning("UnsafeNoNoiseDPSGD: training WITHOUT noise while claiming epsilon %g", self.epsilon)
+        state.extra["dp_step"].optimizer.noise_multiplier = 0.0

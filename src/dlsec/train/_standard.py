@@ -1,104 +1,26 @@
-"""Training entry points: :func:`train` (split, build, train, score, card) and :func:`fit`."""
+"""Training entry point :func:`train` (split, build, train, score, card); the loop is in core."""
 
 from __future__ import annotations
 
 import platform
 import sys
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from dlsec.core.arch import build_architecture, default_arch_for
+from dlsec.core.arch import build_architecture
+from dlsec.core.checkpoint import Checkpoint, fingerprint
 from dlsec.core.data import Dataset
 from dlsec.core.evaluate import evaluate
+from dlsec.core.loop import FitOutcome, Progress, as_recipe, resolve_architecture, run_training
 from dlsec.core.model import WhiteBoxModel, default_device, inference_mode
-from dlsec.core.spec import InputSpec
+from dlsec.core.recipe import Recipe
+from dlsec.core.trainconfig import TrainConfig
 from dlsec.errors import UsageError
-from dlsec.train._checkpoint import Checkpoint, fingerprint
-from dlsec.train._config import TrainConfig
-from dlsec.train._loop import FitOutcome, Progress, run_training
-from dlsec.train._recipe import Recipe, Standard, get_recipe
 
-__all__ = ["TrainedModel", "fit", "train", "fit_normalisation", "robust_accuracy"]
-
-
-def fit_normalisation(data: Dataset) -> InputSpec:
-    """``data.spec`` with mean/std measured on ``data`` (per channel, or per feature)."""
-    x = data.x.astype(np.float64)
-    if data.spec.kind == "image":
-        axes = (0,) + tuple(range(2, x.ndim))
-        mean, std = x.mean(axis=axes), x.std(axis=axes)
-    else:
-        flat = x.reshape(x.shape[0], -1)
-        mean, std = flat.mean(axis=0), flat.std(axis=0)
-    std = np.where(std > 1e-6, std, 1.0)
-    return replace(data.spec, mean=tuple(mean.tolist()), std=tuple(std.tolist()))
-
-
-def _as_recipe(recipe: Recipe | str | None) -> Recipe:
-    if recipe is None:
-        return Standard()
-    if isinstance(recipe, str):
-        return get_recipe(recipe)
-    if not isinstance(recipe, Recipe):
-        raise UsageError(f"recipe must be a Recipe or a registered name, got {type(recipe).__name__}")
-    return recipe
-
-
-def fit(
-    model: WhiteBoxModel,
-    data: Dataset,
-    config: TrainConfig,
-    *,
-    recipe: Recipe | str | None = None,
-    validation: Dataset | None = None,
-    checkpoint_dir: str | Path | None = None,
-    progress: Progress | None = None,
-) -> list[dict[str, float]]:
-    """Train ``model.module`` in place on ``data`` with ``recipe`` (default: standard).
-
-    Batches are drawn in input space and normalised by the wrapper's spec. Randomness (batch
-    order, dropout, augmentation, attack starts, DP noise) comes from ``config.seed`` without
-    touching the caller's global RNG state. The module's train/eval flags are restored
-    afterwards.
-
-    Args:
-        model: the white-box model whose module is trained.
-        data: the training rows.
-        config: the shared hyperparameters.
-        recipe: a :class:`Recipe` or a registered name.
-        validation: rows for early stopping (required when ``config.early_stopping`` is on).
-        checkpoint_dir: where to keep a checkpoint after every epoch; a run started again
-            with the same arguments resumes from it.
-        progress: called after each epoch with ``(epoch, epochs, stats)``.
-
-    Returns:
-        One dict per epoch with ``loss``, ``train_accuracy``, ``seconds`` and what the recipe
-        adds.
-
-    Example:
-        >>> history = fit(model, train_set, TrainConfig(epochs=5))     # doctest: +SKIP
-        >>> history[-1]["loss"] < history[0]["loss"]                   # doctest: +SKIP
-        True
-    """
-    chosen = _as_recipe(recipe)
-    checkpoint = None
-    if checkpoint_dir is not None:
-        key = {
-            "recipe": chosen.name,
-            "params": chosen.get_params(),
-            "config": asdict(config),
-            "data": data.sha256,
-            "spec": model.spec.to_dict(),
-        }
-        checkpoint = Checkpoint(checkpoint_dir, fingerprint=fingerprint(key))
-    outcome = run_training(
-        model, data, config, chosen, validation=validation, progress=progress, checkpoint=checkpoint
-    )
-    return outcome.history
+__all__ = ["TrainedModel", "robust_accuracy", "train"]
 
 
 def robust_accuracy(
@@ -177,8 +99,8 @@ class TrainedModel:
         """Write ``model.safetensors`` and its card ``model.json`` into ``out_dir`` atomically."""
         import json
 
-        from dlsec.core.fsutil import atomic_write_text, sha256_file
         from dlsec.core.io import save_safetensors_model
+        from dlsec.fsutil import atomic_write_text, sha256_file
 
         out = Path(out_dir)
         weights = save_safetensors_model(
@@ -250,7 +172,7 @@ def train(
         >>> result.metrics["clean_accuracy"] > 0.8
         True
     """
-    chosen = _as_recipe(recipe)
+    chosen = as_recipe(recipe)
     config = config or chosen.default_config()
     if isinstance(robust_n, bool) or not isinstance(robust_n, int) or robust_n < 0:
         raise UsageError(f"robust_n must be an integer >= 0, got {robust_n!r}")
@@ -258,7 +180,7 @@ def train(
     fit_set, val_set = train_set, None
     if config.early_stopping:
         fit_set, val_set = train_set.split(test_size=config.val_size, seed=config.seed)
-    arch, kwargs = _architecture(chosen, data.spec, arch, arch_kwargs, config)
+    arch, kwargs = resolve_architecture(chosen, data.spec, arch, arch_kwargs, config)
     spec = chosen.input_spec(fit_set)
     target = torch.device(device) if device is not None else default_device()
     with torch.random.fork_rng(devices=[target] if target.type == "cuda" else []):
@@ -332,27 +254,3 @@ def train(
         privacy=privacy,
         training=training,
     )
-
-
-def _architecture(
-    recipe: Recipe,
-    spec: InputSpec,
-    arch: str | None,
-    arch_kwargs: dict[str, Any] | None,
-    config: TrainConfig,
-) -> tuple[str, dict[str, Any]]:
-    defaults = dict([default_arch_for(spec.kind, spec.shape, spec.num_classes)])
-    suggested = recipe.default_arch(spec)
-    if suggested is not None:
-        defaults[suggested[0]] = suggested[1]
-    if arch is None:
-        arch = suggested[0] if suggested is not None else next(iter(defaults))
-    kwargs = {**defaults.get(arch, {}), **(arch_kwargs or {})}
-    if config.dropout:
-        if kwargs.get("dropout", config.dropout) != config.dropout:
-            raise UsageError(
-                f"dropout {config.dropout} conflicts with the architecture argument "
-                f"dropout={kwargs['dropout']}"
-            )
-        kwargs["dropout"] = config.dropout
-    return arch, kwargs

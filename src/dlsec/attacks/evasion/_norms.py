@@ -71,7 +71,15 @@ class LInf(Norm):
     def ascent(self, grad: torch.Tensor) -> torch.Tensor:
         return grad.sign()
 
-    def random(self, shape, eps, gen, *, device, dtype):  # type: ignore[no-untyped-def,unused-ignore]
+    def random(
+        self,
+        shape: torch.Size | tuple[int, ...],
+        eps: float | torch.Tensor,
+        gen: torch.Generator,
+        *,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> torch.Tensor:
         u = torch.rand(shape, generator=gen, device=gen.device, dtype=dtype).to(device)
         return (2 * u - 1) * _per_example(eps, u)
 
@@ -90,7 +98,15 @@ class L2(Norm):
         norms = self.distance(grad).reshape(-1, *([1] * (grad.ndim - 1)))
         return grad / (norms + _TINY)
 
-    def random(self, shape, eps, gen, *, device, dtype):  # type: ignore[no-untyped-def,unused-ignore]
+    def random(
+        self,
+        shape: torch.Size | tuple[int, ...],
+        eps: float | torch.Tensor,
+        gen: torch.Generator,
+        *,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> torch.Tensor:
         # Uniform in the ball: a Gaussian direction, radius eps * U^(1/d).
         g = torch.randn(shape, generator=gen, device=gen.device, dtype=dtype).to(device)
         d = g[0].numel()
@@ -133,7 +149,15 @@ class L1(Norm):
         out.scatter_(1, top, flat.gather(1, top).sign())
         return (out / k).reshape(grad.shape)
 
-    def random(self, shape, eps, gen, *, device, dtype):  # type: ignore[no-untyped-def,unused-ignore]
+    def random(
+        self,
+        shape: torch.Size | tuple[int, ...],
+        eps: float | torch.Tensor,
+        gen: torch.Generator,
+        *,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> torch.Tensor:
         # Uniform on the simplex scaled by a radius: Laplace direction, radius eps * U^(1/d).
         e = torch.empty(shape, device=gen.device, dtype=dtype).exponential_(generator=gen)
         signs = torch.randint(0, 2, shape, generator=gen, device=gen.device).to(dtype) * 2 - 1

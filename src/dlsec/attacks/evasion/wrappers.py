@@ -34,15 +34,15 @@ class _Wrapper(Attack):
         )
 
     @property
-    def access(self) -> Access:  # type: ignore[override]
+    def access(self) -> Access:  # type: ignore[override]  # delegated to the wrapped attack
         return self.attack.access
 
     @property
-    def norms(self) -> tuple[str, ...]:  # type: ignore[override]
+    def norms(self) -> tuple[str, ...]:  # type: ignore[override]  # delegated to the wrapped attack
         return self.attack.norms
 
     @property
-    def minimal(self) -> bool:  # type: ignore[override]
+    def minimal(self) -> bool:  # type: ignore[override]  # delegated to the wrapped attack
         return self.attack.minimal
 
     def run(

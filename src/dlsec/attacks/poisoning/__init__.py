@@ -19,11 +19,14 @@ from dlsec.attacks.poisoning._base import (
     POISONINGS,
     PoisoningAttack,
     PoisonResult,
+    fresh_copy,
     get_poisoning,
     register_poisoning,
     retrain_head,
     train_victim,
+    victim_architecture,
 )
+from dlsec.attacks.poisoning._features import penultimate
 from dlsec.attacks.poisoning.feature_collision import FeatureCollision
 from dlsec.attacks.poisoning.label_flip import LabelFlip
 from dlsec.attacks.poisoning.recommender import (
@@ -36,6 +39,9 @@ from dlsec.attacks.poisoning.recommender import (
 
 __all__ = [
     "FeatureCollision",
+    "fresh_copy",
+    "penultimate",
+    "victim_architecture",
     "get_poisoning",
     "item_rank",
     "LabelFlip",

@@ -217,7 +217,8 @@ def train_victim(
         >>> model = train_victim(result.data, epochs=30)          # doctest: +SKIP
         >>> result.evaluate(model, test)["attack_success_rate"]   # doctest: +SKIP
     """
-    from dlsec.train import TrainConfig, fit, fit_normalisation
+    from dlsec.core.loop import fit, fit_normalisation
+    from dlsec.core.trainconfig import TrainConfig
 
     if arch is None:
         arch, kwargs = victim_architecture(data)
@@ -243,7 +244,8 @@ def retrain_head(model: WhiteBoxModel, data: Dataset, *, epochs: int = 30, seed:
     import copy
 
     from dlsec.attacks.poisoning._features import last_linear
-    from dlsec.train import TrainConfig, fit
+    from dlsec.core.loop import fit
+    from dlsec.core.trainconfig import TrainConfig
 
     out = copy.deepcopy(model)
     head = last_linear(out)

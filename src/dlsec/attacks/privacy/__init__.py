@@ -12,7 +12,6 @@ from dlsec.attacks.privacy._audit import MembershipAudit, audit_membership, defa
 from dlsec.attacks.privacy._dpaudit import (
     CANARY_KINDS,
     DPAuditResult,
-    UnsafeNoNoiseDPSGD,
     dp_audit,
     make_canaries,
     one_run_audit,
@@ -67,7 +66,6 @@ __all__ = [
     "ReferenceModels",
     "ShadowAttack",
     "ShadowTrainer",
-    "UnsafeNoNoiseDPSGD",
     "audit_membership",
     "clopper_pearson",
     "default_attacks",

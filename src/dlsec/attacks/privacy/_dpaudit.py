@@ -27,32 +27,18 @@ from dlsec.attacks.privacy._membership import log_probs, logit_confidence
 from dlsec.core.arch import build_architecture
 from dlsec.core.data import Dataset
 from dlsec.core.evaluate import evaluate
+from dlsec.core.loop import resolve_architecture, run_training
 from dlsec.core.model import WhiteBoxModel, default_device
+from dlsec.core.recipe import Recipe
+from dlsec.core.trainconfig import TrainConfig
 from dlsec.errors import UsageError
-from dlsec.train import DPSGD, TrainConfig
-from dlsec.train._recipe import TrainState
 
-__all__ = ["CANARY_KINDS", "DPAuditResult", "UnsafeNoNoiseDPSGD", "dp_audit", "make_canaries"]
+__all__ = ["CANARY_KINDS", "DPAuditResult", "dp_audit", "make_canaries"]
 
 log = logging.getLogger(__name__)
 
 CANARY_KINDS = ("noise", "mislabeled")
 Progress = Callable[[int, int, dict[str, float]], None]
-
-
-class UnsafeNoNoiseDPSGD(DPSGD):
-    """UNSAFE: ``dp-sgd`` that adds no noise but still claims its configured epsilon.
-
-    A deliberately broken mechanism for checking that a DP audit catches a false claim: the
-    noise multiplier is calibrated and recorded (the accountant, the card and the claim all
-    say ``epsilon``) but the optimiser adds none. Never registered as a recipe, so no command
-    can train with it by name; it warns every time it is used.
-    """
-
-    def prepare(self, state: TrainState) -> None:
-        super().prepare(state)
-        log.warning("UnsafeNoNoiseDPSGD: training WITHOUT noise while claiming epsilon %g", self.epsilon)
-        state.extra["dp_step"].optimizer.noise_multiplier = 0.0
 
 
 def make_canaries(
@@ -175,7 +161,7 @@ def one_run_audit(
 def dp_audit(
     data: Dataset,
     *,
-    recipe: DPSGD,
+    recipe: Recipe,
     config: TrainConfig | None = None,
     arch: str | None = None,
     arch_kwargs: dict[str, Any] | None = None,
@@ -209,11 +195,10 @@ def dp_audit(
         >>> result.epsilon_lower <= result.epsilon_claimed                              # doctest: +SKIP
         True
     """
-    from dlsec.train._loop import run_training
-    from dlsec.train._standard import _architecture
-
-    if not isinstance(recipe, DPSGD):
+    params = recipe.get_params()
+    if recipe.name != "dp-sgd" or "epsilon" not in params or "delta" not in params:
         raise UsageError("a DP audit needs the dp-sgd recipe (dlsec.train.DPSGD)")
+    claimed_epsilon, delta = float(params["epsilon"]), float(params["delta"])
     if not 0 < guess_fraction <= 0.5:
         raise UsageError(f"guess_fraction must be in (0, 0.5], got {guess_fraction}")
     config = config or recipe.default_config()
@@ -225,7 +210,7 @@ def dp_audit(
     fit_x = np.concatenate([train_set.x, canary_set.x[index]])
     fit_y = np.concatenate([train_set.y, canary_set.y[index]])
     fit_set = Dataset(fit_x, fit_y, data.spec, f"{data.name}[train+canaries]")
-    arch_name, kwargs = _architecture(recipe, data.spec, arch, arch_kwargs, config)
+    arch_name, kwargs = resolve_architecture(recipe, data.spec, arch, arch_kwargs, config)
     spec = recipe.input_spec(fit_set)
     target = torch.device(device) if device is not None else default_device()
     with torch.random.fork_rng(devices=[target] if target.type == "cuda" else []):
@@ -234,19 +219,19 @@ def dp_audit(
     model = WhiteBoxModel(module, spec, device=target)
     outcome = run_training(model, fit_set, config, recipe, progress=progress)
     privacy = dict(outcome.summary.get("privacy") or {})
-    claimed = float(privacy.get("epsilon_spent", recipe.epsilon))
+    claimed = float(privacy.get("epsilon_spent", claimed_epsilon))
     scores = logit_confidence(log_probs(model, canary_set.x), canary_set.y)
-    bound = _split_threshold_bound(scores, inclusion, recipe.delta, confidence, seed)
+    bound = _split_threshold_bound(scores, inclusion, delta, confidence, seed)
     one_run = one_run_audit(
         scores,
         inclusion,
         guesses=max(1, int(guess_fraction * canaries)),
-        delta=recipe.delta,
+        delta=delta,
         confidence=confidence,
     )
     return DPAuditResult(
         epsilon_claimed=claimed,
-        delta=recipe.delta,
+        delta=delta,
         hypothesis_test=bound,
         one_run=one_run,
         canaries=canaries,

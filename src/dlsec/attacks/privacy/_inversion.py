@@ -130,7 +130,8 @@ def train_evaluator(data: Dataset, *, seed: int = 1, epochs: int = 30) -> WhiteB
     """An evaluator independent of the target: an MLP (other architecture and seed) trained on
     ``data`` with the standard recipe."""
     from dlsec.core.arch import build_architecture
-    from dlsec.train import TrainConfig, fit, fit_normalisation
+    from dlsec.core.loop import fit, fit_normalisation
+    from dlsec.core.trainconfig import TrainConfig
 
     with torch.random.fork_rng():
         torch.manual_seed(seed)

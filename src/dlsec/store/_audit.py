@@ -32,10 +32,10 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
-from dlsec.core.fsutil import atomic_write_bytes, atomic_write_text
 from dlsec.errors import AuditLogError, KeyFileError, UsageError
-from dlsec.release import _merkle as merkle
-from dlsec.release._db import Database, audit_checkpoints, audit_entries
+from dlsec.fsutil import atomic_write_bytes, atomic_write_text
+from dlsec.store import _merkle as merkle
+from dlsec.store._db import Database, audit_checkpoints, audit_entries
 
 __all__ = ["AuditLog", "AuditVerification", "Entry", "actor_name"]
 
@@ -129,7 +129,7 @@ def _checkpoint_message(size: int, root: str, ts: str) -> bytes:
 
 
 class AuditLog:
-    """The audit log in a release :class:`~dlsec.release._db.Database`."""
+    """The audit log in a release :class:`~dlsec.store._db.Database`."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -291,6 +291,22 @@ class AuditLog:
             rows = list(conn.execute(query))
         entries = [self._entry(r) for r in rows]
         return entries[-limit:] if limit else entries
+
+    def last_index(self) -> int:
+        """The index of the newest entry, -1 when empty (a cheap generation number for caches)."""
+        with self.db.read() as conn:
+            return int(conn.execute(select(func.coalesce(func.max(audit_entries.c.idx), -1))).scalar_one())
+
+    def recent(self, action: str, *, limit: int = 100) -> list[Entry]:
+        """The newest ``limit`` entries of one ``action``, oldest first."""
+        with self.db.read() as conn:
+            rows = conn.execute(
+                select(audit_entries)
+                .where(audit_entries.c.action == action)
+                .order_by(audit_entries.c.idx.desc())
+                .limit(limit)
+            ).all()
+        return [self._entry(r) for r in reversed(rows)]
 
     def size(self) -> int:
         with self.db.read() as conn:

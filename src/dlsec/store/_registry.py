@@ -22,7 +22,8 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,10 @@ from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection
 
 from dlsec.core.home import home_dir
+from dlsec.core.loading import LoadOptions, load_model_file
+from dlsec.core.model import Model
 from dlsec.errors import (
+    ModelLoadError,
     ModelOutOfServiceError,
     PolicyError,
     RegistryError,
@@ -38,12 +42,26 @@ from dlsec.errors import (
     SignatureMissingError,
     UsageError,
 )
-from dlsec.release._audit import AuditLog, actor_name, now
-from dlsec.release._db import Database, alias_history, aliases, models, open_database, versions
-from dlsec.release._keys import VerifyKeys, load_verify_keys
-from dlsec.release._signing import SIGNATURE_NAME, default_signature_path, hash_model, verify_model
+from dlsec.release import (
+    SIGNATURE_NAME,
+    VerifyKeys,
+    default_signature_path,
+    hash_model,
+    load_verify_keys,
+    verify_model,
+)
+from dlsec.store._audit import AuditLog, actor_name, now
+from dlsec.store._db import Database, alias_history, aliases, models, open_database, versions
 
-__all__ = ["Policy", "Registry", "VersionRecord", "default_key_dir", "parse_ref"]
+__all__ = [
+    "Policy",
+    "Registry",
+    "ReportCheck",
+    "VersionRecord",
+    "default_key_dir",
+    "load_registry_ref",
+    "parse_ref",
+]
 
 STATUSES = ("registered", "quarantined", "retired")
 
@@ -61,34 +79,23 @@ def parse_ref(ref: str) -> tuple[str, str | None]:
     return name, sel or None
 
 
+ReportCheck = Callable[[dict[str, Any]], list[str]]
+
+
 @dataclass(frozen=True)
 class Policy:
-    """What ``promote`` requires. A signature and a clean scan are always required."""
+    """What ``promote`` requires. A signature and a clean scan are always required.
+
+    Attributes:
+        require_report: an assessment report must be recorded with the version.
+        gates: what the report must pass, as a callable from the report to the names and reasons
+            of the gates it fails (``dlsec.assess.load_promotion_policy`` builds one from YAML);
+            None accepts a report whose own gates passed. The registry runs it, it does not
+            know what a gate is.
+    """
 
     require_report: bool = False
-    gates: list[dict[str, Any]] = field(default_factory=list)
-
-    @classmethod
-    def load(cls, path: str | Path) -> Policy:
-        import yaml
-        from pydantic import ValidationError
-
-        from dlsec.assess.campaign import GateSpec
-
-        try:
-            raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise UsageError(f"{path}: cannot read the policy ({str(exc).splitlines()[0]})") from None
-        if not isinstance(raw, dict) or set(raw) - {"require_report", "gates"}:
-            raise UsageError(f"{path}: a policy has only `require_report` (true/false) and `gates` (a list)")
-        gates = raw.get("gates") or []
-        try:
-            checked = [GateSpec.model_validate(g).model_dump(exclude_none=True) for g in gates]
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(p) for p in err["loc"])
-            raise UsageError(f"{path}: gates.{where}: {err['msg']}") from None
-        return cls(require_report=bool(raw.get("require_report", False)) or bool(checked), gates=checked)
+    gates: ReportCheck | None = None
 
 
 @dataclass(frozen=True)
@@ -354,7 +361,7 @@ class Registry:
             digest = hashlib.sha256(raw).hexdigest()
             stored = self.db.root / "reports" / f"{digest}.json"
             if not stored.exists():
-                from dlsec.core.fsutil import atomic_write_bytes
+                from dlsec.fsutil import atomic_write_bytes
 
                 atomic_write_bytes(stored, raw, mode=0o444)
             lineage.update(
@@ -509,9 +516,6 @@ class Registry:
         return broken
 
     def _gates(self, digest: str, policy: Policy) -> list[str]:
-        from dlsec.assess.campaign import GateSpec
-        from dlsec.assess.gates import build_gate
-
         path = self.db.root / "reports" / f"{digest}.json"
         try:
             raw = path.read_bytes()
@@ -520,14 +524,9 @@ class Registry:
         if hashlib.sha256(raw).hexdigest() != digest:
             return [f"gates: the recorded report {digest[:12]} was altered"]
         report = json.loads(raw)
-        if not policy.gates:
+        if policy.gates is None:
             return [] if report.get("passed") else ["gates: the recorded assessment did not pass its gates"]
-        failed = []
-        for spec in policy.gates:
-            result = build_gate(GateSpec.model_validate(spec)).check(report)
-            if not result.passed:
-                failed.append(f"gates: {result.name}: {result.reason}")
-        return failed
+        return [f"gates: {failure}" for failure in policy.gates(report)]
 
     def promote(
         self,
@@ -623,6 +622,23 @@ class Registry:
                 publish=True,
             )
             return self._resolve(conn, name, str(version))
+
+    def serving(self, name: str, alias: str) -> tuple[int, str, str] | None:
+        """``(version, status, root_digest)`` of what ``name@alias`` points at, or None."""
+        with self.db.read() as conn:
+            row = conn.execute(
+                select(aliases.c.version).where(aliases.c.model == name, aliases.c.alias == alias)
+            ).first()
+            if row is None:
+                return None
+            version = conn.execute(
+                select(versions.c.status, versions.c.root_digest).where(
+                    versions.c.model == name, versions.c.version == row.version
+                )
+            ).first()
+        if version is None:
+            return None
+        return int(row.version), str(version.status), str(version.root_digest)
 
     def quarantine(
         self, name: str, version: int, *, reason: str | None = None, actor: str | None = None
@@ -722,3 +738,20 @@ class Registry:
 def _check_name(name: str) -> None:
     if not name or len(name) > 100 or not all(c.isalnum() or c in "-_." for c in name) or name[0] in "-.":
         raise UsageError(f"bad name {name!r}: use letters, digits, '-', '_' and '.' (not first)")
+
+
+def load_registry_ref(ref: str, options: LoadOptions) -> Model:
+    """The ``registry:NAME[@VERSION|@ALIAS]`` scheme of :func:`dlsec.core.load_model`.
+
+    The version's signature and scan are verified first (:meth:`Registry.open_for_use`);
+    quarantined, retired or unsigned versions are refused. Registered as an entry point.
+    """
+    registry = Registry.open(home=options.home)
+    try:
+        record = registry.open_for_use(ref.split(":", 1)[1])
+    finally:
+        registry.close()
+    path = record.path / "model.safetensors" if record.kind == "dir" else record.path
+    if not path.is_file():
+        raise ModelLoadError(f"{record.ref} holds no model.safetensors; register the model folder or file")
+    return load_model_file(path, options)

@@ -7,9 +7,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from dlsec.release._keys import generate_signing_keys, load_signing_keys
-from dlsec.release._registry import Policy, Registry
-from dlsec.release._signing import sign_model, verify_model
+from dlsec.release import generate_signing_keys, load_signing_keys, sign_model, verify_model
+from dlsec.store._registry import Policy, Registry
 
 __all__ = ["ship_model"]
 

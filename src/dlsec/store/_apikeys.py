@@ -23,8 +23,8 @@ from typing import Any
 from sqlalchemy import select, update
 
 from dlsec.errors import UsageError
-from dlsec.release._audit import AuditLog, actor_name, now
-from dlsec.release._db import Database, api_keys
+from dlsec.store._audit import AuditLog, actor_name, now
+from dlsec.store._db import Database, api_keys
 
 __all__ = ["ApiKey", "KeyStore", "OutputPolicy", "Rate", "ROLES", "parse_output", "parse_rate"]
 
@@ -233,6 +233,12 @@ class KeyStore:
                 "keys.rate", f"apikey:{key_id}", {"rate": value}, actor=who, conn=conn, publish=True
             )
             return _record(conn.execute(select(api_keys).where(api_keys.c.id == key_id)).one())
+
+    def get(self, key_id: str) -> ApiKey | None:
+        """The key record ``key_id``, or None."""
+        with self.db.read() as conn:
+            row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).first()
+        return _record(row) if row is not None else None
 
     def all(self) -> list[ApiKey]:
         with self.db.read() as conn:

@@ -24,12 +24,16 @@ __all__ = ["CORRUPTIONS", "corrupt", "corruptions_for"]
 Corruption = Callable[[np.ndarray, int, np.random.Generator, np.ndarray, np.ndarray], np.ndarray]
 
 
-def _gaussian_noise(x, s, rng, lo, hi):  # type: ignore[no-untyped-def,unused-ignore]
+def _gaussian_noise(
+    x: np.ndarray, s: int, rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray
+) -> np.ndarray:
     sigma = [0.04, 0.08, 0.12, 0.18, 0.26][s - 1] * (hi - lo)
     return x + rng.normal(size=x.shape) * sigma
 
 
-def _impulse_noise(x, s, rng, lo, hi):  # type: ignore[no-untyped-def,unused-ignore]
+def _impulse_noise(
+    x: np.ndarray, s: int, rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray
+) -> np.ndarray:
     amount = [0.01, 0.02, 0.05, 0.1, 0.2][s - 1]
     u = rng.random(x.shape)
     out = x.copy()
@@ -37,22 +41,24 @@ def _impulse_noise(x, s, rng, lo, hi):  # type: ignore[no-untyped-def,unused-ign
     return np.where(u > 1 - amount / 2, hi, out)
 
 
-def _blur(x, s, rng, lo, hi):  # type: ignore[no-untyped-def,unused-ignore]
+def _blur(x: np.ndarray, s: int, rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     sigma = [0.4, 0.6, 0.8, 1.0, 1.4][s - 1]
     return gaussian_filter(x, sigma=(0, 0, sigma, sigma), mode="nearest")
 
 
-def _brightness(x, s, rng, lo, hi):  # type: ignore[no-untyped-def,unused-ignore]
+def _brightness(
+    x: np.ndarray, s: int, rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray
+) -> np.ndarray:
     return x + [0.1, 0.2, 0.3, 0.4, 0.5][s - 1] * (hi - lo)
 
 
-def _contrast(x, s, rng, lo, hi):  # type: ignore[no-untyped-def,unused-ignore]
+def _contrast(x: np.ndarray, s: int, rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     c = [0.75, 0.6, 0.45, 0.3, 0.15][s - 1]
     mean = x.mean(axis=(1, 2, 3), keepdims=True)
     return (x - mean) * c + mean
 
 
-def _pixelate(x, s, rng, lo, hi):  # type: ignore[no-untyped-def,unused-ignore]
+def _pixelate(x: np.ndarray, s: int, rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     factor = [0.9, 0.75, 0.6, 0.5, 0.4][s - 1]
     t = torch.from_numpy(x)
     h, w = t.shape[-2:]
@@ -60,11 +66,15 @@ def _pixelate(x, s, rng, lo, hi):  # type: ignore[no-untyped-def,unused-ignore]
     return F.interpolate(small, size=(h, w), mode="nearest").numpy()
 
 
-def _feature_noise(x, s, rng, lo, hi):  # type: ignore[no-untyped-def,unused-ignore]
+def _feature_noise(
+    x: np.ndarray, s: int, rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray
+) -> np.ndarray:
     return x + rng.normal(size=x.shape) * [0.02, 0.05, 0.1, 0.2, 0.3][s - 1] * (hi - lo)
 
 
-def _missing_values(x, s, rng, lo, hi):  # type: ignore[no-untyped-def,unused-ignore]
+def _missing_values(
+    x: np.ndarray, s: int, rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray
+) -> np.ndarray:
     fraction = [0.05, 0.1, 0.2, 0.3, 0.5][s - 1]
     mask = rng.random(x.shape) < fraction
     return np.where(mask, x.mean(axis=0, keepdims=True), x)

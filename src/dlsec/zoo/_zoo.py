@@ -3,7 +3,9 @@
 Each entry names a built-in dataset, an architecture and a training recipe. The first use
 trains it (seconds on 2 CPU cores) and caches ``model.safetensors`` plus a JSON card under
 ``<home>/cache/zoo/NAME/``. A cache entry is trusted only if its card matches the current
-recipe and the weights' SHA-256 matches the card; otherwise it is retrained.
+recipe and the weights' SHA-256 matches the card; otherwise it is retrained. The zoo sits above
+:mod:`dlsec.train` (it trains with it); ``load_model("zoo:NAME")`` reaches it through the
+``dlsec.model_schemes`` entry point.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ from typing import Any
 
 import torch
 
-from dlsec.core.fsutil import sha256_file
 from dlsec.core.home import cache_dir
+from dlsec.core.loading import LoadOptions
 from dlsec.core.model import WhiteBoxModel
 from dlsec.errors import ModelLoadError, UsageError
+from dlsec.fsutil import sha256_file
 
-__all__ = ["ZooEntry", "ZOO", "register_zoo", "load_zoo_model", "zoo_card", "zoo_path"]
+__all__ = ["ZOO", "ZooEntry", "load_zoo_model", "load_zoo_ref", "register_zoo", "zoo_card", "zoo_path"]
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +147,8 @@ def _train_entry(
     progress: Callable[[int, int, dict[str, float]], None] | None,
 ) -> dict[str, Any]:
     from dlsec.core.data import load_dataset
-    from dlsec.train import TrainConfig, train
+    from dlsec.core.trainconfig import TrainConfig
+    from dlsec.train import train
 
     data = load_dataset(entry.dataset)
     config = TrainConfig(
@@ -167,7 +171,7 @@ def _train_entry(
     weights, card_path = trained.save(folder, name=f"zoo:{entry.name}")
     card = json.loads(card_path.read_text())
     card["zoo"] = {"recipe_hash": entry.recipe_hash, "description": entry.description}
-    from dlsec.core.fsutil import atomic_write_text
+    from dlsec.fsutil import atomic_write_text
 
     atomic_write_text(card_path, json.dumps(card, indent=2) + "\n")
     return card
@@ -211,3 +215,8 @@ def load_zoo_model(
     return load_safetensors_model(
         folder / "model.safetensors", arch=entry.arch, arch_kwargs=entry.arch_kwargs, device=device
     )
+
+
+def load_zoo_ref(ref: str, options: LoadOptions) -> WhiteBoxModel:
+    """The ``zoo:NAME`` scheme of :func:`dlsec.core.load_model` (registered as an entry point)."""
+    return load_zoo_model(ref.split(":", 1)[1], home=options.home, device=options.device)

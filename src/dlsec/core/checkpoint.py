@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from dlsec.core.fsutil import atomic_write_with
 from dlsec.errors import UsageError
+from dlsec.fsutil import atomic_write_with
 
 __all__ = ["CHECKPOINT_FILE", "Checkpoint", "fingerprint", "flatten_optimizer", "unflatten_optimizer"]
 

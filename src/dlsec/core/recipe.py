@@ -4,7 +4,7 @@ A recipe is configured by keyword-only hyperparameters (its threat model or priv
 and decides three things about training: what one step does (:meth:`Recipe.train_step`, by
 default a gradient step on :meth:`Recipe.loss`), which batches an epoch visits
 (:meth:`Recipe.batches`), and what it checks or records between epochs. The loop around it
-(:mod:`dlsec.train._loop`) is the same for every recipe: optimiser, seeds, validation and
+(:mod:`dlsec.core.loop`) is the same for every recipe: optimiser, seeds, validation and
 early stopping, checkpoints and resumption. Recipes register by name and a duplicate name is
 refused.
 """
@@ -13,24 +13,46 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dlsec.core.augment import augment_batch
 from dlsec.core.data import Dataset
 from dlsec.core.model import WhiteBoxModel
 from dlsec.core.registration import register_in
 from dlsec.core.spec import InputSpec
+from dlsec.core.trainconfig import TrainConfig
 from dlsec.errors import UsageError
-from dlsec.train._augment import augment_batch
-from dlsec.train._config import TrainConfig
 
-__all__ = ["RECIPES", "Recipe", "Standard", "TrainState", "get_recipe", "register_recipe"]
+__all__ = [
+    "RECIPES",
+    "Recipe",
+    "Standard",
+    "TrainState",
+    "fit_normalisation",
+    "get_recipe",
+    "register_recipe",
+]
 
 RECIPES: dict[str, type[Recipe]] = {}
+
+
+def fit_normalisation(data: Dataset) -> InputSpec:
+    """``data.spec`` with mean/std measured on ``data`` (per channel, or per feature)."""
+    x = data.x.astype(np.float64)
+    if data.spec.kind == "image":
+        axes = (0,) + tuple(range(2, x.ndim))
+        mean, std = x.mean(axis=axes), x.std(axis=axes)
+    else:
+        flat = x.reshape(x.shape[0], -1)
+        mean, std = flat.mean(axis=0), flat.std(axis=0)
+    std = np.where(std > 1e-6, std, 1.0)
+    return replace(data.spec, mean=tuple(mean.tolist()), std=tuple(std.tolist()))
 
 
 def register_recipe(name: str) -> Callable[[type[Recipe]], type[Recipe]]:
@@ -171,8 +193,6 @@ class Recipe:
     def input_spec(self, train_set: Dataset) -> InputSpec:
         """The spec the trained model carries: by default normalised with the training split's
         per-channel (images) or per-feature (tabular) mean and standard deviation."""
-        from dlsec.train._standard import fit_normalisation
-
         return fit_normalisation(train_set)
 
     def check(self, model: WhiteBoxModel, n_train: int, config: TrainConfig) -> None:

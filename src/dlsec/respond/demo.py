@@ -9,22 +9,21 @@ queries the attacker was cut off, and the incident that did it.
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
-import uvicorn
 
 from dlsec.core.data import Dataset
 from dlsec.errors import UsageError
-from dlsec.release import Registry
-from dlsec.serve.app import Gateway, GatewayConfig, create_app
-from dlsec.serve.keys import KeyStore
+from dlsec.respond.gateway import build_gateway
+from dlsec.serve import GatewayConfig, create_app
+from dlsec.serve.live import LiveServer
+from dlsec.store import IncidentStore, KeyStore, Registry
 
-__all__ = ["LiveServer", "gateway_demo"]
+__all__ = ["gateway_demo"]
 
 PLAYBOOK = """\
 rules:
@@ -32,29 +31,6 @@ rules:
     when: {source: extraction}
     actions: [snapshot, revoke_key]
 """
-
-
-class LiveServer:
-    """Serve an ASGI app with uvicorn on a free loopback port in a thread (``with`` gives the URL)."""
-
-    def __init__(self, app: Any) -> None:
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="error", lifespan="on")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name="dlsec-live-server", daemon=True)
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise UsageError("the demo gateway did not start")
-            time.sleep(0.02)
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
 
 
 def gateway_demo(
@@ -68,7 +44,6 @@ def gateway_demo(
 ) -> dict[str, Any]:
     """Run the scenario against ``model@production`` in the registry under ``registry_home``."""
     from dlsec.attacks.extraction import KnockoffNets, mixed_pool, out_of_domain_pool
-    from dlsec.respond import IncidentStore
     from dlsec.serve.client import connect
 
     home = Path(registry_home)
@@ -82,7 +57,7 @@ def gateway_demo(
     config = GatewayConfig(
         models=[model], extraction_reference=reference, playbook=str(playbook), refresh_seconds=0.05
     )
-    gateway = Gateway(config, home=home)
+    gateway = build_gateway(config, home=home)
     answered = 0
     stopped = None
     with LiveServer(create_app(gateway)) as url:

@@ -1,23 +1,40 @@
-"""The training loop every recipe shares: epochs, validation, early stopping, checkpoints."""
+"""The training loop every recipe shares: epochs, validation, early stopping, checkpoints.
+
+It lives in core so that attacks (shadow and victim models), audits and the zoo train through
+one loop; :mod:`dlsec.train` adds the hardened recipes and the ``train`` entry point with its
+card.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from dlsec.core.arch import default_arch_for
+from dlsec.core.checkpoint import Checkpoint, fingerprint, flatten_optimizer, unflatten_optimizer
 from dlsec.core.data import Dataset
 from dlsec.core.model import WhiteBoxModel
+from dlsec.core.recipe import Recipe, Standard, TrainState, fit_normalisation, get_recipe
 from dlsec.core.seeding import torch_generator
+from dlsec.core.spec import InputSpec
+from dlsec.core.trainconfig import TrainConfig
 from dlsec.errors import UsageError
-from dlsec.train._checkpoint import Checkpoint, flatten_optimizer, unflatten_optimizer
-from dlsec.train._config import TrainConfig
-from dlsec.train._recipe import Recipe, TrainState
 
-__all__ = ["FitOutcome", "Progress", "run_training"]
+__all__ = [
+    "FitOutcome",
+    "Progress",
+    "as_recipe",
+    "fit",
+    "fit_normalisation",
+    "make_optimizer",
+    "resolve_architecture",
+    "run_training",
+]
 
 Progress = Callable[[int, int, dict[str, float]], None]
 
@@ -52,7 +69,7 @@ def run_training(
     progress: Progress | None = None,
     checkpoint: Checkpoint | None = None,
 ) -> FitOutcome:
-    """Train ``model.module`` in place with ``recipe``; see :func:`dlsec.train.fit`."""
+    """Train ``model.module`` in place with ``recipe``; see :func:`fit`."""
     module = model.module
     device = model.device
     if config.early_stopping and validation is None:
@@ -205,3 +222,91 @@ def _restore(
     state.stop = values["stop"]
     best = section("best.") if values["has_best"] else None
     return values["history"], best, float(values["best_score"]), int(values["stale"]), values["best_epoch"]
+
+
+def as_recipe(recipe: Recipe | str | None) -> Recipe:
+    if recipe is None:
+        return Standard()
+    if isinstance(recipe, str):
+        return get_recipe(recipe)
+    if not isinstance(recipe, Recipe):
+        raise UsageError(f"recipe must be a Recipe or a registered name, got {type(recipe).__name__}")
+    return recipe
+
+
+def fit(
+    model: WhiteBoxModel,
+    data: Dataset,
+    config: TrainConfig,
+    *,
+    recipe: Recipe | str | None = None,
+    validation: Dataset | None = None,
+    checkpoint_dir: str | Path | None = None,
+    progress: Progress | None = None,
+) -> list[dict[str, float]]:
+    """Train ``model.module`` in place on ``data`` with ``recipe`` (default: standard).
+
+    Batches are drawn in input space and normalised by the wrapper's spec. Randomness (batch
+    order, dropout, augmentation, attack starts, DP noise) comes from ``config.seed`` without
+    touching the caller's global RNG state. The module's train/eval flags are restored
+    afterwards.
+
+    Args:
+        model: the white-box model whose module is trained.
+        data: the training rows.
+        config: the shared hyperparameters.
+        recipe: a :class:`Recipe` or a registered name.
+        validation: rows for early stopping (required when ``config.early_stopping`` is on).
+        checkpoint_dir: where to keep a checkpoint after every epoch; a run started again
+            with the same arguments resumes from it.
+        progress: called after each epoch with ``(epoch, epochs, stats)``.
+
+    Returns:
+        One dict per epoch with ``loss``, ``train_accuracy``, ``seconds`` and what the recipe
+        adds.
+
+    Example:
+        >>> history = fit(model, train_set, TrainConfig(epochs=5))     # doctest: +SKIP
+        >>> history[-1]["loss"] < history[0]["loss"]                   # doctest: +SKIP
+        True
+    """
+    chosen = as_recipe(recipe)
+    checkpoint = None
+    if checkpoint_dir is not None:
+        key = {
+            "recipe": chosen.name,
+            "params": chosen.get_params(),
+            "config": asdict(config),
+            "data": data.sha256,
+            "spec": model.spec.to_dict(),
+        }
+        checkpoint = Checkpoint(checkpoint_dir, fingerprint=fingerprint(key))
+    outcome = run_training(
+        model, data, config, chosen, validation=validation, progress=progress, checkpoint=checkpoint
+    )
+    return outcome.history
+
+
+def resolve_architecture(
+    recipe: Recipe,
+    spec: InputSpec,
+    arch: str | None,
+    arch_kwargs: dict[str, Any] | None,
+    config: TrainConfig,
+) -> tuple[str, dict[str, Any]]:
+    """The architecture to build: ``arch`` (default: the recipe's, else the data's) and its kwargs."""
+    defaults = dict([default_arch_for(spec.kind, spec.shape, spec.num_classes)])
+    suggested = recipe.default_arch(spec)
+    if suggested is not None:
+        defaults[suggested[0]] = suggested[1]
+    if arch is None:
+        arch = suggested[0] if suggested is not None else next(iter(defaults))
+    kwargs = {**defaults.get(arch, {}), **(arch_kwargs or {})}
+    if config.dropout:
+        if kwargs.get("dropout", config.dropout) != config.dropout:
+            raise UsageError(
+                f"dropout {config.dropout} conflicts with the architecture argument "
+                f"dropout={kwargs['dropout']}"
+            )
+        kwargs["dropout"] = config.dropout
+    return arch, kwargs

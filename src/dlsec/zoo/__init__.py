@@ -1,0 +1,11 @@
+"""The model zoo: small built-in models, trained deterministically on first use and cached.
+
+Example:
+    >>> from dlsec.zoo import load_zoo_model
+    >>> load_zoo_model("breast-cancer-mlp").spec.num_classes  # doctest: +SKIP
+    2
+"""
+
+from dlsec.zoo._zoo import ZOO, ZooEntry, load_zoo_model, load_zoo_ref, register_zoo, zoo_card, zoo_path
+
+__all__ = ["ZOO", "ZooEntry", "load_zoo_model", "load_zoo_ref", "register_zoo", "zoo_card", "zoo_path"]
