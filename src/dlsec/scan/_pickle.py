@@ -414,12 +414,75 @@ class _Analyser:
                     inner.qualname if isinstance(inner, Global) else None,
                 )
                 allowed = False
+        if (
+            allowed
+            and isinstance(func, Global)
+            and func.module == "torch._utils"
+            and func.name in _VIEW_REBUILDS
+        ):
+            self.check_tensor_view(func.name, args, pos)
         return Instance(func, args, pos, allowed)
 
+    def check_tensor_view(self, rebuild: str, args: Any, pos: int) -> None:
+        """The view a tensor rebuild describes must lie inside its storage (CVE-class: OOB views).
+
+        ``storage_offset + sum((size_i - 1) * stride_i) < numel(storage)`` for non-empty views,
+        with non-negative integers throughout; ``_rebuild_tensor_v3`` counts its untyped
+        storage in bytes and its dtype sets the element size.
+        """
+        where = f"torch._utils.{rebuild}"
+        if not (isinstance(args, tuple) and len(args) >= 4):
+            self.finding("high", "tensor-unverifiable", f"{where} with arguments dlsec cannot read", pos)
+            return
+        storage, offset, size, stride = args[:4]
+        numel = _storage_numel(storage)
+        if rebuild == "_rebuild_tensor_v3" and numel is not None:
+            dtype = args[6] if len(args) > 6 else None
+            itemsize = _DTYPE_SIZES.get(dtype.name) if isinstance(dtype, Global) else None
+            numel = numel // itemsize if itemsize else None
+        ints = [offset, *size] if isinstance(size, tuple) else []
+        ints += list(stride) if isinstance(stride, tuple) else []
+        if (
+            numel is None
+            or not isinstance(size, tuple)
+            or not isinstance(stride, tuple)
+            or len(size) != len(stride)
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in ints)
+        ):
+            self.finding(
+                "high",
+                "tensor-unverifiable",
+                f"{where}: the storage, offset, size or stride is not a plain non-negative value "
+                f"(offset {_short(offset)}, size {_short(size)}, stride {_short(stride)}), so the "
+                "view cannot be checked against its storage",
+                pos,
+            )
+            return
+        if 0 in size:
+            end = offset
+        else:
+            end = offset + sum((n - 1) * st for n, st in zip(size, stride, strict=True)) + 1
+        if end > numel:
+            self.finding(
+                "high",
+                "tensor-out-of-bounds",
+                f"{where}: a view at offset {offset} with size {list(size)} and stride {list(stride)} "
+                f"reaches element {end - 1} of a storage of {numel} elements (reads or writes outside "
+                "the tensor's memory when used)",
+                pos,
+            )
+
     def container_method(self, target: Any, method: str, pos: int) -> None:
-        """``APPEND``/``SETITEM``/``ADDITEMS`` on something that is not a plain container."""
-        if isinstance(target, Instance) and target.allowed:
-            return  # the allowlisted type's own method (OrderedDict.__setitem__, ...)
+        """``APPEND``/``SETITEM``/``ADDITEMS`` on something that is not a container built here."""
+        if (
+            isinstance(target, Instance)
+            and target.allowed
+            and isinstance(target.func, Global)
+            and target.func.qualname in _CONTAINER_TYPES.get(method, ())
+        ):
+            return  # the container type's own method (OrderedDict.__setitem__, set.add)
+        if self.torchscript and isinstance(target, Instance) and target.allowed:
+            return  # TorchScript objects: their methods belong to the archive's compiled code
         self.finding(
             "critical" if isinstance(target, Global) else "high",
             "method-call",
@@ -747,6 +810,59 @@ class _Analyser:
             self.stack.append(self.persistent(pid, pos))
         else:  # pragma: no cover - every opcode pickletools knows is handled above
             raise self.malformed(f"unsupported opcode {name}", pos)
+
+
+_VIEW_REBUILDS = frozenset(
+    {"_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_tensor_v3", "_rebuild_qtensor"}
+)
+# Container methods that APPEND/APPENDS, SETITEM/SETITEMS and ADDITEMS may call on an object the
+# pickle built by calling an allowlisted class (dicts, lists and sets built by opcodes are
+# always fine).
+_CONTAINER_TYPES: dict[str, frozenset[str]] = {
+    "__setitem__": frozenset({"collections.OrderedDict", "collections.Counter"}),
+    "add": frozenset({"builtins.set"}),
+    "append": frozenset(),
+    "extend": frozenset(),
+}
+_DTYPE_SIZES: dict[str, int] = {
+    **dict.fromkeys(["float64", "double", "int64", "long", "complex64", "cfloat"], 8),
+    **dict.fromkeys(["float32", "float", "int32", "int", "uint32", "complex32", "qint32"], 4),
+    **dict.fromkeys(["float16", "half", "bfloat16", "int16", "short", "uint16", "bits16"], 2),
+    **dict.fromkeys(
+        [
+            "int8",
+            "uint8",
+            "bool",
+            "qint8",
+            "quint8",
+            "quint4x2",
+            "quint2x4",
+            "float8_e4m3fn",
+            "float8_e5m2",
+            "float8_e4m3fnuz",
+            "float8_e5m2fnuz",
+            "float8_e8m0fnu",
+            "bits8",
+            "bits1x8",
+            "bits2x4",
+            "bits4x2",
+        ],
+        1,
+    ),
+    **dict.fromkeys(["complex128", "cdouble"], 16),
+    "uint64": 8,
+}
+
+
+def _storage_numel(storage: Any) -> int | None:
+    """Elements in the storage a persistent id names (a legacy view's own size when it is one)."""
+    if not isinstance(storage, Persistent) or not isinstance(storage.pid, tuple) or len(storage.pid) < 5:
+        return None
+    pid = storage.pid
+    view = pid[5] if len(pid) > 5 else None
+    if isinstance(view, tuple) and len(view) == 3 and isinstance(view[2], int):
+        return view[2]
+    return pid[4] if isinstance(pid[4], int) and not isinstance(pid[4], bool) else None
 
 
 def _short(value: Any, limit: int = 80) -> str:

@@ -138,6 +138,55 @@ class _ZlibReader(io.RawIOBase):
         return n
 
 
+class _LzmaReader(io.RawIOBase):
+    """xz (one or more streams) or lzma-alone data, decompressed on read; trailing bytes are an error.
+
+    ``lzma.LZMAFile`` stops quietly at bytes after the last stream; the scanner does not vouch for
+    bytes it has not read, so they make the content unscannable.
+    """
+
+    _XZ_MAGIC = b"\xfd7zXZ\x00"
+
+    def __init__(self, raw: IO[bytes], *, xz: bool) -> None:
+        super().__init__()
+        self._raw = raw
+        self._format = lzma.FORMAT_XZ if xz else lzma.FORMAT_ALONE
+        self._d = lzma.LZMADecompressor(format=self._format)
+        self._input = b""
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        while True:
+            if self._d.eof:
+                rest = self._d.unused_data + self._input
+                self._input = b""
+                while len(rest) < len(self._XZ_MAGIC) and (more := self._raw.read(1 << 16)):
+                    rest += more
+                if not rest:
+                    return 0
+                if self._format == lzma.FORMAT_XZ and rest.startswith(self._XZ_MAGIC):
+                    self._d, self._input = lzma.LZMADecompressor(format=self._format), rest
+                    continue
+                raise OSError("trailing bytes after the compressed stream")
+            if self._d.needs_input and not self._input:
+                self._input = self._raw.read(1 << 16)
+                if not self._input:
+                    raise EOFError("compressed stream ended before its end marker")
+            data, self._input = (self._input, b"") if self._d.needs_input else (b"", self._input)
+            out = self._d.decompress(data, len(buffer))
+            if out:
+                n = len(out)
+                buffer[:n] = out
+                self._pos += n
+                return n
+
+
 def _peek(f: IO[bytes], n: int) -> bytes:
     """The next ``n`` bytes of ``f`` (fewer at its end), left unread."""
     peek = getattr(f, "peek", None)
@@ -157,13 +206,47 @@ def _decompress(kind: str, raw: IO[bytes]) -> IO[bytes]:
     if kind == "bz2":
         return bz2.BZ2File(raw, mode="rb")
     if kind in ("xz", "lzma"):
-        return lzma.LZMAFile(raw, mode="rb")
+        return io.BufferedReader(_LzmaReader(raw, xz=kind == "xz"), buffer_size=1 << 16)
     if kind == "zlib":
         return io.BufferedReader(_ZlibReader(raw), buffer_size=1 << 16)
+    if kind == "zstd":
+        try:
+            import zstandard
+        except ImportError:  # pragma: no cover - a declared dependency
+            raise Malformed("zstd-compressed content needs the `zstandard` package to be scanned") from None
+        reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+        return io.BufferedReader(_Checked(reader), buffer_size=1 << 16)
+    if kind == "lz4":
+        try:
+            import lz4.frame
+        except ImportError:  # pragma: no cover - a declared dependency
+            raise Malformed("lz4-compressed content needs the `lz4` package to be scanned") from None
+        lz4_reader: IO[bytes] = lz4.frame.LZ4FrameFile(raw, mode="rb")
+        return lz4_reader
     raise Malformed(f"{kind}-compressed content is not supported; decompress it and scan the result")
 
 
-_DECOMPRESS_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError, ValueError)
+class _Checked(io.RawIOBase):
+    """A decompressor's reader whose errors surface as ``OSError`` (corrupt or truncated data)."""
+
+    def __init__(self, reader: Any) -> None:
+        self._reader = reader
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        try:
+            data = self._reader.read(len(buffer))
+        except Exception as exc:  # noqa: BLE001 - zstandard.ZstdError and kin: the data is corrupt
+            raise OSError(f"corrupt compressed data ({exc})") from None
+        n = len(data)
+        buffer[:n] = data
+        return n
+
+
+# RuntimeError: lz4.frame's error for corrupt frames.
+_DECOMPRESS_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError, ValueError, RuntimeError)
 
 
 class _Scan:
