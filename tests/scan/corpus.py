@@ -1292,6 +1292,99 @@ def _compressed(kind: str) -> Callable[[Path], bytes]:
     return build
 
 
+def tar_of(members: dict[str, bytes], *, links: dict[str, tuple[str, bytes]] | None = None) -> bytes:
+    """A plain tar; ``links`` maps a name to (kind, target) with kind ``sym`` or ``hard``."""
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+        for name, (kind, target) in (links or {}).items():
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.SYMTYPE if kind == "sym" else tarfile.LNKTYPE
+            info.linkname = target.decode()
+            tf.addfile(info)
+    return buf.getvalue()
+
+
+def legacy_torch_tar(main: bytes, *, storage_numel: int = 4, view: tuple[int, int, int] = (4, 1, 0)) -> bytes:
+    """``torch.save`` as it wrote before 0.4: sys_info, storages, tensors and pickle members.
+
+    One FloatStorage (key 0) of ``storage_numel`` elements, one tensor (key 1) over it (size,
+    stride, offset from ``view``), and ``main`` as the object pickle (persistent id 1 is the
+    tensor; torch looks ids up as ``int(id)``).
+    """
+    p2 = lambda obj: pickle.dumps(obj, protocol=2)  # noqa: E731 - plain data pickles
+    storage_header = proto(2) + MARK + const(0) + u("cpu") + global0("torch", "FloatStorage") + TUPLE + STOP
+    storages = (
+        p2(1) + storage_header + struct.pack("<q", storage_numel) + b"\0" * (4 * storage_numel) + p2([])
+    )
+    size, stride, offset = view
+    tensor_header = proto(2) + MARK + const(1) + const(0) + global0("torch", "FloatTensor") + TUPLE + STOP
+    tensors = p2(1) + tensor_header + struct.pack("<ii", 1, 0) + struct.pack("<qqq", size, stride, offset)
+    sys_info = p2({"protocol_version": 1001, "little_endian": True, "type_sizes": {"int": 4}})
+    return tar_of({"sys_info": sys_info, "storages": storages, "tensors": tensors, "pickle": main})
+
+
+def _tar_pickle(m: Path) -> bytes:
+    return tar_of({"model/weights.pkl": call("os", "system", shell(m))})
+
+
+def _tar_symlink(m: Path) -> bytes:
+    return tar_of({"weights.safetensors": b""}, links={"config.json": ("sym", b"/etc/passwd")})
+
+
+def _tar_traversal(m: Path) -> bytes:
+    return tar_of({"../../.bashrc": shell(m).encode() + b"\n"})
+
+
+def _legacy_tar_payload(m: Path) -> bytes:
+    return legacy_torch_tar(call("os", "system", shell(m), protocol=2))
+
+
+def _legacy_tar_view_out_of_bounds(m: Path) -> bytes:
+    return legacy_torch_tar(proto(2) + u("1") + b"Q" + STOP, view=(4, 2, 0))
+
+
+def _mar(handler: bytes, weights: bytes) -> bytes:
+    manifest = {
+        "createdOn": "01/01/2026 00:00:00",
+        "runtime": "python",
+        "model": {
+            "modelName": "m",
+            "serializedFile": "model.pt",
+            "handler": "handler.py",
+            "modelVersion": "1.0",
+        },
+        "archiverVersion": "0.12.0",
+    }
+    return zip_of(
+        {"MAR-INF/MANIFEST.json": json.dumps(manifest).encode(), "handler.py": handler, "model.pt": weights}
+    )
+
+
+def _mar_handler(m: Path) -> bytes:
+    handler = f"import os\nos.system({shell(m)!r})\n".encode()
+    return _mar(handler, torch_zip(pickle.dumps({"w": 1}, protocol=2)))
+
+
+def _nemo_target(m: Path) -> bytes:
+    config = b"target: nemo.collections.asr.models.EncDecCTCModel\n_target_: os.system\n"
+    return tar_of(
+        {"./model_config.yaml": config, "./model_weights.ckpt": torch_zip(pickle.dumps({}, protocol=2))}
+    )
+
+
+def _hf_auto_map(m: Path) -> bytes:
+    config = {"model_type": "bert", "auto_map": {"AutoModel": "modeling_evil.EvilModel"}}
+    return zip_of(
+        {"model/config.json": json.dumps(config).encode(), "model/modeling_evil.py": b"import os\n"}
+    )
+
+
 def _nested_zip(m: Path) -> bytes:
     inner = torch_zip(call("os", "system", shell(m), protocol=2))
     return zip_of({"models/inner.pt": inner})
@@ -1394,6 +1487,24 @@ CONTAINERS: list[Payload] = [
         for k in ("gzip", "bz2", "xz", "zlib", "lzma", "zstd", "lz4")
     ),
     Payload("zip_in_zip", "nested zip", _nested_zip, "os.system", ".zip"),
+    Payload("tar_member_pickle", "tar archive member", _tar_pickle, "os.system", ".tar"),
+    Payload("tar_symlink", "tar member that is a symlink", _tar_symlink, "archive-link", ".tar"),
+    Payload("tar_path_traversal", "tar member named ../..", _tar_traversal, "member-path", ".tar"),
+    Payload(
+        "torch_legacy_tar_pickle", "torch.save before 0.4 (tar)", _legacy_tar_payload, "os.system", ".pt"
+    ),
+    Payload(
+        "torch_legacy_tar_view_out_of_bounds",
+        "torch.save before 0.4 (tar), a tensor past its storage",
+        _legacy_tar_view_out_of_bounds,
+        "tensor-out-of-bounds",
+        ".pt",
+    ),
+    Payload("torchserve_mar_handler", "TorchServe .mar handler.py", _mar_handler, "archive-code", ".mar"),
+    Payload(
+        "nemo_config_target", "NeMo model_config.yaml _target_", _nemo_target, "config-import-target", ".nemo"
+    ),
+    Payload("hf_auto_map", "Hugging Face config.json auto_map", _hf_auto_map, "remote-code-config", ".zip"),
     Payload("zip_in_gzip", "gzip of a torch zip", _gzip_of_zip, "os.system", ".pt.gz"),
     Payload(
         "member_name_traversal", "zip member ../../", _unusual_names("../../evil.pkl"), "os.system", ".zip"

@@ -526,3 +526,38 @@ def test_real_views_and_setitem_on_ordered_dicts_pass(tmp_path: Path) -> None:
         torch.save(obj, path, pickle_protocol=proto)
         result = scan_file(path)
         assert result.verdict == "safe", result.to_dict()
+
+
+def test_pre_04_torch_tar_is_read_as_torch_reads_it(tmp_path: Path) -> None:
+    """A legacy tar checkpoint that torch.load (in a child process) loads scans safe; edits do not."""
+    from tests.scan.corpus import STOP, legacy_torch_tar, proto, u
+
+    good = tmp_path / "old.pt"
+    good.write_bytes(legacy_torch_tar(proto(2) + u("1") + b"Q" + STOP))
+    result = scan_file(good)
+    assert (result.format, result.verdict) == ("torch-tar", "safe"), result.to_dict()
+    script = "import sys, torch\nt = torch.load(sys.argv[1], weights_only=False)\nprint(t.tolist())\n"
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(good)], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.strip() == "[0.0, 0.0, 0.0, 0.0]"
+    data = good.read_bytes()
+    assert scan_bytes(data[:1600], label="cut.pt").verdict != "safe"  # inside the storages member
+    unknown_key = legacy_torch_tar(proto(2) + u("7") + b"Q" + STOP)  # a persistent id no member defines
+    assert scan_bytes(unknown_key, label="key.pt").verdict == "unsafe"
+
+
+def test_code_in_archives_is_named(tmp_path: Path) -> None:
+    from tests.scan.corpus import tar_of, zip_of
+
+    cases = {
+        "hub.zip": zip_of({"model/modeling_x.py": b"print(1)\n", "model/model.safetensors": b""}),
+        "lib.tar": tar_of({"ext/_C.so": b"\x7fELF" + b"\0" * 60}),
+        "run.tar": tar_of({"run": b"#!/bin/sh\necho\n"}),
+    }
+    for name, blob in cases.items():
+        result = scan_bytes(blob, label=name)
+        codes = {f.code for f in result.findings}
+        assert "archive-code" in codes, (name, result.to_dict())
+    inert = tar_of({"README.md": b"# a model\n", "labels.txt": b"cat\ndog\n"})
+    assert scan_bytes(inert, label="inert.tar").verdict == "safe"

@@ -2,8 +2,9 @@
 
 Names returned: ``empty``, ``safetensors``, ``onnx``, ``pickle`` (raw pickles of any protocol,
 legacy ``torch.save`` files, joblib), ``torch-zip``, ``torchscript``, ``numpy``,
-``numpy-object``, ``npz``, ``keras``, ``zip``, ``compressed`` (gzip, bz2, xz, lzma, zlib,
-zstd, lz4), ``hdf5``, ``json`` and ``unknown``.
+``numpy-object``, ``npz``, ``keras``, ``torchserve-mar``, ``zip``, ``tar``, ``torch-tar``
+(``torch.save`` before 0.4), ``nemo``, ``compressed`` (gzip, bz2, xz, lzma, zlib, zstd, lz4),
+``hdf5``, ``json`` and ``unknown``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import mmap
 import os
 import pickletools
+import tarfile
 import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -26,6 +28,8 @@ __all__ = [
     "COMPRESSION",
     "PICKLE_FORMATS",
     "ZIP_MAGICS",
+    "Window",
+    "classify_tar",
     "classify_zip",
     "compression_of",
     "buffer_of",
@@ -41,7 +45,20 @@ NPY_MAGIC = b"\x93NUMPY"
 _SNIFF = 1 << 16
 _MAX_JSON = 64 * 1024 * 1024
 # Formats whose usual loader unpickles: what dlsec never loads without a scan.
-PICKLE_FORMATS = frozenset({"pickle", "torch-zip", "torchscript", "numpy-object", "compressed", "keras"})
+PICKLE_FORMATS = frozenset(
+    {
+        "pickle",
+        "torch-zip",
+        "torchscript",
+        "numpy-object",
+        "compressed",
+        "keras",
+        "torch-tar",
+        "nemo",
+        "torchserve-mar",
+    }
+)
+_MAX_TAR_NAMES = 100_000
 
 # name -> magic prefix (zlib and raw lzma are checked separately: their magic is weaker)
 COMPRESSION: dict[str, bytes] = {
@@ -94,9 +111,21 @@ def looks_like_proto01_pickle(head: bytes, *, complete: bool = False) -> bool:
     return True
 
 
+def classify_tar(names: Sequence[str]) -> str:
+    """Name a tar container by its members: ``torch-tar`` (torch.save before 0.4), ``nemo`` or ``tar``."""
+    base = {n.rsplit("/", 1)[-1] for n in names}
+    if {"sys_info", "pickle", "storages", "tensors"} <= set(names):
+        return "torch-tar"
+    if "model_config.yaml" in base:
+        return "nemo"
+    return "tar"
+
+
 def classify_zip(names: Sequence[str]) -> str:
     """Name a zip container by its members."""
     base = {n.rsplit("/", 1)[-1] for n in names}
+    if "MAR-INF/MANIFEST.json" in names:
+        return "torchserve-mar"
     if any(n.endswith("constants.pkl") for n in names) or any("/code/" in n for n in names):
         return "torchscript"
     if "data.pkl" in base or any(n.lower().endswith(".pkl") for n in names):
@@ -124,6 +153,8 @@ def detect_head(head: bytes, size: int) -> str:
         return "safetensors"
     if head.startswith(HDF5_MAGIC):
         return "hdf5"
+    if len(head) >= 263 and head[257:262] == b"ustar":
+        return "tar"
     if looks_like_proto01_pickle(head[:_SNIFF], complete=len(head) >= size):
         return "pickle"
     return "unknown"
@@ -137,10 +168,18 @@ def detect_stream(f: IO[bytes], size: int) -> str:
     fmt = detect_head(head, size)
     if fmt == "zip":
         try:
-            with zipfile.ZipFile(_Window(f, origin)) as zf:
+            with zipfile.ZipFile(Window(f, origin)) as zf:
                 return classify_zip(zf.namelist())
         except (zipfile.BadZipFile, OSError, ValueError, EOFError):
             return "zip"
+    if fmt == "tar":
+        try:
+            with tarfile.open(fileobj=Window(f, origin), mode="r:") as tf:
+                return classify_tar(tf.getnames()[:_MAX_TAR_NAMES])
+        except (tarfile.TarError, OSError, ValueError, EOFError):
+            return "tar"
+        finally:
+            f.seek(origin)
     if fmt == "numpy":
         from dlsec.scan._arrays import read_npy_header
         from dlsec.scan._findings import Malformed
@@ -178,7 +217,7 @@ def detect_format(path: str | os.PathLike[str]) -> str:
         return detect_stream(f, os.fstat(f.fileno()).st_size)
 
 
-class _Window(io.RawIOBase):
+class Window(io.RawIOBase):
     """``f`` seen from ``origin`` on (zip readers seek relative to the start of the archive)."""
 
     def __init__(self, f: IO[bytes], origin: int) -> None:

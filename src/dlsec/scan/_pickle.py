@@ -204,6 +204,9 @@ class ScanContext:
     # Tests set this to a list to receive a StreamTrace per analysed stream (the differential
     # test against CPython's own unpickler); None in normal scans, which then pay nothing.
     trace: list[StreamTrace] | None = None
+    # Persistent ids a pre-0.4 torch tar's main pickle may use: keys of the storages and
+    # tensors its other members define (None elsewhere).
+    tar_keys: frozenset[Any] | None = None
 
     def add(self, finding: Finding) -> None:
         if len(self.findings) >= MAX_FINDINGS:
@@ -513,6 +516,9 @@ class _Analyser:
         )
 
     def persistent(self, pid: Any, pos: int) -> Persistent:
+        keys = self.ctx.tar_keys
+        if keys is not None and _legacy_key(pid) in keys:
+            return Persistent(pid, pos)  # a storage or tensor the tar's other members defined
         ok = (
             isinstance(pid, tuple)
             and len(pid) in (5, 6)
@@ -547,6 +553,7 @@ class _Analyser:
             self.finding("medium", "nested-too-deep", "pickles nested deeper than dlsec follows", pos)
             return
         nested = ScanContext(self.ctx.allowlist, depth=self.ctx.depth + 1, trace=self.ctx.trace)
+        nested.tar_keys = None
         where = f"{self.member or 'pickle'} > bytes at {pos}"
         try:
             analyse_stream(io.BytesIO(data), nested, member=where, size=len(data))
@@ -852,6 +859,17 @@ _DTYPE_SIZES: dict[str, int] = {
     **dict.fromkeys(["complex128", "cdouble"], 16),
     "uint64": 8,
 }
+
+
+def _legacy_key(pid: Any) -> int | None:
+    """The key torch's pre-0.4 tar loader looks ``pid`` up as (``int(pid)``), if it is one."""
+    if isinstance(pid, bool):
+        return None
+    if isinstance(pid, int):
+        return pid
+    if isinstance(pid, str) and pid.isascii() and pid.strip().lstrip("+-").isdigit():
+        return int(pid)
+    return None
 
 
 def _storage_numel(storage: Any) -> int | None:

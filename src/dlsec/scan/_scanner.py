@@ -16,7 +16,9 @@ import io
 import json
 import lzma
 import os
+import re
 import struct
+import tarfile
 import tempfile
 import zipfile
 import zlib
@@ -30,7 +32,9 @@ from dlsec.scan._allowlist import DEFAULT_ALLOWLIST, STORAGE_ELEMENT_SIZES, Allo
 from dlsec.scan._arrays import read_npy_header
 from dlsec.scan._findings import SEVERITY_ORDER, Finding, Malformed, ScanResult
 from dlsec.scan._formats import (
+    Window,
     buffer_of,
+    classify_tar,
     classify_zip,
     compression_of,
     detect_head,
@@ -40,6 +44,7 @@ from dlsec.scan._formats import (
 from dlsec.scan._onnx import looks_like_onnx, scan_onnx_buffer
 from dlsec.scan._pickle import (
     DictV,
+    Global,
     PickleStream,
     ScanContext,
     analyse_stream,
@@ -55,6 +60,13 @@ _HEAD = 4096
 _READ_WHOLE = 512 * 1024 * 1024
 _MAX_SPOOL = 8 * 1024**3
 _MAX_ZIP_DEPTH = 4
+_MAX_JSON = 64 * 1024 * 1024
+_PY_SUFFIXES = frozenset({".py", ".pyc", ".pyo", ".pyw", ".pyi", ".ipynb"})
+_NATIVE_SUFFIXES = frozenset({".so", ".pyd", ".dll", ".dylib", ".exe", ".jar", ".whl"})
+_SCRIPT_SUFFIXES = frozenset({".sh", ".bash", ".bat", ".cmd", ".ps1"})
+_NATIVE_MAGICS = (b"\x7fELF", b"\xcf\xfa\xed\xfe", b"\xce\xfa\xed\xfe", b"\xca\xfe\xba\xbe")
+# Config keys with which transformers (and kin) import code named in the config.
+_REMOTE_CODE_KEYS = frozenset({"auto_map", "custom_pipelines"})
 # Keras modules whose functions a config can name and deserialization then calls.
 _KERAS_CALLABLE_MODULES = tuple(
     f"{root}{mod}"
@@ -272,8 +284,6 @@ class _Scan:
             )
         if fmt == "hdf5":
             raise Malformed("HDF5 files (legacy Keras .h5) are not parsed, so dlsec cannot vouch for them")
-        if fmt == "json":
-            return
         if fmt == "onnx":
             with buffer_of(f, 0, size) as view:
                 for finding in scan_onnx_buffer(view, model_dir=model_dir, member=None):
@@ -293,8 +303,12 @@ class _Scan:
             validate_safetensors(f, size, member=member)
         elif fmt == "compressed":
             self.compressed(f, member=member, depth=depth)
-        elif fmt in ("zip", "torch-zip", "torchscript", "npz", "keras"):
+        elif fmt in ("zip", "torch-zip", "torchscript", "npz", "keras", "torchserve-mar"):
             self.zip(f, member=member, depth=depth)
+        elif fmt in ("tar", "torch-tar", "nemo"):
+            self.tar(f, member=member, depth=depth)
+        elif fmt == "json":
+            self.json_hooks(f.read() if size is None else f.read(size), member=member)
         elif fmt == "onnx":
             data = f.read() if size is None else f.read(size)
             for finding in scan_onnx_buffer(memoryview(data), model_dir=None, member=member):
@@ -491,6 +505,10 @@ class _Scan:
             infos = [i for i in zf.infolist() if not i.is_dir()]
             kind = classify_zip([i.filename for i in infos])
             self.zip_names(infos, member=member)
+            if kind == "torchserve-mar":
+                self.mar_manifest(
+                    zf, by_name=[i for i in infos if i.filename == "MAR-INF/MANIFEST.json"], member=member
+                )
             if kind in ("torch-zip", "torchscript"):
                 self.torch_zip(zf, infos, kind, member=member, depth=depth)
             elif kind == "keras":
@@ -517,6 +535,262 @@ class _Scan:
                     f"member name {info.filename!r} points outside the archive when extracted",
                     member=_join(member, info.filename),
                 )
+
+    # -- code inside containers --------------------------------------------------------------
+
+    def code_member(self, name: str, head: bytes, where: str) -> None:
+        """A member that is code (by what loaders import it as, or by its bytes) is a finding."""
+        lower = name.lower()
+        suffix = lower[lower.rfind(".") :] if "." in lower.rsplit("/", 1)[-1] else ""
+        what = None
+        if suffix in _PY_SUFFIXES:
+            what = "Python code, which the archive's loader imports (TorchServe handlers, remote-code models)"
+        elif suffix in _NATIVE_SUFFIXES or head[:4] in _NATIVE_MAGICS or head[:2] == b"MZ":
+            what = "native code (a shared library or executable)"
+        elif head[:2] == b"#!" or suffix in _SCRIPT_SUFFIXES:
+            what = "a script"
+        if what is not None:
+            self.add(
+                "high", "archive-code", f"member {name!r} is {what}; dlsec does not vet code", member=where
+            )
+
+    def json_hooks(self, data: bytes, *, member: str | None) -> None:
+        """Configs that make a loader import code: Hugging Face ``auto_map`` and kin."""
+        try:
+            doc = json.loads(data)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            return  # not JSON after all: inert text
+        for path, node in _walk_json(doc, ""):
+            for key in _REMOTE_CODE_KEYS & set(node):
+                self.add(
+                    "high",
+                    "remote-code-config",
+                    f"{path or '(top level)'}.{key} names code that transformers imports with "
+                    f"trust_remote_code ({str(node[key])[:120]})",
+                    member=member,
+                )
+
+    def mar_manifest(
+        self, zf: zipfile.ZipFile, by_name: list[zipfile.ZipInfo], *, member: str | None
+    ) -> None:
+        """A TorchServe archive's entry points: the handler and model file it imports."""
+        if len(by_name) != 1:
+            raise Malformed("TorchServe archive without one MAR-INF/MANIFEST.json", member=member)
+        where = _join(member, by_name[0].filename)
+        try:
+            manifest = json.loads(self.read_member(zf, by_name[0], where))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise Malformed(f"TorchServe manifest is not JSON ({exc})", member=where) from None
+        model = manifest.get("model") if isinstance(manifest, dict) else None
+        if not isinstance(model, dict):
+            raise Malformed("TorchServe manifest without a model section", member=where)
+        for key in ("handler", "modelFile", "envelope", "requirementsFile"):
+            value = model.get(key)
+            if value:
+                self.add(
+                    "high",
+                    "mar-entry-point",
+                    f"the manifest's {key} {str(value)[:120]!r} is code TorchServe imports or installs "
+                    "when it loads the archive",
+                    member=where,
+                )
+
+    # -- tar containers ------------------------------------------------------------------
+
+    def tar(self, f: IO[bytes], *, member: str | None, depth: int) -> None:
+        if depth >= _MAX_ZIP_DEPTH:
+            raise Malformed("containers nested too deeply", member=member)
+        try:
+            tf = tarfile.open(fileobj=Window(f, f.tell()), mode="r:")  # noqa: SIM115 - closed below
+            members = tf.getmembers()
+        except (tarfile.TarError, OSError, ValueError, EOFError) as exc:
+            raise Malformed(f"not a readable tar archive ({exc})", member=member) from None
+        with tf:
+            names = [m.name for m in members]
+            kind = classify_tar(names)
+            for name, count in Counter(names).items():
+                if count > 1:
+                    self.add(
+                        "high",
+                        "duplicate-member",
+                        f"{count} members are named {name!r}; the last one wins on extraction",
+                        member=_join(member, name),
+                    )
+            files = []
+            for m in members:
+                where = _join(member, m.name)
+                parts = PurePosixPath(m.name.replace("\\", "/")).parts
+                if m.name.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
+                    self.add(
+                        "high",
+                        "member-path",
+                        f"member name {m.name!r} points outside the archive when extracted",
+                        member=where,
+                    )
+                if m.issym() or m.islnk():
+                    self.add(
+                        "high",
+                        "archive-link",
+                        f"member {m.name!r} is a {'symbolic' if m.issym() else 'hard'} link to "
+                        f"{m.linkname!r}: extracting it reads or writes outside the archive",
+                        member=where,
+                    )
+                elif m.isdev() or m.isfifo():
+                    self.add("high", "archive-device", f"member {m.name!r} is a device or FIFO", member=where)
+                elif m.isfile():
+                    files.append(m)
+            if kind == "torch-tar":
+                self.torch_tar(tf, {m.name: m for m in files}, member=member)
+                return
+            for m in files:
+                self.tar_member(tf, m, member=member, depth=depth)
+
+    def tar_member(self, tf: tarfile.TarFile, m: tarfile.TarInfo, *, member: str | None, depth: int) -> None:
+        where = _join(member, m.name)
+        handle = tf.extractfile(m)
+        if handle is None:  # pragma: no cover - regular files always have one
+            raise Malformed("cannot read tar member", member=where)
+        with handle:
+            head = handle.read(_HEAD)
+            handle.seek(0)
+            self.code_member(m.name, head, where)
+            if m.name.rsplit("/", 1)[-1] == "model_config.yaml":
+                self.nemo_config(handle.read(min(m.size, _MAX_JSON)), member=where)
+                return
+            fmt = detect_head(head, m.size)
+            if fmt == "unknown" and m.name.endswith(".json") and m.size <= _MAX_JSON:
+                self.json_hooks(handle.read(), member=where)
+                return
+            if fmt in ("empty", "hdf5", "unknown"):
+                return  # data no loader unpickles (ONNX inside tars is read below)
+            if fmt in ("zip", "tar", "safetensors"):
+                fmt = detect_stream(handle, m.size)
+                handle.seek(0)
+            self.content(handle, m.size, fmt, member=where, depth=depth + 1)
+
+    def nemo_config(self, data: bytes, *, member: str) -> None:
+        """NeMo restores a model by importing every ``_target_`` its config names."""
+        targets = sorted(set(re.findall(rb"(?m)^\s*_target_\s*:\s*['\"]?([\w.]+)", data)))
+        for target in targets[:50]:
+            self.add(
+                "medium",
+                "config-import-target",
+                f"model_config.yaml names _target_ {target.decode()}, which NeMo imports and calls "
+                "when it restores the model",
+                member=member,
+            )
+
+    def torch_tar(
+        self, tf: tarfile.TarFile, files: dict[str, tarfile.TarInfo], *, member: str | None
+    ) -> None:
+        """``torch.save`` before 0.4: storages and tensors with raw bytes between pickles, then the object."""
+        for name in ("sys_info", "pickle", "storages", "tensors"):
+            if name not in files:
+                raise Malformed(f"pre-0.4 torch archive without a regular {name!r} member", member=member)
+
+        def open_(name: str) -> IO[bytes]:
+            handle = tf.extractfile(files[name])
+            if handle is None:  # pragma: no cover
+                raise Malformed(f"cannot read {name}", member=member)
+            return handle
+
+        def one(f: IO[bytes], where: str) -> Any:
+            return analyse_stream(f, self.ctx, member=where).value
+
+        where = _join(member, "storages")
+        numel: dict[Any, int] = {}
+        with open_("storages") as f:
+            count = one(f, where)
+            if not isinstance(count, int) or not 0 <= count <= 10**7:
+                raise Malformed("pre-0.4 torch storages: bad count", member=where)
+            for _ in range(count):
+                header = one(f, where)
+                if not (isinstance(header, tuple) and len(header) == 3 and isinstance(header[2], Global)):
+                    raise Malformed("pre-0.4 torch storage header is not (key, location, type)", member=where)
+                elsize = STORAGE_ELEMENT_SIZES.get(header[2].name)
+                if elsize is None:
+                    raise Malformed(
+                        f"pre-0.4 torch storage of unknown type {header[2].qualname}", member=where
+                    )
+                raw = f.read(8)
+                if len(raw) < 8:
+                    raise Malformed("pre-0.4 torch storage truncated", member=where)
+                n = int.from_bytes(raw, "little", signed=True)
+                if n < 0:
+                    raise Malformed("pre-0.4 torch storage of negative size", member=where)
+                self.skip(f, n * elsize, member=where, what=f"storage {header[0]!r}")
+                numel[header[0]] = n
+            views = one(f, where)
+            for view in views if isinstance(views, list) else [None]:
+                if not (isinstance(view, tuple) and len(view) == 4 and view[1] in numel):
+                    raise Malformed(
+                        "pre-0.4 torch storage view is not (key, root, offset, numel)", member=where
+                    )
+                target, root, offset, n = view
+                if not (isinstance(offset, int) and isinstance(n, int) and offset >= 0 and n >= 0):
+                    raise Malformed("pre-0.4 torch storage view with a bad offset or size", member=where)
+                if offset + n > numel[root]:
+                    self.add(
+                        "high",
+                        "tensor-out-of-bounds",
+                        f"storage view {target!r} covers elements {offset}..{offset + n} of a storage of "
+                        f"{numel[root]}",
+                        member=where,
+                    )
+                numel[target] = n
+            if not at_eof(f):
+                raise Malformed("trailing bytes after the storages", member=where)
+        where = _join(member, "tensors")
+        keys = set(numel)
+        with open_("tensors") as f:
+            count = one(f, where)
+            if not isinstance(count, int) or not 0 <= count <= 10**7:
+                raise Malformed("pre-0.4 torch tensors: bad count", member=where)
+            for _ in range(count):
+                header = one(f, where)
+                if not (isinstance(header, tuple) and len(header) == 3 and header[1] in numel):
+                    raise Malformed("pre-0.4 torch tensor header names no known storage", member=where)
+                raw = f.read(8)
+                if len(raw) < 8:
+                    raise Malformed("pre-0.4 torch tensor truncated", member=where)
+                ndim = int.from_bytes(raw[:4], "little", signed=True)
+                if not 0 <= ndim <= 64:
+                    raise Malformed(f"pre-0.4 torch tensor with {ndim} dimensions", member=where)
+                raw = f.read(16 * ndim + 8)
+                if len(raw) < 16 * ndim + 8:
+                    raise Malformed("pre-0.4 torch tensor truncated", member=where)
+                values = struct.unpack(f"<{2 * ndim + 1}q", raw)
+                size, stride, offset = values[:ndim], values[ndim : 2 * ndim], values[-1]
+                total = numel[header[1]]
+                empty = 0 in size
+                end = (
+                    offset
+                    if empty
+                    else offset + sum((a - 1) * b for a, b in zip(size, stride, strict=True)) + 1
+                )
+                if min((offset, *size, *stride), default=0) < 0 or end > total:
+                    self.add(
+                        "high",
+                        "tensor-out-of-bounds",
+                        f"tensor {header[0]!r}: offset {offset}, size {list(size)}, stride {list(stride)} "
+                        f"outside its storage of {total} elements",
+                        member=where,
+                    )
+                keys.add(header[0])
+            if not at_eof(f):
+                raise Malformed("trailing bytes after the tensors", member=where)
+        where = _join(member, "pickle")
+        ints = frozenset(k for k in keys if isinstance(k, int) and not isinstance(k, bool))
+        previous, self.ctx.tar_keys = self.ctx.tar_keys, ints
+        try:
+            with open_("pickle") as f:
+                analyse_stream(f, self.ctx, member=where)
+                if not at_eof(f):
+                    raise Malformed("trailing bytes after the pickle's STOP", member=where)
+        finally:
+            self.ctx.tar_keys = previous
+        with open_("sys_info") as f:
+            analyse_stream(f, self.ctx, member=_join(member, "sys_info"))
 
     def open_member(self, zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> IO[bytes]:
         if info.flag_bits & 0x1:
@@ -572,8 +846,12 @@ class _Scan:
         """Scan one member of any archive by its content; inert data is left alone."""
         where = _join(member, info.filename)
         head = self.member_head(zf, info, where)
+        self.code_member(info.filename, head, where)
         fmt = detect_head(head, info.file_size)
         if fmt in ("empty", "hdf5"):
+            return
+        if fmt == "unknown" and info.filename.endswith(".json") and info.file_size <= _MAX_JSON:
+            self.json_hooks(self.read_member(zf, info, where), member=where)
             return
         if fmt == "unknown":
             if head[:1] != b"\x08" or info.file_size > _READ_WHOLE:
