@@ -1385,6 +1385,33 @@ def _hf_auto_map(m: Path) -> bytes:
     )
 
 
+def gguf_file(path: Path, template: str | None) -> Path:
+    """A small GGUF model written by the ``gguf`` package (one tensor, optional chat template)."""
+    import gguf
+    import numpy as np
+
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_name("tiny")
+    if template is not None:
+        w.add_chat_template(template)
+    w.add_tensor("w", np.ones((4, 8), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def _gguf_template(template: str) -> Callable[[Path], bytes]:
+    def build(m: Path) -> bytes:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            return gguf_file(Path(tmp) / "m.gguf", template.replace("MARKER", str(m))).read_bytes()
+
+    return build
+
+
 def _nested_zip(m: Path) -> bytes:
     inner = torch_zip(call("os", "system", shell(m), protocol=2))
     return zip_of({"models/inner.pt": inner})
@@ -1487,6 +1514,20 @@ CONTAINERS: list[Payload] = [
         for k in ("gzip", "bz2", "xz", "zlib", "lzma", "zstd", "lz4")
     ),
     Payload("zip_in_zip", "nested zip", _nested_zip, "os.system", ".zip"),
+    Payload(
+        "gguf_chat_template_ssti_cve_2024_34359",
+        "https://nvd.nist.gov/vuln/detail/CVE-2024-34359 (llama-cpp-python: chat templates unsandboxed)",
+        _gguf_template("{{ cycler.__init__.__globals__.os.popen('touch MARKER').read() }}"),
+        "template-injection",
+        ".gguf",
+    ),
+    Payload(
+        "gguf_chat_template_attr_filter",
+        "CVE-2024-34359 variant: the attribute name assembled at render time",
+        _gguf_template("{{ (cycler|attr('__in' ~ 'it__')) }}"),
+        "template-injection",
+        ".gguf",
+    ),
     Payload("tar_member_pickle", "tar archive member", _tar_pickle, "os.system", ".tar"),
     Payload("tar_symlink", "tar member that is a symlink", _tar_symlink, "archive-link", ".tar"),
     Payload("tar_path_traversal", "tar member named ../..", _tar_traversal, "member-path", ".tar"),
@@ -1729,6 +1770,11 @@ def benign_files(folder: Path) -> list[Path]:
         pickle.dumps({"weights": [1.0, 2.0], "names": ("a", "b"), "n": 3}, protocol=2)
     )
     out.append(folder / "plain.pkl")
+    out.append(
+        gguf_file(
+            folder / "tiny.gguf", "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}{% endfor %}"
+        )
+    )
     (folder / "plain_gz.pkl.gz").write_bytes(gzip.compress(pickle.dumps({"a": list(range(10))})))
     out.append(folder / "plain_gz.pkl.gz")
     try:

@@ -4,7 +4,7 @@ Names returned: ``empty``, ``safetensors``, ``onnx``, ``pickle`` (raw pickles of
 legacy ``torch.save`` files, joblib), ``torch-zip``, ``torchscript``, ``numpy``,
 ``numpy-object``, ``npz``, ``keras``, ``torchserve-mar``, ``zip``, ``tar``, ``torch-tar``
 (``torch.save`` before 0.4), ``nemo``, ``compressed`` (gzip, bz2, xz, lzma, zlib, zstd, lz4),
-``hdf5``, ``json`` and ``unknown``.
+``gguf``, ``hdf5``, ``json`` and ``unknown``.
 """
 
 from __future__ import annotations
@@ -143,6 +143,8 @@ def detect_head(head: bytes, size: int) -> str:
         return "empty"
     if head[:4] in ZIP_MAGICS:
         return "zip"
+    if head[:4] == b"GGUF":
+        return "gguf"
     if compression_of(head) is not None:
         return "compressed"
     if head.startswith(NPY_MAGIC):

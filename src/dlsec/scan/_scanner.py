@@ -41,6 +41,7 @@ from dlsec.scan._formats import (
     detect_stream,
     looks_like_proto01_pickle,
 )
+from dlsec.scan._gguf import scan_gguf
 from dlsec.scan._onnx import looks_like_onnx, scan_onnx_buffer
 from dlsec.scan._pickle import (
     DictV,
@@ -309,6 +310,8 @@ class _Scan:
             self.tar(f, member=member, depth=depth)
         elif fmt == "json":
             self.json_hooks(f.read() if size is None else f.read(size), member=member)
+        elif fmt == "gguf":
+            self.gguf(f, member=member)
         elif fmt == "onnx":
             data = f.read() if size is None else f.read(size)
             for finding in scan_onnx_buffer(memoryview(data), model_dir=None, member=member):
@@ -535,6 +538,25 @@ class _Scan:
                     f"member name {info.filename!r} points outside the archive when extracted",
                     member=_join(member, info.filename),
                 )
+
+    def gguf(self, f: IO[bytes], *, member: str | None) -> None:
+        """GGUF metadata and chat templates (the reader memory-maps a real file; others are spooled)."""
+        try:
+            f.fileno()
+            real = f.seekable()
+        except (OSError, AttributeError, ValueError):
+            real = False
+        if real:
+            size = f.seek(0, io.SEEK_END)
+            f.seek(0)
+            for finding in scan_gguf(f, size, member=member):
+                self.ctx.add(finding)
+            return
+        with tempfile.NamedTemporaryFile(suffix=".gguf") as spool:
+            size = self.spool(f, spool, member=member)
+            spool.flush()
+            for finding in scan_gguf(spool.name, size, member=member):
+                self.ctx.add(finding)
 
     # -- code inside containers --------------------------------------------------------------
 
