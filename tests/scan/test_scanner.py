@@ -561,3 +561,23 @@ def test_code_in_archives_is_named(tmp_path: Path) -> None:
         assert "archive-code" in codes, (name, result.to_dict())
     inert = tar_of({"README.md": b"# a model\n", "labels.txt": b"cat\ndog\n"})
     assert scan_bytes(inert, label="inert.tar").verdict == "safe"
+
+
+def test_a_scikit_learn_model_is_named_as_such_and_allow_accepts_it(tmp_path: Path) -> None:
+    joblib = pytest.importorskip("joblib")
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    model = LogisticRegression().fit(rng.random((30, 3)), np.arange(30) % 2)
+    path = tmp_path / "lr.joblib"
+    joblib.dump(model, path)
+    result = scan_file(path)
+    assert result.verdict == "unsafe"
+    first = result.findings[0]
+    name = "sklearn.linear_model._logistic.LogisticRegression"
+    assert first.code == "third-party-classes" and name in first.reason and "skops" in first.reason
+    assert scan_file(path, allow=[name]).verdict == "safe"
+    # A pickle that also runs a command is not summarised as an honest model.
+    mixed = tmp_path / "mixed.pkl"
+    mixed.write_bytes(pickle.dumps([model])[:-1] + b"0" + call("os", "system", "true", protocol=2)[2:])
+    assert all(f.code != "third-party-classes" for f in scan_file(mixed).findings)

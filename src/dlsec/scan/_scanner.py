@@ -1025,9 +1025,37 @@ def _finish(path: str, fmt: str, scan: _Scan, error: str | None) -> ScanResult:
         unique.values(),
         key=lambda f: (SEVERITY_ORDER[f.severity], f.member or "", f.offset if f.offset is not None else -1),
     )
+    summary = _third_party_summary(findings)
+    if summary is not None:
+        findings.insert(0, summary)
     if scan.ctx.dropped:
         findings.append(Finding("low", "more-findings", f"{scan.ctx.dropped} more findings not listed"))
     return ScanResult(path, fmt, findings, error, sorted(scan.ctx.extras_used))
+
+
+# Libraries whose estimators are pickled as honest models: their classes cannot be proven safe
+# by reading the pickle, but they are not an attack either.
+_THIRD_PARTY_ML = ("sklearn", "xgboost", "lightgbm", "catboost", "imblearn", "category_encoders")
+_CLASS_FINDINGS = frozenset({"unsafe-global", "unsafe-call", "build-on-non-instance", "calls-value"})
+
+
+def _third_party_summary(findings: list[Finding]) -> Finding | None:
+    """One finding that says plainly what a pickled scikit-learn (or similar) model is."""
+    names = sorted({f.import_name for f in findings if f.import_name})
+    if not names or any(f.code not in _CLASS_FINDINGS or f.severity == "critical" for f in findings):
+        return None
+    if not all(n.split(".")[0] in _THIRD_PARTY_ML for n in names):
+        return None
+    listed = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+    allow = " ".join(f"--allow {n}" for n in names[:8])
+    return Finding(
+        "medium",
+        "third-party-classes",
+        f"a pickled model of {names[0].split('.')[0]} classes ({listed}): honest models look like this, "
+        "but loading one imports and calls these classes and dlsec cannot prove them safe. Save it with "
+        f"skops (skops.io.dump, loaded with its trusted-types check), or if you trust these classes scan "
+        f"again with {allow}",
+    )
 
 
 def _scan_stream(
