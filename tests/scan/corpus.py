@@ -1412,6 +1412,45 @@ def _gguf_template(template: str) -> Callable[[Path], bytes]:
     return build
 
 
+def _pb_varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _pb(field: int, value: bytes | int) -> bytes:
+    """One protobuf field: a varint for ints, length-delimited for bytes."""
+    if isinstance(value, int):
+        return _pb_varint(field << 3) + _pb_varint(value)
+    return _pb_varint(field << 3 | 2) + _pb_varint(len(value)) + value
+
+
+def saved_model(graph_ops: list[str], function_ops: tuple[str, ...] | list[str] = ()) -> bytes:
+    """A ``saved_model.pb``: one meta graph whose graph runs ``graph_ops`` and whose library has
+    one function running ``function_ops`` (the layout TensorFlow writes, fields by number)."""
+    nodes = b"".join(_pb(1, _pb(1, f"n{i}".encode()) + _pb(2, op.encode())) for i, op in enumerate(graph_ops))
+    body = b"".join(
+        _pb(3, _pb(1, f"f{i}".encode()) + _pb(2, op.encode())) for i, op in enumerate(function_ops)
+    )
+    library = _pb(2, _pb(1, _pb(1, _pb(1, b"__inference_call")) + body)) if function_ops else b""
+    meta = _pb(1, _pb(1, b"serve")) + _pb(2, nodes + library)
+    return _pb(1, 1) + _pb(2, meta)
+
+
+_SAVED_MODEL_BENIGN = ["Placeholder", "VarHandleOp", "ReadVariableOp", "MatMul", "SaveV2", "RestoreV2"]
+
+
+def _savedmodel_readfile(m: Path) -> bytes:
+    return saved_model(_SAVED_MODEL_BENIGN + ["Const", "ReadFile", "Identity"])
+
+
+def _savedmodel_pyfunc(m: Path) -> bytes:
+    return zip_of({"model/saved_model.pb": saved_model(_SAVED_MODEL_BENIGN, ["Const", "EagerPyFunc"])})
+
+
 def _nested_zip(m: Path) -> bytes:
     inner = torch_zip(call("os", "system", shell(m), protocol=2))
     return zip_of({"models/inner.pt": inner})
@@ -1514,6 +1553,20 @@ CONTAINERS: list[Payload] = [
         for k in ("gzip", "bz2", "xz", "zlib", "lzma", "zstd", "lz4")
     ),
     Payload("zip_in_zip", "nested zip", _nested_zip, "os.system", ".zip"),
+    Payload(
+        "tf_savedmodel_readfile",
+        "SavedModel graph op ReadFile",
+        _savedmodel_readfile,
+        "tf.raw_ops.ReadFile",
+        ".pb",
+    ),
+    Payload(
+        "tf_savedmodel_pyfunc_in_function",
+        "SavedModel library function op EagerPyFunc (in a zip)",
+        _savedmodel_pyfunc,
+        "tf.raw_ops.EagerPyFunc",
+        ".zip",
+    ),
     Payload(
         "gguf_chat_template_ssti_cve_2024_34359",
         "https://nvd.nist.gov/vuln/detail/CVE-2024-34359 (llama-cpp-python: chat templates unsandboxed)",

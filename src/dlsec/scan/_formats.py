@@ -4,7 +4,7 @@ Names returned: ``empty``, ``safetensors``, ``onnx``, ``pickle`` (raw pickles of
 legacy ``torch.save`` files, joblib), ``torch-zip``, ``torchscript``, ``numpy``,
 ``numpy-object``, ``npz``, ``keras``, ``torchserve-mar``, ``zip``, ``tar``, ``torch-tar``
 (``torch.save`` before 0.4), ``nemo``, ``compressed`` (gzip, bz2, xz, lzma, zlib, zstd, lz4),
-``gguf``, ``hdf5``, ``json`` and ``unknown``.
+``gguf``, ``tf-savedmodel``, ``hdf5``, ``json`` and ``unknown``.
 """
 
 from __future__ import annotations
@@ -191,10 +191,14 @@ def detect_stream(f: IO[bytes], size: int) -> str:
         except Malformed:
             return "numpy"
         return "numpy-object" if header.dtype.hasobject else "numpy"
-    if fmt == "unknown" and head[:1] == b"\x08":
+    if fmt == "unknown" and head[:1] in (b"\x08", b"\x12"):
+        from dlsec.scan._savedmodel import looks_like_saved_model
+
         with buffer_of(f, origin, size) as view:
             if looks_like_onnx(view):
                 return "onnx"
+            if looks_like_saved_model(view):
+                return "tf-savedmodel"
     if fmt == "unknown" and size <= _MAX_JSON and head.lstrip()[:1] in (b"{", b"["):
         f.seek(origin)
         data = f.read(size)

@@ -52,6 +52,7 @@ from dlsec.scan._pickle import (
     at_eof,
 )
 from dlsec.scan._safetensors import validate_safetensors
+from dlsec.scan._savedmodel import looks_like_saved_model, scan_saved_model_buffer
 
 __all__ = ["scan_file", "scan_paths", "scan_bytes", "make_allowlist", "expand_paths"]
 
@@ -312,6 +313,10 @@ class _Scan:
             self.json_hooks(f.read() if size is None else f.read(size), member=member)
         elif fmt == "gguf":
             self.gguf(f, member=member)
+        elif fmt == "tf-savedmodel":
+            data = f.read() if size is None else f.read(size)
+            for finding in scan_saved_model_buffer(memoryview(data), member=member):
+                self.ctx.add(finding)
         elif fmt == "onnx":
             data = f.read() if size is None else f.read(size)
             for finding in scan_onnx_buffer(memoryview(data), model_dir=None, member=member):
@@ -683,8 +688,11 @@ class _Scan:
             if fmt == "unknown" and m.name.endswith(".json") and m.size <= _MAX_JSON:
                 self.json_hooks(handle.read(), member=where)
                 return
+            if fmt == "unknown" and head[:1] in (b"\x08", b"\x12") and m.size <= _READ_WHOLE:
+                fmt = detect_stream(handle, m.size)  # ONNX or a SavedModel graph
+                handle.seek(0)
             if fmt in ("empty", "hdf5", "unknown"):
-                return  # data no loader unpickles (ONNX inside tars is read below)
+                return  # data no loader unpickles: text, images, raw tensors
             if fmt in ("zip", "tar", "safetensors"):
                 fmt = detect_stream(handle, m.size)
                 handle.seek(0)
@@ -882,6 +890,8 @@ class _Scan:
             if looks_like_onnx(memoryview(data)):
                 for finding in scan_onnx_buffer(memoryview(data), model_dir=None, member=where):
                     self.ctx.add(finding)
+            elif looks_like_saved_model(memoryview(data)):
+                self.content(io.BytesIO(data), len(data), "tf-savedmodel", member=where, depth=depth + 1)
             return
         if fmt == "pickle" and info.file_size <= _READ_WHOLE:
             data = self.read_member(zf, info, where)
