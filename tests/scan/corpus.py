@@ -1451,6 +1451,47 @@ def _savedmodel_pyfunc(m: Path) -> bytes:
     return zip_of({"model/saved_model.pb": saved_model(_SAVED_MODEL_BENIGN, ["Const", "EagerPyFunc"])})
 
 
+def keras_h5(layers: list[dict[str, Any]]) -> bytes:
+    """A legacy Keras 2 ``.h5``: ``model_config`` as a root attribute, one weights group."""
+    import tempfile
+
+    import h5py
+    import numpy as np
+
+    config = {"class_name": "Sequential", "config": {"name": "seq", "layers": layers}}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "m.h5"
+        with h5py.File(path, "w") as h5:
+            h5.attrs["model_config"] = json.dumps(config).encode()
+            h5.attrs["keras_version"] = b"2.15.0"
+            h5.create_group("model_weights").create_dataset("dense/kernel", data=np.ones((3, 2), "float32"))
+        return path.read_bytes()
+
+
+_DENSE = {"class_name": "Dense", "config": {"name": "dense", "units": 2, "activation": "relu"}}
+
+
+def _h5_lambda_bytecode(m: Path) -> bytes:
+    import base64
+    import marshal
+
+    code = compile(py(m), "<lambda>", "exec")
+    blob = base64.b64encode(marshal.dumps(code)).decode()
+    lam = {
+        "class_name": "Lambda",
+        "config": {"name": "evil", "function": [blob, None, None], "function_type": "lambda"},
+    }
+    return keras_h5([_DENSE, lam])
+
+
+def _h5_lambda_module_function(m: Path) -> bytes:
+    lam = {
+        "class_name": "Lambda",
+        "config": {"name": "evil", "function": "system", "module": "os", "function_type": "function"},
+    }
+    return keras_h5([_DENSE, lam])
+
+
 def _nested_zip(m: Path) -> bytes:
     inner = torch_zip(call("os", "system", shell(m), protocol=2))
     return zip_of({"models/inner.pt": inner})
@@ -1553,6 +1594,20 @@ CONTAINERS: list[Payload] = [
         for k in ("gzip", "bz2", "xz", "zlib", "lzma", "zstd", "lz4")
     ),
     Payload("zip_in_zip", "nested zip", _nested_zip, "os.system", ".zip"),
+    Payload(
+        "keras_h5_lambda_marshal",
+        "legacy Keras .h5, Lambda layer with marshalled bytecode (Keras 2 Lambda serialisation)",
+        _h5_lambda_bytecode,
+        "keras-lambda",
+        ".h5",
+    ),
+    Payload(
+        "keras_h5_lambda_module_function",
+        "legacy Keras .h5, Lambda layer naming module os, function system",
+        _h5_lambda_module_function,
+        "keras-lambda",
+        ".h5",
+    ),
     Payload(
         "tf_savedmodel_readfile",
         "SavedModel graph op ReadFile",

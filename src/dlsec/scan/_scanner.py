@@ -285,7 +285,8 @@ class _Scan:
                 "unknown format: not a pickle, PyTorch, NumPy, joblib, safetensors, ONNX or Keras file"
             )
         if fmt == "hdf5":
-            raise Malformed("HDF5 files (legacy Keras .h5) are not parsed, so dlsec cannot vouch for them")
+            self.hdf5(f, member=None)
+            return
         if fmt == "onnx":
             with buffer_of(f, 0, size) as view:
                 for finding in scan_onnx_buffer(view, model_dir=model_dir, member=None):
@@ -950,24 +951,19 @@ class _Scan:
                 continue  # tensor bytes are never read
             self.member(zf, info, member=member, depth=depth)
 
-    def keras(
-        self, zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo], *, member: str | None, depth: int
-    ) -> None:
-        where = _join(member, "config.json")
-        config_info = next(i for i in infos if i.filename == "config.json")
-        try:
-            config = json.loads(self.read_member(zf, config_info, where))
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            raise Malformed("Keras config.json is not valid JSON", member=where) from None
+    def keras_config(self, config: Any, where: str | None) -> None:
+        """Layers that run code when a Keras model (``.keras`` or legacy ``.h5``) is rebuilt."""
         for path, node in _walk_json(config, "config"):
             class_name = node.get("class_name")
             if class_name == "Lambda":
-                name = node.get("config", {}).get("name") if isinstance(node.get("config"), dict) else None
+                found = node.get("config")
+                layer: dict[str, Any] = found if isinstance(found, dict) else {}
+                name = layer.get("name")
                 self.add(
                     "high",
                     "keras-lambda",
-                    f"Lambda layer {name or path!r}: its function is Python code (bytecode or source) "
-                    "that runs when the model is loaded or called",
+                    f"Lambda layer {name or path!r}: its function is {_lambda_kind(layer)}, which runs when "
+                    "the model is loaded or called",
                     member=where,
                 )
             if class_name == "TFSMLayer":
@@ -984,7 +980,8 @@ class _Scan:
                 self.add(
                     "medium",
                     "keras-custom-object",
-                    f"{path}: loading imports module {module!r} to rebuild {class_name!r}",
+                    f"{path}: loading imports module {module!r}"
+                    + (f" to rebuild {class_name!r}" if class_name else ""),
                     member=where,
                 )
             elif module.startswith(_KERAS_CALLABLE_MODULES):
@@ -995,9 +992,52 @@ class _Scan:
                     "how safe_mode was bypassed, CVE-2025-1550 and CVE-2025-8747)",
                     member=where,
                 )
+
+    def hdf5(self, f: IO[bytes], *, member: str | None) -> None:
+        """A legacy Keras ``.h5``: its ``model_config`` attribute, checked like a ``.keras`` config."""
+        try:
+            import h5py
+        except ImportError:  # pragma: no cover - a declared dependency
+            raise Malformed("HDF5 files need the `h5py` package to be scanned", member=member) from None
+        try:
+            with h5py.File(f, "r") as h5:
+                raw = h5.attrs.get("model_config")
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+            raise Malformed(f"not a readable HDF5 file ({str(exc)[:160]})", member=member) from None
+        if raw is None:
+            return  # weights only: HDF5 holds data, and no layer is rebuilt from this file
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+        try:
+            config = json.loads(text)
+        except (ValueError, RecursionError):
+            raise Malformed("Keras model_config attribute is not valid JSON", member=member) from None
+        self.keras_config(config, _join(member, "model_config"))
+
+    def keras(
+        self, zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo], *, member: str | None, depth: int
+    ) -> None:
+        where = _join(member, "config.json")
+        config_info = next(i for i in infos if i.filename == "config.json")
+        try:
+            config = json.loads(self.read_member(zf, config_info, where))
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            raise Malformed("Keras config.json is not valid JSON", member=where) from None
+        self.keras_config(config, where)
         for info in infos:
             if info is not config_info:
                 self.member(zf, info, member=member, depth=depth)
+
+
+def _lambda_kind(layer: dict[str, Any]) -> str:
+    """What a Keras Lambda layer's function is: bytecode, a module-function reference, or source."""
+    function = layer.get("function")
+    kind = layer.get("function_type")
+    if kind == "lambda" or isinstance(function, (list, tuple)):
+        return "marshalled Python bytecode (base64 in the config)"
+    if kind == "function" or isinstance(function, str):
+        module = layer.get("module") or "?"
+        return f"a reference to the function {module}.{function}, imported by name"
+    return "Python code (bytecode or source)"
 
 
 def _check_zip_end(f: IO[bytes], member: str | None) -> None:
