@@ -1492,6 +1492,28 @@ def _h5_lambda_module_function(m: Path) -> bytes:
     return keras_h5([_DENSE, lam])
 
 
+def _npy_bytes() -> bytes:
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, np.arange(6.0))
+    return buf.getvalue()
+
+
+def sevenzip_of(members: dict[str, bytes]) -> bytes:
+    import py7zr
+
+    buf = io.BytesIO()
+    with py7zr.SevenZipFile(buf, "w") as z:
+        for name, data in members.items():
+            z.writestr(data, name)
+    return buf.getvalue()
+
+
+def _7z_pickle(m: Path) -> bytes:
+    return sevenzip_of({"weights/model.pt": torch_zip(call("os", "system", shell(m), protocol=2))})
+
+
 def _nested_zip(m: Path) -> bytes:
     inner = torch_zip(call("os", "system", shell(m), protocol=2))
     return zip_of({"models/inner.pt": inner})
@@ -1594,6 +1616,7 @@ CONTAINERS: list[Payload] = [
         for k in ("gzip", "bz2", "xz", "zlib", "lzma", "zstd", "lz4")
     ),
     Payload("zip_in_zip", "nested zip", _nested_zip, "os.system", ".zip"),
+    Payload("sevenzip_member_checkpoint", "7z archive member", _7z_pickle, "os.system", ".7z"),
     Payload(
         "keras_h5_lambda_marshal",
         "legacy Keras .h5, Lambda layer with marshalled bytecode (Keras 2 Lambda serialisation)",

@@ -2,7 +2,7 @@
 
 Names returned: ``empty``, ``safetensors``, ``onnx``, ``pickle`` (raw pickles of any protocol,
 legacy ``torch.save`` files, joblib), ``torch-zip``, ``torchscript``, ``numpy``,
-``numpy-object``, ``npz``, ``keras``, ``torchserve-mar``, ``zip``, ``tar``, ``torch-tar``
+``numpy-object``, ``npz``, ``keras``, ``torchserve-mar``, ``zip``, ``tar``, ``7z``, ``torch-tar``
 (``torch.save`` before 0.4), ``nemo``, ``compressed`` (gzip, bz2, xz, lzma, zlib, zstd, lz4),
 ``gguf``, ``tf-savedmodel``, ``hdf5``, ``json`` and ``unknown``.
 """
@@ -41,6 +41,7 @@ __all__ = [
 
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+SEVEN_ZIP_MAGIC = b"7z\xbc\xaf\x27\x1c"
 NPY_MAGIC = b"\x93NUMPY"
 _SNIFF = 1 << 16
 _MAX_JSON = 64 * 1024 * 1024
@@ -145,6 +146,8 @@ def detect_head(head: bytes, size: int) -> str:
         return "zip"
     if head[:4] == b"GGUF":
         return "gguf"
+    if head[:6] == SEVEN_ZIP_MAGIC:
+        return "7z"
     if compression_of(head) is not None:
         return "compressed"
     if head.startswith(NPY_MAGIC):

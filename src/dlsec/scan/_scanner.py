@@ -310,6 +310,8 @@ class _Scan:
             self.zip(f, member=member, depth=depth)
         elif fmt in ("tar", "torch-tar", "nemo"):
             self.tar(f, member=member, depth=depth)
+        elif fmt == "7z":
+            self.sevenzip(f, member=member, depth=depth)
         elif fmt == "json":
             self.json_hooks(f.read() if size is None else f.read(size), member=member)
         elif fmt == "gguf":
@@ -647,14 +649,7 @@ class _Scan:
             files = []
             for m in members:
                 where = _join(member, m.name)
-                parts = PurePosixPath(m.name.replace("\\", "/")).parts
-                if m.name.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
-                    self.add(
-                        "high",
-                        "member-path",
-                        f"member name {m.name!r} points outside the archive when extracted",
-                        member=where,
-                    )
+                self.check_member_name(m.name, where)
                 if m.issym() or m.islnk():
                     self.add(
                         "high",
@@ -673,31 +668,97 @@ class _Scan:
             for m in files:
                 self.tar_member(tf, m, member=member, depth=depth)
 
+    def sevenzip(self, f: IO[bytes], *, member: str | None, depth: int) -> None:
+        """A 7z archive: names and links checked, each member extracted to memory and scanned."""
+        if depth >= _MAX_ZIP_DEPTH:
+            raise Malformed("containers nested too deeply", member=member)
+        try:
+            import py7zr
+            from py7zr.io import BytesIOFactory
+        except ImportError:  # pragma: no cover - a declared dependency
+            raise Malformed("7z archives need the `py7zr` package to be scanned", member=member) from None
+        try:
+            window: Any = Window(f, f.tell())  # a seekable view from the archive's first byte
+            with py7zr.SevenZipFile(window, mode="r") as archive:
+                if archive.needs_password():
+                    raise Malformed("encrypted 7z archive: dlsec cannot read its members", member=member)
+                infos = list(archive.files)
+                regular = []
+                for info in infos:
+                    where = _join(member, info.filename)
+                    self.check_member_name(info.filename, where)
+                    if info.is_symlink:
+                        self.add(
+                            "high",
+                            "archive-link",
+                            f"member {info.filename!r} is a symbolic link",
+                            member=where,
+                        )
+                    elif not info.is_directory:
+                        regular.append(info)
+                for name, count in Counter(i.filename for i in regular).items():
+                    if count > 1:
+                        self.add(
+                            "high", "duplicate-member", f"{count} members are named {name!r}", member=member
+                        )
+                factory = BytesIOFactory(_READ_WHOLE)
+                archive.extractall(factory=factory)
+        except Malformed:
+            raise
+        except Exception as exc:  # noqa: BLE001 - py7zr raises many types for corrupt archives
+            raise Malformed(
+                f"not a readable 7z archive ({type(exc).__name__}: {str(exc)[:160]})", member=member
+            ) from None
+        for info in regular:
+            where = _join(member, info.filename)
+            product = factory.products.get(info.filename)
+            if product is None or product.size() != info.uncompressed:
+                raise Malformed("7z member missing or larger than dlsec reads in memory", member=where)
+            product.seek(0)
+            data = product.read()
+            self.code_member(info.filename, data[:_HEAD], where)
+            self.loose_member(io.BytesIO(data), len(data), info.filename, where, depth=depth)
+
+    def check_member_name(self, name: str, where: str) -> None:
+        parts = PurePosixPath(name.replace("\\", "/")).parts
+        if name.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
+            self.add(
+                "high",
+                "member-path",
+                f"member name {name!r} points outside the archive when extracted",
+                member=where,
+            )
+
+    def loose_member(self, handle: IO[bytes], size: int, name: str, where: str, *, depth: int) -> None:
+        """Scan one extracted archive member by its content (tar, 7z); inert data is left alone."""
+        head = handle.read(_HEAD)
+        handle.seek(0)
+        if name.rsplit("/", 1)[-1] == "model_config.yaml":
+            self.nemo_config(handle.read(min(size, _MAX_JSON)), member=where)
+            return
+        fmt = detect_head(head, size)
+        if fmt == "unknown" and name.endswith(".json") and size <= _MAX_JSON:
+            self.json_hooks(handle.read(), member=where)
+            return
+        if fmt == "unknown" and head[:1] in (b"\x08", b"\x12") and size <= _READ_WHOLE:
+            fmt = detect_stream(handle, size)  # ONNX or a SavedModel graph
+            handle.seek(0)
+        if fmt in ("empty", "hdf5", "unknown"):
+            return  # data no loader unpickles: text, images, raw tensors
+        if fmt in ("zip", "tar", "safetensors"):
+            fmt = detect_stream(handle, size)
+            handle.seek(0)
+        self.content(handle, size, fmt, member=where, depth=depth + 1)
+
     def tar_member(self, tf: tarfile.TarFile, m: tarfile.TarInfo, *, member: str | None, depth: int) -> None:
         where = _join(member, m.name)
         handle = tf.extractfile(m)
         if handle is None:  # pragma: no cover - regular files always have one
             raise Malformed("cannot read tar member", member=where)
         with handle:
-            head = handle.read(_HEAD)
+            self.code_member(m.name, handle.read(_HEAD), where)
             handle.seek(0)
-            self.code_member(m.name, head, where)
-            if m.name.rsplit("/", 1)[-1] == "model_config.yaml":
-                self.nemo_config(handle.read(min(m.size, _MAX_JSON)), member=where)
-                return
-            fmt = detect_head(head, m.size)
-            if fmt == "unknown" and m.name.endswith(".json") and m.size <= _MAX_JSON:
-                self.json_hooks(handle.read(), member=where)
-                return
-            if fmt == "unknown" and head[:1] in (b"\x08", b"\x12") and m.size <= _READ_WHOLE:
-                fmt = detect_stream(handle, m.size)  # ONNX or a SavedModel graph
-                handle.seek(0)
-            if fmt in ("empty", "hdf5", "unknown"):
-                return  # data no loader unpickles: text, images, raw tensors
-            if fmt in ("zip", "tar", "safetensors"):
-                fmt = detect_stream(handle, m.size)
-                handle.seek(0)
-            self.content(handle, m.size, fmt, member=where, depth=depth + 1)
+            self.loose_member(handle, m.size, m.name, where, depth=depth)
 
     def nemo_config(self, data: bytes, *, member: str) -> None:
         """NeMo restores a model by importing every ``_target_`` its config names."""
