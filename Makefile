@@ -66,7 +66,10 @@ typecheck: setup
 	$(BIN)/mypy
 
 bench-setup: peers
-	$(BIN)/python -m pip install -q --no-deps modelscan fickling alibi-detect
+	$(BIN)/python -m pip install -q --no-deps modelscan fickling picklescan alibi-detect
+	# ModelAudit pins NumPy >= 2.4 and pulls cloud SDKs: it gets a venv of its own and runs as its CLI.
+	test -x .venv-modelaudit/bin/modelaudit || { $(PY) -m venv .venv-modelaudit && \
+	  .venv-modelaudit/bin/pip install -q modelaudit==0.2.54; }
 	$(BIN)/python -c "import torch, alibi_detect.cd; assert torch.__version__.startswith('2.13'), torch.__version__"
 
 bench: bench-setup

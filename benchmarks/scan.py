@@ -1,4 +1,4 @@
-"""Model-file scanning and encryption at rest, side by side with modelscan and fickling.
+"""Model-file scanning and encryption at rest, beside ModelAudit, picklescan, modelscan and fickling.
 
 Runs in one process on the project's own corpus (``tests/scan/corpus.py``: one file per
 published scanner bypass, payloads through every pickle opcode path and container, and benign
@@ -6,8 +6,10 @@ files written by real ``torch.save`` calls), then times a scan of a ~1 GB PyTorc
 generated in a temporary folder, and compares file encryption/decryption throughput with
 one-shot AES-256-GCM over the same bytes in memory. Prints Markdown tables.
 
-Peers come from the ``bench`` extra (``pip install -e '.[bench]'``); a peer that cannot be
-imported is reported as such, never silently skipped.
+Peers come from ``make bench-setup`` (modelscan, fickling, picklescan in the project's venv;
+ModelAudit, whose pins clash with the project's NumPy, in ``.venv-modelaudit`` and run as its
+CLI); a peer that cannot be imported is reported as such, never silently skipped. Besides the
+totals, a table per format (as dlsec names it) shows where each tool catches and misses.
 
     python benchmarks/scan.py              # the full run (~1 GB checkpoint, 512 MiB for crypto)
     python benchmarks/scan.py --quick      # 256 MiB checkpoint, 128 MiB for crypto
@@ -92,6 +94,56 @@ def fickling_tool() -> tuple[str, Verdict] | str:
     return f"fickling {getattr(fickling, '__version__', '?')}", verdict
 
 
+def picklescan_tool() -> tuple[str, Verdict] | str:
+    try:
+        import picklescan
+        from picklescan.scanner import scan_file_path
+    except Exception as exc:  # noqa: BLE001
+        return f"not installed ({type(exc).__name__}: {exc})"
+
+    def verdict(path: Path) -> tuple[bool, bool]:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            try:
+                result = scan_file_path(str(path))
+            except Exception:  # noqa: BLE001
+                return True, True
+        found = result.issues_count > 0 or result.infected_files > 0
+        return (found or result.scan_err, result.scan_err and not found)
+
+    return f"picklescan {getattr(picklescan, '__version__', '1.0.x')}", verdict
+
+
+def modelaudit_tool() -> tuple[str, Verdict] | str:
+    exe = Path(os.environ.get("DLSEC_BENCH_MODELAUDIT", ROOT / ".venv-modelaudit" / "bin" / "modelaudit"))
+    if not exe.exists():
+        return f"not installed ({exe} missing: run `make bench-setup`)"
+    import json as _json
+    import subprocess
+
+    env = {**os.environ, "PROMPTFOO_DISABLE_TELEMETRY": "1", "NO_ANALYTICS": "1"}
+    version = subprocess.run([str(exe), "--version"], capture_output=True, text=True, env=env).stdout.strip()
+
+    def verdict(path: Path) -> tuple[bool, bool]:
+        out = subprocess.run(
+            [str(exe), "scan", "--format", "json", "--no-cache", str(path)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+        try:
+            report = _json.loads(out.stdout)
+        except ValueError:
+            return True, True  # no report: counted as flagged (fail closed), marked as an error
+        issues = [
+            i for i in report.get("issues", []) if i.get("severity") in ("critical", "warning", "error")
+        ]
+        errored = bool(report.get("has_errors")) or out.returncode not in (0, 1)
+        return (bool(issues) or errored, errored and not issues)
+
+    return f"modelaudit {version.split()[-1] if version else '?'}", verdict
+
+
 def corpus_rows(tools: list[tuple[str, Verdict]], folder: Path) -> list[dict[str, Any]]:
     marker = folder / "PWNED"
     bad_dir = folder / "malicious"
@@ -114,6 +166,7 @@ def corpus_rows(tools: list[tuple[str, Verdict]], folder: Path) -> list[dict[str
         false_pos = [p.name for p in benign if verdict(p)[0]]
         rows.append(
             {
+                "by_format": _by_format(malicious, benign, verdict),
                 "tool": name,
                 "malicious": len(malicious),
                 "caught": caught,
@@ -126,6 +179,24 @@ def corpus_rows(tools: list[tuple[str, Verdict]], folder: Path) -> list[dict[str
     if marker.exists():
         raise SystemExit("a payload ran during the benchmark; this must never happen")
     return rows
+
+
+def _by_format(malicious: list[Path], benign: list[Path], verdict: Verdict) -> dict[str, list[int]]:
+    """format -> [malicious caught, malicious, benign flagged, benign] (format as dlsec detects it)."""
+    from dlsec.scan import detect_format
+
+    table: dict[str, list[int]] = {}
+    for paths, bad in ((malicious, True), (benign, False)):
+        for path in paths:
+            row = table.setdefault(detect_format(path), [0, 0, 0, 0])
+            flagged = verdict(path)[0]
+            if bad:
+                row[0] += flagged
+                row[1] += 1
+            else:
+                row[2] += flagged
+                row[3] += 1
+    return table
 
 
 def big_checkpoint(folder: Path, gib: float) -> Path:
@@ -217,7 +288,13 @@ def main() -> None:
 
     tools: list[tuple[str, Verdict]] = [("dlsec", dlsec_verdict)]
     notes = []
-    for make, label in ((modelscan_tool, "modelscan"), (fickling_tool, "fickling")):
+    peers = (
+        (modelaudit_tool, "modelaudit"),
+        (picklescan_tool, "picklescan"),
+        (modelscan_tool, "modelscan"),
+        (fickling_tool, "fickling"),
+    )
+    for make, label in peers:
         tool = make()
         if isinstance(tool, str):
             notes.append(f"{label}: {tool}")
@@ -258,6 +335,19 @@ def main() -> None:
     for note in notes:
         print(f"| {note} | | | | | |")
     print()
+    print("Per format (as dlsec detects it): malicious caught / total, false positives / benign total\n")
+    print("| format | " + " | ".join(row["tool"] for row in rows) + " |")
+    print("|---|" + "---:|" * len(rows))
+    for fmt in sorted(rows[0]["by_format"]):
+        cells = []
+        for row in rows:
+            caught, bad, fp, good = row["by_format"].get(fmt, [0, 0, 0, 0])
+            cells.append(f"{caught}/{bad} · {fp}/{good}")
+        print(f"| {fmt} | " + " | ".join(cells) + " |")
+    print()
+    for row in rows:
+        if row["missed"]:
+            print(f"{row['tool']} misses: {', '.join(sorted(row['missed']))}\n")
     for row in rows:
         if row["missed"]:
             print(f"- {row['tool']} missed: {', '.join(row['missed'])}")

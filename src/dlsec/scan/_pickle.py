@@ -615,7 +615,7 @@ class _Analyser:
             for op, arg, pos, end in genops(reader):
                 self.opcodes += 1
                 name = op.name
-                if not self.c_view:
+                if not self.c_view and (self.frames.frame_end is not None or name == "FRAME"):
                     why = self.frames.check(name, arg, pos, end)
                     if why is not None:
                         self.frame_violation = True
