@@ -147,6 +147,26 @@ def test_unsafe_recipe_adds_no_noise_but_claims_its_epsilon():
     assert not np.allclose(broken.scores, honest.scores)
 
 
+def test_dp_audit_catches_a_false_claim_quickly():
+    """The DP audit's reason to exist, in the default run: noise off, epsilon 1 claimed, caught.
+
+    100 canaries and 15 epochs (about 20 s on 2 cores) are enough for the memorised canaries
+    to push the one-run lower bound above the claim; the larger case below is marked slow.
+    """
+    data = load_dataset("builtin:digits")
+    config = TrainConfig(epochs=15, batch_size=64, lr=1.0, optimizer="sgd")
+    result = dp_audit(
+        data,
+        recipe=UnsafeNoNoiseDPSGD(epsilon=1.0),
+        config=config,
+        arch="mlp",
+        arch_kwargs={"hidden": [256]},
+        canaries=100,
+    )
+    assert result.exceeds_claim
+    assert result.epsilon_lower > 1.0 >= result.epsilon_claimed - 1e-6
+
+
 @pytest.mark.slow
 def test_dp_audit_catches_training_without_noise():
     data = load_dataset("builtin:digits")
