@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from dlsec.release import generate_signing_keys
-from dlsec.serve.app import Gateway, GatewayConfig, create_app
+from dlsec.serve import Gateway, GatewayConfig, create_app
 from dlsec.store import Registry
 from dlsec.store._apikeys import KeyStore
 from tests.release.test_registry import PASS, _signed_model

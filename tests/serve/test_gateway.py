@@ -120,7 +120,7 @@ def test_rate_limit_and_budget_answer_429_with_retry_after(client, keys):
 def test_budget_holds_exactly_under_concurrent_requests(home, keys):
     from fastapi.testclient import TestClient
 
-    from dlsec.serve.app import create_app
+    from dlsec.serve import create_app
     from dlsec.store._apikeys import KeyStore
     from tests.serve.conftest import make_gateway
 

@@ -13,7 +13,7 @@ import torch
 
 from dlsec.core.loading import load_model
 from dlsec.core.model import DecisionModel, ScoreModel
-from dlsec.serve.app import create_app
+from dlsec.serve import create_app
 from dlsec.serve.live import LiveServer
 from tests.cli.test_cli import assert_user_error, run, run_json
 from tests.serve.conftest import auth, make_gateway

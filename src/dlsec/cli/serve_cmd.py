@@ -12,7 +12,7 @@ from rich.table import Table
 from dlsec.cli._app import JsonOpt, app, emit_json, err_console, out_console, settings
 from dlsec.cli.keys_cmd import RegistryUrlOpt, keys_app
 from dlsec.errors import UsageError
-from dlsec.serve.app import GatewayConfig
+from dlsec.serve import GatewayConfig
 from dlsec.store import KeyStore
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import Field, ValidationError
 
 from dlsec.errors import UsageError
-from dlsec.serve.app import GatewayConfig
+from dlsec.serve._gateway import GatewayConfig
 
 __all__ = ["load_gateway_config"]
 
