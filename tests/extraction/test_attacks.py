@@ -8,11 +8,13 @@ import torch
 
 from dlsec.attacks.extraction import (
     EXTRACTION_ATTACKS,
+    MIN_POOL,
     BudgetExceededError,
     Copycat,
     JacobianAugmentation,
     KnockoffNets,
     QueryOracle,
+    attacker_pool,
     get_extraction_attack,
     mixed_pool,
     out_of_domain_pool,
@@ -201,3 +203,25 @@ def test_out_of_domain_pool_is_within_bounds_and_grouped():
     assert tab.names == ("gaussian", "noise") and tab.x.shape == (10, 5)  # photo sources fall back
     with pytest.raises(UsageError, match="unknown pool source"):
         out_of_domain_pool(spec, 10, sources=("webcam",))
+
+
+@pytest.mark.parametrize(
+    ("method", "source", "budget", "kind", "ood_rows"),
+    [
+        ("knockoff", None, 150, "mixed", 2000),  # each method's own data by default
+        ("copycat", None, 1500, "ood", 3000),  # twice the budget above the floor
+        ("jbda", None, 150, "pd", 0),
+        ("jbda", "ood", 10, "ood", 2000),  # the caller's choice wins
+    ],
+)
+def test_attacker_pool_is_one_rule_for_every_caller(method, source, budget, kind, ood_rows):
+    spec = InputSpec(shape=(5,), num_classes=2, kind="tabular")
+    pd = np.random.default_rng(0).random((30, 5)).astype(np.float32)
+    pool = attacker_pool(method, pd, spec, budget=budget, source=source, seed=1)
+    assert pool.source == kind
+    assert len(pool) == ood_rows + (len(pd) if kind != "ood" else 0)
+    assert MIN_POOL == 2000
+    with pytest.raises(UsageError, match="query data must be one of"):
+        attacker_pool(method, pd, spec, budget=budget, source="web")
+    with pytest.raises(UsageError, match="unknown extraction method"):
+        attacker_pool("steal", pd, spec, budget=budget)

@@ -236,6 +236,103 @@ def test_registry_cli_flow_and_errors(capsys, home, monkeypatch):
     assert code == 1 and "quarantined" in err
 
 
+def test_quarantine_and_rollback_moves_every_alias_that_pointed_at_the_version(home):
+    reg = Registry.open(home=home)
+    for i, name in enumerate(("a", "b", "c")):
+        reg.add(_signed_model(home, name, i + 1), "clf")
+    reg.promote("clf", 1, alias="staging")
+    reg.promote("clf", 1)
+    reg.promote("clf", 2)
+    reg.promote("clf", 2, alias="staging")
+    reg.promote("clf", 3, alias="canary")
+    done = reg.quarantine_and_rollback("clf", 2, reason="drift", actor="tester")
+    assert done.record.ref == "clf@2" and done.record.status == "quarantined"
+    assert done.rolled_back == {"production": 1, "staging": 1} and done.failures == {}
+    assert reg.aliases("clf") == {"production": 1, "staging": 1, "canary": 3}  # canary untouched
+    done.raise_failure()  # nothing failed: nothing raised
+    # Only the named aliases move; () quarantines only.
+    reg.release("clf", 2)
+    reg.promote("clf", 2)
+    reg.promote("clf", 2, alias="staging")
+    done = reg.quarantine_and_rollback("clf", 2, aliases=["staging"])
+    assert done.rolled_back == {"staging": 1} and reg.aliases("clf")["production"] == 2
+    reg.release("clf", 2)
+    done = reg.quarantine_and_rollback("clf", 2, aliases=())
+    assert done.rolled_back == {} and reg.get("clf@2").status == "quarantined"
+    actions = [e.action for e in reg.audit.entries(subject="clf@2")]
+    assert actions.count("registry.quarantine") == 3
+    reg.close()
+
+
+def test_a_failed_rollback_keeps_the_quarantine_and_names_the_alias(home, capsys):
+    reg = Registry.open(home=home)
+    reg.add(_signed_model(home, "a", 1), "clf")
+    reg.promote("clf", 1)
+    done = reg.quarantine_and_rollback("clf", 1)
+    assert done.record.status == "quarantined" and done.rolled_back == {}
+    assert set(done.failures) == {"production"}
+    with pytest.raises(RegistryError, match="no earlier good version"):
+        done.raise_failure()
+    reg.close()
+    # The CLI goes through the same method: exit 2 naming the failure, the quarantine holds.
+    h = str(home)
+    reg = Registry.open(home=home)
+    reg.add(_signed_model(home, "b", 2), "other")
+    reg.promote("other", 1)
+    reg.close()
+    code, _, err = run(capsys, "--home", h, "registry", "quarantine", "other@1", "--rollback")
+    assert_user_error(code, err, "no earlier good version")
+    assert Registry.open(home=home).get("other@1").status == "quarantined"
+
+
+def test_quarantine_with_rollback_from_the_cli(home, capsys):
+    reg = Registry.open(home=home)
+    reg.add(_signed_model(home, "a", 1), "clf")
+    reg.add(_signed_model(home, "b", 2), "clf")
+    reg.promote("clf", 1)
+    reg.promote("clf", 2)
+    reg.close()
+    out = run_json(capsys, "--home", str(home), "registry", "quarantine", "clf@2", "--rollback")
+    assert out == {"action": "quarantine", "ref": "clf@2", "status": "quarantined",
+                   "rolled_back": {"production": 1}}  # fmt: skip
+
+
+def test_lineage_comes_from_the_training_card(home, capsys):
+    from dlsec.core import TrainingCard
+    from dlsec.errors import ModelLoadError
+
+    model = _model(home / "src" / "carded", 1)
+    card = TrainingCard(
+        {
+            "schema": "dlsec.model-card/1",
+            "recipe": "dp-sgd",
+            "recipe_params": {"epsilon": 3.0},
+            "seed": 4,
+            "train_config": {"epochs": 2, "lr": 0.5},
+            "dataset": {"name": "builtin:breast-cancer", "sha256": "ab" * 32},
+        }
+    )
+    card.write(model / "model.json")
+    reg = Registry.open(home=home)
+    lineage = reg.add(model, "carded").lineage
+    assert lineage["data_sha256"] == "ab" * 32
+    assert lineage["training_config"] == {
+        "recipe": "dp-sgd",
+        "recipe_params": {"epsilon": 3.0},
+        "seed": 4,
+        "train_config": {"epochs": 2, "lr": 0.5},
+    }
+    # Given values win over the card's.
+    given = reg.add(model, "carded", data_sha256="cd" * 32, training_config={"note": "x"}).lineage
+    assert given["data_sha256"] == "cd" * 32 and given["training_config"] == {"note": "x"}
+    (model / "model.json").write_text("{not json")
+    with pytest.raises(ModelLoadError, match="model.json"):
+        reg.add(model, "carded")
+    reg.close()
+    code, _, err = run(capsys, "--home", str(home), "registry", "add", str(model), "--name", "carded")
+    assert_user_error(code, err, "model.json")
+
+
 # -- PostgreSQL, against a real server when its binaries are installed --------------------------
 
 

@@ -13,7 +13,7 @@ from dlsec.attacks import PGD
 from dlsec.core.loading import load_model
 from dlsec.errors import UsageError
 from dlsec.respond import Responder, load_playbook
-from dlsec.serve.app import create_app
+from dlsec.serve import create_app
 from dlsec.store import IncidentStore, Registry
 from tests.cli.test_cli import assert_user_error, run, run_json
 from tests.serve.conftest import auth

@@ -42,7 +42,8 @@ class Extraction(BaseModel):
 
     ``methods`` run in turn, each within ``budget`` queries; ``queries`` chooses each method's
     data (``pd``: the attacker half of the assessed rows, ``ood``: generated natural photos
-    and noise, ``mixed``: both; default knockoff ``mixed``, copycat ``ood``, jbda ``pd``).
+    and noise, ``mixed``: both; default knockoff ``mixed``, copycat ``ood``, jbda ``pd``), as
+    ``dlsec extract`` does (``dlsec.attacks.extraction.attacker_pool``).
     ``params`` passes hyperparameters per method (e.g. ``{jbda: {seeds: 20}}``). A clone that
     agrees with the model on at least ``high`` (``medium``) of the held-out rows is a
     high-severity (medium-severity) finding.
@@ -85,7 +86,7 @@ def run_extraction(
         step: the runner's unit mechanism (each method is one resumable unit).
         seed: the campaign seed.
     """
-    from dlsec.attacks.extraction import DEFAULT_QUERIES, get_extraction_attack, query_pool
+    from dlsec.attacks.extraction import attacker_pool, get_extraction_attack
     from dlsec.monitor.extraction import ExtractionDetector
 
     if len(data) < 20:
@@ -110,8 +111,14 @@ def run_extraction(
     for method in dict.fromkeys(config.methods):
 
         def compute(method: Method = method) -> dict[str, Any]:
-            source = config.queries.get(method, DEFAULT_QUERIES[method])
-            pool = query_pool(source, attacker_x, target.spec, max(2 * config.budget, 1000), seed=seed)
+            pool = attacker_pool(
+                method,
+                attacker_x,
+                target.spec,
+                budget=config.budget,
+                source=config.queries.get(method),
+                seed=seed,
+            )
             params = {**config.params.get(method, {}), "budget": config.budget, "seed": seed}
             try:
                 attack = get_extraction_attack(method, checkpoints=checkpoints, **params)
@@ -128,7 +135,7 @@ def run_extraction(
             result = attack(target, pool, test=scoring, on_query=watch)
             summary = result.summary()
             summary.update(
-                queries_from=source, detected=flagged, detected_at=min(flagged.values(), default=None)
+                queries_from=pool.source, detected=flagged, detected_at=min(flagged.values(), default=None)
             )
             summary["queries_to_high"] = result.queries_to(config.high)
             return summary

@@ -8,30 +8,46 @@ AML.T0024.000 (Infer Training Data Membership) / AML.T0024.001 (Invert AI Model)
 
 from __future__ import annotations
 
+import hashlib
 import html
 import math
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from dlsec.core.card import TrainingCard
 from dlsec.core.data import Dataset, load_dataset, with_spec
 from dlsec.core.model import Model, WhiteBoxModel
-from dlsec.errors import UsageError
+from dlsec.errors import DataError, UsageError
+
+if TYPE_CHECKING:
+    import torch
+
+    from dlsec.attacks.privacy import AttributeResult, InversionResult, ShadowTrainer
+    from dlsec.core.trainconfig import TrainConfig
 
 __all__ = [
     "ATLAS_INVERSION",
     "ATLAS_MEMBERSHIP",
     "Privacy",
+    "attribute_findings",
     "dp_audit_findings",
+    "infer_attribute",
+    "invert_classes",
     "inversion_findings",
     "membership_findings",
+    "read_index_file",
+    "reference_trainer",
+    "references_dir",
+    "resolve_members",
     "roc_svg",
     "run_privacy",
     "split_indices",
+    "training_card",
 ]
 
 OWASP_MEMBERSHIP = "ML04 Membership Inference Attack"
@@ -45,9 +61,11 @@ Step = Callable[[str, Callable[[], dict[str, Any]]], dict[str, Any]]
 class Privacy(BaseModel):
     """Campaign settings of the privacy section (all optional; off by default).
 
-    ``members``: ``train`` (the train split of ``data`` at ``test_size``/``split_seed``, the
-    split ``dlsec train`` and the zoo use) or a ``.npy``/``.txt`` file of member row indices;
-    the other rows of ``data`` are the non-members. ``data`` defaults to the assessed
+    ``members`` (read by :func:`resolve_members`, as ``dlsec privacy audit --members``):
+    ``train`` (the train split of ``data`` at ``test_size``/``split_seed``, the split
+    ``dlsec train`` and the zoo use), ``card`` (the split recorded in the training card beside
+    the model file), a ``.npy``/``.txt`` file of member row indices or a ``.npz`` of member
+    rows; the other rows of ``data`` are the non-members. ``data`` defaults to the assessed
     dataset. ``references`` reference models of the model file's architecture enable LiRA,
     RMIA and the shadow-model attack (0: the threshold and label-only attacks only).
     """
@@ -111,6 +129,116 @@ def read_index_file(path: str | Path, *, what: str = "members") -> np.ndarray:
     if arr.dtype.kind not in "iu":
         raise UsageError(f"{p}: {what} must be integer row indices, got dtype {arr.dtype}")
     return arr.astype(np.int64)
+
+
+def training_card(
+    model_ref: str | Path, *, home: str | Path | None = None, option: str = "--members"
+) -> TrainingCard:
+    """The training card of ``model_ref``: a zoo model's, or ``model.json`` beside a model file or folder.
+
+    Raises:
+        UsageError: there is no card (``option`` names the setting that chose the card).
+        ModelLoadError: the card is malformed.
+    """
+    ref = str(model_ref)
+    if ref.startswith("zoo:"):
+        from dlsec.zoo import zoo_card
+
+        return zoo_card(ref.removeprefix("zoo:"), home=home)
+    card = TrainingCard.find(ref)
+    if card is None:
+        raise UsageError(f"no training card (model.json) next to {ref}; pass {option} train or an index file")
+    return card
+
+
+def _rows_to_index(data: Dataset, path: Path) -> np.ndarray:
+    """The row index in ``data`` of each row of the dataset file ``path`` (each must be there)."""
+    rows = load_dataset(path)
+    if rows.x.shape[1:] != data.x.shape[1:]:
+        raise DataError(f"{path}: member rows have shape {rows.x.shape[1:]}, the data has {data.x.shape[1:]}")
+    lookup: dict[bytes, list[int]] = {}
+    for i in range(len(data)):
+        lookup.setdefault(data.x[i].tobytes() + data.y[i].tobytes(), []).append(i)
+    out, missing = [], 0
+    for i in range(len(rows)):
+        hits = lookup.get(rows.x[i].tobytes() + rows.y[i].tobytes())
+        if not hits:
+            missing += 1
+        else:
+            out.append(hits.pop(0))
+    if missing:
+        raise DataError(
+            f"members are not a subset of the data: {missing} of {len(rows)} rows in {path} are not rows of "
+            f"{data.name}; give the dataset the model was trained on"
+        )
+    return np.array(out, dtype=np.int64)
+
+
+def _card_split(card: TrainingCard, data: Dataset, option: str) -> tuple[np.ndarray, str]:
+    """The member rows of ``data`` by the split the training card records (validation rows left out)."""
+    dataset, split = card.dataset, card.split
+    if dataset.get("sha256") not in (None, data.sha256):
+        raise DataError(
+            f"the model was trained on {dataset.get('name')!r}, not on these rows of the data; "
+            f"pass the training dataset or {option} FILE"
+        )
+    if "test_size" not in split or "seed" not in split:
+        raise UsageError(f"the training card records no split; pass {option} train or an index file")
+    index = split_indices(data.y, data.spec.num_classes, test_size=split["test_size"], seed=split["seed"])
+    if split.get("validation_rows"):
+        val_size = card.train_config.get("val_size", 0.1)
+        seed = split.get("validation_seed", 0)
+        keep = split_indices(data.y[index], data.spec.num_classes, test_size=val_size, seed=seed)
+        index = index[keep]
+    return index, f"card split (test_size={split['test_size']}, seed={split['seed']})"
+
+
+def resolve_members(
+    data: Dataset,
+    members: str = "card",
+    *,
+    model_ref: str | Path | None = None,
+    non_members: str | Path | None = None,
+    test_size: float = 0.25,
+    split_seed: int = 0,
+    home: str | Path | None = None,
+    option: str = "--members",
+) -> tuple[np.ndarray, str]:
+    """Which rows of ``data`` the model was trained on: a label per row and how they were named.
+
+    ``members`` is ``card`` (the split recorded in the training card of ``model_ref``: the zoo
+    entry's, or ``model.json`` beside the model file), ``train`` (the train split of ``data`` at
+    ``test_size``/``split_seed``), a ``.npy`` or text file of row indices into ``data``, or a
+    ``.npz`` of member rows (each must be a row of ``data``). Non-members are the other rows
+    unless ``non_members`` names a file of row indices. ``option`` names the setting in errors.
+
+    Returns:
+        Per row of ``data``: 1 member, 0 non-member, -1 not scored (see ``members_mask``); and
+        a description of where the members came from.
+
+    Example:
+        >>> labels, how = resolve_members(load_dataset("builtin:digits"), "card",
+        ...                               model_ref="zoo:digits-mlp")   # doctest: +SKIP
+        >>> how                                                          # doctest: +SKIP
+        'card split (test_size=0.25, seed=0)'
+    """
+    from dlsec.attacks.privacy import members_mask
+
+    if members == "card":
+        if model_ref is None:
+            raise UsageError(f"{option} card needs the model's file; pass {option} train or an index file")
+        index, how = _card_split(training_card(model_ref, home=home, option=option), data, option)
+    elif members == "train":
+        index = split_indices(data.y, data.spec.num_classes, test_size=test_size, seed=split_seed)
+        how = f"train split (test_size={test_size}, seed={split_seed})"
+    else:
+        path = Path(members)
+        if not path.exists():
+            raise UsageError(f"{option}: {members!r} is not card, train or an existing file")
+        index = _rows_to_index(data, path) if path.suffix.lower() == ".npz" else read_index_file(path)
+        how = str(path)
+    outside = read_index_file(non_members, what="non-members") if non_members is not None else None
+    return members_mask(len(data), index, outside), how
 
 
 def _source_data(data: Dataset, config: Privacy, spec_model: Model) -> Dataset:
@@ -276,33 +404,63 @@ def roc_svg(attacks: dict[str, dict[str, Any]], *, width: int = 420, height: int
     return "".join(parts)
 
 
-def _reference_trainer(model_file: str | Path | None, epochs: int | None, seed: int) -> Any:
+def reference_trainer(
+    model_ref: str | Path,
+    *,
+    epochs: int | None = None,
+    seed: int = 0,
+    group_size: int = 16,
+    device: torch.device | str | None = None,
+    home: str | Path | None = None,
+) -> ShadowTrainer | None:
+    """A trainer of reference models like ``model_ref``, or ``None`` when its architecture is unknown.
+
+    The architecture comes from the ``.safetensors`` file's metadata (a zoo model's cached
+    file for ``zoo:NAME``); the training configuration from its training card (``model.json``
+    beside it), without early stopping and augmentation, ``epochs`` overriding the card's;
+    TrainConfig defaults without a card. ONNX files and files without an architecture give
+    ``None``.
+
+    Example:
+        >>> trainer = reference_trainer("zoo:breast-cancer-mlp", epochs=10)   # doctest: +SKIP
+        >>> trainer.arch                                                     # doctest: +SKIP
+        'mlp'
+    """
     from dlsec.attacks.privacy import ShadowTrainer
     from dlsec.core.io import read_dlsec_metadata
 
-    if model_file is None:
-        raise UsageError("privacy.references needs the model's file (its architecture) to train references")
-    meta = read_dlsec_metadata(model_file)
+    ref = str(model_ref)
+    if ref.startswith("zoo:"):
+        from dlsec.zoo import zoo_card, zoo_path
+
+        name = ref.removeprefix("zoo:")
+        zoo_card(name, home=home, device=device)  # trains and caches it on first use
+        path = zoo_path(name, home=home) / "model.safetensors"
+    else:
+        path = Path(ref)
+        if path.is_dir():
+            path = path / "model.safetensors"
+    if path.suffix.lower() != ".safetensors" or not path.is_file():
+        return None
+    meta = read_dlsec_metadata(path)
     if not meta.get("arch"):
-        raise UsageError(f"{model_file}: no architecture in the file; set privacy.references to 0")
-    config = card_train_config(Path(model_file), epochs)
-    return ShadowTrainer(arch=meta["arch"], arch_kwargs=meta.get("arch_kwargs", {}), config=config, seed=seed)
+        return None
+    return ShadowTrainer(
+        arch=meta["arch"],
+        arch_kwargs=meta.get("arch_kwargs", {}),
+        config=_reference_config(TrainingCard.find(path), epochs),
+        group_size=group_size,
+        seed=seed,
+        device=device,
+    )
 
 
-def card_train_config(model_file: Path, epochs: int | None) -> Any:
-    """The training config of the card beside ``model_file`` (``model.json``), else defaults."""
-    import json
+def _reference_config(card: TrainingCard | None, epochs: int | None) -> TrainConfig:
+    """The card's training configuration for reference models (defaults without a usable one)."""
+    from dlsec.core.trainconfig import TrainConfig
 
-    from dlsec.train import TrainConfig
-
-    values: dict[str, Any] = {}
-    card = model_file.with_name("model.json")
-    if card.is_file():
-        try:
-            raw = json.loads(card.read_text()).get("train_config") or {}
-            values = {k: v for k, v in raw.items() if k in TrainConfig.field_names()}
-        except (OSError, ValueError, AttributeError):
-            values = {}
+    names = TrainConfig.field_names()
+    values = {k: v for k, v in (card.train_config if card is not None else {}).items() if k in names}
     for key in ("early_stopping", "augment"):
         values.pop(key, None)
     if epochs is not None:
@@ -311,6 +469,57 @@ def card_train_config(model_file: Path, epochs: int | None) -> Any:
         return TrainConfig(**values)
     except UsageError:
         return TrainConfig(epochs=epochs or 20)
+
+
+def references_dir(
+    model_ref: str | Path, data: Dataset, references: int, seed: int, *, home: str | Path | None = None
+) -> Path:
+    """Where an audit of ``model_ref`` on ``data`` keeps its reference models (resumable), in the cache."""
+    from dlsec.core.home import cache_dir
+
+    key = hashlib.sha256(f"{model_ref}:{data.sha256}:{references}:{seed}".encode()).hexdigest()[:16]
+    return cache_dir(home) / "privacy" / f"references-{key}"
+
+
+def invert_classes(
+    model: Model, data: Dataset, labels: np.ndarray, *, steps: int, seed: int = 0
+) -> tuple[np.ndarray, list[int], InversionResult]:
+    """MI-Face per class of ``model`` (white-box), scored by a classifier trained on the member rows.
+
+    ``labels`` marks the members of ``data`` (1) as :func:`resolve_members` returns them.
+    Returns the reconstructions (one per class), the classes, and the scored result.
+    """
+    from dlsec.attacks.privacy import MIFace, score_inversion, train_evaluator
+
+    members = data.subset(np.nonzero(labels == 1)[0])
+    recon = MIFace(steps=steps)(model)
+    classes = list(range(model.spec.num_classes))
+    evaluator = train_evaluator(members, seed=seed + 1)
+    return recon, classes, score_inversion(recon, classes, target=model, evaluator=evaluator, data=members)
+
+
+def infer_attribute(
+    model: Model, data: Dataset, labels: np.ndarray, *, feature: str | int, bins: int = 2, seed: int = 0
+) -> AttributeResult:
+    """Attribute inference of ``feature`` on the members, beside a no-model baseline.
+
+    Half of the non-members (a seeded permutation) are the attacker's auxiliary rows, the
+    other half are scored. A feature given as a string of digits is a column index.
+    """
+    from dlsec.attacks.privacy import AttributeInference
+
+    if isinstance(feature, str) and feature.isdigit():
+        feature = int(feature)
+    outside = np.random.default_rng(seed).permutation(np.nonzero(labels == 0)[0])
+    half = len(outside) // 2
+    if half < 2:
+        raise DataError("attribute inference needs at least 4 non-member rows (auxiliary and scored)")
+    return AttributeInference(feature=feature, bins=bins, seed=seed)(
+        model,
+        members=data.subset(np.nonzero(labels == 1)[0]),
+        non_members=data.subset(outside[half:]),
+        auxiliary=data.subset(outside[:half]),
+    )
 
 
 def run_privacy(
@@ -329,28 +538,30 @@ def run_privacy(
     under ``units_dir``.
     """
     from dlsec.assess.report import png_data_uri
-    from dlsec.attacks.privacy import (
-        AttributeInference,
-        MIFace,
-        audit_membership,
-        members_mask,
-        score_inversion,
-        train_evaluator,
-    )
+    from dlsec.attacks.privacy import audit_membership
 
     full = _source_data(data, config, model)
-    if config.members == "train":
-        member_index = split_indices(
-            full.y, full.spec.num_classes, test_size=config.test_size, seed=config.split_seed
-        )
-    else:
-        member_index = read_index_file(config.members)
-    labels = members_mask(len(full), member_index)
+    labels, _ = resolve_members(
+        full,
+        config.members,
+        model_ref=model_file,
+        test_size=config.test_size,
+        split_seed=config.split_seed,
+        option="privacy.members",
+    )
     section: dict[str, Any] = {}
     findings: list[dict[str, Any]] = []
 
     def membership() -> dict[str, Any]:
-        trainer = _reference_trainer(model_file, config.reference_epochs, seed) if config.references else None
+        trainer = None
+        if config.references:
+            if model_file is None:
+                raise UsageError(
+                    "privacy.references needs the model's file (its architecture) to train references"
+                )
+            trainer = reference_trainer(model_file, epochs=config.reference_epochs, seed=seed)
+            if trainer is None:
+                raise UsageError(f"{model_file}: no architecture in the file; set privacy.references to 0")
         audit = audit_membership(
             model,
             full,
@@ -373,11 +584,9 @@ def run_privacy(
     if config.inversion and isinstance(model, WhiteBoxModel) and model.spec.kind == "image":
 
         def inversion() -> dict[str, Any]:
-            members = full.subset(np.nonzero(labels == 1)[0])
-            recon = MIFace(steps=config.inversion_steps)(model)
-            classes = list(range(model.spec.num_classes))
-            evaluator = train_evaluator(members, seed=seed + 1)
-            result = score_inversion(recon, classes, target=model, evaluator=evaluator, data=members)
+            recon, classes, result = invert_classes(
+                model, full, labels, steps=config.inversion_steps, seed=seed
+            )
             out = result.to_dict()
             names = list(model.spec.class_names or [str(c) for c in classes])
             scale = max(1, 64 // max(model.spec.shape[1:]))
@@ -395,19 +604,10 @@ def run_privacy(
         findings += inversion_findings(section["inversion"])
 
     if config.attribute is not None:
-        name = config.attribute
-        feature: str | int = int(name) if name.isdigit() else name
+        feature = config.attribute
 
         def attribute() -> dict[str, Any]:
-            members = full.subset(np.nonzero(labels == 1)[0])
-            outside = np.nonzero(labels == 0)[0]
-            rng = np.random.default_rng(seed)
-            outside = rng.permutation(outside)
-            half = len(outside) // 2
-            aux, non = full.subset(outside[:half]), full.subset(outside[half:])
-            return AttributeInference(feature=feature, seed=seed)(
-                model, members=members, non_members=non, auxiliary=aux
-            ).to_dict()
+            return infer_attribute(model, full, labels, feature=feature, seed=seed).to_dict()
 
         section["attribute"] = step("privacy-attribute", attribute)
         findings += attribute_findings(section["attribute"])

@@ -104,54 +104,18 @@ def demo(
     json_out: JsonOpt = False,
 ) -> None:
     """Run dlsec end to end on a zoo model: assess, sign, promote and serve it (a client, an attacker)."""
-    from dlsec.core import load_dataset
-    from dlsec.zoo import load_zoo_model, zoo_card
+    from dlsec.respond.demo import run_demo
 
-    if not model.startswith("zoo:"):
-        raise UsageError("the demo runs on a zoo model; pass --model zoo:NAME (see `dlsec zoo`)")
     opts = settings(ctx)
-    name = model.removeprefix("zoo:")
-    with progress_bar(f"training {model} (first use only)", enabled=not json_out) as callback:
-        card = zoo_card(name, home=opts.home, device=opts.device, progress=callback)
-    loaded = load_zoo_model(name, home=opts.home, device=opts.device)
-    split = card["dataset"]["split"]
-    _, test_set = load_dataset(card["dataset"]["name"]).split(
-        test_size=split["test_size"], seed=split["seed"]
+    result = run_demo(
+        out,
+        model=model,
+        examples=examples,
+        home=opts.home,
+        device=opts.device,
+        stage=lambda description: progress_bar(description, enabled=not json_out),
     )
-    if examples < 1:
-        raise UsageError(f"--examples must be positive, got {examples}")
-    plan = default_campaign(kind=loaded.spec.kind, access="white-box").model_copy(
-        update={"examples": examples}
-    )
-    with progress_bar("assessing", enabled=not json_out) as callback:
-        result = run_assessment(
-            loaded,
-            test_set,
-            plan,
-            out,
-            model_ref=model,
-            model_sha256=card["weights"]["sha256"],
-            title=f"dlsec demo: {model}",
-            model_file=_model_file(model, opts.home),
-            progress=callback,
-        )
-    from dlsec.store import ship_model
-
-    # Ship the assessed model: sign it, register it, promote it under a policy that requires
-    # the assessment to pass, and verify the audit log (a registry kept inside OUT/release).
-    model_file = _model_file(model, opts.home)
-    shipped = None
-    if result.passed:
-        shipped = ship_model(model_file, out / "report.json", out / "release", name=name)
-        if loaded.spec.kind == "image":
-            from dlsec.respond.demo import gateway_demo
-
-            # Serve it: a normal client and an extraction attacker through the gateway.
-            with progress_bar("serving: a client and an extraction attacker", enabled=not json_out) as _:
-                shipped["gateway"] = gateway_demo(
-                    out / "release", name, natural=test_set, reference=card["dataset"]["name"], seed=plan.seed
-                )
-    _finish(result, out, json_out, demo=True, release=shipped)
+    _finish(result.assessment, out, json_out, release=result.release)
 
 
 def _finish(
@@ -159,7 +123,6 @@ def _finish(
     out: Path,
     json_out: bool,
     *,
-    demo: bool = False,
     release: dict[str, Any] | None = None,
 ) -> None:
     report = result.report

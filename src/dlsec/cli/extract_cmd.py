@@ -10,11 +10,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from dlsec.attacks.extraction import (
-    DEFAULT_QUERIES,
     EXTRACTION_ATTACKS,
     QUERY_SOURCES,
+    attacker_pool,
     get_extraction_attack,
-    query_pool,
 )
 from dlsec.cli._app import JsonOpt, app, emit_json, out_console, progress_bar
 from dlsec.cli.commands import (
@@ -100,9 +99,8 @@ def extract(
             raise UsageError(f"--out must name a .safetensors file, got {out}")
         if out.exists() and not force:
             raise UsageError(f"{out} exists; pass --force to overwrite it")
-    source = queries or DEFAULT_QUERIES[name]
-    if source not in QUERY_SOURCES:
-        raise UsageError(f"--queries must be one of {', '.join(QUERY_SOURCES)}, got {source!r}")
+    if queries is not None and queries not in QUERY_SOURCES:
+        raise UsageError(f"--queries must be one of {', '.join(QUERY_SOURCES)}, got {queries!r}")
     params: dict[str, Any] = parse_arch_kwargs(param or [], what="method")
     if strategy is not None:
         if name != "knockoff":
@@ -123,14 +121,14 @@ def extract(
     loaded, dataset = _model_and_data(ctx, model, data, arch, arch_arg, label_column)
     target = restrict_access(loaded, access or ("score" if loaded.access.label != "decision" else "decision"))
     train, test = dataset.split(test_size=test_size, seed=split_seed)
-    pool = query_pool(source, train.x, loaded.spec, max(2 * budget, 2000), seed=seed)
+    pool = attacker_pool(name, train.x, loaded.spec, budget=budget, source=queries, seed=seed)
     with progress_bar(f"extracting ({name})", enabled=not json_out) as callback:
         result = attack(target, pool, test=test, progress=callback)
     summary: dict[str, Any] = {
         "model": model,
         "data": data,
         "method": name,
-        "queries_from": source,
+        "queries_from": pool.source,
         "pool_size": len(pool),
         "test_rows": len(test),
         **result.summary(),

@@ -9,7 +9,6 @@ text file of row indices into ``--data``, or a ``.npz`` of member rows (each mus
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -22,17 +21,20 @@ from rich.table import Table
 from dlsec.assess.privacy import (
     attribute_findings,
     dp_audit_findings,
+    infer_attribute,
     inversion_findings,
+    invert_classes,
     membership_findings,
-    read_index_file,
-    split_indices,
+    reference_trainer,
+    references_dir,
+    resolve_members,
 )
 from dlsec.cli._app import JsonOpt, app, emit_json, out_console, progress_bar, settings
 from dlsec.cli.commands import ArchArgOpt, ArchOpt, LabelColOpt, SplitSeedOpt, TestSizeOpt, _model_and_data
 from dlsec.core.arch import parse_arch_kwargs
 from dlsec.core.data import Dataset
 from dlsec.core.model import Model, restrict_access
-from dlsec.errors import EXIT_FINDING, DataError, UsageError
+from dlsec.errors import EXIT_FINDING, UsageError
 from dlsec.fsutil import atomic_write_text
 
 group = typer.Typer(
@@ -55,134 +57,23 @@ NonMembersOpt = Annotated[
 OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Also write the JSON result to this file.")]
 
 
-def _card(model_ref: str, home: Path | None) -> dict[str, Any]:
-    if model_ref.startswith("zoo:"):
-        from dlsec.zoo import zoo_card
-
-        return zoo_card(model_ref.removeprefix("zoo:"), home=home)
-    path = Path(model_ref)
-    card = (path if path.is_dir() else path.parent) / "model.json"
-    if not card.is_file():
-        raise UsageError(
-            f"no training card (model.json) next to {model_ref}; pass --members train or an index file"
-        )
-    try:
-        value = json.loads(card.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UsageError(f"{card}: unreadable training card ({exc})") from None
-    if not isinstance(value, dict):
-        raise UsageError(f"{card}: not a training card")
-    return value
-
-
-def _rows_to_index(data: Dataset, path: Path) -> np.ndarray:
-    from dlsec.core import load_dataset
-
-    rows = load_dataset(path)
-    if rows.x.shape[1:] != data.x.shape[1:]:
-        raise DataError(f"{path}: member rows have shape {rows.x.shape[1:]}, --data has {data.x.shape[1:]}")
-    lookup: dict[bytes, list[int]] = {}
-    for i in range(len(data)):
-        lookup.setdefault(data.x[i].tobytes() + data.y[i].tobytes(), []).append(i)
-    out, missing = [], 0
-    for i in range(len(rows)):
-        hits = lookup.get(rows.x[i].tobytes() + rows.y[i].tobytes())
-        if not hits:
-            missing += 1
-        else:
-            out.append(hits.pop(0))
-    if missing:
-        raise DataError(
-            f"members are not a subset of the data: {missing} of {len(rows)} rows in {path} are not rows of "
-            "--data; give the dataset the model was trained on"
-        )
-    return np.array(out, dtype=np.int64)
-
-
-def resolve_members(
+def _members(
     ctx: typer.Context,
-    model_ref: str,
+    model: str,
     data: Dataset,
     members: str,
     non_members: Path | None,
     test_size: float,
     split_seed: int,
 ) -> tuple[np.ndarray, str]:
-    """Per row of ``data``: 1 member, 0 non-member, -1 not scored; and how members were named."""
-    from dlsec.attacks.privacy import members_mask
-
-    if members == "card":
-        card = _card(model_ref, settings(ctx).home)
-        ds = card.get("dataset") or {}
-        split = ds.get("split") or {}
-        if ds.get("sha256") not in (None, data.sha256):
-            raise DataError(
-                f"the model was trained on {ds.get('name')!r}, not on these rows of --data; "
-                "pass the training dataset or --members FILE"
-            )
-        if "test_size" not in split or "seed" not in split:
-            raise UsageError("the training card records no split; pass --members train or an index file")
-        index = split_indices(data.y, data.spec.num_classes, test_size=split["test_size"], seed=split["seed"])
-        if split.get("validation_rows"):
-            val_size = (card.get("train_config") or {}).get("val_size", 0.1)
-            seed = split.get("validation_seed", 0)
-            keep = split_indices(data.y[index], data.spec.num_classes, test_size=val_size, seed=seed)
-            index = index[keep]
-        how = f"card split (test_size={split['test_size']}, seed={split['seed']})"
-    elif members == "train":
-        index = split_indices(data.y, data.spec.num_classes, test_size=test_size, seed=split_seed)
-        how = f"train split (test_size={test_size}, seed={split_seed})"
-    else:
-        path = Path(members)
-        if not path.exists():
-            raise UsageError(f"--members: {members!r} is not card, train or an existing file")
-        index = _rows_to_index(data, path) if path.suffix.lower() == ".npz" else read_index_file(path)
-        how = str(path)
-    outside = read_index_file(non_members, what="non-members") if non_members is not None else None
-    return members_mask(len(data), index, outside), how
-
-
-def _reference_trainer(
-    ctx: typer.Context, model_ref: str, epochs: int | None, group_size: int, seed: int
-) -> Any:
-    """A ShadowTrainer of the target's architecture and training config, or ``None``."""
-    from dlsec.assess.privacy import card_train_config
-    from dlsec.attacks.privacy import ShadowTrainer
-    from dlsec.core.io import read_dlsec_metadata
-    from dlsec.train import TrainConfig
-
-    opts = settings(ctx)
-    if model_ref.startswith("zoo:"):
-        from dlsec.zoo import ZOO
-
-        entry = ZOO[model_ref.removeprefix("zoo:")]
-        config = TrainConfig(
-            epochs=epochs or entry.epochs,
-            batch_size=entry.batch_size,
-            lr=entry.lr,
-            weight_decay=entry.weight_decay,
-        )
-        return ShadowTrainer(
-            arch=entry.arch,
-            arch_kwargs=entry.arch_kwargs,
-            config=config,
-            group_size=group_size,
-            seed=seed,
-            device=opts.device,
-        )
-    path = Path(model_ref)
-    if path.suffix.lower() != ".safetensors" or not path.is_file():
-        return None
-    meta = read_dlsec_metadata(path)
-    if not meta.get("arch"):
-        return None
-    return ShadowTrainer(
-        arch=meta["arch"],
-        arch_kwargs=meta.get("arch_kwargs", {}),
-        config=card_train_config(path, epochs),
-        group_size=group_size,
-        seed=seed,
-        device=opts.device,
+    return resolve_members(
+        data,
+        members,
+        model_ref=model,
+        non_members=non_members,
+        test_size=test_size,
+        split_seed=split_seed,
+        home=settings(ctx).home,
     )
 
 
@@ -249,14 +140,18 @@ def audit_cmd(
     Exits 1 when the leak is a high-severity finding (see the report's findings).
     """
     from dlsec.attacks.privacy import audit_membership
-    from dlsec.core.home import cache_dir
 
     if references < 0 or bootstrap < 0:
         raise UsageError("--references and --bootstrap must be >= 0")
+    opts = settings(ctx)
     loaded, dataset = _model_and_data(ctx, model, data, arch, arch_arg, label_column)
-    labels, how = resolve_members(ctx, model, dataset, members, non_members, test_size, split_seed)
+    labels, how = _members(ctx, model, dataset, members, non_members, test_size, split_seed)
     target: Model = restrict_access(loaded, access)
-    trainer = _reference_trainer(ctx, model, ref_epochs, 16, seed) if references else None
+    trainer = (
+        reference_trainer(model, epochs=ref_epochs, seed=seed, device=opts.device, home=opts.home)
+        if references
+        else None
+    )
     if (
         trainer is None
         and attack
@@ -267,8 +162,7 @@ def audit_cmd(
             "with --references N"
         )
     if refs_dir is None and trainer is not None:
-        key = hashlib.sha256(f"{model}:{dataset.sha256}:{references}:{seed}".encode()).hexdigest()[:16]
-        refs_dir = cache_dir(settings(ctx).home) / "privacy" / f"references-{key}"
+        refs_dir = references_dir(model, dataset, references, seed, home=opts.home)
     with progress_bar("reference models", enabled=not json_out) as callback:
         result = audit_membership(
             target,
@@ -431,17 +325,11 @@ def invert_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Model inversion (MI-Face): reconstruct each class, scored by an independent classifier."""
-    from dlsec.attacks.privacy import MIFace, score_inversion, train_evaluator
-
     if images is not None and images.suffix != ".npz":
         raise UsageError(f"--images must name a .npz file, got {images}")
     loaded, dataset = _model_and_data(ctx, model, data, arch, arch_arg, label_column)
-    labels, _ = resolve_members(ctx, model, dataset, members, None, test_size, split_seed)
-    train_rows = dataset.subset(np.nonzero(labels == 1)[0])
-    recon = MIFace(steps=steps)(loaded)
-    classes = list(range(loaded.spec.num_classes))
-    evaluator = train_evaluator(train_rows, seed=seed + 1)
-    result = score_inversion(recon, classes, target=loaded, evaluator=evaluator, data=train_rows)
+    labels, _ = _members(ctx, model, dataset, members, None, test_size, split_seed)
+    recon, classes, result = invert_classes(loaded, dataset, labels, steps=steps, seed=seed)
     payload = {"model": model, "data": data, **result.to_dict()}
     if images is not None:
         Dataset(recon, np.array(classes, dtype=np.int64), loaded.spec, "reconstructions").save_npz(images)
@@ -477,21 +365,9 @@ def attribute_cmd(
 
     Half of the non-members are the attacker's auxiliary rows, the other half are scored.
     """
-    from dlsec.attacks.privacy import AttributeInference
-
     loaded, dataset = _model_and_data(ctx, model, data, arch, arch_arg, label_column)
-    labels, _ = resolve_members(ctx, model, dataset, members, None, test_size, split_seed)
-    outside = np.random.default_rng(seed).permutation(np.nonzero(labels == 0)[0])
-    half = len(outside) // 2
-    if half < 2:
-        raise DataError("attribute inference needs at least 4 non-member rows (auxiliary and scored)")
-    chosen: str | int = int(feature) if feature.isdigit() else feature
-    result = AttributeInference(feature=chosen, bins=bins, seed=seed)(
-        loaded,
-        members=dataset.subset(np.nonzero(labels == 1)[0]),
-        non_members=dataset.subset(outside[half:]),
-        auxiliary=dataset.subset(outside[:half]),
-    )
+    labels, _ = _members(ctx, model, dataset, members, None, test_size, split_seed)
+    result = infer_attribute(loaded, dataset, labels, feature=feature, bins=bins, seed=seed)
     payload = {"model": model, "data": data, **result.to_dict()}
     if not json_out:
         table = Table("attack", "members", "non-members")

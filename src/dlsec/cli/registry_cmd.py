@@ -215,14 +215,12 @@ def registry_quarantine(
 ) -> None:
     """Quarantine a version: it is refused by loading and serving at once."""
     name, version = _version_ref(ref)
-    moved: dict[str, int] = {}
     with _registry(ctx, registry_url) as registry:
-        record = registry.quarantine(name, version, reason=reason)
-        if rollback:
-            for alias, number in registry.aliases(name).items():
-                if number == version:
-                    _, new = registry.rollback(name, alias=alias, keys=pub)
-                    moved[alias] = new.version
+        done = registry.quarantine_and_rollback(
+            name, version, aliases=None if rollback else (), reason=reason, keys=pub
+        )
+    done.raise_failure()
+    record, moved = done.record, done.rolled_back
     text = f"{record.ref} quarantined" + "".join(f"; {name}@{a} -> {name}@{v}" for a, v in moved.items())
     _report("quarantine", {"ref": record.ref, "status": record.status, "rolled_back": moved}, text, json_out)
 

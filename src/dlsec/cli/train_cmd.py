@@ -7,7 +7,6 @@ same command is run again with the same ``--out``.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,28 +15,12 @@ from rich.markup import escape
 
 from dlsec.cli._app import JsonOpt, app, emit_json, out_console, progress_bar, settings
 from dlsec.cli.commands import ArchArgOpt, ArchOpt, LabelColOpt
-from dlsec.core import load_dataset
 from dlsec.core.arch import parse_arch_kwargs
-from dlsec.errors import UsageError
-from dlsec.train import RECIPES, TrainConfig, TrainedModel, get_recipe
-from dlsec.train import train as train_model
+from dlsec.train import RECIPES, TrainedModel, train_and_save, train_options
 
-CHECKPOINT_DIR = ".checkpoint"
-
-# Keys of a --config file besides the TrainConfig fields and the recipe's hyperparameters.
-_RUN_KEYS = (
-    "recipe",
-    "data",
-    "arch",
-    "arch_args",
-    "test_size",
-    "split_seed",
-    "label_column",
-    "robust_n",
-    "robust_eps",
-)
-# Command-line flags of recipe hyperparameters, for messages (the parameter is the key).
-_RECIPE_FLAGS = {
+# Command-line flags of the options whose names differ in messages (the parameter is the key).
+_FLAGS = {
+    "data": "--data",
     "eps": "--eps",
     "norm": "--norm",
     "steps": "--attack-steps",
@@ -50,27 +33,6 @@ _RECIPE_FLAGS = {
     "augmult": "--augmult",
     "grad_sample_mode": "--grad-sample-mode",
 }
-
-
-def _read_config(path: Path) -> dict[str, Any]:
-    import yaml
-
-    if not path.is_file():
-        raise UsageError(f"config file not found: {path}")
-    try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"{path}: not valid YAML ({first})") from None
-    if loaded is None:
-        return {}
-    if not isinstance(loaded, dict) or not all(isinstance(k, str) for k in loaded):
-        raise UsageError(f"{path}: expected a mapping of option names to values")
-    return loaded
-
-
-def _given(**values: Any) -> dict[str, Any]:
-    return {k: v for k, v in values.items() if v is not None}
 
 
 @app.command()
@@ -188,102 +150,54 @@ def train(
     Recipes: standard (regularisation options), pgd-at, trades, fast-at (need --eps) and dp-sgd
     (needs --epsilon). Adversarial recipes report AutoAttack robust accuracy on test rows.
     """
-    file_opts = _read_config(config_file) if config_file is not None else {}
-    recipe_name = recipe or file_opts.get("recipe") or "standard"
-    if recipe_name not in RECIPES:
-        raise UsageError(f"unknown recipe {recipe_name!r}; choose one of: {', '.join(RECIPES)}")
-    recipe_cls = RECIPES[recipe_name]
-    config_keys = set(TrainConfig.field_names())
-    param_keys = set(recipe_cls.param_names())
-    unknown = sorted(set(file_opts) - config_keys - param_keys - set(_RUN_KEYS))
-    if unknown:
-        raise UsageError(
-            f"{config_file}: unknown option(s) {', '.join(unknown)} for recipe {recipe_name}; "
-            f"use training options ({', '.join(sorted(config_keys))}), run options "
-            f"({', '.join(_RUN_KEYS)}) or the recipe's ({', '.join(sorted(param_keys)) or 'none'})"
-        )
-    cli_params = _given(
-        eps=eps,
-        norm=norm,
-        steps=attack_steps,
-        step_size=step_size,
-        beta=beta,
-        alpha=alpha,
-        epsilon=epsilon,
-        delta=delta,
-        max_grad_norm=max_grad_norm,
-        augmult=augmult,
-        grad_sample_mode=grad_sample_mode,
+    options = train_options(
+        config_file,
+        recipe=recipe,
+        data=data,
+        arch=arch,
+        arch_kwargs=parse_arch_kwargs(arch_arg) if arch_arg else None,
+        test_size=test_size,
+        split_seed=split_seed,
+        label_column=label_column,
+        robust_n=robust_n,
+        robust_eps=robust_eps,
+        recipe_params={
+            "eps": eps,
+            "norm": norm,
+            "steps": attack_steps,
+            "step_size": step_size,
+            "beta": beta,
+            "alpha": alpha,
+            "epsilon": epsilon,
+            "delta": delta,
+            "max_grad_norm": max_grad_norm,
+            "augmult": augmult,
+            "grad_sample_mode": grad_sample_mode,
+        },
+        train_config={
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "optimizer": optimizer,
+            "momentum": momentum,
+            "lr_schedule": lr_schedule,
+            "weight_decay": weight_decay,
+            "label_smoothing": label_smoothing,
+            "dropout": dropout,
+            "augment": augment,
+            "augment_shift": augment_shift,
+            "augment_noise": augment_noise,
+            "early_stopping": early_stopping,
+            "val_size": val_size,
+            "seed": seed,
+        },
+        names=_FLAGS,
     )
-    for key in cli_params:
-        if key not in param_keys:
-            raise UsageError(f"{_RECIPE_FLAGS[key]} does not apply to recipe {recipe_name}")
-    params = {**{k: v for k, v in file_opts.items() if k in param_keys}, **cli_params}
-    missing = [p for p in recipe_cls.required_params() if p not in params]
-    if missing:
-        flags = ", ".join(_RECIPE_FLAGS.get(p, p) for p in missing)
-        raise UsageError(f"recipe {recipe_name} needs {flags}")
-    chosen = get_recipe(recipe_name, **params)
-    overrides = {
-        **{k: v for k, v in file_opts.items() if k in config_keys},
-        **_given(
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            optimizer=optimizer,
-            momentum=momentum,
-            lr_schedule=lr_schedule,
-            weight_decay=weight_decay,
-            label_smoothing=label_smoothing,
-            dropout=dropout,
-            augment=augment,
-            augment_shift=augment_shift,
-            augment_noise=augment_noise,
-            early_stopping=early_stopping,
-            val_size=val_size,
-            seed=seed,
-        ),
-    }
-    try:
-        config = chosen.default_config(**overrides)
-    except TypeError as exc:
-        raise UsageError(f"bad training option: {exc}") from None
-    data_ref = data or file_opts.get("data")
-    if not data_ref:
-        raise UsageError("pass --data (or data: in the --config file)")
-    run = {**file_opts, **_given(arch=arch, test_size=test_size, split_seed=split_seed)}
-    run.update(_given(label_column=label_column, robust_n=robust_n, robust_eps=robust_eps))
-    kwargs = dict(file_opts.get("arch_args") or {})
-    if not isinstance(kwargs, dict):
-        raise UsageError("arch_args in the --config file must be a mapping")
-    if arch_arg:
-        kwargs.update(parse_arch_kwargs(arch_arg))
-
-    weights_path = out / "model.safetensors"
-    checkpoint_dir = out / CHECKPOINT_DIR
-    if weights_path.exists() and not force:
-        raise UsageError(f"{weights_path} exists; pass --force to replace it or pick another --out")
-    dataset = load_dataset(str(data_ref), label_column=run.get("label_column"))
-    if force and checkpoint_dir.exists():
-        shutil.rmtree(checkpoint_dir)
-    with progress_bar(f"training ({chosen.name})", enabled=not json_out) as callback:
-        trained = train_model(
-            dataset,
-            recipe=chosen,
-            arch=run.get("arch"),
-            arch_kwargs=kwargs or None,
-            config=config,
-            test_size=float(run.get("test_size", 0.25)),
-            split_seed=int(run.get("split_seed", 0)),
-            device=settings(ctx).device,
-            progress=callback,
-            checkpoint_dir=checkpoint_dir,
-            robust_n=int(run.get("robust_n", 200)),
-            robust_eps=run.get("robust_eps"),
+    with progress_bar(f"training ({options.recipe.name})", enabled=not json_out) as callback:
+        trained, weights, card_path = train_and_save(
+            options, out, force=force, device=settings(ctx).device, progress=callback
         )
-    weights, card_path = trained.save(out)
-    shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    _report(trained, dataset.name, weights, card_path, json_out)
+    _report(trained, trained.dataset["name"], weights, card_path, json_out)
 
 
 def _report(trained: TrainedModel, data_name: str, weights: Path, card_path: Path, json_out: bool) -> None:

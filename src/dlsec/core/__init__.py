@@ -1,6 +1,7 @@
-"""The model contract, input specs, datasets, the model zoo, seeding and safe model I/O."""
+"""The model contract, input specs, datasets, training cards, seeding and safe model I/O."""
 
 from dlsec.core.arch import ARCHITECTURES, build_architecture, register_architecture
+from dlsec.core.card import TrainingCard
 from dlsec.core.data import BUILTIN_DATASETS, Dataset, load_dataset
 from dlsec.core.evaluate import EvalResult, evaluate
 from dlsec.core.home import home_dir
@@ -28,6 +29,7 @@ __all__ = [
     "InputSpec",
     "Model",
     "ScoreModel",
+    "TrainingCard",
     "WhiteBoxModel",
     "build_architecture",
     "default_device",

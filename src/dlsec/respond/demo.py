@@ -1,21 +1,31 @@
-"""The gateway part of ``dlsec demo``: a normal client, an extraction attacker, a playbook.
+"""``dlsec demo``: assess a zoo model, ship it, serve it to a client and an extraction attacker.
 
-A gateway on loopback serves the demo's registry model with the extraction detector fitted on
-natural data and a playbook that revokes a key caught extracting. A normal client sends the test
-set; an attacker runs Knockoff Nets (adaptive, on a mixed transfer set) through the gateway URL
-as a black-box model. The result says whether the client was ever flagged, after how many
-queries the attacker was cut off, and the incident that did it.
+:func:`run_demo` is the whole scenario. It trains the zoo model on first use, assesses it with
+the default white-box campaign on its test split, and, when the gates pass, ships it (signs it
+with throwaway keys, registers it and promotes it under a policy that requires the passing
+report, in a registry inside ``OUT/release``) and, for an image model, serves it
+(:func:`gateway_demo`).
+
+The gateway part: a gateway on loopback serves the demo's registry model with the extraction
+detector fitted on natural data and a playbook that revokes a key caught extracting. A normal
+client sends the test set; an attacker runs Knockoff Nets (adaptive, on a mixed transfer set)
+through the gateway URL as a black-box model. The result says whether the client was ever
+flagged, after how many queries the attacker was cut off, and the incident that did it.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import numpy as np
 
+from dlsec.assess import Assessment
 from dlsec.core.data import Dataset
 from dlsec.errors import UsageError
 from dlsec.respond.gateway import build_gateway
@@ -23,7 +33,106 @@ from dlsec.serve import GatewayConfig, create_app
 from dlsec.serve.live import LiveServer
 from dlsec.store import IncidentStore, KeyStore, Registry
 
-__all__ = ["gateway_demo"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["DemoResult", "Stage", "gateway_demo", "run_demo"]
+
+Progress = Callable[[int, int, dict[str, float]], None]
+# Opens one stage of the demo by its description; the context gives the stage's progress
+# callback ``(done, total, stats)`` (the CLI passes a Rich progress bar).
+Stage = Callable[[str], AbstractContextManager[Progress]]
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    """What :func:`run_demo` did.
+
+    Attributes:
+        assessment: the assessment (its report is in ``OUT``).
+        release: when the gates passed, what :func:`dlsec.store.ship_model` returned, with the
+            gateway scenario's result under ``gateway`` for an image model; else ``None``.
+    """
+
+    assessment: Assessment
+    release: dict[str, Any] | None
+
+
+def _quiet(_description: str) -> AbstractContextManager[Progress]:
+    return nullcontext(lambda done, total, stats: None)
+
+
+def run_demo(
+    out: str | Path,
+    *,
+    model: str = "zoo:digits-cnn",
+    examples: int = 200,
+    home: str | Path | None = None,
+    device: torch.device | str | None = None,
+    stage: Stage | None = None,
+) -> DemoResult:
+    """Run dlsec end to end on a zoo model: assess, sign, register, promote and serve it.
+
+    Args:
+        out: where the reports (and the demo's registry, under ``release``) are written.
+        model: a zoo model, ``zoo:NAME``.
+        examples: test rows to assess.
+        home: the dlsec home (the zoo's cache).
+        device: where to train and attack.
+        stage: called with each stage's description; the context it returns gives that
+            stage's progress callback (default: no progress).
+
+    Example:
+        >>> result = run_demo("dlsec-demo", examples=40)    # doctest: +SKIP
+        >>> result.assessment.passed, result.release["ref"]  # doctest: +SKIP
+        (True, 'digits-cnn@1')
+    """
+    from dlsec.assess import default_campaign, run_assessment
+    from dlsec.core.data import load_dataset
+    from dlsec.store import ship_model
+    from dlsec.zoo import load_zoo_model, zoo_card, zoo_path
+
+    if not model.startswith("zoo:"):
+        raise UsageError("the demo runs on a zoo model; pass --model zoo:NAME (see `dlsec zoo`)")
+    if examples < 1:
+        raise UsageError(f"--examples must be positive, got {examples}")
+    stage = stage or _quiet
+    out = Path(out)
+    name = model.removeprefix("zoo:")
+    with stage(f"training {model} (first use only)") as progress:
+        card = zoo_card(name, home=home, device=device, progress=progress)
+    loaded = load_zoo_model(name, home=home, device=device)
+    model_file = zoo_path(name, home=home) / "model.safetensors"
+    split = card.split
+    _, test_set = load_dataset(card.dataset["name"]).split(test_size=split["test_size"], seed=split["seed"])
+    plan = default_campaign(kind=loaded.spec.kind, access="white-box").model_copy(
+        update={"examples": examples}
+    )
+    with stage("assessing") as progress:
+        result = run_assessment(
+            loaded,
+            test_set,
+            plan,
+            out,
+            model_ref=model,
+            model_sha256=str(card.weights_sha256),
+            title=f"dlsec demo: {model}",
+            model_file=model_file,
+            progress=progress,
+        )
+    if not result.passed:
+        return DemoResult(result, None)
+    # Ship the assessed model: sign it, register it, promote it under a policy that requires
+    # the assessment to pass, and verify the audit log (a registry kept inside OUT/release).
+    shipped = ship_model(model_file, out / "report.json", out / "release", name=name)
+    if loaded.spec.kind == "image":
+        # Serve it: a normal client and an extraction attacker through the gateway.
+        with stage("serving: a client and an extraction attacker"):
+            shipped["gateway"] = gateway_demo(
+                out / "release", name, natural=test_set, reference=card.dataset["name"], seed=plan.seed
+            )
+    return DemoResult(result, shipped)
+
 
 PLAYBOOK = """\
 rules:
@@ -43,7 +152,7 @@ def gateway_demo(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Run the scenario against ``model@production`` in the registry under ``registry_home``."""
-    from dlsec.attacks.extraction import KnockoffNets, mixed_pool, out_of_domain_pool
+    from dlsec.attacks.extraction import KnockoffNets, attacker_pool
     from dlsec.serve.client import connect
 
     home = Path(registry_home)
@@ -71,7 +180,7 @@ def gateway_demo(
             ]
         gateway.drain()
         target = connect(f"{url}/v1/models/{model}", api_key=attacker_key, batch_size=25)
-        pool = mixed_pool(natural.x, out_of_domain_pool(target.spec, 2000, seed=seed))
+        pool = attacker_pool("knockoff", natural.x, target.spec, budget=budget, seed=seed)
 
         def count(x: np.ndarray, _answer: Any) -> None:
             nonlocal answered

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from dlsec.core.config import load_yaml_model
-from dlsec.errors import Error, UsageError
+from dlsec.errors import Error, RegistryError, UsageError
 from dlsec.store import SEVERITIES, Incident, IncidentStore, KeyStore, QueryLog, Registry, now, parse_rate
 
 __all__ = ["ACTIONS", "Playbook", "PlaybookRule", "Responder", "load_playbook"]
@@ -224,12 +224,14 @@ class Responder:
             quarantined = self.store.get(incident.id).evidence.get("quarantined")
             if status == "registered" and version != quarantined:
                 return "done", f"{model}@{self.alias} already serves good version {version}", None
-            previous, record = self.registry.rollback(model, alias=self.alias, actor=ACTOR)
-            return (
-                "done",
-                f"{model}@{self.alias}: {previous} -> {record.version}",
-                {"rolled_back_to": record.version},
-            )
+            # The roll-back half of Registry.quarantine_and_rollback (the quarantine action did
+            # the other half, recorded as its own step).
+            done = self.registry.rollback_from(model, version, aliases=[self.alias], actor=ACTOR)
+            done.raise_failure()
+            if self.alias not in done.rolled_back:
+                raise RegistryError(f"{model}@{self.alias} moved off version {version} meanwhile")
+            target = done.rolled_back[self.alias]
+            return "done", f"{model}@{self.alias}: {version} -> {target}", {"rolled_back_to": target}
         if action in ("throttle_key", "revoke_key"):
             if key_id is None:
                 return "skipped", "the alert names no API key", None

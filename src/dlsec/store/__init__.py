@@ -31,6 +31,7 @@ from dlsec.store._incidents import SEVERITIES, Incident, IncidentStore
 from dlsec.store._querylog import QueryLog
 from dlsec.store._registry import (
     Policy,
+    Quarantine,
     Registry,
     ReportCheck,
     VersionRecord,
@@ -53,6 +54,7 @@ __all__ = [
     "KeyStore",
     "OutputPolicy",
     "Policy",
+    "Quarantine",
     "QueryLog",
     "Rate",
     "Registry",

@@ -11,8 +11,10 @@ Aliases (``production``, ``staging``, ...) point at versions. ``promote`` moves 
 the policy holds: a signature that verifies with the trusted keys, a clean scan of the stored
 files, and (when configured) passing assessment gates. ``quarantine`` takes a version out of
 service at once (loading it is refused); ``rollback`` moves an alias back to the newest version it
-pointed at before that is still good. Every action, refused promotions included, is appended to
-the audit log in the same transaction.
+pointed at before that is still good; ``quarantine_and_rollback`` does both for the aliases that
+pointed at the version (what the CLI and the gateway run; a playbook's ``rollback`` action runs its
+second half, ``rollback_from``). Every action, refused promotions included, is appended to the
+audit log in the same transaction.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,10 +32,12 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection
 
+from dlsec.core.card import TrainingCard
 from dlsec.core.home import home_dir
 from dlsec.core.loading import LoadOptions, load_model_file
 from dlsec.core.model import Model
 from dlsec.errors import (
+    Error,
     ModelLoadError,
     ModelOutOfServiceError,
     PolicyError,
@@ -55,6 +59,7 @@ from dlsec.store._db import Database, alias_history, aliases, models, open_datab
 
 __all__ = [
     "Policy",
+    "Quarantine",
     "Registry",
     "ReportCheck",
     "VersionRecord",
@@ -96,6 +101,26 @@ class Policy:
 
     require_report: bool = False
     gates: ReportCheck | None = None
+
+
+@dataclass(frozen=True)
+class Quarantine:
+    """What :meth:`Registry.quarantine_and_rollback` did.
+
+    Attributes:
+        record: the quarantined version, as stored now.
+        rolled_back: each alias that moved, and the version it points at now.
+        failures: each alias that could not move, and why.
+    """
+
+    record: VersionRecord
+    rolled_back: dict[str, int]
+    failures: dict[str, Error]
+
+    def raise_failure(self) -> None:
+        """Raise the first roll-back failure, if any (the quarantine itself has happened)."""
+        for error in self.failures.values():
+            raise error
 
 
 @dataclass(frozen=True)
@@ -234,7 +259,9 @@ class Registry:
         A signature (default ``DIR/model.sig`` or ``FILE.sig``) is verified with the trusted keys
         and recorded; a model without one is registered as unsigned (``promote`` will refuse it),
         a model whose signature fails is refused. The files are scanned and the verdict recorded.
-        A training card ``model.json`` in the directory fills in the lineage it knows.
+        A training card ``model.json`` in the directory (or beside the file) fills in the
+        lineage it knows: the training data's hash, the recipe and the training configuration;
+        a malformed card is refused (``ModelLoadError`` naming it).
         """
         from dlsec.scan import scan_paths
 
@@ -242,6 +269,7 @@ class Registry:
         if not source.exists():
             raise UsageError(f"{source}: no such file or directory")
         _check_name(name)
+        card = TrainingCard.find(source)
         sig = Path(signature) if signature is not None else default_signature_path(source)
         signer = None
         if sig.exists():
@@ -269,7 +297,7 @@ class Registry:
             "verdict": verdict,
             "files": {str(Path(r.path).relative_to(blob)): r.verdict for r in results},
         }
-        lineage = self._lineage(source, data_sha256, training_config, parent, report, blob)
+        lineage = self._lineage(card, data_sha256, training_config, parent, report)
         who = actor or actor_name()
         with self.db.write() as conn:
             if conn.execute(select(models.c.name).where(models.c.name == name)).first() is None:
@@ -323,27 +351,20 @@ class Registry:
 
     def _lineage(
         self,
-        source: Path,
+        card: TrainingCard | None,
         data_sha256: str | None,
         config: dict[str, Any] | None,
         parent: str | None,
         report: str | Path | None,
-        blob: Path,
     ) -> dict[str, Any]:
-        card_path = source / "model.json" if source.is_dir() else source.with_name("model.json")
-        card: dict[str, Any] = {}
-        if card_path.is_file():
-            try:
-                loaded = json.loads(card_path.read_text(encoding="utf-8"))
-                card = loaded if isinstance(loaded, dict) else {}
-            except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-                card = {}
-        data = card.get("data") if isinstance(card.get("data"), dict) else {}
+        recorded = (
+            {k: card[k] for k in ("recipe", "recipe_params", "seed", "train_config") if k in card}
+            if card is not None
+            else {}
+        )
         lineage: dict[str, Any] = {
-            "data_sha256": data_sha256 or (data or {}).get("sha256"),
-            "training_config": config
-            if config is not None
-            else {k: card[k] for k in ("recipe", "hyperparameters", "seed", "config") if k in card} or None,
+            "data_sha256": data_sha256 or (card.data_sha256 if card is not None else None),
+            "training_config": config if config is not None else recorded or None,
             "parent": parent,
             "report_sha256": None,
             "gates": None,
@@ -715,6 +736,62 @@ class Registry:
             f"{name}@{alias}: no earlier good version to roll back to "
             f"(it has pointed at {sorted(set(history))})"
         )
+
+    def rollback_from(
+        self,
+        name: str,
+        version: int,
+        *,
+        aliases: Iterable[str] | None = None,
+        keys: str | Path | VerifyKeys | None = None,
+        actor: str | None = None,
+    ) -> Quarantine:
+        """Roll back each of ``aliases`` (default: every alias of ``name``) that points at ``version``.
+
+        Each alias moves as :meth:`rollback` moves it; one that cannot move (no earlier good
+        version) is reported in ``failures`` and the others still move. The returned
+        :class:`Quarantine` holds the version's current record.
+        """
+        current = self.aliases(name)
+        wanted = list(current) if aliases is None else list(dict.fromkeys(aliases))
+        moved: dict[str, int] = {}
+        failures: dict[str, Error] = {}
+        for alias in wanted:
+            if current.get(alias) != version:
+                continue
+            try:
+                _, record = self.rollback(name, alias=alias, keys=keys, actor=actor)
+            except Error as exc:
+                failures[alias] = exc
+            else:
+                moved[alias] = record.version
+        return Quarantine(self.get(f"{name}@{version}"), moved, failures)
+
+    def quarantine_and_rollback(
+        self,
+        name: str,
+        version: int,
+        *,
+        aliases: Iterable[str] | None = None,
+        reason: str | None = None,
+        keys: str | Path | VerifyKeys | None = None,
+        actor: str | None = None,
+    ) -> Quarantine:
+        """Quarantine ``name@version``, then roll back the aliases that pointed at it.
+
+        What ``dlsec registry quarantine --rollback`` and the gateway's quarantine route run (a
+        playbook runs the two halves as its ``quarantine`` and ``rollback`` actions).
+        ``aliases`` limits the roll-back (default: every alias of ``name``; ``()`` quarantines
+        only). The quarantine holds even when a roll-back fails; the failures are in the
+        result (:meth:`Quarantine.raise_failure` raises the first).
+
+        Example:
+            >>> done = registry.quarantine_and_rollback("clf", 3, reason="drift")  # doctest: +SKIP
+            >>> done.rolled_back                                                   # doctest: +SKIP
+            {'production': 2}
+        """
+        self.quarantine(name, version, reason=reason, actor=actor)
+        return self.rollback_from(name, version, aliases=aliases, keys=keys, actor=actor)
 
     # -- loading ----------------------------------------------------------------------------
 

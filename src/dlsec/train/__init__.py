@@ -4,7 +4,9 @@ Recipes register by name (``dlsec train --recipe NAME``): ``standard`` (with dro
 decay, label smoothing, augmentation and early stopping), ``pgd-at``, ``trades``, ``fast-at``
 and ``dp-sgd``. :func:`train` splits the data, trains, scores clean (and, for adversarial
 recipes, AutoAttack) accuracy and returns a :class:`TrainedModel` that writes safetensors
-weights and a training card.
+weights and a training card. :func:`train_options` merges a YAML config file with options given
+directly (what ``dlsec train --config`` does); :func:`train_and_save` trains as they say into a
+folder, resuming an interrupted run.
 
 Example:
     >>> from dlsec.core import load_dataset
@@ -19,6 +21,7 @@ from dlsec.core.recipe import RECIPES, Recipe, Standard, get_recipe, register_re
 from dlsec.core.trainconfig import TrainConfig
 from dlsec.train._adversarial import PGDAT, TRADES, FastAT
 from dlsec.train._dp import DPSGD, UnsafeNoNoiseDPSGD
+from dlsec.train._options import TrainOptions, train_and_save, train_options
 from dlsec.train._standard import TrainedModel, robust_accuracy, train
 
 __all__ = [
@@ -30,6 +33,7 @@ __all__ = [
     "Recipe",
     "Standard",
     "TrainConfig",
+    "TrainOptions",
     "TrainedModel",
     "UnsafeNoNoiseDPSGD",
     "fit",
@@ -38,4 +42,6 @@ __all__ = [
     "register_recipe",
     "robust_accuracy",
     "train",
+    "train_and_save",
+    "train_options",
 ]

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from dlsec.core.arch import build_architecture
+from dlsec.core.card import CARD_FILE, TrainingCard
 from dlsec.core.checkpoint import Checkpoint, fingerprint
 from dlsec.core.data import Dataset
 from dlsec.core.evaluate import evaluate
@@ -69,12 +70,12 @@ class TrainedModel:
     privacy: dict[str, Any] | None = None
     training: dict[str, Any] = field(default_factory=dict)
 
-    def card(self, *, name: str | None = None, weights_sha256: str | None = None) -> dict[str, Any]:
+    def card(self, *, name: str | None = None, weights_sha256: str | None = None) -> TrainingCard:
         """The training card: architecture, spec, recipe and its hyperparameters, seeds, data
         hash, clean and robust metrics, privacy budget spent, versions."""
         import dlsec
 
-        return {
+        fields = {
             "schema": "dlsec.model-card/1",
             "name": name,
             "architecture": self.arch,
@@ -94,13 +95,17 @@ class TrainedModel:
             "weights": {"file": "model.safetensors", "sha256": weights_sha256},
             "versions": _versions(dlsec.__version__),
         }
+        return TrainingCard(fields)
 
-    def save(self, out_dir: str | Path, *, name: str | None = None) -> tuple[Path, Path]:
-        """Write ``model.safetensors`` and its card ``model.json`` into ``out_dir`` atomically."""
-        import json
+    def save(
+        self, out_dir: str | Path, *, name: str | None = None, extra: dict[str, Any] | None = None
+    ) -> tuple[Path, Path]:
+        """Write ``model.safetensors`` and its card ``model.json`` into ``out_dir`` atomically.
 
+        ``extra`` adds fields to the card (the zoo records its recipe hash there).
+        """
         from dlsec.core.io import save_safetensors_model
-        from dlsec.fsutil import atomic_write_text, sha256_file
+        from dlsec.fsutil import sha256_file
 
         out = Path(out_dir)
         weights = save_safetensors_model(
@@ -110,9 +115,8 @@ class TrainedModel:
             arch=self.arch,
             arch_kwargs=self.arch_kwargs,
         )
-        card = self.card(name=name, weights_sha256=sha256_file(weights))
-        card_path = atomic_write_text(out / "model.json", json.dumps(card, indent=2) + "\n")
-        return weights, card_path
+        card = self.card(name=name, weights_sha256=sha256_file(weights)).with_fields(**(extra or {}))
+        return weights, card.write(out / CARD_FILE)
 
 
 def _versions(dlsec_version: str) -> dict[str, str]:

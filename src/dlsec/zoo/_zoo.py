@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from dlsec.core.card import CARD_FILE, TrainingCard
 from dlsec.core.home import cache_dir
 from dlsec.core.loading import LoadOptions
 from dlsec.core.model import WhiteBoxModel
@@ -122,19 +123,19 @@ def zoo_path(name: str, *, home: str | Path | None = None) -> Path:
     return cache_dir(home) / "zoo" / _entry(name).name
 
 
-def _cached_card(entry: ZooEntry, folder: Path) -> dict[str, Any] | None:
-    weights, card_path = folder / "model.safetensors", folder / "model.json"
+def _cached_card(entry: ZooEntry, folder: Path) -> TrainingCard | None:
+    weights, card_path = folder / "model.safetensors", folder / CARD_FILE
     if not weights.is_file() or not card_path.is_file():
         return None
     try:
-        card = json.loads(card_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        card = TrainingCard.read(card_path)
+    except ModelLoadError:
         log.warning("zoo:%s: unreadable cache card; retraining", entry.name)
         return None
-    if not isinstance(card, dict) or card.get("zoo", {}).get("recipe_hash") != entry.recipe_hash:
+    if card.zoo.get("recipe_hash") != entry.recipe_hash:
         log.warning("zoo:%s: cache made by another recipe; retraining", entry.name)
         return None
-    if card.get("weights", {}).get("sha256") != sha256_file(weights):
+    if card.weights_sha256 != sha256_file(weights):
         log.warning("zoo:%s: cached weights do not match their recorded SHA-256; retraining", entry.name)
         return None
     return card
@@ -145,7 +146,7 @@ def _train_entry(
     folder: Path,
     device: torch.device | str | None,
     progress: Callable[[int, int, dict[str, float]], None] | None,
-) -> dict[str, Any]:
+) -> TrainingCard:
     from dlsec.core.data import load_dataset
     from dlsec.core.trainconfig import TrainConfig
     from dlsec.train import train
@@ -168,13 +169,9 @@ def _train_entry(
         device=device,
         progress=progress,
     )
-    weights, card_path = trained.save(folder, name=f"zoo:{entry.name}")
-    card = json.loads(card_path.read_text())
-    card["zoo"] = {"recipe_hash": entry.recipe_hash, "description": entry.description}
-    from dlsec.fsutil import atomic_write_text
-
-    atomic_write_text(card_path, json.dumps(card, indent=2) + "\n")
-    return card
+    zoo = {"recipe_hash": entry.recipe_hash, "description": entry.description}
+    _, card_path = trained.save(folder, name=f"zoo:{entry.name}", extra={"zoo": zoo})
+    return TrainingCard.read(card_path)
 
 
 def zoo_card(
@@ -183,8 +180,8 @@ def zoo_card(
     home: str | Path | None = None,
     device: torch.device | str | None = None,
     progress: Callable[[int, int, dict[str, float]], None] | None = None,
-) -> dict[str, Any]:
-    """The card of zoo model ``name``, training and caching the model first if needed."""
+) -> TrainingCard:
+    """The training card of zoo model ``name``, training and caching the model first if needed."""
     entry = _entry(name)
     folder = zoo_path(name, home=home)
     card = _cached_card(entry, folder)

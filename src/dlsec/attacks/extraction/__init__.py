@@ -17,8 +17,10 @@ Example:
 from dlsec.attacks.extraction._oracle import Answer, BudgetExceededError, QueryFn, QueryOracle
 from dlsec.attacks.extraction._pools import (
     DEFAULT_QUERIES,
+    MIN_POOL,
     QUERY_SOURCES,
     QueryPool,
+    attacker_pool,
     mixed_pool,
     out_of_domain_pool,
     query_pool,
@@ -37,6 +39,7 @@ from dlsec.attacks.extraction.knockoff import KnockoffNets
 __all__ = [
     "DEFAULT_QUERIES",
     "EXTRACTION_ATTACKS",
+    "MIN_POOL",
     "QUERY_SOURCES",
     "Answer",
     "BudgetExceededError",
@@ -48,6 +51,7 @@ __all__ = [
     "QueryFn",
     "QueryOracle",
     "QueryPool",
+    "attacker_pool",
     "get_extraction_attack",
     "mixed_pool",
     "out_of_domain_pool",

@@ -20,22 +20,37 @@ import numpy as np
 from dlsec.core.spec import InputSpec
 from dlsec.errors import UsageError
 
-__all__ = ["DEFAULT_QUERIES", "QUERY_SOURCES", "QueryPool", "mixed_pool", "out_of_domain_pool", "query_pool"]
+__all__ = [
+    "DEFAULT_QUERIES",
+    "MIN_POOL",
+    "QUERY_SOURCES",
+    "QueryPool",
+    "attacker_pool",
+    "mixed_pool",
+    "out_of_domain_pool",
+    "query_pool",
+]
 
 # Where each method draws its queries by default: Knockoff Nets from a transfer set mixing
 # problem-domain and other natural data, Copycat from non-problem-domain natural data (the
 # paper's setting), JBDA from a problem-domain seed set.
 DEFAULT_QUERIES = {"knockoff": "mixed", "copycat": "ood", "jbda": "pd"}
 QUERY_SOURCES = ("pd", "ood", "mixed")
+# The fewest out-of-domain rows an attacker's pool holds (it holds twice the budget above that).
+MIN_POOL = 2000
 
 
 @dataclass(frozen=True)
 class QueryPool:
-    """Unlabelled candidate queries ``x`` with a source group per row and the groups' names."""
+    """Unlabelled candidate queries ``x`` with a source group per row and the groups' names.
+
+    ``source`` is the kind of data: ``pd`` (problem domain), ``ood`` or ``mixed``.
+    """
 
     x: np.ndarray
     groups: np.ndarray
     names: tuple[str, ...]
+    source: str = "pd"
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -137,14 +152,14 @@ def out_of_domain_pool(
     x = np.concatenate(parts)
     grp = np.concatenate(groups)
     order = rng.permutation(len(x))
-    return QueryPool(x[order], grp[order], tuple(sources))
+    return QueryPool(x[order], grp[order], tuple(sources), "ood")
 
 
 def mixed_pool(problem_domain: np.ndarray, ood: QueryPool, *, name: str = "problem-domain") -> QueryPool:
     """Problem-domain rows (one more group, listed first) together with an out-of-domain pool."""
     x = np.concatenate([np.asarray(problem_domain, dtype=np.float32), ood.x])
     groups = np.concatenate([np.zeros(len(problem_domain), dtype=np.int64), ood.groups + 1])
-    return QueryPool(x, groups, (name, *ood.names))
+    return QueryPool(x, groups, (name, *ood.names), "mixed")
 
 
 def query_pool(
@@ -155,6 +170,35 @@ def query_pool(
         raise UsageError(f"query data must be one of {', '.join(QUERY_SOURCES)}, got {source!r}")
     if source == "pd":
         pd = np.asarray(problem_domain, dtype=np.float32)
-        return QueryPool(pd, np.zeros(len(pd), dtype=np.int64), ("problem-domain",))
+        return QueryPool(pd, np.zeros(len(pd), dtype=np.int64), ("problem-domain",), "pd")
     ood = out_of_domain_pool(spec, size, seed=seed)
     return ood if source == "ood" else mixed_pool(problem_domain, ood)
+
+
+def attacker_pool(
+    method: str,
+    problem_domain: np.ndarray,
+    spec: InputSpec,
+    *,
+    budget: int,
+    source: str | None = None,
+    seed: int = 0,
+) -> QueryPool:
+    """The pool ``method`` draws at most ``budget`` queries from: ``dlsec extract``, the
+    assessment's extraction section and the demo's attacker all build it here.
+
+    ``source`` defaults to the method's (:data:`DEFAULT_QUERIES`); an out-of-domain part holds
+    ``max(2 * budget, MIN_POOL)`` rows, so every method has at least twice its budget to choose
+    from. The pool's ``source`` records which data it is.
+
+    Example:
+        >>> pool = attacker_pool("knockoff", train.x, model.spec, budget=500)   # doctest: +SKIP
+        >>> pool.source, len(pool) - len(train.x)                              # doctest: +SKIP
+        ('mixed', 2000)
+    """
+    if method not in DEFAULT_QUERIES:
+        raise UsageError(f"unknown extraction method {method!r}; choose one of {', '.join(DEFAULT_QUERIES)}")
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+        raise UsageError(f"budget must be a positive number of queries, got {budget!r}")
+    chosen = source or DEFAULT_QUERIES[method]
+    return query_pool(chosen, problem_domain, spec, max(2 * budget, MIN_POOL), seed=seed)

@@ -1,0 +1,55 @@
+"""``run_demo``: the demo's orchestration in the library, its stages reported through a callback.
+
+The whole demo runs end to end in ``tests/cli/test_cli.py``; here the assessment and the gateway
+scenario are stand-ins, so the test checks the order of the stages and what is shipped.
+"""
+
+import json
+from contextlib import contextmanager
+
+import pytest
+
+import dlsec.assess
+import dlsec.respond.demo as demo
+from dlsec.assess import Assessment
+from dlsec.errors import UsageError
+from dlsec.respond.demo import run_demo
+
+
+def test_demo_stages_report_progress_and_ship_what_passed(tmp_path, monkeypatch):
+    seen: list[tuple[str, tuple[int, int]]] = []
+    opened: list[str] = []
+
+    @contextmanager
+    def stage(description):
+        opened.append(description)
+        yield lambda done, total, stats: seen.append((description, (done, total)))
+
+    def assess(model, data, plan, out, *, progress, model_sha256, model_file, **_):
+        assert plan.examples == 12 and len(data) == 450 and model_file.name == "model.safetensors"
+        progress(1, 1, {})
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.json").write_text(json.dumps({"gates": [], "passed": True}))
+        return Assessment(report={"model": {"sha256": model_sha256}}, gates=[])
+
+    served = []
+    monkeypatch.setattr(dlsec.assess, "run_assessment", assess)
+    monkeypatch.setattr(demo, "gateway_demo", lambda *a, **k: served.append(a) or {"served": a[1]})
+    result = run_demo(tmp_path / "out", examples=12, stage=stage)
+    assert opened == [
+        "training zoo:digits-cnn (first use only)",
+        "assessing",
+        "serving: a client and an extraction attacker",
+    ]
+    assert ("assessing", (1, 1)) in seen
+    assert result.assessment.passed and result.release is not None
+    assert result.release["ref"] == "digits-cnn@1" and result.release["audit"]["ok"]
+    assert result.release["gateway"] == {"served": "digits-cnn"}
+    assert served and served[0][0] == tmp_path / "out" / "release"
+
+
+def test_demo_refuses_what_it_cannot_run(tmp_path):
+    with pytest.raises(UsageError, match="zoo model"):
+        run_demo(tmp_path, model="model.safetensors")
+    with pytest.raises(UsageError, match="--examples must be positive"):
+        run_demo(tmp_path, examples=0)
