@@ -10,7 +10,8 @@ import torch
 from dlsec.attacks import PGD, get_attack
 from dlsec.attacks.evasion.apgd import APGD, APGDDLR, APGDT
 from dlsec.attacks.evasion.base import Oracle
-from dlsec.core import load_dataset
+from dlsec.attacks.evasion.wrappers import TopTargets
+from dlsec.core import InputSpec, WhiteBoxModel, load_dataset
 from dlsec.core.seeding import torch_generator
 from dlsec.errors import UsageError
 
@@ -47,8 +48,13 @@ def test_registered_names_and_losses():
     dlr = get_attack("apgd-dlr", eps=0.1)
     assert isinstance(dlr, APGDDLR) and dlr.loss == "dlr"
     t = get_attack("apgd-t", eps=0.1)
-    assert isinstance(t, APGDT) and t.n_target_classes == 9 and t.steps == 100 and t.restarts == 1
-    assert t.replace(n_target_classes=3).n_target_classes == 3
+    params = t.get_params()
+    assert isinstance(t, APGDT) and t.n_target_classes == 9
+    assert params["steps"] == 100 and params["restarts"] == 1
+    assert "loss" not in params  # APGD-T's loss is fixed
+    changed = t.replace(n_target_classes=3, steps=7)
+    assert changed.n_target_classes == 3 and changed.get_params()["steps"] == 7
+    assert repr(changed).startswith("APGDT(eps=0.1, steps=7,")
 
 
 @pytest.mark.parametrize(
@@ -101,6 +107,15 @@ def test_dlr_needs_three_classes(linear_model):
     x = torch.rand(4, 2)
     with pytest.raises(UsageError, match="3 classes"):
         APGDDLR(eps=0.1)(linear_model, x, linear_model.predict(x))
+
+
+def test_dlr_aimed_at_a_class_needs_four_classes():
+    # Aimed at a class the DLR loss is the targeted one; APGD-T falls back to CE, APGD-DLR refuses.
+    torch.manual_seed(0)
+    model = WhiteBoxModel(torch.nn.Linear(4, 3), InputSpec(shape=(4,), num_classes=3, kind="tabular"))
+    x = torch.rand(8, 4)
+    with pytest.raises(UsageError, match="targeted DLR loss needs at least 4 classes"):
+        TopTargets(APGDDLR(eps=0.1))(model, x, model.predict(x))
 
 
 def test_clean_misclassified_points_are_not_attacked(linear_model):

@@ -7,8 +7,10 @@ import math
 import pytest
 import torch
 
-from dlsec.attacks import FGSM, MIFGSM, PGD, TabularConstraints
-from dlsec.attacks.evasion.wrappers import EOT, Restarts, Targeted
+from dlsec.attacks import APGD, APGDT, FAB, FGSM, MIFGSM, PGD, FABTargeted, TabularConstraints
+from dlsec.attacks.evasion._losses import margin_loss
+from dlsec.attacks.evasion.gradient import cross_entropy
+from dlsec.attacks.evasion.wrappers import EOT, Restarts, Targeted, TopTargets
 from dlsec.core import InputSpec, WhiteBoxModel
 from dlsec.errors import UsageError
 
@@ -71,6 +73,23 @@ def test_pgd_restarts_and_wrapper_never_weaker(digits_cnn, digits_batch):
     assert several.robust_accuracy <= one.robust_accuracy
     assert wrapped.robust_accuracy <= one.robust_accuracy
     assert (several.success | ~one.success).all()  # restart 0 is the single run
+
+
+def test_pgd_ascends_the_loss_it_is_given(digits_cnn, digits_batch):
+    x, y = digits_batch
+    default = PGD(eps=0.1, steps=10, seed=0)(digits_cnn, x, y)
+    explicit = PGD(eps=0.1, steps=10, seed=0, loss=cross_entropy)(digits_cnn, x, y)
+    assert torch.equal(default.x_adv, explicit.x_adv) and default.queries == explicit.queries
+
+    def margin(model, x, labels):
+        return lambda logits: margin_loss(logits, labels)
+
+    cw = PGD(eps=0.1, steps=10, seed=0, loss=margin)(digits_cnn, x, y)
+    assert cw.robust_accuracy < cw.clean_accuracy - 0.2
+    assert not torch.equal(cw.x_adv, default.x_adv)
+    assert "loss=cross_entropy," in repr(PGD(eps=0.1))  # by name, not by address
+    with pytest.raises(UsageError, match="loss"):
+        PGD(eps=0.1, loss="ce")
 
 
 def test_mifgsm_fools_and_respects_budget(digits_cnn, digits_batch):
@@ -162,3 +181,47 @@ def test_pgd_at_least_as_strong_as_torchattacks(digits_cnn):
         adv = torchattacks.PGD(digits_cnn, eps=0.1, alpha=0.01, steps=40, random_start=True)(x, y)
         theirs = float((digits_cnn.predict(adv) == y).float().mean())
         assert ours.robust_accuracy <= theirs
+
+
+# ------------------------------------------------------------------ the top-k target sweep
+@pytest.mark.parametrize(
+    "registered, wrapped",
+    [
+        (
+            lambda: APGDT(eps=0.1, steps=20, n_target_classes=3, restarts=2, seed=1),
+            lambda: TopTargets(APGD(eps=0.1, steps=20, loss="dlr", restarts=2, seed=1), n_target_classes=3),
+        ),
+        (
+            lambda: FABTargeted(norm="l2", steps=20, n_target_classes=3),
+            lambda: TopTargets(FAB(norm="l2", steps=20), n_target_classes=3),
+        ),
+    ],
+    ids=["apgd-t", "fab-t"],
+)
+def test_apgd_t_and_fab_t_are_the_sweep_around_apgd_and_fab(registered, wrapped, digits_cnn, digits_batch):
+    x, y = digits_batch
+    ours, sweep = registered()(digits_cnn, x, y), wrapped()(digits_cnn, x, y)
+    assert torch.equal(ours.x_adv, sweep.x_adv) and ours.queries == sweep.queries
+    one = TopTargets(wrapped().attack, n_target_classes=1)(digits_cnn, x, y)
+    assert (ours.success | ~one.success).all()  # the first class tried is the same run
+    assert ours.robust_accuracy <= one.robust_accuracy
+
+
+def test_top_targets_aims_at_the_runner_up_first_and_at_most_k_minus_one_classes():
+    scores = torch.tensor([[0.1, 0.5, 0.3, 0.2], [0.6, 0.1, 0.2, 0.9]])
+    # rows rank as 1, 2, 3, 0 and 3, 0, 2, 1: aim at ranks 2, 3, 4 (capped at K - 1 = 3)
+    targets = TopTargets(FAB(), n_target_classes=9).targets(scores)
+    assert [t.tolist() for t in targets] == [[2, 0], [3, 2], [0, 1]]
+    assert len(TopTargets(FAB(), n_target_classes=2).targets(scores)) == 2
+
+
+def test_top_targets_needs_an_attack_that_can_aim(digits_cnn, digits_batch):
+    with pytest.raises(UsageError, match="aim at a class"):
+        TopTargets(PGD(eps=0.1))
+    with pytest.raises(UsageError, match="n_target_classes"):
+        TopTargets(FAB(), n_target_classes=0)
+    x, y = digits_batch
+    target = (y + 1) % 10  # built around a targeted attack, it runs it once on the targets
+    swept = TopTargets(FAB(steps=20, targeted=True))(digits_cnn, x[:16], y[:16], target=target[:16])
+    plain = FAB(steps=20, targeted=True)(digits_cnn, x[:16], y[:16], target=target[:16])
+    assert swept.targeted and torch.equal(swept.x_adv, plain.x_adv)

@@ -71,6 +71,15 @@ def test_every_registered_attack_is_in_the_table():
     assert not missing, f"add these attacks to the property table: {sorted(missing)}"
 
 
+@pytest.mark.parametrize("name", sorted(TABLE))
+def test_registered_classes_say_their_access_norms_and_kind(name):
+    # `dlsec attack --list` and campaigns read these from the class, before building the attack
+    # (registered wrappers such as apgd-t and fab-t declare them too).
+    cls = ATTACKS[name]
+    assert isinstance(cls.access, Access) and isinstance(cls.minimal, bool)
+    assert isinstance(cls.norms, tuple) and cls.norms and all(isinstance(n, str) for n in cls.norms)
+
+
 @pytest.mark.parametrize("name, norm", _cases(include_slow=True))
 def test_budget_bounds_dtype_and_device_hold(name, norm, digits_cnn, digits_batch):
     x, y = digits_batch

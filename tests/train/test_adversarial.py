@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from dlsec.attacks import APGD
+from dlsec.attacks import APGD, PGD
 from dlsec.core import Dataset, InputSpec, WhiteBoxModel, load_dataset
+from dlsec.core.seeding import torch_generator
 from dlsec.errors import UsageError
 from dlsec.train import PGDAT, TRADES, FastAT, Standard, TrainConfig, fit, get_recipe, train
-from dlsec.train._adversarial import _TradesKL
 
 
 @pytest.fixture(scope="module")
@@ -66,13 +66,44 @@ def test_trades_inner_attack_stays_in_budget_and_raises_the_divergence():
     )
     x = torch.rand(32, 4)
     y = torch.zeros(32, dtype=torch.long)
-    adv = _TradesKL(eps=0.1, steps=5, step_size=0.03, seed=0)(model, x, y).x_adv
+    inner = TRADES(eps=0.1, steps=5, step_size=0.03).attack(seed=0)
+    assert isinstance(inner, PGD)  # dlsec's PGD on the KL loss, not a loop of its own
+    adv = inner(model, x, y).x_adv
     assert float((adv - x).abs().max()) <= 0.1 + 1e-6
     assert float(adv.min()) >= 0.0 and float(adv.max()) <= 1.0
     with torch.no_grad():
         p = torch.softmax(model(x), 1)
         kl = torch.nn.functional.kl_div(torch.log_softmax(model(adv), 1), p, reduction="sum")
     assert float(kl) > 1e-4
+
+
+def _zhang_trades_inner(model, x, *, eps, steps, step_size, seed):
+    """The inner loop of Zhang et al.'s ``trades.py`` (L-inf), from dlsec's seeded start (which
+    is clipped to the box)."""
+    with torch.no_grad():
+        p_clean = torch.softmax(model(x), dim=1)
+    x_adv = torch.clamp(x + 0.001 * torch.randn(x.shape, generator=torch_generator(seed)), 0.0, 1.0)
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        loss_kl = torch.nn.functional.kl_div(torch.log_softmax(model(x_adv), 1), p_clean, reduction="sum")
+        (grad,) = torch.autograd.grad(loss_kl, x_adv)
+        x_adv = x_adv.detach() + step_size * torch.sign(grad)
+        x_adv = torch.clamp(torch.min(torch.max(x_adv, x - eps), x + eps), 0.0, 1.0)
+    return x_adv
+
+
+def test_trades_inner_attack_is_the_papers_loop(digits):
+    # An untrained model misclassifies most rows from the start: an attack that stopped at the
+    # first misclassified iterate (as PGD does) would not match the loop, which takes every step.
+    torch.manual_seed(0)
+    model = WhiteBoxModel(
+        torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)), digits.spec, device="cpu"
+    )
+    x = torch.from_numpy(digits.x[:64])
+    y = torch.from_numpy(digits.y[:64])
+    ours = TRADES(eps=0.1, steps=10, step_size=0.025).attack(seed=3)(model, x, y).x_adv
+    theirs = _zhang_trades_inner(model, x, eps=0.1, steps=10, step_size=0.025, seed=3)
+    torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=0)
 
 
 def test_fast_at_guard_rolls_back_when_pgd_accuracy_collapses(monkeypatch):

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from dlsec.attacks import PGD, Attack
 from dlsec.attacks.evasion.base import Oracle, positive_int
+from dlsec.attacks.evasion.gradient import Objective
 from dlsec.core.recipe import Recipe, TrainState, register_recipe
 from dlsec.core.seeding import torch_generator
 from dlsec.errors import UsageError
@@ -104,11 +105,21 @@ class PGDAT(_Adversarial):
         return F.cross_entropy(logits, y, label_smoothing=state.config.label_smoothing), logits
 
 
-class _TradesKL(Attack):
-    """TRADES' inner maximisation: ascend ``KL(f(x) || f(x'))`` from ``x + 0.001 N(0, I)``.
+def _kl_from_clean(model: Oracle, x: torch.Tensor, labels: torch.Tensor) -> Objective:
+    """TRADES' inner loss: ``KL(f(x) || f(x'))`` per example, the clean prediction held fixed."""
+    with torch.no_grad():
+        p_clean = torch.softmax(model(x), dim=1)
+    return lambda logits: F.kl_div(F.log_softmax(logits, dim=1), p_clean, reduction="none").sum(1)
 
-    Not registered as an evasion attack: it maximises disagreement with the clean prediction,
-    not misclassification. The base class projects the result onto the budget and bounds.
+
+class _TradesPGD(PGD):
+    """TRADES' inner maximisation: PGD on ``KL(f(x) || f(x'))``, from ``x + 0.001 N(0, I)``.
+
+    The divergence and its gradient vanish at ``x`` itself, hence the small Gaussian start
+    (Zhang et al.'s code) rather than a uniform point of the ball. It has no goal to reach:
+    every step is taken and the last iterate returned, where PGD keeps the first misclassified
+    one. Not registered as an evasion attack; the base class projects the result onto the
+    budget and bounds.
     """
 
     norms: ClassVar[tuple[str, ...]] = _NORMS
@@ -123,33 +134,24 @@ class _TradesKL(Attack):
         seed: int = 0,
         batch_size: int = 512,
     ) -> None:
-        super().__init__(norm=norm, eps=eps, seed=seed, batch_size=batch_size)
-        self.steps = steps
-        self.step_size = step_size
+        super().__init__(
+            eps=eps,
+            steps=steps,
+            step_size=step_size,
+            norm=norm,
+            loss=_kl_from_clean,
+            seed=seed,
+            batch_size=batch_size,
+        )
 
-    def run(
-        self,
-        model: Oracle,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        target: torch.Tensor | None,
-        gen: torch.Generator,
+    def _start(
+        self, x: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor, gen: torch.Generator
     ) -> torch.Tensor:
-        assert self.eps is not None
-        lower = model.spec.lower_tensor(device=x.device)
-        upper = model.spec.upper_tensor(device=x.device)
-        with torch.no_grad():
-            p_clean = torch.softmax(model(x), dim=1)
-        start = torch.randn(x.shape, generator=gen).to(device=x.device, dtype=x.dtype)
-        adv = torch.clamp(x + 0.001 * start, lower, upper)
-        for _ in range(self.steps):
-            adv.requires_grad_(True)
-            kl = F.kl_div(F.log_softmax(model(adv), dim=1), p_clean, reduction="sum")
-            (grad,) = torch.autograd.grad(kl, adv)
-            with torch.no_grad():
-                delta = adv.detach() - x + self.step_size * self._norm.ascent(grad)
-                adv = torch.clamp(x + self._norm.project(delta, self.eps), lower, upper)
-        return adv.detach()
+        noise = torch.randn(x.shape, generator=gen).to(device=x.device, dtype=x.dtype)
+        return torch.clamp(x + 0.001 * noise, lower, upper)
+
+    def _reached(self, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        return torch.zeros(len(logits), dtype=torch.bool, device=logits.device)
 
 
 @register_recipe("trades")
@@ -157,9 +159,10 @@ class TRADES(_Adversarial):
     """TRADES (Zhang et al. 2019): clean cross-entropy plus ``beta`` times the KL divergence
     between the clean and the adversarial prediction.
 
-    The adversarial point maximises that KL divergence (``steps`` steps of ``step_size``,
-    default ``eps / 4`` as in the paper's ``0.007`` for ``0.031``, from ``x`` plus a
-    ``0.001``-scaled Gaussian start). ``beta`` trades clean accuracy for robustness (6 in the
+    The adversarial point maximises that KL divergence: dlsec's :class:`~dlsec.attacks.PGD` on
+    the KL loss (``steps`` steps of ``step_size``, default ``eps / 4`` as in the paper's
+    ``0.007`` for ``0.031``, from ``x`` plus a ``0.001``-scaled Gaussian start, every step
+    taken). ``beta`` trades clean accuracy for robustness (6 in the
     paper; 1 gives more clean accuracy).
 
     Args:
@@ -195,12 +198,13 @@ class TRADES(_Adversarial):
         self.step_size = step_size
         self.beta = beta
 
-    def loss(self, state: TrainState, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def attack(self, seed: int) -> Attack:
+        """The inner maximisation for one batch: PGD on the KL divergence (see the class)."""
         alpha = self.step_size if self.step_size is not None else self.eps / 4
-        inner = _TradesKL(
-            eps=self.eps, norm=self.norm, steps=self.steps, step_size=alpha, seed=state.draw_seed()
-        )
-        x_adv = inner(state.model, x, y).x_adv.detach()
+        return _TradesPGD(eps=self.eps, norm=self.norm, steps=self.steps, step_size=alpha, seed=seed)
+
+    def loss(self, state: TrainState, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x_adv = self.attack(state.draw_seed())(state.model, x, y).x_adv.detach()
         logits = state.forward(x)
         logits_adv = state.forward(x_adv)
         natural = F.cross_entropy(logits, y, label_smoothing=state.config.label_smoothing)

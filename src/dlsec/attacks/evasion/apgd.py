@@ -36,12 +36,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
 from dlsec.attacks.evasion._losses import ce_loss, dlr_loss, targeted_dlr_loss
-from dlsec.attacks.evasion.base import Attack, Oracle, positive_int, register_attack
+from dlsec.attacks.evasion.base import Aimable, Aims, Oracle, positive_int, register_attack
+from dlsec.attacks.evasion.wrappers import TopTargets
+from dlsec.core.model import Access
 from dlsec.errors import UsageError
 
 __all__ = ["APGD", "APGDDLR", "APGDT"]
@@ -55,18 +57,20 @@ _PERIOD_DECREASE = 0.03  # how much the gap shrinks from one checkpoint to the n
 Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 
 
-def _objective(loss: str, num_classes: int, *, reach_target: bool) -> Objective:
+def _objective(loss: str, num_classes: int, *, aimed: bool, reach_target: bool) -> Objective:
     """The per-example function APGD ascends.
 
     ``loss`` is ``ce`` or ``dlr``; given a target class, ``ce`` becomes the target's negated
     cross-entropy and ``dlr`` the targeted DLR loss ``-(z_r - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)``.
     The rival ``r`` is the true class ``y`` when the target only steers an untargeted attack
-    (APGD-T in AutoAttack); when the target is the goal (``reach_target``) it is the strongest
-    class other than the target, so that the loss keeps rising until the target is on top.
+    (``aimed``, as APGD-T in AutoAttack); when the target is the goal (``reach_target``) it is
+    the strongest class other than the target, so that the loss keeps rising until the target
+    is on top.
     """
-    needed = 3 if loss == "dlr" and not reach_target else 4 if loss == "dlr" else 0
+    targeted = aimed or reach_target
+    needed = 0 if loss != "dlr" else 4 if targeted else 3
     if num_classes < needed:
-        kind = "targeted DLR" if reach_target else "DLR"
+        kind = "targeted DLR" if targeted else "DLR"
         raise UsageError(
             f"the {kind} loss needs at least {needed} classes, the model has {num_classes}; use apgd-ce"
         )
@@ -115,7 +119,7 @@ class _Run:
 
 
 @register_attack("apgd-ce")
-class APGD(Attack):
+class APGD(Aimable):
     """Auto-PGD (Croce & Hein, ICML 2020), L-inf or L2, on the cross-entropy or DLR loss.
 
     PGD without a step size to tune: momentum, and a step size that starts at ``2 * eps`` and is
@@ -175,22 +179,38 @@ class APGD(Attack):
         self.rho = rho
 
     # ------------------------------------------------------------------ the attack
-    def run(
+    def search(
         self,
         model: Oracle,
         x: torch.Tensor,
         y: torch.Tensor,
         target: torch.Tensor | None,
+        aims: Aims | None,
         gen: torch.Generator,
     ) -> torch.Tensor:
-        objective = _objective(self.loss, model.spec.num_classes, reach_target=self.targeted)
+        """``restarts`` runs for each class aimed at: ``target``, or in turn each class ``aims``
+        picks from the clean logits (none: untargeted).
+
+        An example is attacked until a run fools it (that run's adversarial point is kept);
+        the others keep their highest-loss point over all runs.
+        """
+        num_classes = model.spec.num_classes
+        objective = _objective(
+            self._loss_name(num_classes), num_classes, aimed=aims is not None, reach_target=self.targeted
+        )
         with torch.no_grad():
-            clean = model(x).argmax(1)
+            clean_logits = model(x)
+        clean = clean_logits.argmax(1)
         todo = (clean != target) if target is not None else (clean == y)
         best, best_loss = x.clone(), torch.full((len(x),), -torch.inf, device=x.device)
-        for _ in range(self.restarts):
-            self._attack_subset(model, x, y, target, todo, best, best_loss, objective, gen)
+        for aim in [target] if aims is None else aims(clean_logits):
+            for _ in range(self.restarts):
+                self._attack_subset(model, x, y, aim, todo, best, best_loss, objective, gen)
         return best
+
+    def _loss_name(self, num_classes: int) -> str:
+        """The loss on a model with ``num_classes`` classes (APGD-T's falls back below four)."""
+        return self.loss
 
     def _attack_subset(
         self,
@@ -376,82 +396,51 @@ class APGDDLR(APGD):
         )
 
 
+class _TargetedDLR(APGD):
+    """APGD-T's search: the targeted DLR loss, or the targeted cross-entropy below four classes."""
+
+    name: ClassVar[str] = "apgd-t"  # its errors speak for APGD-T
+
+    def _loss_name(self, num_classes: int) -> str:
+        return "dlr" if num_classes >= 4 else "ce"
+
+
 @register_attack("apgd-t")
-class APGDT(APGD):
+class APGDT(TopTargets):
     """APGD on the targeted DLR loss (APGD-T of Croce & Hein, ICML 2020).
 
     With ``targeted=False`` (as in AutoAttack) the goal is any wrong class: for each of the
     ``n_target_classes`` classes with the highest clean logits after the top one, taken in
     order (the 2nd largest, then the 3rd, ...), APGD runs ``restarts`` times on the targeted
     DLR loss ``-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)``, each time only on the examples
-    not yet fooled. With ``targeted=True`` it runs on the given ``target`` labels, and ``z_y``
-    in the loss is replaced by the largest logit other than ``z_t`` (with ``z_y`` alone, the loss
-    is satisfied once the target beats the true class, even if a third class stays on top).
+    not yet fooled: :class:`~dlsec.attacks.evasion.wrappers.TopTargets` around APGD. With
+    ``targeted=True`` it runs on the given ``target`` labels, and ``z_y`` in the loss is
+    replaced by the largest logit other than ``z_t`` (with ``z_y`` alone, the loss is satisfied
+    once the target beats the true class, even if a third class stays on top).
 
     The targeted DLR loss needs four classes; for models with two or three classes the attack
     uses the targeted cross-entropy loss ``-CE(z, t)`` instead.
 
     Args:
-        eps, steps, norm, restarts, rho, seed, batch_size: as for :class:`APGD`.
         n_target_classes: target classes tried per example when untargeted (9 in AutoAttack);
             at most ``num_classes - 1`` are used.
-        targeted: reach ``target`` instead of any wrong class.
+        params: :class:`APGD`'s, but for ``loss`` (``eps``, ``steps``, ``norm``, ``restarts``,
+            ``rho``, ``targeted``, ``seed``, ``batch_size``).
 
     Example:
         >>> from dlsec.attacks.evasion.apgd import APGDT
         >>> result = APGDT(eps=8 / 255, n_target_classes=9)(model, x, y)   # doctest: +SKIP
     """
 
-    def __init__(
-        self,
-        *,
-        eps: float,
-        steps: int = 100,
-        norm: str = "linf",
-        n_target_classes: int = 9,
-        restarts: int = 1,
-        rho: float = 0.75,
-        targeted: bool = False,
-        seed: int = 0,
-        batch_size: int = 512,
-    ) -> None:
-        super().__init__(
-            eps=eps,
-            steps=steps,
-            norm=norm,
-            loss="dlr",
-            restarts=restarts,
-            rho=rho,
-            targeted=targeted,
-            seed=seed,
-            batch_size=batch_size,
-        )
-        positive_int("n_target_classes", n_target_classes)
-        self.n_target_classes = n_target_classes
+    # What the registry lists (a wrapper's own answers are its attack's, known once built).
+    access: ClassVar[Access] = APGD.access
+    norms: ClassVar[tuple[str, ...]] = APGD.norms
+    minimal: ClassVar[bool] = APGD.minimal
 
-    def run(
-        self,
-        model: Oracle,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        target: torch.Tensor | None,
-        gen: torch.Generator,
-    ) -> torch.Tensor:
-        num_classes = model.spec.num_classes
-        # The targeted DLR loss needs four classes; below that, the targeted cross-entropy.
-        loss = "dlr" if num_classes >= 4 else "ce"
-        objective = _objective(loss, num_classes, reach_target=self.targeted)
-        with torch.no_grad():
-            clean_logits = model(x)
-        clean = clean_logits.argmax(1)
-        todo = (clean != target) if target is not None else (clean == y)
-        best, best_loss = x.clone(), torch.full((len(x),), -torch.inf, device=x.device)
-        if target is not None:
-            for _ in range(self.restarts):
-                self._attack_subset(model, x, y, target, todo, best, best_loss, objective, gen)
-            return best
-        ranking = clean_logits.argsort(dim=1, descending=True)
-        for rank in range(1, min(self.n_target_classes, num_classes - 1) + 1):
-            for _ in range(self.restarts):
-                self._attack_subset(model, x, y, ranking[:, rank], todo, best, best_loss, objective, gen)
-        return best
+    def __init__(self, *, n_target_classes: int = 9, **params: Any) -> None:
+        super().__init__(_TargetedDLR(loss="dlr", **params), n_target_classes=n_target_classes)
+
+    def get_params(self) -> dict[str, Any]:
+        params = self.attack.get_params()
+        del params["loss"]
+        return {**params, "n_target_classes": self.n_target_classes}

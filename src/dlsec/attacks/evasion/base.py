@@ -27,10 +27,12 @@ from dlsec.core.registration import register_in
 from dlsec.core.seeding import torch_generator
 from dlsec.errors import SpecError, UsageError
 
-__all__ = ["Attack", "AttackResult", "Oracle", "register_attack", "ATTACKS", "get_attack"]
+__all__ = ["Aimable", "Attack", "AttackResult", "Oracle", "register_attack", "ATTACKS", "get_attack"]
 
 ATTACKS: dict[str, type[Attack]] = {}
 Progress = Callable[[int, int, dict[str, float]], None]
+#: Picks the classes an attack aims at from the clean scores ``(N, K)``: one ``(N,)`` tensor a run.
+Aims = Callable[[torch.Tensor], list[torch.Tensor]]
 
 
 def register_attack(name: str) -> Callable[[type[Attack]], type[Attack]]:
@@ -253,8 +255,10 @@ class Attack(ABC):
         return type(self)(**{**self.get_params(), **changes})
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({args})"
+        # A function (a loss) by its name, not its address: the repr stays the same across runs.
+        params = self.get_params().items()
+        shown = [f"{k}={v.__qualname__ if inspect.isfunction(v) else repr(v)}" for k, v in params]
+        return f"{type(self).__name__}({', '.join(shown)})"
 
     # ------------------------------------------------------------------ the one verb
     def __call__(
@@ -434,4 +438,45 @@ class Attack(ABC):
             y: true labels.
             target: target labels when targeted, else ``None``.
             gen: the seeded CPU generator for every random draw (move draws to ``x.device``).
+        """
+
+
+class Aimable(Attack):
+    """An attack that can aim at a class without having to reach it.
+
+    Aiming steers the search (APGD's targeted loss, FAB's boundary with the class) while any
+    misclassification counts as success. That is how AutoAttack's targeted versions sweep the
+    likeliest classes: :class:`~dlsec.attacks.evasion.wrappers.TopTargets` wraps an aimable
+    attack. A subclass implements :meth:`search`; :meth:`run` is the search aimed at the target
+    when there is one, and otherwise aimed at no class.
+    """
+
+    def run(
+        self,
+        model: Oracle,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        target: torch.Tensor | None,
+        gen: torch.Generator,
+    ) -> torch.Tensor:
+        return self.search(model, x, y, target, None, gen)
+
+    @abstractmethod
+    def search(
+        self,
+        model: Oracle,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        target: torch.Tensor | None,
+        aims: Aims | None,
+        gen: torch.Generator,
+    ) -> torch.Tensor:
+        """Adversarial examples for one batch, aimed at ``target`` or at the classes ``aims`` picks.
+
+        Args:
+            model, x, y, gen: as for :meth:`Attack.run`.
+            target: target labels when targeted (the class to aim at and to reach), else ``None``.
+            aims: untargeted only: picks, from the clean scores, the classes to aim at in turn;
+                an example fooled in one run is not attacked in the next. ``None``: one search,
+                aimed at ``target``.
         """

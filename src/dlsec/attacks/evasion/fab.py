@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
-from dlsec.attacks.evasion.base import Attack, Oracle, positive_int, register_attack
+from dlsec.attacks.evasion.base import Aimable, Aims, Oracle, positive_int, register_attack
 from dlsec.attacks.evasion.deepfool import _class_gradients, _dual_norm
+from dlsec.attacks.evasion.wrappers import TopTargets
+from dlsec.core.model import Access
 from dlsec.errors import UsageError
 
 __all__ = ["FAB", "FABTargeted"]
@@ -109,7 +111,7 @@ _PROJECTIONS = {"linf": _project_linf, "l2": _project_l2, "l1": _project_l1}
 
 
 @register_attack("fab")
-class FAB(Attack):
+class FAB(Aimable):
     """FAB (Croce & Hein, "Minimally distorted adversarial examples with a fast adaptive
     boundary attack", ICML 2020): a minimal-norm attack in L-inf, L2 or L1.
 
@@ -182,18 +184,31 @@ class FAB(Attack):
         self.beta = beta
 
     # ------------------------------------------------------------------ run
-    def run(
+    def search(
         self,
         model: Oracle,
         x: torch.Tensor,
         y: torch.Tensor,
         target: torch.Tensor | None,
+        aims: Aims | None,
         gen: torch.Generator,
     ) -> torch.Tensor:
+        """``restarts`` runs for each class aimed at: ``target``, or in turn each class ``aims``
+        picks from the clean probabilities (none: the closest boundary).
+
+        An example is attacked until an adversarial point is found (within ``eps`` when
+        given); each keeps its smallest adversarial perturbation.
+        """
         best, best_norm, todo = self._start(model, x, y, target)
-        idx = todo.nonzero().squeeze(1)
-        if idx.numel():
-            lin = None if target is None else target[idx]
+        if not bool(todo.any()):
+            return best
+        limit = math.inf if self.eps is None else float(self.eps)
+        for aim in [target] if aims is None else aims(model.probs(x)):
+            found = torch.isfinite(best_norm) & (best_norm <= limit)
+            idx = (~found).nonzero().squeeze(1)
+            if idx.numel() == 0:
+                break
+            lin = None if aim is None else aim[idx]
             goal = None if target is None else target[idx]
             adv, nrm = self._restarts(model, x[idx], y[idx], lin, goal, best[idx], best_norm[idx], gen)
             best[idx], best_norm[idx] = adv, nrm
@@ -357,21 +372,22 @@ class FAB(Attack):
 
 
 @register_attack("fab-t")
-class FABTargeted(FAB):
+class FABTargeted(TopTargets):
     """FAB-T, the targeted FAB of AutoAttack (Croce & Hein, ICML 2020 and 2020b).
 
     With ``targeted=False`` (the AutoAttack setting) it runs FAB aimed at the boundary with each
     of ``n_target_classes`` classes in turn, taken from the 2nd, 3rd, ... largest clean logits;
     each round attacks only the examples not yet misclassified (within ``eps`` when given), and
-    success means any misclassification. With ``targeted=True`` it aims at the given ``target``
-    (the same as ``FAB(targeted=True)``). A single linearised boundary per step needs one
-    backward pass instead of one per class, which is what makes it cheap on many classes.
+    success means any misclassification: :class:`~dlsec.attacks.evasion.wrappers.TopTargets`
+    around FAB. With ``targeted=True`` it aims at the given ``target`` (the same as
+    ``FAB(targeted=True)``). A single linearised boundary per step needs one backward pass
+    instead of one per class, which is what makes it cheap on many classes.
 
     Args:
         n_target_classes: target classes tried, from the runner-up down (9; capped at the
             number of classes minus one).
-        norm, eps, steps, restarts, alpha_max, eta, beta, targeted, seed, batch_size: as for
-            :class:`FAB`.
+        params: :class:`FAB`'s (``norm``, ``eps``, ``steps``, ``restarts``, ``alpha_max``,
+            ``eta``, ``beta``, ``targeted``, ``seed``, ``batch_size``).
 
     Example:
         >>> from dlsec.attacks.evasion.fab import FABTargeted
@@ -379,61 +395,16 @@ class FABTargeted(FAB):
         >>> result = attack(model, x, y)                      # doctest: +SKIP
     """
 
-    def __init__(
-        self,
-        *,
-        norm: str = "linf",
-        eps: float | None = None,
-        steps: int = 100,
-        restarts: int = 1,
-        alpha_max: float = 0.1,
-        eta: float = 1.05,
-        beta: float = 0.9,
-        n_target_classes: int = 9,
-        targeted: bool = False,
-        seed: int = 0,
-        batch_size: int = 512,
-    ) -> None:
-        super().__init__(
-            norm=norm,
-            eps=eps,
-            steps=steps,
-            restarts=restarts,
-            alpha_max=alpha_max,
-            eta=eta,
-            beta=beta,
-            targeted=targeted,
-            seed=seed,
-            batch_size=batch_size,
-        )
-        positive_int("n_target_classes", n_target_classes)
-        self.n_target_classes = n_target_classes
+    # What the registry lists (a wrapper's own answers are its attack's, known once built).
+    access: ClassVar[Access] = FAB.access
+    norms: ClassVar[tuple[str, ...]] = FAB.norms
+    minimal: ClassVar[bool] = FAB.minimal
 
-    def run(
-        self,
-        model: Oracle,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        target: torch.Tensor | None,
-        gen: torch.Generator,
-    ) -> torch.Tensor:
-        if target is not None:
-            return super().run(model, x, y, target, gen)
-        best, best_norm, todo = self._start(model, x, y, None)
-        if not bool(todo.any()):
-            return best
-        ranked = model.probs(x).argsort(dim=1, descending=True)
-        limit = math.inf if self.eps is None else float(self.eps)
-        for rank in range(1, min(self.n_target_classes, ranked.shape[1] - 1) + 1):
-            found = torch.isfinite(best_norm) & (best_norm <= limit)
-            idx = (~found).nonzero().squeeze(1)
-            if idx.numel() == 0:
-                break
-            adv, nrm = self._restarts(
-                model, x[idx], y[idx], ranked[idx, rank], None, best[idx], best_norm[idx], gen
-            )
-            best[idx], best_norm[idx] = adv, nrm
-        return best
+    def __init__(self, *, n_target_classes: int = 9, **params: Any) -> None:
+        super().__init__(FAB(**params), n_target_classes=n_target_classes)
+
+    def get_params(self) -> dict[str, Any]:
+        return {**self.attack.get_params(), "n_target_classes": self.n_target_classes}
 
 
 def _is_number(value: object) -> bool:

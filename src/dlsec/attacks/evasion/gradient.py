@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar
 
 import torch
@@ -10,7 +11,19 @@ from dlsec.attacks.evasion._losses import ce_loss
 from dlsec.attacks.evasion.base import Attack, Oracle, positive_int, register_attack
 from dlsec.errors import UsageError
 
-__all__ = ["PGD", "FGSM", "MIFGSM"]
+__all__ = ["PGD", "FGSM", "MIFGSM", "Loss", "Objective", "cross_entropy"]
+
+#: The per-example function of the logits that PGD ascends.
+Objective = Callable[[torch.Tensor], torch.Tensor]
+#: A loss for PGD: ``loss(model, x, labels)`` sees the clean batch (and the oracle, to ask for
+#: its clean prediction) once per run, and returns the objective at any point near ``x``.
+#: ``labels`` are the true classes, or the targets of a targeted attack.
+Loss = Callable[[Oracle, torch.Tensor, torch.Tensor], Objective]
+
+
+def cross_entropy(model: Oracle, x: torch.Tensor, labels: torch.Tensor) -> Objective:
+    """PGD's default loss: the cross-entropy of ``labels``."""
+    return lambda logits: ce_loss(logits, labels)
 
 
 @register_attack("pgd")
@@ -18,16 +31,18 @@ class PGD(Attack):
     """Projected gradient descent (Madry et al. 2018), L-inf, L2 or L1.
 
     From a random point of the eps-ball (or ``x``), take ``steps`` steps of size ``step_size``
-    along the steepest-ascent direction of the cross-entropy loss (of the target's loss,
-    descending, when targeted), projecting back onto the ball and the input bounds after each.
-    With ``restarts > 1`` the attack restarts only on examples not yet fooled. For each example
-    the first adversarial iterate found is kept.
+    along the steepest-ascent direction of the loss (the cross-entropy by default; the target's
+    loss, descending, when targeted), projecting back onto the ball and the input bounds after
+    each. With ``restarts > 1`` the attack restarts only on examples not yet fooled. For each
+    example the first adversarial iterate found is kept.
 
     Args:
         eps: budget in the chosen norm.
         steps: iterations per restart.
         step_size: step length; default ``2.5 * eps / steps`` (Madry et al.).
         norm: ``linf``, ``l2`` or ``l1``.
+        loss: what to ascend (a :data:`Loss`); default :func:`cross_entropy`. TRADES ascends
+            the KL divergence from the clean prediction.
         random_start: start from a uniform point of the ball.
         restarts: independent runs; examples fooled in one are not attacked again.
         targeted: minimise the loss of ``target`` instead of maximising that of ``y``.
@@ -51,6 +66,7 @@ class PGD(Attack):
         steps: int = 40,
         step_size: float | None = None,
         norm: str = "linf",
+        loss: Loss = cross_entropy,
         random_start: bool = True,
         restarts: int = 1,
         targeted: bool = False,
@@ -61,9 +77,12 @@ class PGD(Attack):
         positive_int("steps", steps)
         if step_size is not None and not step_size > 0:
             raise UsageError(f"step_size must be positive, got {step_size!r}")
+        if not callable(loss):
+            raise UsageError(f"loss must be a function loss(model, x, labels), got {loss!r}")
         positive_int("restarts", restarts)
         self.steps = steps
         self.step_size = step_size
+        self.loss = loss
         self.random_start = random_start
         self.restarts = restarts
 
@@ -103,14 +122,10 @@ class PGD(Attack):
         lower = model.spec.lower_tensor(device=x.device)
         upper = model.spec.upper_tensor(device=x.device)
         norm, eps, alpha = self._norm, self.eps, self._step_size()
-        adv = x.clone()
-        if self.random_start:
-            adv = torch.clamp(
-                x + norm.random(x.shape, eps, gen, device=x.device, dtype=x.dtype), lower, upper
-            )
+        objective = self.loss(model, x, target if target is not None else y)
+        adv = self._start(x, lower, upper, gen)
         found = x.clone()
         fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
-        labels = target if target is not None else y
         step = -alpha if target is not None else alpha
         expand = (-1,) + (1,) * (x.ndim - 1)
         # For L-inf the ball and the box intersect in a box: one clamp projects onto both.
@@ -118,11 +133,10 @@ class PGD(Attack):
         for _ in range(self.steps):
             adv.requires_grad_(True)
             logits = model(adv)
-            (grad,) = torch.autograd.grad(ce_loss(logits, labels).sum(), adv)
+            (grad,) = torch.autograd.grad(objective(logits).sum(), adv)
             with torch.no_grad():
                 adv = adv.detach()
-                pred = logits.argmax(1)
-                new = ((pred == target) if target is not None else (pred != y)) & ~fooled
+                new = self._reached(logits, y, target) & ~fooled
                 if bool(new.any()):
                     found = torch.where(new.reshape(expand), adv, found)
                     fooled |= new
@@ -136,6 +150,21 @@ class PGD(Attack):
                 delta = adv - x + step * norm.ascent(torch.where(blocked, 0.0, grad))
                 adv = torch.clamp(x + norm.project(delta, eps), lower, upper)
         return torch.where(fooled.reshape(expand), found, adv), fooled
+
+    def _start(
+        self, x: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor, gen: torch.Generator
+    ) -> torch.Tensor:
+        """The first iterate: a uniform point of the ball (``random_start``), or ``x``."""
+        assert self.eps is not None
+        if not self.random_start:
+            return x.clone()
+        delta = self._norm.random(x.shape, self.eps, gen, device=x.device, dtype=x.dtype)
+        return torch.clamp(x + delta, lower, upper)
+
+    def _reached(self, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        """Per example, whether the goal holds at the iterate with these logits."""
+        pred = logits.argmax(1)
+        return (pred == target) if target is not None else (pred != y)
 
 
 @register_attack("fgsm")

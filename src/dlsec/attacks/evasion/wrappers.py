@@ -1,4 +1,5 @@
-"""Wrappers that change how an attack is run, not what it is: restarts, EOT, targeting.
+"""Wrappers that change how an attack is run, not what it is: restarts, EOT, targeting, and
+AutoAttack's sweep over the likeliest classes.
 
 Each wraps any registered attack and is itself an attack (same contract, same result), so
 they compose: ``Restarts(EOT(PGD(...), samples=10), restarts=5)``.
@@ -11,11 +12,11 @@ from typing import Any, Literal
 import torch
 
 from dlsec.attacks.evasion._constraints import TabularConstraints
-from dlsec.attacks.evasion.base import Attack, AttackResult, Oracle, Prepared, Progress, positive_int
+from dlsec.attacks.evasion.base import Aimable, Attack, AttackResult, Oracle, Prepared, Progress, positive_int
 from dlsec.core.model import Access, Model, WhiteBoxModel
 from dlsec.errors import UsageError
 
-__all__ = ["Restarts", "EOT", "Targeted", "ExpectationModel"]
+__all__ = ["Restarts", "EOT", "Targeted", "TopTargets", "ExpectationModel"]
 
 
 class _Wrapper(Attack):
@@ -207,5 +208,59 @@ class Targeted(_Wrapper):
         return probs.argmin(dim=1)
 
 
-# Wrappers are built around an attack, never by name alone, so they are not in the registry.
-Restarts.name, EOT.name, Targeted.name = "restarts", "eot", "targeted"
+class TopTargets(_Wrapper):
+    """AutoAttack's targeted sweep: aim the attack at each of the likeliest wrong classes in turn.
+
+    For each of the ``n_target_classes`` classes the model scores highest on the clean input
+    after its top class (the 2nd, then the 3rd, ...; at most ``K - 1``), the wrapped attack
+    runs aimed at that class, on the examples no earlier class fooled. Aiming steers the search
+    (APGD's targeted loss, FAB's boundary with the class); success is any misclassification.
+    This is how APGD-T and FAB-T of AutoAttack (Croce & Hein, ICML 2020) try targets; what
+    each example keeps is the wrapped attack's rule across its own runs (APGD the first
+    adversarial point, else the highest-loss one; FAB the smallest adversarial perturbation).
+    Built around a targeted attack, it runs it once on the given targets.
+
+    Args:
+        attack: an attack that can aim at a class (an :class:`~dlsec.attacks.evasion.base.Aimable`:
+            APGD, FAB).
+        n_target_classes: classes tried per example (9 in AutoAttack).
+
+    Example:
+        >>> from dlsec.attacks.evasion.fab import FAB
+        >>> fab_t = TopTargets(FAB(norm="l2"), n_target_classes=9)
+        >>> result = fab_t(model, x, y)                          # doctest: +SKIP
+    """
+
+    attack: Aimable
+
+    def __init__(self, attack: Aimable, *, n_target_classes: int = 9) -> None:
+        positive_int("n_target_classes", n_target_classes)
+        if not isinstance(attack, Aimable):
+            name = attack.name if isinstance(attack, Attack) else type(attack).__name__
+            raise UsageError(f"TopTargets wraps an attack that can aim at a class (APGD, FAB), not {name}")
+        self.n_target_classes = n_target_classes
+        super().__init__(attack)
+
+    def get_params(self) -> dict[str, Any]:
+        return {"attack": self.attack, "n_target_classes": self.n_target_classes}
+
+    def targets(self, scores: torch.Tensor) -> list[torch.Tensor]:
+        """The classes to aim at, in order: per example, the 2nd, 3rd, ... highest of ``scores``."""
+        ranking = scores.argsort(dim=1, descending=True)
+        last = min(self.n_target_classes, scores.shape[1] - 1)
+        return [ranking[:, rank] for rank in range(1, last + 1)]
+
+    def run(
+        self,
+        model: Oracle,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        target: torch.Tensor | None,
+        gen: torch.Generator,
+    ) -> torch.Tensor:
+        return self.attack.search(model, x, y, target, None if target is not None else self.targets, gen)
+
+
+# Wrappers are built around an attack, never by name alone, so they are not in the registry
+# (apgd-t and fab-t, which are, are TopTargets around an attack they build themselves).
+Restarts.name, EOT.name, Targeted.name, TopTargets.name = "restarts", "eot", "targeted", "top-targets"
