@@ -10,10 +10,11 @@ import torch
 import torch.nn.functional as F
 
 from dlsec.attacks import PGD, Attack
-from dlsec.attacks.evasion.base import Oracle, positive_int
+from dlsec.attacks.evasion.base import Oracle
 from dlsec.attacks.evasion.gradient import Objective
 from dlsec.core.recipe import Recipe, TrainState, register_recipe
 from dlsec.core.seeding import torch_generator
+from dlsec.core.validate import positive_int
 from dlsec.errors import UsageError
 
 __all__ = ["PGDAT", "TRADES", "FastAT"]

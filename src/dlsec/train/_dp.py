@@ -22,13 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlsec.attacks.evasion.base import positive_int
 from dlsec.core.data import Dataset
 from dlsec.core.model import WhiteBoxModel
 from dlsec.core.recipe import Recipe, TrainState, register_recipe
 from dlsec.core.seeding import torch_generator
 from dlsec.core.spec import InputSpec
 from dlsec.core.trainconfig import TrainConfig
+from dlsec.core.validate import positive_int
 from dlsec.errors import UsageError
 
 __all__ = ["DPSGD", "GRAD_SAMPLE_MODES", "bounds_normalisation"]

@@ -41,9 +41,10 @@ from typing import Any, ClassVar
 import torch
 
 from dlsec.attacks.evasion._losses import ce_loss, dlr_loss, targeted_dlr_loss
-from dlsec.attacks.evasion.base import Aimable, Aims, Oracle, positive_int, register_attack
+from dlsec.attacks.evasion.base import Aimable, Aims, Oracle, register_attack
 from dlsec.attacks.evasion.wrappers import TopTargets
 from dlsec.core.model import Access
+from dlsec.core.validate import positive_int
 from dlsec.errors import UsageError
 
 __all__ = ["APGD", "APGDDLR", "APGDT"]

@@ -25,6 +25,7 @@ from dlsec.attacks.evasion._norms import Norm, get_norm
 from dlsec.core.model import Access, Model, WhiteBoxModel
 from dlsec.core.registration import register_in
 from dlsec.core.seeding import torch_generator
+from dlsec.core.validate import positive_int
 from dlsec.errors import SpecError, UsageError
 
 __all__ = ["Aimable", "Attack", "AttackResult", "Oracle", "register_attack", "ATTACKS", "get_attack"]
@@ -39,13 +40,6 @@ def register_attack(name: str) -> Callable[[type[Attack]], type[Attack]]:
     """Class decorator: register an attack under ``name``; duplicates raise ``UsageError``."""
 
     return register_in(ATTACKS, name, "attack")
-
-
-def positive_int(name: str, value: object) -> int:
-    """``value`` if it is an integer >= 1, else a ``UsageError`` naming the parameter."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UsageError(f"{name} must be a positive integer, got {value!r}")
-    return value
 
 
 def get_attack(name: str, **params: Any) -> Attack:

@@ -6,7 +6,8 @@ from typing import ClassVar
 
 import torch
 
-from dlsec.attacks.evasion.base import Attack, Oracle, positive_int, register_attack
+from dlsec.attacks.evasion.base import Attack, Oracle, register_attack
+from dlsec.core.validate import positive_int
 from dlsec.errors import UsageError
 
 __all__ = ["DeepFool"]

@@ -7,10 +7,11 @@ from typing import Any, ClassVar
 
 import torch
 
-from dlsec.attacks.evasion.base import Aimable, Aims, Oracle, positive_int, register_attack
+from dlsec.attacks.evasion.base import Aimable, Aims, Oracle, register_attack
 from dlsec.attacks.evasion.deepfool import _class_gradients, _dual_norm
 from dlsec.attacks.evasion.wrappers import TopTargets
 from dlsec.core.model import Access
+from dlsec.core.validate import positive_int
 from dlsec.errors import UsageError
 
 __all__ = ["FAB", "FABTargeted"]

@@ -8,7 +8,8 @@ from typing import ClassVar
 import torch
 
 from dlsec.attacks.evasion._losses import ce_loss
-from dlsec.attacks.evasion.base import Attack, Oracle, positive_int, register_attack
+from dlsec.attacks.evasion.base import Attack, Oracle, register_attack
+from dlsec.core.validate import positive_int
 from dlsec.errors import UsageError
 
 __all__ = ["PGD", "FGSM", "MIFGSM", "Loss", "Objective", "cross_entropy"]

@@ -13,8 +13,9 @@ from typing import ClassVar
 
 import torch
 
-from dlsec.attacks.evasion.base import Attack, Oracle, positive_int, register_attack
+from dlsec.attacks.evasion.base import Attack, Oracle, register_attack
 from dlsec.core.model import Access
+from dlsec.core.validate import positive_int
 from dlsec.errors import UsageError
 
 __all__ = ["HopSkipJump"]

@@ -12,8 +12,9 @@ from typing import Any, Literal
 import torch
 
 from dlsec.attacks.evasion._constraints import TabularConstraints
-from dlsec.attacks.evasion.base import Aimable, Attack, AttackResult, Oracle, Prepared, Progress, positive_int
+from dlsec.attacks.evasion.base import Aimable, Attack, AttackResult, Oracle, Prepared, Progress
 from dlsec.core.model import Access, Model, WhiteBoxModel
+from dlsec.core.validate import positive_int
 from dlsec.errors import UsageError
 
 __all__ = ["Restarts", "EOT", "Targeted", "TopTargets", "ExpectationModel"]

@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from dlsec.attacks.evasion.base import positive_int
 from dlsec.attacks.privacy._membership import log_probs
 from dlsec.core.data import Dataset
 from dlsec.core.model import Model
+from dlsec.core.validate import positive_int
 from dlsec.errors import UsageError
 
 __all__ = ["AttributeInference", "AttributeResult"]

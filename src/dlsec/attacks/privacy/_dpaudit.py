@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from dlsec.attacks.evasion.base import positive_int
 from dlsec.attacks.privacy._epsilon import EpsilonBound, epsilon_lower_bound, one_run_epsilon
 from dlsec.attacks.privacy._membership import log_probs, logit_confidence
 from dlsec.core.arch import build_architecture
@@ -31,6 +30,7 @@ from dlsec.core.loop import resolve_architecture, run_training
 from dlsec.core.model import WhiteBoxModel, default_device
 from dlsec.core.recipe import Recipe
 from dlsec.core.trainconfig import TrainConfig
+from dlsec.core.validate import positive_int
 from dlsec.errors import UsageError
 
 __all__ = ["CANARY_KINDS", "DPAuditResult", "dp_audit", "make_canaries"]

@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from dlsec.attacks.evasion.base import positive_int
 from dlsec.core.data import Dataset
 from dlsec.core.model import Model, WhiteBoxModel
+from dlsec.core.validate import positive_int
 from dlsec.errors import UsageError
 
 __all__ = ["InversionResult", "MIFace", "score_inversion", "train_evaluator"]

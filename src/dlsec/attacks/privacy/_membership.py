@@ -28,10 +28,10 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from dlsec.attacks.evasion.base import positive_int
 from dlsec.attacks.privacy._shadow import ReferenceModels
 from dlsec.core.model import Access, Model, ScoreModel, WhiteBoxModel
 from dlsec.core.registration import register_in
+from dlsec.core.validate import positive_int
 from dlsec.errors import UsageError
 
 __all__ = [

@@ -27,12 +27,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from dlsec.attacks.evasion.base import positive_int
 from dlsec.core.arch import build_architecture
 from dlsec.core.data import Dataset
 from dlsec.core.model import default_device
 from dlsec.core.spec import InputSpec
 from dlsec.core.trainconfig import TrainConfig
+from dlsec.core.validate import positive_int
 from dlsec.errors import UsageError
 from dlsec.fsutil import atomic_write_text, atomic_write_with
 
