@@ -11,13 +11,22 @@ Example:
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from dlsec.errors import Error
 
-try:
-    __version__ = version("dlsec")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0+unknown"
-
 __all__ = ["Error", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    # importlib.metadata costs ~50 ms at start-up; only `dlsec version` and reports need it
+    if name != "__version__":
+        raise AttributeError(f"module 'dlsec' has no attribute {name!r}")
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        value = version("dlsec")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        value = "0.0.0+unknown"
+    globals()["__version__"] = value
+    return value

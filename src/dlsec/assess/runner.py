@@ -25,7 +25,7 @@ from dlsec.assess.gates import GateResult, build_gate
 from dlsec.attacks import ATTACKS, check_gradient_masking, get_attack
 from dlsec.core.corruptions import corrupt, corruptions_for
 from dlsec.core.data import Dataset
-from dlsec.core.evaluate import evaluate
+from dlsec.core.evaluation import evaluate
 from dlsec.core.model import Access, Model, WhiteBoxModel, restrict_access
 from dlsec.errors import UsageError
 from dlsec.fsutil import atomic_write_text, atomic_write_with

@@ -12,15 +12,17 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from dlsec.cli._lazy import LazyGroup
 from dlsec.errors import EXIT_USAGE, Error
 
 app = typer.Typer(
     name="dlsec",
+    cls=LazyGroup,  # commands load on first use: see dlsec.cli._lazy
+    rich_markup_mode=None,  # plain Click help: typer.rich_utils (markdown-it) costs 60 ms a start
     help="Deep-learning security toolkit: attack, harden, release, serve, monitor, respond.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_show_locals=False,  # locals can hold keys and passphrases
 )
 
@@ -91,6 +93,8 @@ def progress_bar(
     if not enabled:
         yield lambda done, total, stats: None
         return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -109,26 +113,12 @@ def progress_bar(
         yield callback
 
 
-def _register_commands() -> None:
-    """Import ``dlsec.cli.commands`` and every ``dlsec.cli.*_cmd`` module (each registers its commands)."""
-    import importlib
-    import pkgutil
-
-    import dlsec.cli
-
-    importlib.import_module("dlsec.cli.commands")
-    for info in sorted(pkgutil.iter_modules(dlsec.cli.__path__), key=lambda i: i.name):
-        if info.name.endswith("_cmd"):
-            importlib.import_module(f"dlsec.cli.{info.name}")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI with ``argv`` and return the exit code (testable entry point).
 
     Only dlsec's own errors are mapped to one-line messages (exit 2 for bad input, 1 for a
     security finding); anything else is a bug and keeps its traceback.
     """
-    _register_commands()
     command = typer.main.get_command(app)
     try:
         # Standalone mode: Typer reports its own usage errors (exit 2) and --help itself.

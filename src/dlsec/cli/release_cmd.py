@@ -78,7 +78,7 @@ def scan(
     allow: AllowOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Scan model files for code that runs when loaded; exit 1 unless every file is safe."""
+    """Scan model files for code that runs when loaded: safe, unsafe or unscannable."""
     # The format comes from the bytes, never the name. Pickles (PyTorch, joblib, NumPy object
     # arrays, compressed or nested in archives) pass only if every global they import or call
     # is on the allowlist; anything truncated, malformed or unknown is 'unscannable'.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -12,8 +12,10 @@ from rich.table import Table
 from dlsec.cli._app import JsonOpt, app, emit_json, err_console, out_console, settings
 from dlsec.cli.keys_cmd import RegistryUrlOpt, keys_app
 from dlsec.errors import UsageError
-from dlsec.serve import GatewayConfig
 from dlsec.store import KeyStore
+
+if TYPE_CHECKING:  # dlsec.serve imports torch: only `dlsec serve` itself pays for it
+    from dlsec.serve import GatewayConfig
 
 
 def _keystore(ctx: typer.Context, url: str | None) -> KeyStore:

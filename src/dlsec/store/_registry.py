@@ -27,15 +27,13 @@ import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection
 
 from dlsec.core.card import TrainingCard
 from dlsec.core.home import home_dir
-from dlsec.core.loading import LoadOptions, load_model_file
-from dlsec.core.model import Model
 from dlsec.errors import (
     Error,
     ModelLoadError,
@@ -69,6 +67,10 @@ __all__ = [
 ]
 
 STATUSES = ("registered", "quarantined", "retired")
+
+if TYPE_CHECKING:  # torch is imported by the loader only when a model is loaded
+    from dlsec.core.loading import LoadOptions
+    from dlsec.core.model import Model
 
 
 def default_key_dir(home: str | Path | None = None) -> Path:
@@ -831,4 +833,6 @@ def load_registry_ref(ref: str, options: LoadOptions) -> Model:
     path = record.path / "model.safetensors" if record.kind == "dir" else record.path
     if not path.is_file():
         raise ModelLoadError(f"{record.ref} holds no model.safetensors; register the model folder or file")
+    from dlsec.core.loading import load_model_file
+
     return load_model_file(path, options)

@@ -14,7 +14,7 @@ from dlsec.core.arch import build_architecture
 from dlsec.core.card import CARD_FILE, TrainingCard
 from dlsec.core.checkpoint import Checkpoint, fingerprint
 from dlsec.core.data import Dataset
-from dlsec.core.evaluate import evaluate
+from dlsec.core.evaluation import evaluate
 from dlsec.core.loop import FitOutcome, Progress, as_recipe, resolve_architecture, run_training
 from dlsec.core.model import WhiteBoxModel, default_device, inference_mode
 from dlsec.core.recipe import Recipe

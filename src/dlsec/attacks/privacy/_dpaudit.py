@@ -25,7 +25,7 @@ from dlsec.attacks.privacy._epsilon import EpsilonBound, epsilon_lower_bound, on
 from dlsec.attacks.privacy._membership import log_probs, logit_confidence
 from dlsec.core.arch import build_architecture
 from dlsec.core.data import Dataset
-from dlsec.core.evaluate import evaluate
+from dlsec.core.evaluation import evaluate
 from dlsec.core.loop import resolve_architecture, run_training
 from dlsec.core.model import WhiteBoxModel, default_device
 from dlsec.core.recipe import Recipe
