@@ -12,6 +12,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_FINDING",
     "EXIT_USAGE",
+    "EXIT_UNSCANNABLE",
     "Error",
     "UsageError",
     "DataError",
@@ -29,6 +30,7 @@ __all__ = [
 EXIT_OK = 0
 EXIT_FINDING = 1
 EXIT_USAGE = 2
+EXIT_UNSCANNABLE = 3  # dlsec scan: nothing unsafe found, but a file could not be read completely
 
 
 class Error(Exception):

@@ -1,6 +1,7 @@
 """Start-up cost: the light commands import none of the heavy libraries, and the lazy
 command table (dlsec.cli._lazy.COMMANDS) says exactly what the command modules define."""
 
+import importlib
 import json
 import subprocess
 import sys
@@ -112,5 +113,6 @@ def test_core_exports_resolve_lazily_to_their_definitions():
 
     assert set(core.__all__) == set(core._EXPORTS)
     for name in core.__all__:
-        assert getattr(core, name) is getattr(__import__(f"dlsec.core.{core._EXPORTS[name]}", fromlist=[name]), name)
+        module = importlib.import_module(f"dlsec.core.{core._EXPORTS[name]}")
+        assert getattr(core, name) is getattr(module, name)
     assert core.evaluate is evaluate  # the function, not a submodule of the same name

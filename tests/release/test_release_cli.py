@@ -43,7 +43,7 @@ def test_scan_exit_codes_and_json_records(capsys: pytest.CaptureFixture[str], fi
     assert records["bad.bin"]["verdict"] == "unsafe" and finding["import"] == "os.system"
     assert finding["severity"] == "critical" and isinstance(finding["offset"], int)
     code, out, _ = run(capsys, "scan", str(files["junk"]), "--json")
-    assert code == 1 and json.loads(out)[0]["verdict"] == "unscannable"
+    assert code == 3 and json.loads(out)[0]["verdict"] == "unscannable"  # its own exit code
     code, _, err = run(capsys, "scan", str(files["good"].parent / "missing.pt"))
     assert code == 2 and err.startswith("error: ") and "Traceback" not in err
     assert not files["marker"].exists()
@@ -53,7 +53,7 @@ def test_scan_human_output_and_allow_note(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, files: dict[str, Path]
 ) -> None:
     code, out, _ = run(capsys, "scan", str(files["bad"]), str(files["good"]))
-    assert code == 1 and "unsafe" in out and "os.system" in out and "1 safe, 1 not safe" in out
+    assert code == 1 and "unsafe" in out and "os.system" in out and "1 safe, 1 unsafe, 0 unscannable" in out
     import argparse
 
     ns = tmp_path / "ns.pt"

@@ -6,6 +6,7 @@ else from ``DLSEC_PASSPHRASE``, else from a hidden prompt.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -16,9 +17,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from dlsec.cli._app import JsonOpt, app, emit_json, err_console, out_console
-from dlsec.errors import EXIT_FINDING, UsageError
+from dlsec.errors import EXIT_FINDING, EXIT_UNSCANNABLE, UsageError
+from dlsec.fsutil import atomic_write_text
 from dlsec.release import decrypt_file, encrypt_file, generate_recipient_keys, read_header
-from dlsec.scan import ScanResult, convert_to_safetensors, scan_paths
+from dlsec.scan import ScanResult, convert_to_safetensors
 
 AllowOpt = Annotated[
     list[str] | None,
@@ -72,61 +74,123 @@ def _findings_text(result: ScanResult) -> str:
     return result.error or ""
 
 
+_SCAN_FORMATS = ("table", "json", "sarif")
+
+
 @app.command()
 def scan(
     paths: Annotated[list[Path], typer.Argument(help="Files or folders (scanned recursively).")],
     allow: AllowOpt = None,
+    allow_unscannable: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unscannable",
+            help="Report files that could not be read completely as a warning (exit 0), not exit 3.",
+        ),
+    ] = False,
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="Output: table (default), json or sarif (SARIF 2.1.0).")
+    ] = "table",
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write the json or sarif output to this file instead of stdout."),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Scan model files for code that runs when loaded: safe, unsafe or unscannable."""
-    # The format comes from the bytes, never the name. Pickles (PyTorch, joblib, NumPy object
-    # arrays, compressed or nested in archives) pass only if every global they import or call
-    # is on the allowlist; anything truncated, malformed or unknown is 'unscannable'.
+    """Scan model files for code that runs when loaded: safe, unsafe or unscannable.
+
+    The format comes from the bytes, never the name. A file is unsafe when loading it would
+    import or call something off the allowlist (the global or opcode is named); unscannable
+    when it could not be read completely: an encrypted archive member, a truncated or unknown
+    format, or content that does not match its extension. Exit 0 all safe, 1 a file is unsafe,
+    3 a file is unscannable (0 with --allow-unscannable), 2 bad usage.
+
+    Example:
+
+    \b
+        dlsec scan model.pt checkpoints/ --format sarif --output dlsec.sarif
+    """
+    from dlsec.scan import scan_paths, scan_sarif
+
+    if json_out:
+        fmt = "json"
+    if fmt not in _SCAN_FORMATS:
+        raise UsageError(f"--format must be one of {', '.join(_SCAN_FORMATS)}, got {fmt!r}")
+    if output is not None and fmt == "table":
+        raise UsageError("--output writes json or sarif: add --format json or --format sarif")
     allowed = list(allow or [])
     results = scan_paths(paths, allow=allowed)
-    bad = [r for r in results if not r.safe]
-    if json_out:
-        records = []
-        for r in results:
-            record: dict[str, Any] = r.to_dict()
-            if allowed:
-                record["allowlist_extended"] = allowed
-            records.append(record)
-        emit_json(records)
+    unsafe = [r for r in results if r.verdict == "unsafe"]
+    unscannable = [r for r in results if r.verdict == "unscannable"]
+    if fmt == "table":
+        _scan_table(results, allowed, allow_unscannable)
     else:
-        console = out_console()
-        if allowed:
-            console.print(
-                f"[yellow]note:[/] --allow extended the allowlist with {escape(', '.join(allowed))}; "
-                "files that pass only because of it are marked"
+        if fmt == "json":
+            records = []
+            for r in results:
+                record: dict[str, Any] = r.to_dict()
+                if allowed:
+                    record["allowlist_extended"] = allowed
+                records.append(record)
+            payload: Any = records
+        else:
+            import dlsec
+
+            payload = scan_sarif(results, version=dlsec.__version__, allow_unscannable=allow_unscannable)
+        if output is None:
+            emit_json(payload)
+        else:
+            atomic_write_text(output, json.dumps(payload, indent=2) + "\n")
+            err_console().print(
+                f"{len(results)} file(s): {len(unsafe)} unsafe, {len(unscannable)} unscannable; "
+                f"{fmt} written to {output}",
+                markup=False,
             )
-        table = Table("verdict", "format", "path", "detail", title="dlsec scan")
-        for r in results:
-            detail = _findings_text(r)
-            if r.allowed_by_user:
-                detail = (
-                    detail + "; " if detail else ""
-                ) + f"allowed by --allow: {', '.join(r.allowed_by_user)}"
-            style = _VERDICT_STYLE[r.verdict]
-            table.add_row(f"[{style}]{r.verdict}[/]", r.format, escape(r.path), escape(detail))
-        console.print(table)
-        for r in bad:
-            if not r.findings:
-                continue
-            findings = Table("severity", "code", "import", "offset", "where", "reason", title=escape(r.path))
-            for f in r.findings[:20]:
-                findings.add_row(
-                    f"[{_SEVERITY_STYLE[f.severity]}]{f.severity}[/]",
-                    f.code,
-                    escape(f.import_name or ""),
-                    "" if f.offset is None else str(f.offset),
-                    escape(f.member or ""),
-                    escape(f.reason),
-                )
-            console.print(findings)
-        console.print(f"{len(results)} file(s): {len(results) - len(bad)} safe, {len(bad)} not safe")
-    if bad:
+    if unsafe:
         raise typer.Exit(EXIT_FINDING)
+    if unscannable and not allow_unscannable:
+        raise typer.Exit(EXIT_UNSCANNABLE)
+
+
+def _scan_table(results: list[ScanResult], allowed: list[str], allow_unscannable: bool) -> None:
+    console = out_console()
+    if allowed:
+        console.print(
+            f"[yellow]note:[/] --allow extended the allowlist with {escape(', '.join(allowed))}; "
+            "files that pass only because of it are marked"
+        )
+    table = Table("verdict", "format", "path", "detail", title="dlsec scan")
+    for r in results:
+        detail = _findings_text(r)
+        if r.error_kind is not None and not r.findings:
+            detail = f"{r.error_kind}: {detail}"
+        if r.allowed_by_user:
+            detail = (detail + "; " if detail else "") + f"allowed by --allow: {', '.join(r.allowed_by_user)}"
+        if r.notes:
+            detail = (detail + "; " if detail else "") + "; ".join(r.notes)
+        style = _VERDICT_STYLE[r.verdict]
+        table.add_row(f"[{style}]{r.verdict}[/]", r.format, escape(r.path), escape(detail))
+    console.print(table)
+    for r in results:
+        if not r.findings:
+            continue
+        findings = Table("severity", "code", "import", "offset", "where", "reason", title=escape(r.path))
+        for f in r.findings[:20]:
+            findings.add_row(
+                f"[{_SEVERITY_STYLE[f.severity]}]{f.severity}[/]",
+                f.code,
+                escape(f.import_name or ""),
+                "" if f.offset is None else str(f.offset),
+                escape(f.member or ""),
+                escape(f.reason),
+            )
+        console.print(findings)
+    counts = {v: sum(r.verdict == v for r in results) for v in ("safe", "unsafe", "unscannable")}
+    console.print(
+        f"{len(results)} file(s): {counts['safe']} safe, {counts['unsafe']} unsafe, "
+        f"{counts['unscannable']} unscannable"
+        + (" (allowed by --allow-unscannable)" if allow_unscannable and counts["unscannable"] else "")
+    )
 
 
 @app.command()

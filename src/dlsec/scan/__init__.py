@@ -22,12 +22,15 @@ import os
 from collections.abc import Iterable
 
 from dlsec.scan._allowlist import DEFAULT_ALLOWLIST, Allowlist
-from dlsec.scan._findings import Finding, ScanResult
+from dlsec.scan._findings import UNSCANNABLE_KINDS, Finding, ScanResult
 from dlsec.scan._formats import PICKLE_FORMATS, detect_format
 from dlsec.scan._load import ConvertResult, convert_to_safetensors, ensure_safe, load_checkpoint
+from dlsec.scan._sarif import scan_sarif
 from dlsec.scan._scanner import scan_bytes, scan_file, scan_paths
 
 __all__ = [
+    "UNSCANNABLE_KINDS",
+    "scan_sarif",
     "DEFAULT_ALLOWLIST",
     "PICKLE_FORMATS",
     "Allowlist",

@@ -5,11 +5,30 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["Finding", "ScanResult", "Severity", "Verdict", "Malformed", "SEVERITY_ORDER"]
+__all__ = [
+    "Finding",
+    "ScanResult",
+    "Severity",
+    "Verdict",
+    "Malformed",
+    "SEVERITY_ORDER",
+    "UNSCANNABLE_KINDS",
+]
 
 Severity = Literal["critical", "high", "medium", "low"]
 Verdict = Literal["safe", "unsafe", "unscannable"]
 SEVERITY_ORDER: dict[str, int] = {"critical": 0, "high": 1, "medium": 2, "low": 3}
+
+# Why a file is 'unscannable' (ScanResult.error_kind): each says what to do about it.
+UNSCANNABLE_KINDS: dict[str, str] = {
+    "encrypted": "an archive member is encrypted: nothing in it was read",
+    "truncated": "the file ends before its structure does",
+    "unknown-format": "the bytes are no model format dlsec reads",
+    "extension-mismatch": "the content is not what the file's extension says",
+    "too-large": "a part is larger than dlsec analyses in memory",
+    "unreadable": "the file could not be opened or read",
+    "malformed": "the bytes do not parse as the format they claim",
+}
 
 
 @dataclass(frozen=True)
@@ -54,6 +73,9 @@ class ScanResult:
         findings: every reason the file is unsafe, most severe first.
         error: why the file could not be read completely (truncated, malformed, unknown).
         allowed_by_user: imports that passed only because of ``--allow``.
+        error_kind: with ``error``, one of :data:`UNSCANNABLE_KINDS`.
+        notes: facts worth knowing that do not make the file unsafe (a zip member flagged as
+            encrypted but stored in the clear, which PyTorch reads anyway).
     """
 
     path: str
@@ -61,6 +83,12 @@ class ScanResult:
     findings: list[Finding] = field(default_factory=list)
     error: str | None = None
     allowed_by_user: list[str] = field(default_factory=list)
+    error_kind: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.error is not None and self.error_kind is None:
+            self.error_kind = "malformed"
 
     @property
     def verdict(self) -> Verdict:
@@ -81,20 +109,39 @@ class ScanResult:
             "verdict": self.verdict,
             "findings": [f.to_dict() for f in self.findings],
             "error": self.error,
+            "error_kind": self.error_kind,
             "allowed_by_user": list(self.allowed_by_user),
+            "notes": list(self.notes),
         }
 
 
 class Malformed(Exception):
     """Internal: the bytes cannot be parsed; the file is reported ``unscannable``."""
 
-    def __init__(self, reason: str, *, offset: int | None = None, member: str | None = None) -> None:
+    def __init__(
+        self, reason: str, *, offset: int | None = None, member: str | None = None, kind: str | None = None
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.offset = offset
         self.member = member
+        self.kind = kind if kind is not None else _kind_of(reason)
 
     def describe(self) -> str:
         where = f" in {self.member}" if self.member else ""
         at = f" at byte {self.offset}" if self.offset is not None else ""
         return f"{self.reason}{where}{at}"
+
+
+def _kind_of(reason: str) -> str:
+    """The kind of an unscannable file, from the scanner's own wording of what went wrong."""
+    text = reason.lower()
+    if "encrypted" in text:
+        return "encrypted"
+    if any(w in text for w in ("truncated", "exhausted", "ended without", "end record", "remain")):
+        return "truncated"
+    if "larger than" in text or "too large" in text:
+        return "too-large"
+    if "unknown format" in text or "empty file" in text:
+        return "unknown-format"
+    return "malformed"

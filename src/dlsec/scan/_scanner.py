@@ -886,15 +886,9 @@ class _Scan:
 
     def open_member(self, zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> IO[bytes]:
         if info.flag_bits & 0x1:
-            # PyTorch ignores the encryption flag and reads the bytes as they are; so do we.
-            if where not in self.flagged:
-                self.flagged.add(where)
-                self.add(
-                    "medium",
-                    "zip-encrypted-flag",
-                    "member is flagged as encrypted; PyTorch ignores the flag, so dlsec scans the raw bytes",
-                    member=where,
-                )
+            # PyTorch ignores the encryption flag and reads the bytes as they are; so do we. If
+            # they do not parse, the member really is encrypted and the file is unscannable.
+            self.flagged.add(where)
             info = copy.copy(info)
             info.flag_bits &= ~0x1
         try:
@@ -934,8 +928,20 @@ class _Scan:
         except (zipfile.BadZipFile, EOFError, OSError, zlib.error, lzma.LZMAError) as exc:
             raise Malformed(f"cannot read zip member ({exc})", member=where) from None
 
-    def member(self, zf: zipfile.ZipFile, info: zipfile.ZipInfo, *, member: str | None, depth: int) -> None:
-        """Scan one member of any archive by its content; inert data is left alone."""
+    def member(
+        self,
+        zf: zipfile.ZipFile,
+        info: zipfile.ZipInfo,
+        *,
+        member: str | None,
+        depth: int,
+        reader_ignores_flag: bool = False,
+    ) -> None:
+        """Scan one member of any archive by its content; inert data is left alone.
+
+        ``reader_ignores_flag``: the archive's loader (PyTorch) reads members raw whatever their
+        encryption flag says, so flagged data it cannot parse is inert there, not hidden.
+        """
         where = _join(member, info.filename)
         head = self.member_head(zf, info, where)
         self.code_member(info.filename, head, where)
@@ -945,6 +951,9 @@ class _Scan:
         if fmt == "unknown" and info.filename.endswith(".json") and info.file_size <= _MAX_JSON:
             self.json_hooks(self.read_member(zf, info, where), member=where)
             return
+        if fmt == "unknown" and info.flag_bits & 0x1 and not reader_ignores_flag:
+            # Inert data is left alone, but this may be ciphertext of anything: nothing was read.
+            raise Malformed("member is encrypted: its content could not be read", member=where)
         if fmt == "unknown":
             if head[:1] != b"\x08" or info.file_size > _READ_WHOLE:
                 return  # data no loader unpickles: images, text, raw tensors
@@ -1010,7 +1019,7 @@ class _Scan:
         for info in infos:
             if id(info) in pickled or info.filename in storages:
                 continue  # tensor bytes are never read
-            self.member(zf, info, member=member, depth=depth)
+            self.member(zf, info, member=member, depth=depth, reader_ignores_flag=True)
 
     def keras_config(self, config: Any, where: str | None) -> None:
         """Layers that run code when a Keras model (``.keras`` or legacy ``.h5``) is rebuilt."""
@@ -1175,17 +1184,30 @@ def _scan_stream(
     scan = _Scan(allowlist)
     fmt = "unknown"
     error: str | None = None
+    kind: str | None = None
     try:
         fmt = detect_stream(f, size)
         f.seek(0)
         scan.top(f, size, fmt, model_dir=model_dir)
     except Malformed as exc:
-        error = exc.describe()
+        error, kind = exc.describe(), exc.kind
+        if any(exc.member == m or (exc.member or "").startswith(m + "/") for m in scan.flagged):
+            # A zip member flagged as encrypted that does not parse as plain bytes: its content
+            # is ciphertext (or garbage PyTorch could not load either). Nothing of it was read.
+            kind = "encrypted"
+            error = f"zip member {exc.member} is encrypted: its content could not be read ({error})"
     except RecursionError:
-        error = "structure nested too deeply to analyse"
+        error, kind = "structure nested too deeply to analyse", "too-large"
     except MemoryError:
-        error = "too large to analyse in memory"
-    return _finish(label, fmt, scan, error)
+        error, kind = "too large to analyse in memory", "too-large"
+    result = _finish(label, fmt, scan, error)
+    result.error_kind = kind if error is not None else None
+    result.notes = [
+        f"zip member {m} is flagged as encrypted but stored in the clear; PyTorch ignores the flag "
+        "and so does the scan, which read it whole"
+        for m in sorted(scan.flagged)
+    ] if error is None else []
+    return result
 
 
 def scan_file(path: str | os.PathLike[str], *, allow: Iterable[str] | Allowlist = ()) -> ScanResult:
@@ -1208,9 +1230,38 @@ def scan_file(path: str | os.PathLike[str], *, allow: Iterable[str] | Allowlist 
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
-            return _scan_stream(f, size, str(path), allowlist, path.parent)
+            return _check_extension(path, _scan_stream(f, size, str(path), allowlist, path.parent))
     except OSError as exc:
-        return ScanResult(str(path), "unknown", error=f"cannot read the file ({exc.strerror or exc})")
+        reason = f"cannot read the file ({exc.strerror or exc})"
+        return ScanResult(str(path), "unknown", error=reason, error_kind="unreadable")
+
+
+# Extensions that name one format: a file that says one thing and holds another is a disguise
+# (a pickle named .safetensors passes a loader that trusts the name), so it is not 'safe'.
+# Names that cover many formats (.pt, .bin, .pkl, .ckpt, .zip...) are not checked.
+_EXTENSION_FORMATS: dict[str, frozenset[str]] = {
+    ".safetensors": frozenset({"safetensors"}),
+    ".onnx": frozenset({"onnx"}),
+    ".npy": frozenset({"numpy", "numpy-object"}),
+    ".npz": frozenset({"npz", "zip"}),
+    ".h5": frozenset({"hdf5"}),
+    ".hdf5": frozenset({"hdf5"}),
+    ".keras": frozenset({"keras", "zip", "hdf5"}),
+    ".gguf": frozenset({"gguf"}),
+    ".json": frozenset({"json"}),
+}
+
+
+def _check_extension(path: Path, result: ScanResult) -> ScanResult:
+    expected = _EXTENSION_FORMATS.get(path.suffix.lower())
+    if expected is None or result.format in expected or result.error is not None or result.format == "empty":
+        return result
+    result.error = (
+        f"named {path.suffix} but the bytes are {result.format}: a loader that trusts the name would "
+        "misread it; rename it to what it is, or replace it"
+    )
+    result.error_kind = "extension-mismatch"
+    return result
 
 
 def scan_bytes(data: bytes, *, label: str = "<bytes>", allow: Iterable[str] | Allowlist = ()) -> ScanResult:
