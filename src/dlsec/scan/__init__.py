@@ -20,13 +20,30 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from dlsec.scan._allowlist import DEFAULT_ALLOWLIST, Allowlist
 from dlsec.scan._findings import UNSCANNABLE_KINDS, Finding, ScanResult
 from dlsec.scan._formats import PICKLE_FORMATS, detect_format
-from dlsec.scan._load import ConvertResult, convert_to_safetensors, ensure_safe, load_checkpoint
 from dlsec.scan._sarif import scan_sarif
 from dlsec.scan._scanner import scan_bytes, scan_file, scan_paths
+
+if TYPE_CHECKING:
+    from dlsec.scan._load import ConvertResult, convert_to_safetensors, ensure_safe, load_checkpoint
+
+_LOADERS = ("ConvertResult", "convert_to_safetensors", "ensure_safe", "load_checkpoint")
+
+
+def __getattr__(name: str) -> Any:
+    # The loaders need NumPy; a scan does not, so `dlsec scan` starts without it (PEP 562).
+    if name not in _LOADERS:
+        raise AttributeError(f"module 'dlsec.scan' has no attribute {name!r}")
+    from dlsec.scan import _load
+
+    value = getattr(_load, name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "UNSCANNABLE_KINDS",
@@ -59,6 +76,8 @@ def verify_safe(path: str | os.PathLike[str], *, allow: Iterable[str] | Allowlis
         >>> verify_safe("model.safetensors").verdict  # doctest: +SKIP
         'safe'
     """
+    from dlsec.scan._load import ensure_safe
+
     result = scan_file(path, allow=allow)
     ensure_safe(result)
     return result

@@ -29,7 +29,6 @@ from typing import IO, Any
 
 from dlsec.errors import UsageError
 from dlsec.scan._allowlist import DEFAULT_ALLOWLIST, STORAGE_ELEMENT_SIZES, Allowlist
-from dlsec.scan._arrays import read_npy_header
 from dlsec.scan._findings import SEVERITY_ORDER, Finding, Malformed, ScanResult
 from dlsec.scan._formats import (
     Window,
@@ -430,6 +429,8 @@ class _Scan:
 
     def npy(self, f: IO[bytes], size: int | None, *, member: str | None) -> None:
         start = f.tell()
+        from dlsec.scan._arrays import read_npy_header  # NumPy: only when there is an array to read
+
         header = read_npy_header(f, member=member)
         if header.dtype.hasobject:
             analyse_stream(f, self.ctx, member=member, size=size)
