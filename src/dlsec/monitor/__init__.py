@@ -36,6 +36,7 @@ from dlsec.monitor.config import (
     build_monitor,
     check,
     default_monitor_config,
+    holm_adjust,
     load_monitor_config,
     make_window,
 )
@@ -81,6 +82,7 @@ __all__ = [
     "build_detector",
     "build_monitor",
     "check",
+    "holm_adjust",
     "default_monitor_config",
     "embedding_fn",
     "expected_calibration_error",

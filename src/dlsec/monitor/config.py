@@ -48,6 +48,7 @@ __all__ = [
     "build_detector",
     "build_monitor",
     "check",
+    "holm_adjust",
     "default_monitor_config",
     "load_monitor_config",
     "make_window",
@@ -149,9 +150,18 @@ class RuleSpec(_Strict):
 
 
 class MonitorConfig(_Strict):
-    """A whole monitor config (schema version 1)."""
+    """A whole monitor config (schema version 1).
+
+    ``alpha`` is the false-alarm rate of an offline check as a whole: with ``correction: holm``
+    (the default) the detectors' p-values are Holm-adjusted together, so the check fires on
+    same-distribution data with probability at most ``alpha`` whatever their dependence. With
+    ``correction: none`` each detector decides at its own ``alpha`` (the pre-0.2 behaviour: a
+    check of nine detectors then fires on about a quarter of clean splits).
+    """
 
     version: Literal[1] = 1
+    alpha: float = Field(0.05, gt=0, lt=1)
+    correction: Literal["holm", "none"] = "holm"
     window: int = Field(200, ge=2)
     stride: int | None = Field(None, ge=1)
     ert: float = Field(10_000, gt=0)
@@ -267,19 +277,56 @@ def _evaluate(spec: RuleSpec, verdicts: dict[int, bool]) -> bool:
     return all(children) if spec.all_of is not None else any(children)
 
 
+def holm_adjust(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the input order.
+
+    With ``m`` p-values sorted ascending, the ``i``-th (from 1) is adjusted to
+    ``max_{j <= i} min(1, (m - j + 1) p_(j))``; rejecting where the adjusted value is below
+    ``alpha`` controls the family-wise error at ``alpha`` under any dependence (Holm 1979).
+
+    Example:
+        >>> holm_adjust([0.01, 0.04, 0.03])
+        [0.03, 0.06, 0.06]
+    """
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
 @dataclass
 class CheckReport:
-    """The outcome of an offline check: every detector's result and every rule's verdict."""
+    """The outcome of an offline check: every detector's result and every rule's verdict.
+
+    Each detector's entry has its raw ``p_value``, its Holm-adjusted ``p_adjusted`` and the
+    ``drift`` decided from the latter at the config's ``alpha``; ``drift_raw`` is the detector's
+    own decision. Detectors without a p-value (PSI) cannot join the correction: they decide by
+    their own threshold and are listed in ``uncalibrated``.
+    """
 
     results: list[dict[str, Any]]
     rules: list[dict[str, Any]]
+    alpha: float = 0.05
+    correction: str = "holm"
+    uncalibrated: list[str] = field(default_factory=list)
 
     @property
     def fired(self) -> bool:
         return any(r["fired"] for r in self.rules)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"fired": self.fired, "rules": self.rules, "detectors": self.results}
+        return {
+            "fired": self.fired,
+            "alpha": self.alpha,
+            "correction": self.correction,
+            "uncalibrated": list(self.uncalibrated),
+            "rules": self.rules,
+            "detectors": self.results,
+        }
 
 
 def check(
@@ -287,8 +334,10 @@ def check(
 ) -> CheckReport:
     """Fit every rule's detectors on ``reference`` and score ``current`` as one window.
 
-    Each detector decides at its own significance level (its ``alpha``); rules combine the
-    verdicts. Online windows and ERT do not apply to a single offline comparison.
+    The p-values of all detectors are Holm-adjusted together (``config.correction``), so the
+    check as a whole, and so each rule, fires on same-distribution data with probability at
+    most ``config.alpha``; rules combine the adjusted verdicts. Online windows and ERT do not
+    apply to a single offline comparison.
 
     Example:
         >>> rng = np.random.default_rng(0)
@@ -296,16 +345,24 @@ def check(
         >>> check(cfg, Window(x=rng.normal(size=(200, 2))), Window(x=rng.normal(2, 1, size=(100, 2)))).fired
         True
     """
-    verdicts: dict[int, bool] = {}
-    results: list[dict[str, Any]] = []
+    scored: list[tuple[RuleSpec, dict[str, Any]]] = []
     for i, rule in enumerate(config.rules):
         for leaf in rule.leaves():
             det = build_detector(leaf, model=model)
             det.fit(reference)
             res: DetectorResult = det.score(current)
-            verdicts[id(leaf)] = res.drift
             name = leaf.detector if leaf.features == "inputs" else f"{leaf.detector} (embeddings)"
-            results.append({"rule": rule.label(), "rule_index": i, "name": name, **res.to_dict()})
+            entry = {"rule": rule.label(), "rule_index": i, "name": name, **res.to_dict()}
+            entry["drift_raw"] = entry["drift"]
+            scored.append((leaf, entry))
+    with_p = [entry for _, entry in scored if entry["p_value"] is not None]
+    if config.correction == "holm":
+        for entry, adjusted in zip(with_p, holm_adjust([e["p_value"] for e in with_p]), strict=True):
+            entry["p_adjusted"] = adjusted
+            entry["drift"] = adjusted < config.alpha
+    uncalibrated = [entry["name"] for _, entry in scored if entry["p_value"] is None]
+    verdicts = {id(leaf): bool(entry["drift"]) for leaf, entry in scored}
+    results = [entry for _, entry in scored]
     rules = [
         {
             "name": r.label(),
@@ -315,7 +372,7 @@ def check(
         }
         for r in config.rules
     ]
-    return CheckReport(results, rules)
+    return CheckReport(results, rules, config.alpha, config.correction, uncalibrated)
 
 
 @dataclass
