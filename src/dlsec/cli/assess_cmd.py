@@ -69,6 +69,11 @@ def assess(
     """Run a red-team campaign and write report.json, report.html, junit.xml and report.sarif.
 
     Exits 1 when a gate fails. Interrupted runs resume: run the same command again.
+
+    Example:
+
+    \b
+        dlsec assess --model zoo:digits-cnn --data builtin:digits --out runs/assess
     """
     loaded, dataset = _model_and_data(ctx, model, data, arch, arch_arg, label_column)
     subset, _ = _pick_split(dataset, split, test_size, split_seed)
@@ -103,7 +108,13 @@ def demo(
     examples: Annotated[int, typer.Option("--examples", help="Test examples to assess.")] = 200,
     json_out: JsonOpt = False,
 ) -> None:
-    """Run dlsec end to end on a zoo model: assess, sign, promote and serve it (a client, an attacker)."""
+    """Run dlsec end to end on a zoo model: assess, sign, promote and serve it (a client, an attacker).
+
+    Example:
+
+    \b
+        dlsec demo --out dlsec-demo
+    """
     from dlsec.respond.demo import run_demo
 
     opts = settings(ctx)

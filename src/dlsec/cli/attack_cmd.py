@@ -92,7 +92,13 @@ def attack(
     list_attacks: Annotated[bool, typer.Option("--list", help="List the attacks and exit.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Run an evasion attack; print clean and robust accuracy, success rate and norms."""
+    """Run an evasion attack; print clean and robust accuracy, success rate and norms.
+
+    Example:
+
+    \b
+        dlsec attack --model zoo:digits-cnn --data builtin:digits --attack autoattack --eps 0.1
+    """
     if list_attacks:
         _list(json_out)
         return

@@ -103,7 +103,13 @@ def _class_names(model: Model) -> list[str]:
 
 @app.command()
 def version(json_out: JsonOpt = False) -> None:
-    """Print the versions of dlsec and of what it runs on."""
+    """Print the versions of dlsec and of what it runs on.
+
+    Example:
+
+    \b
+        dlsec version --json
+    """
 
     info = {
         "dlsec": dlsec.__version__,
@@ -136,7 +142,13 @@ def eval_cmd(
     label_column: LabelColOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Clean accuracy and confusion matrix of a model on a dataset."""
+    """Clean accuracy and confusion matrix of a model on a dataset.
+
+    Example:
+
+    \b
+        dlsec eval --model zoo:digits-cnn --data builtin:digits
+    """
     loaded, dataset = _model_and_data(ctx, model, data, arch, arch_arg, label_column)
     subset, split_desc = _pick_split(dataset, split, test_size, split_seed)
     result = evaluate(loaded, subset)
@@ -161,7 +173,13 @@ def eval_cmd(
 
 @app.command(name="zoo")
 def zoo_cmd(json_out: JsonOpt = False) -> None:
-    """List the built-in zoo models (trained on first use, then cached)."""
+    """List the built-in zoo models (trained on first use, then cached).
+
+    Example:
+
+    \b
+        dlsec zoo
+    """
     rows = [
         {"name": f"zoo:{e.name}", "dataset": e.dataset, "architecture": e.arch, "description": e.description}
         for e in ZOO.values()

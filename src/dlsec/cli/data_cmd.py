@@ -50,7 +50,14 @@ def audit(
     label_column: LabelColOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Score every row, flag poisoned or mislabelled ones (exit 1 when any is flagged)."""
+    """Score every row, flag poisoned or mislabelled ones (exit 1 when any is flagged).
+
+    Example:
+
+    \b
+        dlsec data poison --data builtin:digits --attack badnets -p target=3 --out poisoned.npz
+        dlsec data audit --data poisoned.npz --write-clean clean.npz
+    """
     from dlsec.defend import DataAuditor, ShillingDetector
 
     if write_clean is not None and write_clean.suffix != ".npz":
@@ -139,7 +146,13 @@ def poison(
     label_column: LabelColOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Write a poisoned copy of a dataset (with the poisoned row indices) for demos and tests."""
+    """Write a poisoned copy of a dataset (with the poisoned row indices) for demos and tests.
+
+    Example:
+
+    \b
+        dlsec data poison --data builtin:digits --attack badnets -p target=3 --out poisoned.npz
+    """
     from dlsec.attacks.poisoning import ShillingAttack, get_poisoning, synthetic_ratings
 
     if out.suffix != ".npz":

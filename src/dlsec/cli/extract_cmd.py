@@ -86,6 +86,11 @@ def extract(
 
     The data's train split (labels dropped) is the attacker's problem-domain data; its test
     split scores the clone. Exits 0 when the attack ran (whatever the agreement).
+
+    Example:
+
+    \b
+        dlsec extract --model zoo:digits-cnn --data builtin:digits --budget 1000 --out clone.safetensors
     """
     name = method.lower()
     if name not in EXTRACTION_ATTACKS:

@@ -46,7 +46,13 @@ def keys_generate(
     registry_url: RegistryUrlOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Create an ECDSA P-256 and an ML-DSA-65 signing key pair (private keys passphrase-encrypted)."""
+    """Create an ECDSA P-256 and an ML-DSA-65 signing key pair (private keys passphrase-encrypted).
+
+    Example:
+
+    \b
+        dlsec keys generate
+    """
     from dlsec.store import Registry
 
     home = settings(ctx).home
@@ -80,7 +86,14 @@ def sign(
     passphrase_file: PassFileOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Sign a model: per-file SHA-256 manifest, in-toto statement, DSSE with ECDSA P-256 + ML-DSA-65."""
+    """Sign a model: per-file SHA-256 manifest, in-toto statement, DSSE with ECDSA P-256 + ML-DSA-65.
+
+    Example:
+
+    \b
+        dlsec keys generate
+        dlsec sign runs/bc
+    """
     directory = key if key is not None else default_key_dir(settings(ctx).home)
     if not model.exists():
         raise typer.BadParameter(f"{model}: no such file or directory", param_hint="MODEL")
@@ -121,7 +134,13 @@ def verify(
     ] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Verify a model's signature and files; exit 1 (naming what is wrong) unless everything matches."""
+    """Verify a model's signature and files; exit 1 (naming what is wrong) unless everything matches.
+
+    Example:
+
+    \b
+        dlsec verify runs/bc
+    """
     source = pub if pub is not None else default_key_dir(settings(ctx).home)
     keys = load_verify_keys(source, require_hybrid=not classical_only)
     if classical_only and not source.is_file():

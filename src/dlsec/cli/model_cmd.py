@@ -35,7 +35,13 @@ def scan_backdoor(
     label_column: LabelColOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Neural Cleanse backdoor scan with clean examples (exit 1 when a backdoor is found)."""
+    """Neural Cleanse backdoor scan with clean examples (exit 1 when a backdoor is found).
+
+    Example:
+
+    \b
+        dlsec model scan-backdoor --model zoo:digits-cnn --data builtin:digits
+    """
     from dlsec.defend import NeuralCleanse
 
     loaded, dataset = _model_and_data(ctx, model, data, arch, arch_arg, label_column)

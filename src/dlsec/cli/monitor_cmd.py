@@ -70,6 +70,12 @@ def check_cmd(
 
     Built-in datasets default to their test split, which the zoo models never trained on, so
     model-based detectors compare like with like.
+
+    Example:
+
+    \b
+        dlsec monitor shift --data builtin:digits --kind noise --out noisy.npz
+        dlsec monitor check --reference builtin:digits --current noisy.npz --model zoo:digits-cnn
     """
     cfg = load_monitor_config(config) if config is not None else None
     loaded: Model | None = None
@@ -156,7 +162,13 @@ def shift_cmd(
     label_column: LabelColOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Write a shifted copy of a dataset (for demos of `dlsec monitor check`)."""
+    """Write a shifted copy of a dataset (for demos of `dlsec monitor check`).
+
+    Example:
+
+    \b
+        dlsec monitor shift --data builtin:digits --kind noise --severity 3 --out noisy.npz
+    """
     if out.suffix != ".npz":
         raise UsageError(f"--out must name a .npz file, got {out}")
     base = _load(data, label_column, split, test_size, split_seed)

@@ -138,6 +138,11 @@ def audit_cmd(
     """Membership inference: how well attacks tell the model's training rows from other rows.
 
     Exits 1 when the leak is a high-severity finding (see the report's findings).
+
+    Example:
+
+    \b
+        dlsec privacy audit --model zoo:breast-cancer-mlp --data builtin:breast-cancer --out membership.json
     """
     from dlsec.attacks.privacy import audit_membership
 
@@ -249,6 +254,11 @@ def dp_audit_cmd(
     """Audit DP-SGD: insert canaries, train, attack, and bound epsilon from below.
 
     Exits 1 (a critical finding) when the lower bound exceeds the claimed epsilon.
+
+    Example:
+
+    \b
+        dlsec privacy dp-audit --data builtin:breast-cancer --epsilon 1 --delta 1e-5
     """
     from dataclasses import replace
 
@@ -324,7 +334,13 @@ def invert_cmd(
     out: OutOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Model inversion (MI-Face): reconstruct each class, scored by an independent classifier."""
+    """Model inversion (MI-Face): reconstruct each class, scored by an independent classifier.
+
+    Example:
+
+    \b
+        dlsec privacy invert --model zoo:digits-mlp --data builtin:digits --images recon.npz
+    """
     if images is not None and images.suffix != ".npz":
         raise UsageError(f"--images must name a .npz file, got {images}")
     loaded, dataset = _model_and_data(ctx, model, data, arch, arch_arg, label_column)
@@ -364,6 +380,11 @@ def attribute_cmd(
     """Attribute inference: recover a sensitive feature from outputs, beside a no-model baseline.
 
     Half of the non-members are the attacker's auxiliary rows, the other half are scored.
+
+    Example:
+
+    \b
+        dlsec privacy attribute -m zoo:breast-cancer-mlp -d builtin:breast-cancer --feature 'mean radius'
     """
     loaded, dataset = _model_and_data(ctx, model, data, arch, arch_arg, label_column)
     labels, _ = _members(ctx, model, dataset, members, None, test_size, split_seed)

@@ -72,7 +72,13 @@ def registry_add(
     registry_url: RegistryUrlOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Register a model as the next immutable version (signature verified, files scanned, lineage kept)."""
+    """Register a model as the next immutable version (signature verified, files scanned, lineage kept).
+
+    Example:
+
+    \b
+        dlsec registry add runs/bc --name bc --report runs/bc-assess/report.json
+    """
     training_config = None
     if config is not None:
         try:
@@ -111,7 +117,13 @@ def registry_list(
     registry_url: RegistryUrlOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """List models and versions with their status and aliases."""
+    """List models and versions with their status and aliases.
+
+    Example:
+
+    \b
+        dlsec registry list bc
+    """
     with _registry(ctx, registry_url) as registry:
         rows = registry.versions(name)
     if json_out:
@@ -142,7 +154,13 @@ def registry_show(
     registry_url: RegistryUrlOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Show a version: files, signature, scan, lineage, aliases and its audit trail."""
+    """Show a version: files, signature, scan, lineage, aliases and its audit trail.
+
+    Example:
+
+    \b
+        dlsec registry show bc@production
+    """
     with _registry(ctx, registry_url) as registry:
         info = registry.show(ref)
     if json_out:
@@ -188,7 +206,13 @@ def registry_promote(
     registry_url: RegistryUrlOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Point an alias at a version, if it is signed, scans clean and passes the policy (exit 1 if refused)."""
+    """Point an alias at a version, if it is signed, scans clean and passes the policy (exit 1 if refused).
+
+    Example:
+
+    \b
+        dlsec registry promote bc@1 --to production
+    """
     name, version = _version_ref(ref)
     rules = None
     if policy is not None:
@@ -213,7 +237,13 @@ def registry_quarantine(
     registry_url: RegistryUrlOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Quarantine a version: it is refused by loading and serving at once."""
+    """Quarantine a version: it is refused by loading and serving at once.
+
+    Example:
+
+    \b
+        dlsec registry quarantine bc@1 --reason drift --rollback
+    """
     name, version = _version_ref(ref)
     with _registry(ctx, registry_url) as registry:
         done = registry.quarantine_and_rollback(
@@ -233,7 +263,13 @@ def registry_release(
     registry_url: RegistryUrlOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Lift a quarantine (the version must still pass the policy to be promoted)."""
+    """Lift a quarantine (the version must still pass the policy to be promoted).
+
+    Example:
+
+    \b
+        dlsec registry release bc@1 --reason 'false alarm'
+    """
     _change_status(ctx, registry_url, ref, "release", reason, json_out)
 
 
@@ -246,7 +282,13 @@ def registry_rollback(
     registry_url: RegistryUrlOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Move an alias back to the last good version it pointed at before the current one."""
+    """Move an alias back to the last good version it pointed at before the current one.
+
+    Example:
+
+    \b
+        dlsec registry rollback bc --alias production
+    """
     with _registry(ctx, registry_url) as registry:
         previous, record = registry.rollback(name, alias=alias, keys=pub)
     _report(
@@ -265,7 +307,13 @@ def registry_retire(
     registry_url: RegistryUrlOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Retire a version no alias points at (kept for the record, never served)."""
+    """Retire a version no alias points at (kept for the record, never served).
+
+    Example:
+
+    \b
+        dlsec registry retire bc@1 --reason 'replaced by bc@2'
+    """
     _change_status(ctx, registry_url, ref, "retire", reason, json_out)
 
 
@@ -296,7 +344,13 @@ def audit_verify(
     registry_url: RegistryUrlOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Replay the audit log against its signed checkpoints; exit 1 naming the first bad entry."""
+    """Replay the audit log against its signed checkpoints; exit 1 naming the first bad entry.
+
+    Example:
+
+    \b
+        dlsec audit verify
+    """
     with _registry(ctx, registry_url) as registry:
         result = registry.audit.verify(public_key=public_key, checkpoint_file=checkpoint)
     if json_out:
@@ -317,7 +371,13 @@ def audit_proof(
     size: Annotated[int | None, typer.Option("--size", help="Checkpoint size (default: newest).")] = None,
     registry_url: RegistryUrlOpt = None,
 ) -> None:
-    """Print an inclusion proof (JSON) of one entry against a signed checkpoint."""
+    """Print an inclusion proof (JSON) of one entry against a signed checkpoint.
+
+    Example:
+
+    \b
+        dlsec audit proof 0
+    """
     with _registry(ctx, registry_url) as registry:
         emit_json(registry.audit.inclusion_proof(entry, size=size))
 
@@ -331,7 +391,13 @@ def audit_consistency(
     ] = None,
     registry_url: RegistryUrlOpt = None,
 ) -> None:
-    """Print a consistency proof (JSON): the log at --old is a prefix of the log now."""
+    """Print a consistency proof (JSON): the log at --old is a prefix of the log now.
+
+    Example:
+
+    \b
+        dlsec audit consistency --old 1
+    """
     with _registry(ctx, registry_url) as registry:
         emit_json(registry.audit.consistency_proof(old, size=size))
 
@@ -343,7 +409,13 @@ def audit_export(
     registry_url: RegistryUrlOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Write every audit entry as one JSON line."""
+    """Write every audit entry as one JSON line.
+
+    Example:
+
+    \b
+        dlsec audit export --out audit.jsonl
+    """
     with _registry(ctx, registry_url) as registry:
         count = registry.audit.export(out)
     _report(
@@ -362,7 +434,13 @@ def audit_log(
     registry_url: RegistryUrlOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Show the newest audit entries."""
+    """Show the newest audit entries.
+
+    Example:
+
+    \b
+        dlsec audit log --subject bc@1 --limit 20
+    """
     with _registry(ctx, registry_url) as registry:
         entries = registry.audit.entries(subject=subject, limit=limit)
     if json_out:

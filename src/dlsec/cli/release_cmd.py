@@ -207,7 +207,13 @@ def convert(
     force: ForceOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Convert a checkpoint to safetensors, only after it scans safe (never with torch.load)."""
+    """Convert a checkpoint to safetensors, only after it scans safe (never with torch.load).
+
+    Example:
+
+    \b
+        dlsec convert model.pt --to model.safetensors
+    """
     result = convert_to_safetensors(source, to, allow=list(allow or []), select=select, overwrite=force)
     if json_out:
         emit_json(result.to_dict())
@@ -236,7 +242,13 @@ def encrypt(
     force: ForceOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Encrypt a file with AES-256-GCM in authenticated chunks (passphrase or recipient key)."""
+    """Encrypt a file with AES-256-GCM in authenticated chunks (passphrase or recipient key).
+
+    Example:
+
+    \b
+        dlsec encrypt model.safetensors --recipient recipient.pub.pem
+    """
     output = out if out is not None else source.with_name(source.name + ".enc")
     if recipient is not None:
         if passphrase_file is not None:
@@ -270,7 +282,13 @@ def decrypt(
     force: ForceOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Decrypt a file; wrong key or any tampered byte is an error (exit 1) and writes nothing."""
+    """Decrypt a file; wrong key or any tampered byte is an error (exit 1) and writes nothing.
+
+    Example:
+
+    \b
+        dlsec decrypt model.safetensors.enc --identity recipient.key.pem --out restored.safetensors
+    """
     if out is None:
         if source.suffix != ".enc":
             raise UsageError("give --out: the input does not end in .enc")
@@ -304,7 +322,13 @@ def encrypt_keygen(
     force: ForceOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Create a recipient key pair (X25519 + ML-KEM-768); the private key is passphrase-encrypted."""
+    """Create a recipient key pair (X25519 + ML-KEM-768); the private key is passphrase-encrypted.
+
+    Example:
+
+    \b
+        dlsec encrypt-keygen --out recipient
+    """
     secret = _passphrase(passphrase_file, confirm=True, prompt="passphrase for the new private key")
     pub, key = generate_recipient_keys(out, passphrase=secret, overwrite=force)
     if json_out:

@@ -30,7 +30,13 @@ def incident_list(
     registry_url: RegistryUrlOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """List incidents."""
+    """List incidents.
+
+    Example:
+
+    \b
+        dlsec incident list --status open
+    """
     from dlsec.store import IncidentStore
 
     if status not in (None, "open", "resolved"):
@@ -61,7 +67,13 @@ def incident_show(
     registry_url: RegistryUrlOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Show an incident: its alerts, the actions taken and the evidence."""
+    """Show an incident: its alerts, the actions taken and the evidence.
+
+    Example:
+
+    \b
+        dlsec incident show 1
+    """
     from dlsec.store import IncidentStore
 
     registry = _open(ctx, registry_url)
@@ -96,7 +108,13 @@ def incident_resolve(
     registry_url: RegistryUrlOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Close an incident (recorded in the audit log)."""
+    """Close an incident (recorded in the audit log).
+
+    Example:
+
+    \b
+        dlsec incident resolve 1 --note 'key revoked; false alarm ruled out'
+    """
     from dlsec.store import IncidentStore
 
     registry = _open(ctx, registry_url)
@@ -119,7 +137,13 @@ def incident_plan(
     registry_url: RegistryUrlOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Dry run: what a playbook would do for an alert, without doing it."""
+    """Dry run: what a playbook would do for an alert, without doing it.
+
+    Example:
+
+    \b
+        dlsec incident plan --playbook respond.yaml --alert alert.json
+    """
     from dlsec.respond import Responder, load_playbook
 
     rules = load_playbook(playbook)

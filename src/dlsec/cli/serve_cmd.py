@@ -40,7 +40,13 @@ def keys_create(
     registry_url: RegistryUrlOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Create a gateway API key; it is shown once and stored only as a salted hash."""
+    """Create a gateway API key; it is shown once and stored only as a salted hash.
+
+    Example:
+
+    \b
+        dlsec keys create --role client --models bc --rate 10/second --budget 10000 --output top-3
+    """
     names = [m.strip() for m in models.split(",")] if models is not None else None
     store = _keystore(ctx, registry_url)
     try:
@@ -60,7 +66,13 @@ def keys_create(
 
 @keys_app.command("list")
 def keys_list(ctx: typer.Context, registry_url: RegistryUrlOpt = None, json_out: JsonOpt = False) -> None:
-    """List gateway API keys (never their secrets)."""
+    """List gateway API keys (never their secrets).
+
+    Example:
+
+    \b
+        dlsec keys list
+    """
     store = _keystore(ctx, registry_url)
     try:
         keys = store.all()
@@ -94,7 +106,13 @@ def keys_revoke(
     registry_url: RegistryUrlOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Revoke a gateway API key (a running gateway refuses it within its refresh interval)."""
+    """Revoke a gateway API key (a running gateway refuses it within its refresh interval).
+
+    Example:
+
+    \b
+        dlsec keys revoke 3f9a2c7d1e08
+    """
     store = _keystore(ctx, registry_url)
     try:
         record = store.revoke(key_id)
@@ -134,7 +152,13 @@ def serve(
     webhook: Annotated[str | None, typer.Option("--webhook", help="POST every alert as JSON here.")] = None,
     registry_url: RegistryUrlOpt = None,
 ) -> None:
-    """Serve registry models behind API keys, limits, output hardening and extraction detection."""
+    """Serve registry models behind API keys, limits, output hardening and extraction detection.
+
+    Example:
+
+    \b
+        dlsec serve --models bc --port 8000
+    """
     import os
 
     import uvicorn

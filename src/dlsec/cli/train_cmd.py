@@ -149,6 +149,11 @@ def train(
 
     Recipes: standard (regularisation options), pgd-at, trades, fast-at (need --eps) and dp-sgd
     (needs --epsilon). Adversarial recipes report AutoAttack robust accuracy on test rows.
+
+    Example:
+
+    \b
+        dlsec train --data builtin:breast-cancer --epochs 30 --out runs/bc
     """
     options = train_options(
         config_file,
