@@ -19,8 +19,7 @@ from rich.table import Table
 from dlsec.cli._app import JsonOpt, app, emit_json, err_console, out_console
 from dlsec.errors import EXIT_FINDING, EXIT_UNSCANNABLE, UsageError
 from dlsec.fsutil import atomic_write_text
-from dlsec.release import decrypt_file, encrypt_file, generate_recipient_keys, read_header
-from dlsec.scan import ScanResult, convert_to_safetensors
+from dlsec.scan import ScanResult
 
 AllowOpt = Annotated[
     list[str] | None,
@@ -214,6 +213,8 @@ def convert(
     \b
         dlsec convert model.pt --to model.safetensors
     """
+    from dlsec.scan import convert_to_safetensors
+
     result = convert_to_safetensors(source, to, allow=list(allow or []), select=select, overwrite=force)
     if json_out:
         emit_json(result.to_dict())
@@ -249,6 +250,8 @@ def encrypt(
     \b
         dlsec encrypt model.safetensors --recipient recipient.pub.pem
     """
+    from dlsec.release import encrypt_file
+
     output = out if out is not None else source.with_name(source.name + ".enc")
     if recipient is not None:
         if passphrase_file is not None:
@@ -289,6 +292,8 @@ def decrypt(
     \b
         dlsec decrypt model.safetensors.enc --identity recipient.key.pem --out restored.safetensors
     """
+    from dlsec.release import decrypt_file, read_header
+
     if out is None:
         if source.suffix != ".enc":
             raise UsageError("give --out: the input does not end in .enc")
@@ -329,6 +334,8 @@ def encrypt_keygen(
     \b
         dlsec encrypt-keygen --out recipient
     """
+    from dlsec.release import generate_recipient_keys
+
     secret = _passphrase(passphrase_file, confirm=True, prompt="passphrase for the new private key")
     pub, key = generate_recipient_keys(out, passphrase=secret, overwrite=force)
     if json_out:
