@@ -124,18 +124,32 @@ def _print(payload: dict[str, Any]) -> None:
         f"reference {escape(payload['reference']['ref'])} ({payload['reference']['rows']} rows) against "
         f"current {escape(payload['current']['ref'])} ({payload['current']['rows']} rows)"
     )
-    table = Table("rule", "detector", "statistic", "p-value", "threshold", "fires")
+    holm = payload.get("correction") == "holm"
+    columns = ["rule", "detector", "statistic", "p-value", "Holm p" if holm else "threshold", "fires"]
+    table = Table(*columns)
     for row in payload["detectors"]:
         p = row["p_value"]
+        adjusted = row.get("p_adjusted")
+        last = (
+            ("-" if adjusted is None else f"{adjusted:.4g}") if holm else f"{row['threshold']:.4g}"
+        )
         table.add_row(
             escape(row["rule"]),
             escape(row["name"]),
             f"{row['statistic']:.4g}",
             "-" if p is None else f"{p:.4g}",
-            f"{row['threshold']:.4g}",
+            last,
             "[red]yes[/]" if row["drift"] else "no",
         )
     console.print(table)
+    if holm:
+        note = (
+            f"the check as a whole fires at most {payload['alpha']:g} of the time on unchanged data "
+            "(Holm across its detectors)"
+        )
+        if payload.get("uncalibrated"):
+            note += f"; {', '.join(payload['uncalibrated'])} decide by their own threshold (no p-value)"
+        console.print(escape(note))
     rules = Table("rule", "severity", "fired")
     for rule in payload["rules"]:
         rules.add_row(escape(rule["name"]), rule["severity"], "[red]FIRED[/]" if rule["fired"] else "ok")
