@@ -23,6 +23,10 @@ def test_audit_reads_members_from_the_card(capsys, tmp_path):
     assert payload["members"] == 426 and payload["non_members"] == 143
     assert payload["members_from"].startswith("card split")
     assert set(payload["attacks"]) == {"loss", "confidence", "label-only"}
+    # What could not run is named, and the audit says it is partial.
+    assert set(payload["skipped"]) == {"shadow", "lira-offline", "lira-online", "rmia"}
+    assert payload["partial"] is True
+    assert "reference models" in payload["skipped"]["rmia"]
     loss = payload["attacks"]["loss"]
     assert 0.3 < loss["auc"] < 0.8 and list(loss["tpr_at_fpr"]) == ["0.01"]
     assert json.loads(out.read_text())["best"] == payload["best"]

@@ -67,7 +67,10 @@ class Privacy(BaseModel):
     the model file), a ``.npy``/``.txt`` file of member row indices or a ``.npz`` of member
     rows; the other rows of ``data`` are the non-members. ``data`` defaults to the assessed
     dataset. ``references`` reference models of the model file's architecture enable LiRA,
-    RMIA and the shadow-model attack (0: the threshold and label-only attacks only).
+    RMIA and the shadow-model attack (0: the threshold and label-only attacks only, and the
+    audit is reported partial, naming them). ``arch`` / ``arch_args`` give the architecture
+    when the model file does not name it; ``ref_config`` (the YAML ``dlsec train --config``
+    reads) says how the target was trained when it has no training card.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -80,6 +83,9 @@ class Privacy(BaseModel):
     attacks: list[str] | None = None
     references: int = Field(0, ge=0)
     reference_epochs: int | None = Field(None, ge=1)
+    arch: str | None = None
+    arch_args: dict[str, Any] = Field(default_factory=dict)
+    ref_config: str | None = None
     fprs: list[float] | None = None
     bootstrap: int = Field(100, ge=0)
     inversion: bool = True
@@ -282,6 +288,21 @@ def membership_findings(section: dict[str, Any]) -> list[dict[str, Any]]:
                 "atlas": ATLAS_MEMBERSHIP,
             }
         )
+    skipped = section.get("skipped") or {}
+    if skipped:
+        findings.append(
+            {
+                "code": "membership-audit-partial",
+                "severity": "medium",
+                "title": f"Membership audit is partial: {', '.join(skipped)} did not run",
+                "detail": "; ".join(f"{name}: {why}" for name, why in skipped.items())
+                + f". The numbers above come from the weaker attacks only (best: {best}); "
+                "they are a lower bound on the leak, not a verdict",
+                "evidence": {"skipped": skipped, "best": best},
+                "owasp": OWASP_MEMBERSHIP,
+                "atlas": ATLAS_MEMBERSHIP,
+            }
+        )
     return findings
 
 
@@ -412,14 +433,20 @@ def reference_trainer(
     group_size: int = 16,
     device: torch.device | str | None = None,
     home: str | Path | None = None,
+    arch: str | None = None,
+    arch_kwargs: dict[str, Any] | None = None,
+    ref_config: str | Path | None = None,
+    data_ref: str | None = None,
 ) -> ShadowTrainer | None:
     """A trainer of reference models like ``model_ref``, or ``None`` when its architecture is unknown.
 
-    The architecture comes from the ``.safetensors`` file's metadata (a zoo model's cached
-    file for ``zoo:NAME``); the training configuration from its training card (``model.json``
-    beside it), without early stopping and augmentation, ``epochs`` overriding the card's;
-    TrainConfig defaults without a card. ONNX files and files without an architecture give
-    ``None``.
+    The architecture is ``arch`` (with ``arch_kwargs``) when given, else the one the
+    ``.safetensors`` file's metadata names (a zoo model's cached file for ``zoo:NAME``). How
+    the references train: ``ref_config`` (the YAML ``dlsec train --config`` reads) when given,
+    else the model's training card (``model.json`` beside it), else :class:`TrainConfig`
+    defaults; always without early stopping and augmentation, ``epochs`` overriding.
+    :func:`reference_config_source` says which. ONNX files and files without an architecture,
+    and no ``arch``, give ``None``.
 
     Example:
         >>> trainer = reference_trainer("zoo:breast-cancer-mlp", epochs=10)   # doctest: +SKIP
@@ -429,38 +456,80 @@ def reference_trainer(
     from dlsec.attacks.privacy import ShadowTrainer
     from dlsec.core.io import read_dlsec_metadata
 
-    ref = str(model_ref)
-    if ref.startswith("zoo:"):
-        from dlsec.zoo import zoo_card, zoo_path
-
-        name = ref.removeprefix("zoo:")
-        zoo_card(name, home=home, device=device)  # trains and caches it on first use
-        path = zoo_path(name, home=home) / "model.safetensors"
-    else:
-        path = Path(ref)
-        if path.is_dir():
-            path = path / "model.safetensors"
-    if path.suffix.lower() != ".safetensors" or not path.is_file():
+    path = _model_path(model_ref, home=home, device=device)
+    meta: dict[str, Any] = {}
+    if path is not None and path.suffix.lower() == ".safetensors" and path.is_file():
+        meta = read_dlsec_metadata(path)
+    if arch is None:
+        arch, arch_kwargs = meta.get("arch"), meta.get("arch_kwargs", {})
+    if not arch:
         return None
-    meta = read_dlsec_metadata(path)
-    if not meta.get("arch"):
-        return None
+    card = TrainingCard.find(path) if path is not None and path.is_file() else None
     return ShadowTrainer(
-        arch=meta["arch"],
-        arch_kwargs=meta.get("arch_kwargs", {}),
-        config=_reference_config(TrainingCard.find(path), epochs),
+        arch=arch,
+        arch_kwargs=dict(arch_kwargs or {}),
+        config=_reference_config(card, epochs, ref_config=ref_config, data_ref=data_ref),
         group_size=group_size,
         seed=seed,
         device=device,
     )
 
 
-def _reference_config(card: TrainingCard | None, epochs: int | None) -> TrainConfig:
-    """The card's training configuration for reference models (defaults without a usable one)."""
+def _model_path(
+    model_ref: str | Path, *, home: str | Path | None, device: torch.device | str | None
+) -> Path | None:
+    ref = str(model_ref)
+    if ref.startswith("zoo:"):
+        from dlsec.zoo import zoo_card, zoo_path
+
+        name = ref.removeprefix("zoo:")
+        zoo_card(name, home=home, device=device)  # trains and caches it on first use
+        return zoo_path(name, home=home) / "model.safetensors"
+    if ":" in ref and not Path(ref).exists():
+        return None  # another scheme (registry:, a gateway URL): no file to read
+    path = Path(ref)
+    return path / "model.safetensors" if path.is_dir() else path
+
+
+def reference_config_source(
+    model_ref: str | Path, *, ref_config: str | Path | None = None, home: str | Path | None = None
+) -> str:
+    """Where the reference models' training configuration comes from, in words for a report."""
+    if ref_config is not None:
+        return f"--ref-config {ref_config}"
+    path = _model_path(model_ref, home=home, device=None)
+    if path is not None and path.is_file() and TrainingCard.find(path) is not None:
+        return "the model's training card"
+    from dlsec.core.trainconfig import TrainConfig
+
+    default = TrainConfig(epochs=20)
+    return (
+        "a stated default (no training card and no --ref-config): "
+        f"{default.epochs} epochs, batch {default.batch_size}, {default.optimizer}, lr {default.lr}; "
+        "references trained unlike the target make LiRA and RMIA weaker, so give --ref-config"
+    )
+
+
+def _reference_config(
+    card: TrainingCard | None,
+    epochs: int | None,
+    *,
+    ref_config: str | Path | None = None,
+    data_ref: str | None = None,
+) -> TrainConfig:
+    """The training configuration for reference models (defaults without a usable one)."""
     from dlsec.core.trainconfig import TrainConfig
 
     names = TrainConfig.field_names()
-    values = {k: v for k, v in (card.train_config if card is not None else {}).items() if k in names}
+    if ref_config is not None:
+        from dataclasses import asdict
+
+        from dlsec.train import train_options
+
+        values = asdict(train_options(ref_config, data=data_ref or "builtin:digits").config)
+    else:
+        values = dict(card.train_config) if card is not None else {}
+    values = {k: v for k, v in values.items() if k in names}
     for key in ("early_stopping", "augment"):
         values.pop(key, None)
     if epochs is not None:
@@ -468,6 +537,8 @@ def _reference_config(card: TrainingCard | None, epochs: int | None) -> TrainCon
     try:
         return TrainConfig(**values)
     except UsageError:
+        if ref_config is not None:
+            raise
         return TrainConfig(epochs=epochs or 20)
 
 
@@ -559,9 +630,19 @@ def run_privacy(
                 raise UsageError(
                     "privacy.references needs the model's file (its architecture) to train references"
                 )
-            trainer = reference_trainer(model_file, epochs=config.reference_epochs, seed=seed)
+            trainer = reference_trainer(
+                model_file,
+                epochs=config.reference_epochs,
+                seed=seed,
+                arch=config.arch,
+                arch_kwargs=config.arch_args,
+                ref_config=config.ref_config,
+                data_ref=config.data or data.name,
+            )
             if trainer is None:
-                raise UsageError(f"{model_file}: no architecture in the file; set privacy.references to 0")
+                raise UsageError(
+                    f"{model_file}: no architecture in the file; set privacy.arch (or privacy.references: 0)"
+                )
         audit = audit_membership(
             model,
             full,
@@ -575,6 +656,8 @@ def run_privacy(
             seed=seed,
         )
         out = audit.to_dict()
+        if trainer is not None and model_file is not None:
+            out["references_trained_as"] = reference_config_source(model_file, ref_config=config.ref_config)
         out["roc_svg"] = roc_svg(out["attacks"])
         return out
 

@@ -25,6 +25,7 @@ from dlsec.assess.privacy import (
     inversion_findings,
     invert_classes,
     membership_findings,
+    reference_config_source,
     reference_trainer,
     references_dir,
     resolve_members,
@@ -118,6 +119,13 @@ def audit_cmd(
         Path | None,
         typer.Option("--refs-dir", help="Folder for reference models (resumable; default in home)."),
     ] = None,
+    ref_config: Annotated[
+        Path | None,
+        typer.Option(
+            "--ref-config",
+            help="How the target was trained (the YAML dlsec train --config reads): references train alike.",
+        ),
+    ] = None,
     fpr: Annotated[
         list[float] | None,
         typer.Option("--fpr", help="Report TPR at this FPR (repeatable; needs 1/FPR non-members)."),
@@ -153,7 +161,17 @@ def audit_cmd(
     labels, how = _members(ctx, model, dataset, members, non_members, test_size, split_seed)
     target: Model = restrict_access(loaded, access)
     trainer = (
-        reference_trainer(model, epochs=ref_epochs, seed=seed, device=opts.device, home=opts.home)
+        reference_trainer(
+            model,
+            epochs=ref_epochs,
+            seed=seed,
+            device=opts.device,
+            home=opts.home,
+            arch=arch,
+            arch_kwargs=parse_arch_kwargs(arch_arg) if arch else None,
+            ref_config=ref_config,
+            data_ref=data,
+        )
         if references
         else None
     )
@@ -189,6 +207,9 @@ def audit_cmd(
         "members_from": how,
         **result.to_dict(),
     }
+    if trainer is not None:
+        source = reference_config_source(model, ref_config=ref_config, home=opts.home)
+        payload["references_trained_as"] = source
     if not json_out:
         _print_audit(payload)
     _finish(payload, out, membership_findings(payload), json_out)
@@ -212,6 +233,14 @@ def _print_audit(payload: dict[str, Any]) -> None:
         for note in m["notes"][:1]:
             console.print(f"[dim]{escape(note)}[/]")
         break
+    if payload.get("references_trained_as"):
+        console.print(f"reference models trained as: {escape(payload['references_trained_as'])}")
+    for name, why in payload.get("skipped", {}).items():
+        console.print(f"[yellow]not run:[/] {escape(name)}: {escape(why)}")
+    if payload.get("partial"):
+        console.print(
+            "[bold yellow]partial audit:[/] stronger attacks did not run; the numbers are a lower bound"
+        )
 
 
 @group.command("dp-audit")

@@ -75,7 +75,7 @@ class MembershipAudit:
         scores: per attack, the scores of the candidate rows.
         labels: 1 member, 0 non-member, per candidate row.
         references: reference models trained (0 without).
-        skipped: attacks not run, with the reason.
+        skipped: attacks not run, with the reason; any entry makes the audit ``partial``.
     """
 
     metrics: dict[str, MembershipMetrics]
@@ -86,8 +86,14 @@ class MembershipAudit:
     skipped: dict[str, str] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def partial(self) -> bool:
+        """Whether a stronger attack that applies could not run (see ``skipped``)."""
+        return bool(self.skipped)
+
     def to_dict(self) -> dict[str, Any]:
         return {
+            "partial": self.partial,
             "best": self.best,
             "attacks": {k: m.to_dict() for k, m in self.metrics.items()},
             "members": int((self.labels == 1).sum()),
@@ -156,7 +162,9 @@ def audit_membership(
                     "give more non-members or a higher --fpr"
                 )
     have_refs = references is not None or trainer is not None
-    names = list(attacks) if attacks is not None else default_attacks(model.access, references=have_refs)
+    # Without references the default still names the reference attacks, so that what could not
+    # run is reported as skipped (and the audit as partial) instead of silently left out.
+    names = list(attacks) if attacks is not None else default_attacks(model.access, references=True)
     unknown = [a for a in names if a not in MIA_ATTACKS]
     if unknown:
         raise UsageError(
@@ -169,14 +177,23 @@ def audit_membership(
         if model.access < atk.access:
             skipped[a] = f"needs {atk.access.label} access"
             del built[a]
+    if not have_refs:
+        wanted = [a for a, t in built.items() if t.needs_references]
+        if wanted and attacks is not None:
+            needed = ", ".join(wanted)
+            raise UsageError(
+                f"attacks {needed} need reference models: give a trainer (the target's architecture)"
+            )
+        for a in wanted:
+            skipped[a] = (
+                "needs reference models trained like the target, and none could be built: give the "
+                "target's architecture (--arch) and how it was trained (--ref-config), or a model "
+                "file whose metadata names its architecture"
+            )
+            del built[a]
     needs_refs = any(atk.needs_references for atk in built.values())
     if needs_refs and references is None:
-        if trainer is None:
-            raise UsageError(
-                "attacks "
-                + ", ".join(a for a, t in built.items() if t.needs_references)
-                + " need reference models: give a trainer (the target's architecture)"
-            )
+        assert trainer is not None  # have_refs
         inclusion = half_inclusion(n_references, len(rows), seed=seed)
         references = trainer.train(rows, inclusion, spec=model.spec, out=references_dir, progress=progress)
     scores: dict[str, np.ndarray] = {}
