@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -14,7 +15,7 @@ import typer
 from rich.console import Console
 
 from dlsec.cli._lazy import LazyGroup
-from dlsec.errors import EXIT_USAGE, Error
+from dlsec.errors import EXIT_USAGE, Error, UsageError
 
 app = typer.Typer(
     name="dlsec",
@@ -27,6 +28,14 @@ app = typer.Typer(
 )
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
+PassFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--passphrase-file",
+        help="Read the passphrase from this file (first line). Default: $DLSEC_PASSPHRASE, else a prompt.",
+    ),
+]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace the output if it exists.")]
 
 
 @dataclass
@@ -111,6 +120,30 @@ def progress_bar(
             progress.update(task, completed=done, total=total, stats=text)
 
         yield callback
+
+
+def _passphrase(passphrase_file: Path | None, *, confirm: bool, prompt: str) -> str:
+    if passphrase_file is not None:
+        try:
+            text = passphrase_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or type(exc).__name__
+            raise UsageError(f"--passphrase-file {passphrase_file}: cannot read it ({reason})") from None
+        line = text.splitlines()[0] if text else ""
+        if not line:
+            raise UsageError(f"--passphrase-file {passphrase_file} is empty")
+        return line
+    env = os.environ.get("DLSEC_PASSPHRASE")
+    if env:
+        return env
+    if not sys.stdin.isatty():
+        raise UsageError(
+            "no passphrase: pass --passphrase-file, set DLSEC_PASSPHRASE, or run in a terminal to be prompted"
+        )
+    value: str = typer.prompt(prompt, hide_input=True, confirmation_prompt=confirm)
+    if not value:
+        raise UsageError("the passphrase is empty")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,10 +12,9 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from dlsec.cli._app import JsonOpt, app, emit_json, out_console, settings
-from dlsec.cli.release_cmd import ForceOpt, PassFileOpt, _passphrase
+from dlsec.cli._app import ForceOpt, JsonOpt, PassFileOpt, _passphrase, app, emit_json, out_console, settings
+from dlsec.core.home import default_key_dir
 from dlsec.release import generate_signing_keys, load_signing_keys, load_verify_keys, sign_model, verify_model
-from dlsec.store import default_key_dir
 
 keys_app = typer.Typer(help="Signing keys (and, with the gateway, API keys).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")

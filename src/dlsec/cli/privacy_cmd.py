@@ -168,7 +168,7 @@ def audit_cmd(
             device=opts.device,
             home=opts.home,
             arch=arch,
-            arch_kwargs=parse_arch_kwargs(arch_arg) if arch else None,
+            arch_kwargs=parse_arch_kwargs(arch_arg or []) if arch else None,
             ref_config=ref_config,
             data_ref=data,
         )

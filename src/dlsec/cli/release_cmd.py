@@ -7,8 +7,6 @@ else from ``DLSEC_PASSPHRASE``, else from a hidden prompt.
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,7 +14,16 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from dlsec.cli._app import JsonOpt, app, emit_json, err_console, out_console
+from dlsec.cli._app import (
+    ForceOpt,
+    JsonOpt,
+    PassFileOpt,
+    _passphrase,
+    app,
+    emit_json,
+    err_console,
+    out_console,
+)
 from dlsec.errors import EXIT_FINDING, EXIT_UNSCANNABLE, UsageError
 from dlsec.fsutil import atomic_write_text
 from dlsec.scan import ScanResult
@@ -28,41 +35,8 @@ AllowOpt = Annotated[
         help="Also accept this global (module.name) in pickles; repeatable. Reported in the output.",
     ),
 ]
-PassFileOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--passphrase-file",
-        help="Read the passphrase from this file (first line). Default: $DLSEC_PASSPHRASE, else a prompt.",
-    ),
-]
-ForceOpt = Annotated[bool, typer.Option("--force", help="Replace the output if it exists.")]
-
 _VERDICT_STYLE = {"safe": "green", "unsafe": "bold red", "unscannable": "yellow"}
 _SEVERITY_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "dim"}
-
-
-def _passphrase(passphrase_file: Path | None, *, confirm: bool, prompt: str) -> str:
-    if passphrase_file is not None:
-        try:
-            text = passphrase_file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = getattr(exc, "strerror", None) or type(exc).__name__
-            raise UsageError(f"--passphrase-file {passphrase_file}: cannot read it ({reason})") from None
-        line = text.splitlines()[0] if text else ""
-        if not line:
-            raise UsageError(f"--passphrase-file {passphrase_file} is empty")
-        return line
-    env = os.environ.get("DLSEC_PASSPHRASE")
-    if env:
-        return env
-    if not sys.stdin.isatty():
-        raise UsageError(
-            "no passphrase: pass --passphrase-file, set DLSEC_PASSPHRASE, or run in a terminal to be prompted"
-        )
-    value: str = typer.prompt(prompt, hide_input=True, confirmation_prompt=confirm)
-    if not value:
-        raise UsageError("the passphrase is empty")
-    return value
 
 
 def _findings_text(result: ScanResult) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import platformdirs
 
-__all__ = ["home_dir", "cache_dir"]
+__all__ = ["home_dir", "cache_dir", "default_key_dir"]
 
 
 def home_dir(override: str | Path | None = None) -> Path:
@@ -28,3 +28,8 @@ def home_dir(override: str | Path | None = None) -> Path:
 def cache_dir(override: str | Path | None = None) -> Path:
     """Caches (e.g. trained zoo models) under the home directory."""
     return home_dir(override) / "cache"
+
+
+def default_key_dir(home: str | Path | None = None) -> Path:
+    """Where ``dlsec keys generate`` writes by default, and what verification trusts by default."""
+    return home_dir(home) / "keys"

@@ -33,7 +33,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection
 
 from dlsec.core.card import TrainingCard
-from dlsec.core.home import home_dir
+from dlsec.core.home import default_key_dir
 from dlsec.errors import (
     Error,
     ModelLoadError,
@@ -71,11 +71,6 @@ STATUSES = ("registered", "quarantined", "retired")
 if TYPE_CHECKING:  # torch is imported by the loader only when a model is loaded
     from dlsec.core.loading import LoadOptions
     from dlsec.core.model import Model
-
-
-def default_key_dir(home: str | Path | None = None) -> Path:
-    """Where ``dlsec keys generate`` writes by default, and what verification trusts by default."""
-    return home_dir(home) / "keys"
 
 
 def parse_ref(ref: str) -> tuple[str, str | None]:
