@@ -28,12 +28,15 @@ if TYPE_CHECKING:
     import torch
 
     from dlsec.attacks.privacy import AttributeResult, InversionResult, ShadowTrainer
+    from dlsec.core.recipe import Recipe
     from dlsec.core.trainconfig import TrainConfig
 
 __all__ = [
     "ATLAS_INVERSION",
     "ATLAS_MEMBERSHIP",
     "Privacy",
+    "dp_audit_setup",
+    "reference_config_source",
     "attribute_findings",
     "dp_audit_findings",
     "infer_attribute",
@@ -478,17 +481,9 @@ def reference_trainer(
 def _model_path(
     model_ref: str | Path, *, home: str | Path | None, device: torch.device | str | None
 ) -> Path | None:
-    ref = str(model_ref)
-    if ref.startswith("zoo:"):
-        from dlsec.zoo import zoo_card, zoo_path
+    from dlsec.zoo import model_file
 
-        name = ref.removeprefix("zoo:")
-        zoo_card(name, home=home, device=device)  # trains and caches it on first use
-        return zoo_path(name, home=home) / "model.safetensors"
-    if ":" in ref and not Path(ref).exists():
-        return None  # another scheme (registry:, a gateway URL): no file to read
-    path = Path(ref)
-    return path / "model.safetensors" if path.is_dir() else path
+    return model_file(model_ref, home=home, device=device, ensure=True)
 
 
 def reference_config_source(
@@ -540,6 +535,40 @@ def _reference_config(
         if ref_config is not None:
             raise
         return TrainConfig(epochs=epochs or 20)
+
+
+def dp_audit_setup(
+    *,
+    epsilon: float,
+    delta: float,
+    max_grad_norm: float = 1.0,
+    unsafe_no_noise: bool = False,
+    seed: int = 0,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+) -> tuple[Recipe, TrainConfig]:
+    """The DP-SGD recipe and training configuration a DP audit trains with.
+
+    The recipe's defaults, with ``epochs``, ``batch_size`` and ``lr`` overriding when given.
+    ``unsafe_no_noise`` trains with no noise while claiming ``epsilon`` (to test the audit).
+
+    Example:
+        >>> recipe, config = dp_audit_setup(epsilon=1.0, delta=1e-5, epochs=3)
+        >>> recipe.name, config.epochs
+        ('dp-sgd', 3)
+    """
+    from dataclasses import replace
+
+    from dlsec.train import DPSGD, UnsafeNoNoiseDPSGD
+
+    cls = UnsafeNoNoiseDPSGD if unsafe_no_noise else DPSGD
+    recipe = cls(epsilon=epsilon, delta=delta, max_grad_norm=max_grad_norm)
+    changes: dict[str, Any] = {"seed": seed}
+    for key, value in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr)):
+        if value is not None:
+            changes[key] = value
+    return recipe, replace(recipe.default_config(), **changes)
 
 
 def references_dir(

@@ -24,15 +24,6 @@ from dlsec.errors import EXIT_FINDING, UsageError
 from dlsec.fsutil import sha256_file
 
 
-def _model_file(model_ref: str, home: Path | None) -> Path:
-    if model_ref.startswith("zoo:"):
-        from dlsec.zoo import zoo_path
-
-        return zoo_path(model_ref.removeprefix("zoo:"), home=home) / "model.safetensors"
-    path = Path(model_ref)
-    return path / "model.safetensors" if path.is_dir() else path
-
-
 @app.command()
 def assess(
     ctx: typer.Context,
@@ -83,7 +74,11 @@ def assess(
         plan = load_campaign(campaign)
     else:
         plan = default_campaign(kind=loaded.spec.kind, access=access or loaded.access.label)
-    model_file = _model_file(model, settings(ctx).home)
+    from dlsec.zoo import model_file as resolve_model_file
+
+    model_file = resolve_model_file(model, home=settings(ctx).home)
+    if model_file is None:
+        raise UsageError(f"--model {model}: dlsec assess needs a model file or zoo:NAME")
     with progress_bar("assessing", enabled=not json_out) as callback:
         result = run_assessment(
             loaded,

@@ -289,11 +289,9 @@ def dp_audit_cmd(
     \b
         dlsec privacy dp-audit --data builtin:breast-cancer --epsilon 1 --delta 1e-5
     """
-    from dataclasses import replace
-
+    from dlsec.assess.privacy import dp_audit_setup
     from dlsec.attacks.privacy import CANARY_KINDS, dp_audit
     from dlsec.core import load_dataset
-    from dlsec.train import DPSGD, UnsafeNoNoiseDPSGD
 
     if canary_kind not in CANARY_KINDS:
         raise UsageError(f"--canary-kind must be one of {', '.join(CANARY_KINDS)}, got {canary_kind!r}")
@@ -302,14 +300,16 @@ def dp_audit_cmd(
     if not 0 < confidence < 1:
         raise UsageError(f"--confidence must be in (0, 1), got {confidence}")
     dataset = load_dataset(data, label_column=label_column)
-    cls = UnsafeNoNoiseDPSGD if unsafe_no_noise else DPSGD
-    recipe = cls(epsilon=epsilon, delta=delta, max_grad_norm=max_grad_norm)
-    config = recipe.default_config()
-    changes: dict[str, Any] = {"seed": seed}
-    for key, value in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr)):
-        if value is not None:
-            changes[key] = value
-    config = replace(config, **changes)
+    recipe, config = dp_audit_setup(
+        epsilon=epsilon,
+        delta=delta,
+        max_grad_norm=max_grad_norm,
+        unsafe_no_noise=unsafe_no_noise,
+        seed=seed,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+    )
     with progress_bar("training with canaries", enabled=not json_out) as callback:
         result = dp_audit(
             dataset,

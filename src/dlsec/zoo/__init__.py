@@ -6,6 +6,24 @@ Example:
     2
 """
 
-from dlsec.zoo._zoo import ZOO, ZooEntry, load_zoo_model, load_zoo_ref, register_zoo, zoo_card, zoo_path
+from dlsec.zoo._zoo import (
+    ZOO,
+    ZooEntry,
+    load_zoo_model,
+    load_zoo_ref,
+    model_file,
+    register_zoo,
+    zoo_card,
+    zoo_path,
+)
 
-__all__ = ["ZOO", "ZooEntry", "load_zoo_model", "load_zoo_ref", "register_zoo", "zoo_card", "zoo_path"]
+__all__ = [
+    "ZOO",
+    "ZooEntry",
+    "load_zoo_model",
+    "load_zoo_ref",
+    "model_file",
+    "register_zoo",
+    "zoo_card",
+    "zoo_path",
+]

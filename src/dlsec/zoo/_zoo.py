@@ -27,7 +27,16 @@ from dlsec.core.model import WhiteBoxModel
 from dlsec.errors import ModelLoadError, UsageError
 from dlsec.fsutil import sha256_file
 
-__all__ = ["ZOO", "ZooEntry", "load_zoo_model", "load_zoo_ref", "register_zoo", "zoo_card", "zoo_path"]
+__all__ = [
+    "ZOO",
+    "ZooEntry",
+    "load_zoo_model",
+    "load_zoo_ref",
+    "model_file",
+    "register_zoo",
+    "zoo_card",
+    "zoo_path",
+]
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +130,34 @@ def _entry(name: str) -> ZooEntry:
 def zoo_path(name: str, *, home: str | Path | None = None) -> Path:
     """The cache folder of zoo model ``name``."""
     return cache_dir(home) / "zoo" / _entry(name).name
+
+
+def model_file(
+    model_ref: str | Path,
+    *,
+    home: str | Path | None = None,
+    device: torch.device | str | None = None,
+    ensure: bool = False,
+) -> Path | None:
+    """The file behind a model reference: ``zoo:NAME``'s cached safetensors, a folder's
+    ``model.safetensors``, or the path itself; ``None`` for other schemes (``registry:``, URLs).
+
+    ``ensure`` trains and caches a zoo model that is not cached yet.
+
+    Example:
+        >>> model_file("runs/bc")  # doctest: +SKIP
+        PosixPath('runs/bc/model.safetensors')
+    """
+    ref = str(model_ref)
+    if ref.startswith("zoo:"):
+        name = ref.removeprefix("zoo:")
+        if ensure:
+            zoo_card(name, home=home, device=device)
+        return zoo_path(name, home=home) / "model.safetensors"
+    if ":" in ref and not Path(ref).exists():
+        return None
+    path = Path(ref)
+    return path / "model.safetensors" if path.is_dir() else path
 
 
 def _cached_card(entry: ZooEntry, folder: Path) -> TrainingCard | None:
