@@ -13,18 +13,8 @@ Example:
 
 from __future__ import annotations
 
-from dlsec.release._crypto import (
-    EncryptedHeader,
-    Identity,
-    Recipient,
-    decrypt_file,
-    decrypt_stream,
-    encrypt_file,
-    generate_recipient_keys,
-    load_identity,
-    load_recipient,
-    read_header,
-)
+from typing import TYPE_CHECKING, Any
+
 from dlsec.release._keys import (
     SigningKeys,
     VerifyKeys,
@@ -41,6 +31,45 @@ from dlsec.release._signing import (
     sign_model,
     verify_model,
 )
+
+if TYPE_CHECKING:
+    from dlsec.release._crypto import (
+        EncryptedHeader,
+        Identity,
+        Recipient,
+        decrypt_file,
+        decrypt_stream,
+        encrypt_file,
+        generate_recipient_keys,
+        load_identity,
+        load_recipient,
+        read_header,
+    )
+
+# Encryption at rest resolves lazily (PEP 562): `dlsec verify` needs the signatures only.
+_CRYPTO = (
+    "EncryptedHeader",
+    "Identity",
+    "Recipient",
+    "decrypt_file",
+    "decrypt_stream",
+    "encrypt_file",
+    "generate_recipient_keys",
+    "load_identity",
+    "load_recipient",
+    "read_header",
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _CRYPTO:
+        raise AttributeError(f"module 'dlsec.release' has no attribute {name!r}")
+    from dlsec.release import _crypto
+
+    value = getattr(_crypto, name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "EncryptedHeader",
