@@ -34,6 +34,10 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
         ("attack_cmd",),
         "Run an evasion attack; print clean and robust accuracy, success rate and norms.",
     ),
+    "explain": (
+        ("explain_cmd",),
+        "Explain predictions (Captum attributions), check the explanations, write heat maps or rankings.",
+    ),
     "extract": (
         ("extract_cmd",),
         "Extract a clone of a model by querying it; report its agreement with the target and its accuracy.",

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dlsec.core.model import Model
+from dlsec.core.model import Model, WhiteBoxModel
 from dlsec.core.spec import InputSpec
 from dlsec.errors import UsageError
 from dlsec.explain._explanation import (
@@ -141,7 +141,7 @@ def explain_batch(
     model: Model,
     x: torch.Tensor | np.ndarray,
     *,
-    methods: Sequence[str | AttributionMethod] = ("ig",),
+    methods: Sequence[str | AttributionMethod] | None = None,
     labels: torch.Tensor | np.ndarray | None = None,
     target: int | Sequence[int] | torch.Tensor | None = None,
     params: dict[str, Any] | None = None,
@@ -158,7 +158,8 @@ def explain_batch(
     Args:
         model: a white-box or score-based model.
         x: the batch.
-        methods: method names (or configured methods), explained in this order.
+        methods: method names (or configured methods), explained in this order; default
+            ``ig`` for a white-box model, ``occlusion`` for a score-based one.
         labels: the true labels (recorded beside the predictions).
         target: the class explained (default: the predicted one), as in :func:`explain`.
         params: method parameters; each goes to every method that takes it (``layer`` to
@@ -168,6 +169,8 @@ def explain_batch(
         seed: seed of every random draw.
         progress: called with ``(done, total, {})`` as the work advances.
     """
+    if methods is None:
+        methods = ["ig"] if isinstance(model, WhiteBoxModel) else ["occlusion"]
     if not methods:
         raise UsageError("name at least one explanation method")
     params = dict(params or {})
