@@ -67,6 +67,9 @@ typecheck: setup
 
 bench-setup: peers
 	$(BIN)/python -m pip install -q --no-deps modelscan fickling picklescan alibi-detect
+	# The reference AutoAttack (not on PyPI), pinned, for benchmarks/attacks.py's rand comparison.
+	$(BIN)/python -m pip install -q --no-deps \
+	  "autoattack @ git+https://github.com/fra31/auto-attack@a39220048b3c9f2cca9a4d3a54604793c68eca7e"
 	# ModelAudit pins NumPy >= 2.4 and pulls cloud SDKs: it gets a venv of its own and runs as its CLI.
 	test -x .venv-modelaudit/bin/modelaudit || { $(PY) -m venv .venv-modelaudit && \
 	  .venv-modelaudit/bin/pip install -q modelaudit==0.2.54; }

@@ -6,11 +6,18 @@ peer is reported as such, never silently skipped.
 
     python benchmarks/attacks.py            # all settings
     python benchmarks/attacks.py --quick    # fewer repeats, smaller batches
+    python benchmarks/attacks.py --randomised [--quick]   # only AutoAttack rand vs the reference
+
+The randomised section compares AutoAttack's rand version with the reference implementation's
+(fra31/auto-attack, ``version='rand'``; ``make bench-setup`` installs it) on a PGD-trained digits
+CNN that adds Gaussian noise to its input at every forward pass. Both adversarial batches are
+scored the same way: by the expectation over 100 fresh noisy passes.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -104,6 +111,160 @@ def adversarially_trained(quick: bool) -> dict[str, Any]:
         "y": torch.from_numpy(test.y[:n]),
         "eps": 0.1,
     }
+
+
+class GaussianInput(nn.Module):
+    """A model that adds Gaussian noise (``sigma`` in input units) to its input at every pass."""
+
+    def __init__(self, model: WhiteBoxModel, sigma: float) -> None:
+        super().__init__()
+        self.model, self.sigma = model, sigma
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x + self.sigma * torch.randn_like(x))
+
+
+def _step(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def randomised(quick: bool, *, sigma: float = 0.1, eps: float = 0.2) -> dict[str, Any]:
+    """``digits-cnn``'s architecture, PGD-AT at L-inf ``eps``, behind Gaussian input noise ``sigma``."""
+    from dlsec.train import PGDAT, TrainConfig, train
+
+    epochs = 10 if quick else 30
+    _step(f"training the digits CNN with PGD-AT at L-inf {eps} ({epochs} epochs)")
+    start = time.perf_counter()
+    data = load_dataset("builtin:digits")
+    trained = train(
+        data,
+        arch="cnn",
+        arch_kwargs={"width": 16, "hidden": 64},
+        recipe=PGDAT(eps=eps),
+        config=TrainConfig(epochs=epochs, seed=0),
+        device="cpu",
+        robust_n=0,
+    )
+    clean = trained.metrics["clean_accuracy"]
+    _step(f"trained in {time.perf_counter() - start:.0f} s, clean accuracy {clean:.4f}")
+    spec = dataclasses.replace(trained.model.spec, mean=None, std=None)  # the inner model normalises
+    noisy = WhiteBoxModel(GaussianInput(trained.model, sigma), spec, device="cpu")
+    _, test = data.split(test_size=0.25, seed=0)
+    n = 64 if quick else 200
+    return {
+        "name": f"digits-cnn PGD-AT {eps:g} + N(0, {sigma:g}) input noise",
+        "model": noisy,
+        "x": torch.from_numpy(test.x[:n]),
+        "y": torch.from_numpy(test.y[:n]),
+        "eps": eps,
+    }
+
+
+def expected_accuracy(model: WhiteBoxModel, x_adv: torch.Tensor, y: torch.Tensor, passes: int = 100) -> float:
+    """Mean over examples of the fraction of ``passes`` noisy passes that classify them correctly."""
+    correct = torch.zeros(len(y), dtype=torch.float64)
+    with torch.random.fork_rng():
+        torch.manual_seed(12345)
+        with torch.no_grad():
+            for _ in range(passes):
+                correct += (model(x_adv).argmax(1) == y).double()
+    return float((correct / passes).mean())
+
+
+def bench_autoattack_rand(
+    setting: dict[str, Any], *, repeats: int, with_standard: bool
+) -> list[dict[str, Any]]:
+    """AutoAttack on a randomised model: dlsec (``auto`` picks rand) beside the reference's rand.
+
+    The two run ``repeats`` times, interleaved (the median time is kept; both are seeded, so
+    every repeat gives the same points).
+    """
+    model, x, y, eps = setting["model"], setting["x"], setting["y"], setting["eps"]
+    base = {"setting": setting["name"], "attack": f"AutoAttack rand linf {eps:g}", "n": len(y)}
+    ours = get_attack("autoattack", eps=eps, norm="linf", seed=0)
+    results: dict[str, Any] = {}
+    fns: dict[str, Callable[[], Any]] = {"dlsec": lambda: ours(model, x, y)}
+    missing = None
+    try:
+        from autoattack import AutoAttack as ReferenceAutoAttack
+    except ImportError as exc:
+        missing = f"{exc}; make bench-setup"
+    else:
+        reference = ReferenceAutoAttack(
+            model, norm="Linf", eps=eps, version="rand", seed=0, device="cpu", verbose=False
+        )
+        fns["reference"] = lambda: reference.run_standard_evaluation(x, y, bs=len(y))
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for i in range(repeats):
+        for name, fn in fns.items():
+            version = "auto" if name == "dlsec" else "rand"
+            _step(f"round {i + 1}/{repeats}: {name} AutoAttack (version {version}) on {len(y)} points")
+            start = time.perf_counter()
+            results[name] = fn()
+            times[name].append(time.perf_counter() - start)
+            _step(f"{name}: {times[name][-1]:.1f} s")
+    ours_result = results["dlsec"]
+    rows = [
+        {
+            **base,
+            "tool": f"dlsec (auto: {ours_result.extras['version']})",
+            "seconds": statistics.median(times["dlsec"]),
+            "robust_accuracy": expected_accuracy(model, ours_result.x_adv, y),
+            "reported": ours_result.robust_accuracy,
+            "reported_as": ours_result.summary().get("scoring", "one pass"),
+        }
+    ]
+    if missing is not None:
+        rows.append({**base, "tool": "reference rand (fra31/auto-attack)", "missing": missing})
+    else:
+        adv = results["reference"]
+        rows.append(
+            {
+                **base,
+                "tool": "reference rand (fra31/auto-attack)",
+                "seconds": statistics.median(times["reference"]),
+                "robust_accuracy": expected_accuracy(model, adv, y),
+                "reported": robust_acc(model, adv, y),
+                "reported_as": "one pass",
+            }
+        )
+    if with_standard:
+        _step(f"dlsec AutoAttack forced to the standard version on {len(y)} points (for contrast)")
+        standard = get_attack("autoattack", eps=eps, norm="linf", seed=0, version="standard")
+        start = time.perf_counter()
+        result = standard(model, x, y)
+        seconds = time.perf_counter() - start
+        rows.append(
+            {
+                **base,
+                "tool": "dlsec forced to standard",
+                "seconds": seconds,
+                "robust_accuracy": expected_accuracy(model, result.x_adv, y),
+                "reported": result.robust_accuracy,
+                "reported_as": "one pass",
+            }
+        )
+        _step(f"dlsec standard: {seconds:.1f} s")
+    return rows
+
+
+def table_rand(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| setting | n | tool | time (s) | time / reference | robust acc. (100 noisy passes) | "
+        "robust acc. as reported |",
+        "|---|---:|---|---:|---:|---:|---:|",
+    ]
+    ref = next((r["seconds"] for r in rows if r["tool"].startswith("reference") and "seconds" in r), None)
+    for r in rows:
+        if "missing" in r:
+            lines.append(f"| {r['setting']} | {r['n']} | {r['tool']} | not run: {r['missing'][:60]} | | | |")
+            continue
+        ratio = f"{r['seconds'] / ref:.2f}" if ref else "n/a"
+        lines.append(
+            f"| {r['setting']} | {r['n']} | {r['tool']} | {r['seconds']:.1f} | {ratio} | "
+            f"{r['robust_accuracy']:.4f} | {r['reported']:.4f} ({r['reported_as']}) |"
+        )
+    return "\n".join(lines)
 
 
 def timed(fn: Callable[[], torch.Tensor], repeats: int) -> tuple[float, torch.Tensor]:
@@ -328,9 +489,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-autoattack", action="store_true")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--adv-trained", action="store_true", help="only AutoAttack on a PGD-AT model")
+    parser.add_argument(
+        "--randomised", action="store_true", help="only AutoAttack rand vs the reference on a noisy model"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     rows: list[dict[str, Any]] = []
+    if args.randomised or not (args.adv_trained or args.skip_autoattack):
+        rand_rows = bench_autoattack_rand(
+            randomised(args.quick), repeats=1 if args.quick else 3, with_standard=not args.quick
+        )
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+        print(table_rand(rand_rows))
+        if args.json:
+            json.dump(rand_rows, sys.stdout, indent=2)
+        if args.randomised:
+            return 0
     if args.adv_trained:
         setting = adversarially_trained(args.quick)
         rows += bench_autoattack(setting, n=64 if args.quick else 128, with_art=not args.quick)

@@ -90,6 +90,14 @@ def attack(
         typer.Option("--out", "-o", help="Write x (adversarial), y, adv_pred and success to this .npz."),
     ] = None,
     list_attacks: Annotated[bool, typer.Option("--list", help="List the attacks and exit.")] = False,
+    version: Annotated[
+        str | None,
+        typer.Option(
+            "--version",
+            help="AutoAttack: auto (rand when the model's forward pass is random, else standard), "
+            "standard or rand.",
+        ),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Run an evasion attack; print clean and robust accuracy, success rate and norms.
@@ -110,6 +118,10 @@ def attack(
         raise UsageError(f"--n must be positive, got {n}")
     params: dict[str, Any] = parse_arch_kwargs(param or [], what="attack")
     params.update(norm=norm, eps=eps, seed=seed)
+    if version is not None:
+        if attack_name.lower() != "autoattack":
+            raise UsageError(f"--version applies to --attack autoattack only, not {attack_name}")
+        params["version"] = version
     atk = get_attack(attack_name, **params)
     loaded, dataset = _model_and_data(ctx, model, data, arch, arch_arg, label_column)
     if surrogate is not None:
@@ -187,6 +199,10 @@ def _print_summary(s: dict[str, Any]) -> None:
         ("success rate (of clean-correct)", f"{s['success_rate']:.4f}"),
         ("queries per example", f"{s['queries_per_example']:.1f}"),
     ]
+    if "version" in s:
+        rows.insert(1, ("version", s["version"]))
+    if "scoring" in s:
+        rows.insert(3, ("scored by", s["scoring"]))
     norms = s["perturbation_norms"]
     if norms["median"] is not None:
         rows.append(("perturbation norm (median / max)", f"{norms['median']:.4f} / {norms['max']:.4f}"))

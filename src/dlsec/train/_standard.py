@@ -27,7 +27,10 @@ __all__ = ["TrainedModel", "robust_accuracy", "train"]
 def robust_accuracy(
     model: WhiteBoxModel, data: Dataset, *, eps: float, norm: str = "linf", n: int = 200, seed: int = 0
 ) -> dict[str, Any]:
-    """AutoAttack (standard version) on the first ``n`` rows of ``data``: the card's robustness.
+    """AutoAttack on the first ``n`` rows of ``data``: the card's robustness.
+
+    AutoAttack picks its version itself (``auto``): standard, or rand (EOT over 20 passes,
+    scored by the expectation) when the model's forward pass is random; the record names it.
 
     Example:
         >>> robust_accuracy(model, test_set, eps=0.1, n=100)["robust_accuracy"]  # doctest: +SKIP
@@ -40,8 +43,11 @@ def robust_accuracy(
         raise UsageError(f"robust evaluation needs at least one example, got n={n}")
     x, y = torch.from_numpy(data.x[:k]), torch.from_numpy(data.y[:k])
     result = AutoAttack(eps=eps, norm=norm, seed=seed)(model, x, y)
+    version = result.extras["version"]
     return {
-        "attack": "autoattack (standard)",
+        "attack": f"autoattack ({version})",
+        "version": version,
+        "scoring": f"expectation over {result.passes} passes" if result.passes > 1 else "one pass",
         "eps": eps,
         "norm": norm,
         "n": k,

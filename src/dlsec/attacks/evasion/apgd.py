@@ -23,6 +23,12 @@ One run of APGD on a batch, per example (Algorithm 1 of the paper):
 * the best loss and best point are tracked per example; an example counts as fooled at the
   first iterate the model misclassifies (or assigns the target).
 
+On a randomised model under :class:`~dlsec.attacks.evasion.wrappers.EOT` (AutoAttack's rand
+version), each loss and gradient is the mean over the passes, stacked into one batched forward
+and backward pass (the reference code loops over its ``eot_iter`` passes and judges success
+by the last one); an example counts as fooled once every pass misclassifies it, and one never
+fooled comes back at the iterate the fewest passes got right.
+
 Differences from the reference code that change no outcome: an example leaves the batch as
 soon as it is fooled (so later iterations cost less; the others' trajectories are
 unchanged, since examples are independent), and an example never fooled comes back at its
@@ -90,6 +96,19 @@ def _objective(loss: str, num_classes: int, *, aimed: bool, reach_target: bool) 
     return objective
 
 
+def _missed(draws: torch.Tensor, y: torch.Tensor, goal: torch.Tensor | None) -> torch.Tensor:
+    """Per pass and example ``(S, N)``: the pass still predicts ``y`` (or, with a goal, misses it)."""
+    pred = draws.argmax(-1)
+    return (pred != goal) if goal is not None else (pred == y)
+
+
+def _expected_logits(draws: torch.Tensor) -> torch.Tensor:
+    """The logits of one pass, or over several the log of their mean softmax."""
+    if len(draws) == 1:
+        return draws[0]
+    return torch.log(torch.softmax(draws, dim=-1).mean(0).clamp_min(1e-30))
+
+
 @dataclass
 class _Run:
     """Per-example state of one APGD run over the examples still being attacked."""
@@ -110,6 +129,9 @@ class _Run:
     step: torch.Tensor  # step size eta, shape (N, 1, ..., 1)
     best_at_check: torch.Tensor  # loss_best at the last checkpoint
     halved_at_check: torch.Tensor  # whether the step was halved at the last checkpoint
+    x_low: torch.Tensor  # the iterate the fewest passes got right (ties: the highest loss)
+    low_loss: torch.Tensor
+    low_missed: torch.Tensor  # passes that still got x_low right
 
     def keep(self, mask: torch.Tensor) -> None:
         """Drop the examples where ``mask`` is False."""
@@ -199,14 +221,14 @@ class APGD(Aimable):
         objective = _objective(
             self._loss_name(num_classes), num_classes, aimed=aims is not None, reach_target=self.targeted
         )
-        with torch.no_grad():
-            clean_logits = model(x)
-        clean = clean_logits.argmax(1)
-        todo = (clean != target) if target is not None else (clean == y)
+        draws = model.draws(x)  # one pass; several for a randomised model under EOT
+        # An example is attacked while some pass still gets it right (or misses the target).
+        todo = _missed(draws, y, target).sum(0) > 0
         best, best_loss = x.clone(), torch.full((len(x),), -torch.inf, device=x.device)
-        for aim in [target] if aims is None else aims(clean_logits):
+        best_missed = torch.full((len(x),), len(draws), dtype=torch.long, device=x.device)
+        for aim in [target] if aims is None else aims(_expected_logits(draws)):
             for _ in range(self.restarts):
-                self._attack_subset(model, x, y, aim, todo, best, best_loss, objective, gen)
+                self._attack_subset(model, x, y, aim, todo, (best, best_loss, best_missed), objective, gen)
         return best
 
     def _loss_name(self, num_classes: int) -> str:
@@ -220,24 +242,28 @@ class APGD(Aimable):
         y: torch.Tensor,
         target: torch.Tensor | None,
         todo: torch.Tensor,
-        best: torch.Tensor,
-        best_loss: torch.Tensor,
+        kept: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
         objective: Objective,
         gen: torch.Generator,
     ) -> None:
-        """One APGD run on the examples ``todo``; updates ``todo``, ``best``, ``best_loss`` in place.
+        """One APGD run on the examples ``todo``; updates ``todo`` and ``kept`` in place.
 
-        ``target`` is the loss's target class (None for an untargeted loss); success means
-        reaching it only when the attack itself is targeted.
+        ``kept`` is each example's best point so far, its loss and how many passes still get it
+        right: a run's point replaces it when it fools every pass, gets fewer passes right, or
+        as many with a higher loss. ``target`` is the loss's target class (None for an
+        untargeted loss); success means reaching it only when the attack itself is targeted.
         """
         idx = todo.nonzero().squeeze(1)
         if idx.numel() == 0:
             return
+        best, best_loss, best_missed = kept
         tgt = None if target is None else target[idx]
-        adv, fooled, loss = self._single_run(model, x[idx], y[idx], tgt, objective, gen)
-        better = fooled | (loss > best_loss[idx])
+        adv, fooled, loss, missed = self._single_run(model, x[idx], y[idx], tgt, objective, gen)
+        fewer, same = missed < best_missed[idx], missed == best_missed[idx]
+        better = fooled | fewer | (same & (loss > best_loss[idx]))
         best[idx[better]] = adv[better]
         best_loss[idx[better]] = loss[better]
+        best_missed[idx[better]] = missed[better]
         todo[idx[fooled]] = False
 
     def _start(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -255,12 +281,18 @@ class APGD(Aimable):
         target: torch.Tensor | None,
         objective: Objective,
         gen: torch.Generator,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Algorithm 1 of the paper on one batch.
 
+        On a randomised model under EOT the loss and its gradient are means over the passes
+        (the reference code's ``eot_iter``), an example counts as fooled once every pass
+        misclassifies it, and one never fooled comes back at the iterate the fewest passes got
+        right (ties: the highest loss; with one pass, simply the highest-loss point).
+
         Returns:
-            per example: the first adversarial iterate, or the highest-loss point when none was
-            found; whether it was fooled; the best loss (``+inf`` where fooled).
+            per example: the first adversarial iterate, or else the point described above;
+            whether it was fooled; its loss (``+inf`` where fooled); how many passes still got
+            it right (0 where fooled).
         """
         assert self.eps is not None
         eps, norm, steps = self.eps, self._norm, self.steps
@@ -270,18 +302,24 @@ class APGD(Aimable):
         def to_ball(point: torch.Tensor) -> torch.Tensor:
             return torch.clamp(s.x + norm.project(point - s.x, eps), lower, upper)
 
-        def evaluate(point: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            with torch.enable_grad():
-                point = point.detach().requires_grad_(True)
-                logits = model(point)
-                loss = objective(logits, s.y, s.target)
-                (grad,) = torch.autograd.grad(loss.sum(), point)
-            return logits.detach(), loss.detach(), grad.detach()
+        def per_draw(draws: torch.Tensor) -> torch.Tensor:
+            m, k = len(draws), draws.shape[-1]
+            if m == 1:
+                return objective(draws[0], s.y, s.target).unsqueeze(0)
+            tgt = None if s.target is None else s.target.repeat(m)
+            return objective(draws.reshape(-1, k), s.y.repeat(m), tgt).reshape(m, -1)
 
-        def retire(logits: torch.Tensor) -> None:
-            """Record the examples fooled at the current iterate and drop them from the run."""
-            pred = logits.argmax(1)
-            done = (pred == s.goal) if s.goal is not None else (pred != s.y)
+        def evaluate(point: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            draws, loss, grad = model.loss_and_grad(point, per_draw)
+            return _missed(draws, s.y, s.goal).sum(0), loss, grad
+
+        def retire(missed: torch.Tensor, loss: torch.Tensor) -> None:
+            """Track the iterate the fewest passes get right; retire the examples every pass misses."""
+            fewer = (missed < s.low_missed) | ((missed == s.low_missed) & (loss > s.low_loss))
+            s.x_low[fewer] = s.x_adv[fewer]
+            s.low_loss = torch.where(fewer, loss, s.low_loss)
+            s.low_missed = torch.where(fewer, missed, s.low_missed)
+            done = missed == 0
             if done.any():
                 fooled[s.idx[done]] = True
                 out[s.idx[done]] = s.x_adv[done]
@@ -290,6 +328,7 @@ class APGD(Aimable):
         n = len(x)
         out = torch.clamp(x + self._start(x, gen), lower, upper)
         out_loss = torch.full((n,), torch.inf, device=x.device)
+        out_missed = torch.zeros(n, dtype=torch.long, device=x.device)
         fooled = torch.zeros(n, dtype=torch.bool, device=x.device)
         s = _Run(
             idx=torch.arange(n, device=x.device),
@@ -308,10 +347,13 @@ class APGD(Aimable):
             step=torch.full((n, *([1] * (x.ndim - 1))), 2.0 * eps, device=x.device, dtype=x.dtype),
             best_at_check=out_loss.clone(),
             halved_at_check=torch.ones(n, dtype=torch.bool, device=x.device),
+            x_low=out.clone(),
+            low_loss=torch.full((n,), -torch.inf, device=x.device),
+            low_missed=torch.full((n,), torch.iinfo(torch.long).max, dtype=torch.long, device=x.device),
         )
-        logits, loss, s.grad = evaluate(s.x_adv)
+        missed, loss, s.grad = evaluate(s.x_adv)
         s.grad_best, s.loss_best, s.loss_prev, s.best_at_check = s.grad.clone(), loss, loss, loss
-        retire(logits)
+        retire(missed, loss)
 
         # Checkpoints: the first after 22% of the iterations, then gaps shrinking by 3% to 6%.
         period = max(int(_FIRST_CHECK * steps), 1)
@@ -326,7 +368,7 @@ class APGD(Aimable):
                 z = to_ball(s.x_adv + s.step * norm.ascent(s.grad))
                 x_new = to_ball(s.x_adv + a * (z - s.x_adv) + (1 - a) * (s.x_adv - s.x_prev))
                 s.x_prev, s.x_adv = s.x_adv, x_new
-            logits, loss, s.grad = evaluate(s.x_adv)
+            missed, loss, s.grad = evaluate(s.x_adv)
             with torch.no_grad():
                 s.increases += loss > s.loss_prev
                 s.loss_prev = loss
@@ -334,7 +376,7 @@ class APGD(Aimable):
                 s.x_best[up] = s.x_adv[up]
                 s.grad_best[up] = s.grad[up]
                 s.loss_best = torch.where(up, loss, s.loss_best)
-                retire(logits)
+                retire(missed, loss)
                 since_check += 1
                 if since_check < period:
                     continue
@@ -351,9 +393,10 @@ class APGD(Aimable):
                 s.increases.zero_()
                 since_check = 0
                 period = max(period - decrease, min_period)
-        out[s.idx] = s.x_best
-        out_loss[s.idx] = s.loss_best
-        return out, fooled, out_loss
+        out[s.idx] = s.x_low
+        out_loss[s.idx] = s.low_loss
+        out_missed[s.idx] = s.low_missed
+        return out, fooled, out_loss, out_missed
 
 
 @register_attack("apgd-dlr")

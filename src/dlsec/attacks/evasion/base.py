@@ -5,7 +5,8 @@ An attack is configured by keyword-only hyperparameters (the threat model: ``nor
 one verb: it validates the inputs, checks the model's access level, splits the work into
 batches, hands each to the subclass's :meth:`Attack.run` (the algorithm, and nothing else),
 projects what comes back to the budget and the input bounds, applies tabular constraints, and
-scores success with one prediction. A subclass never re-implements any of that.
+scores success with one prediction (for an attack run with EOT on a randomised model, by the
+expectation over as many fresh passes). A subclass never re-implements any of that.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 
 from dlsec.attacks.evasion._constraints import TabularConstraints
+from dlsec.attacks.evasion._expectation import DrawLoss, ExpectationModel, expected_scores, seeded_draws
 from dlsec.attacks.evasion._norms import Norm, get_norm
 from dlsec.core.model import Access, Model, WhiteBoxModel
 from dlsec.core.registration import register_in
@@ -32,6 +34,8 @@ __all__ = ["Aimable", "Attack", "AttackResult", "Oracle", "register_attack", "AT
 
 ATTACKS: dict[str, type[Attack]] = {}
 Progress = Callable[[int, int, dict[str, float]], None]
+#: Offset of the seed that scoring by expectation draws a randomised model's noise from.
+_SCORING_STREAM = 7919
 #: Picks the classes an attack aims at from the clean scores ``(N, K)``: one ``(N,)`` tensor a run.
 Aims = Callable[[torch.Tensor], list[torch.Tensor]]
 
@@ -79,6 +83,43 @@ class Oracle:
         self.queries += x.shape[0]
         return self.model(self._hold(x))
 
+    def draws(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of each forward pass on ``x``, ``(S, N, K)``, without gradients: ``S`` passes for a
+        randomised model under EOT, one for any other white-box model."""
+        if not isinstance(self.model, WhiteBoxModel):
+            raise UsageError("this attack needs gradients: it requires white-box access")
+        self.queries += x.shape[0]
+        with torch.no_grad():
+            if isinstance(self.model, ExpectationModel):
+                return self.model.draws(self._hold(x))
+            return self.model(self._hold(x)).unsqueeze(0)
+
+    def loss_and_grad(
+        self, x: torch.Tensor, loss: DrawLoss
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A per-draw loss at ``x``, averaged over the forward passes, and its gradient.
+
+        ``loss`` maps logits ``(m, N, K)`` of ``m`` passes to per-example losses ``(m, N)``. For a
+        randomised model under EOT the mean runs over its ``S`` passes (stacked, one forward and
+        backward pass per stack), so the gradient is the mean of the per-pass gradients; for any
+        other model ``S = 1`` and this is the plain loss and gradient.
+
+        Returns:
+            the logits of the passes ``(S, N, K)``, the mean loss ``(N,)`` and its gradient, all
+            detached.
+        """
+        if not isinstance(self.model, WhiteBoxModel):
+            raise UsageError("this attack needs gradients: it requires white-box access")
+        self.queries += x.shape[0]
+        if isinstance(self.model, ExpectationModel):
+            return self.model.loss_and_grad(x, loss, self._hold)
+        with torch.enable_grad():
+            point = x.detach().requires_grad_(True)
+            logits = self.model(self._hold(point)).unsqueeze(0)
+            per_draw = loss(logits)
+            (grad,) = torch.autograd.grad(per_draw.sum(), point)
+        return logits.detach(), per_draw.detach()[0], grad.detach()
+
     def probs(self, x: torch.Tensor) -> torch.Tensor:
         self.queries += x.shape[0]
         x = self._hold(x)
@@ -113,6 +154,13 @@ class AttackResult:
         clean_correct: per-example, whether the model was right on the clean input.
         queries: model evaluations the attack used (examples x calls), scoring excluded.
         y: true labels; ``target``: target labels of a targeted attack.
+        passes: forward passes each example is scored by. An attack run with expectation over
+            transformation (:class:`~dlsec.attacks.evasion.wrappers.EOT`, AutoAttack's ``rand``
+            version) on a randomised model is scored by the expectation: ``passes`` fresh
+            forward passes per example, ``correct_rate`` and ``clean_rate`` the fraction of them
+            that get ``x_adv`` and ``x`` right, ``adv_pred`` the class most of them predict.
+            Robust and clean accuracy are then the means of those fractions. With one pass
+            (every other attack) the rates are ``None``.
     """
 
     x_adv: torch.Tensor
@@ -129,15 +177,30 @@ class AttackResult:
     target: torch.Tensor | None = None
     seed: int = 0
     extras: dict[str, Any] = field(default_factory=dict)
+    passes: int = 1
+    correct_rate: torch.Tensor | None = None
+    clean_rate: torch.Tensor | None = None
 
     @property
     def clean_accuracy(self) -> float:
-        return float(self.clean_correct.double().mean()) if len(self.y) else float("nan")
+        if not len(self.y):
+            return float("nan")
+        if self.clean_rate is not None:
+            return float(self.clean_rate.double().mean())
+        return float(self.clean_correct.double().mean())
+
+    @property
+    def robust(self) -> torch.Tensor:
+        """Per example, how robust it is at ``x_adv``: 1.0 or 0.0 (classified correctly or not),
+        or under expectation scoring the fraction of passes that classify it correctly."""
+        if self.correct_rate is not None:
+            return self.correct_rate.double()
+        return (self.adv_pred == self.y).double()
 
     @property
     def robust_accuracy(self) -> float:
-        """Fraction of examples still classified correctly at ``x_adv``."""
-        return float((self.adv_pred == self.y).double().mean()) if len(self.y) else float("nan")
+        """Fraction of examples still classified correctly at ``x_adv`` (the mean of :attr:`robust`)."""
+        return float(self.robust.mean()) if len(self.y) else float("nan")
 
     @property
     def success_rate(self) -> float:
@@ -161,6 +224,9 @@ class AttackResult:
             "success_rate": self.success_rate,
             "queries": self.queries,
             "queries_per_example": self.queries / max(len(self.y), 1),
+            **({"version": self.extras["version"]} if "version" in self.extras else {}),
+            **({"scoring": f"expectation over {self.passes} passes"} if self.passes > 1 else {}),
+            **({"skipped": self.extras["skipped"]} if self.extras.get("skipped") else {}),
             "perturbation_norms": {
                 "mean": float(norms.mean()) if len(norms) else None,
                 "median": float(norms.median()) if len(norms) else None,
@@ -361,9 +427,21 @@ class Attack(ABC):
     def _assemble(
         self, p: Prepared, x_adv: torch.Tensor, queries: int, extras: dict[str, Any]
     ) -> AttackResult:
-        scorer = Oracle(p.model)
-        clean_pred = self._predict_all(scorer, p.x)
-        adv_pred = self._predict_all(scorer, x_adv)
+        passes = int(extras.get("eot_samples", 1))
+        rates: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
+        if passes > 1 and isinstance(p.model, WhiteBoxModel):
+            # Scored by the expectation, on draws of their own (not the ones the attack saw).
+            with seeded_draws(self.seed + _SCORING_STREAM, p.x.device):
+                clean_pred, clean_rate = expected_scores(
+                    p.model, p.x, p.y, passes, batch_size=self.batch_size
+                )
+                adv_pred, adv_rate = expected_scores(p.model, x_adv, p.y, passes, batch_size=self.batch_size)
+            rates = (adv_rate.cpu(), clean_rate.cpu())
+        else:
+            passes = 1
+            scorer = Oracle(p.model)
+            clean_pred = self._predict_all(scorer, p.x)
+            adv_pred = self._predict_all(scorer, x_adv)
         success = (adv_pred == p.target) if p.target is not None else (adv_pred != p.y)
         norms = self._norm.distance(x_adv - p.x)
         return AttackResult(
@@ -381,6 +459,9 @@ class Attack(ABC):
             target=p.target.cpu() if p.target is not None else None,
             seed=self.seed,
             extras=extras,
+            passes=passes,
+            correct_rate=rates[0],
+            clean_rate=rates[1],
         )
 
     def _predict_all(self, oracle: Oracle, x: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,10 @@ from dlsec.attacks.evasion.gradient import PGD
 from dlsec.core.model import Model, WhiteBoxModel
 from dlsec.errors import UsageError
 
-__all__ = ["Finding", "MaskingReport", "check_gradient_masking"]
+__all__ = ["Finding", "MaskingReport", "check_gradient_masking", "forward_is_random", "forward_spread"]
+
+#: Logits of two passes on the same inputs further apart than this: the forward pass is random.
+RANDOM_SPREAD = 1e-5
 
 Severity = Literal["high", "medium", "low", "info"]
 
@@ -59,6 +62,29 @@ class MaskingReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"findings": [f.to_dict() for f in self.findings], "measurements": self.measurements}
+
+
+def forward_spread(model: WhiteBoxModel, x: torch.Tensor) -> float:
+    """The largest difference between the logits of two forward passes on the same inputs.
+
+    Zero for a deterministic model; above :data:`RANDOM_SPREAD` the forward pass is random
+    (noise, random transformations, test-time dropout) and attacks need EOT.
+    """
+    x = torch.as_tensor(x).float()
+    if not len(x):
+        return 0.0
+    first, second = model.logits(x), model.logits(x)
+    return float((first - second).abs().max())
+
+
+def forward_is_random(model: WhiteBoxModel, x: torch.Tensor) -> bool:
+    """Whether two forward passes on ``x`` differ (the ``stochastic-forward`` check).
+
+    Example:
+        >>> forward_is_random(digits_cnn, x)                       # doctest: +SKIP
+        False
+    """
+    return forward_spread(model, x) > RANDOM_SPREAD
 
 
 def _unbounded_eps(model: Model, norm: str) -> float:
@@ -122,14 +148,15 @@ def check_gradient_masking(
     first, second = model.logits(x), model.logits(x)
     spread = float((first - second).abs().max())
     measured["forward_pass_max_difference"] = spread
-    if spread > 1e-5:
+    if spread > RANDOM_SPREAD:
         findings.append(
             Finding(
                 "stochastic-forward",
                 "The forward pass is random",
                 "medium",
                 f"two passes on the same inputs differ by up to {spread:.3g}; gradients of one pass "
-                "mislead attacks: evaluate with EOT (expectation over transformation)",
+                "mislead attacks: evaluate with EOT (expectation over transformation); AutoAttack "
+                "runs its rand version on such models",
                 {"max_difference": spread},
             )
         )

@@ -12,6 +12,7 @@ from typing import Any, Literal
 import torch
 
 from dlsec.attacks.evasion._constraints import TabularConstraints
+from dlsec.attacks.evasion._expectation import ExpectationModel, seeded_draws
 from dlsec.attacks.evasion.base import Aimable, Attack, AttackResult, Oracle, Prepared, Progress
 from dlsec.core.model import Access, Model, WhiteBoxModel
 from dlsec.core.validate import positive_int
@@ -87,12 +88,14 @@ class Restarts(_Wrapper):
         done = torch.zeros(len(p.x), dtype=torch.bool, device=p.x.device)
         queries = 0
         scorer = Oracle(p.model)
+        kept: dict[str, Any] = {}
         for i in range(self.restarts):
             idx = torch.arange(len(p.x), device=p.x.device) if self.minimal else (~done).nonzero().squeeze(1)
             if idx.numel() == 0:
                 break
             sub = p.subset(idx)
-            adv, q, _ = self.attack.replace(seed=self.seed + i)._attack(sub)
+            adv, q, extras = self.attack.replace(seed=self.seed + i)._attack(sub)
+            kept = {k: v for k, v in extras.items() if k == "eot_samples"}  # how to score the result
             queries += q
             pred = self._predict_all(scorer, adv)
             hit = (pred == sub.target) if sub.target is not None else (pred != sub.y)
@@ -103,55 +106,78 @@ class Restarts(_Wrapper):
             done[idx[hit]] = True
             if i == 0:  # unsuccessful examples keep the first run's (strongest-effort) point
                 best[idx[~hit]] = adv[~hit]
-        return best, queries, {"restarts": self.restarts}
-
-
-class ExpectationModel(WhiteBoxModel):
-    """A randomised white-box model replaced by its expectation over ``samples`` forward passes.
-
-    Its logits are the log of the mean softmax over the samples, so gradients are those of the
-    expected prediction (expectation over transformation, Athalye et al. 2018).
-    """
-
-    def __init__(self, model: WhiteBoxModel, samples: int) -> None:
-        super().__init__(model.module, model.spec, device=model.device, batch_size=model.batch_size)
-        self._norm = model._norm
-        self.samples = samples
-        self._inner = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        probs = torch.stack([torch.softmax(self._inner(x), dim=1) for _ in range(self.samples)]).mean(0)
-        return torch.log(probs.clamp_min(1e-30))
+        return best, queries, {**kept, "restarts": self.restarts}
 
 
 class EOT(_Wrapper):
     """Expectation over transformation: attack a randomised model through its expectation.
 
-    Every gradient (and score) the inner attack asks for is averaged over ``samples`` forward
-    passes; query counts include every pass. Use it when the model randomises its forward
-    pass (dropout at test time, random input transformations); the gradient-masking diagnostics
-    flag such models.
+    Every question the inner attack asks goes to ``samples`` forward passes, stacked into one
+    batched pass (in chunks of at most ``max_rows`` rows) rather than looped: APGD averages its
+    loss and gradient over the passes (as AutoAttack's ``rand`` version does); other attacks
+    see the expected prediction, the log of the mean softmax. The model's own randomness is
+    drawn from torch's global generators, seeded from ``seed`` for the run and restored after.
+    The result is scored by the expectation too: ``samples`` fresh passes per example (see
+    :class:`~dlsec.attacks.evasion.base.AttackResult`). Query counts include every pass. Use it
+    when the model randomises its forward pass (noise, random transformations); the
+    gradient-masking diagnostics flag such models, and AutoAttack switches to its ``rand``
+    version for them.
 
     Args:
         attack: the attack to run (white-box).
-        samples: forward passes averaged per query.
+        samples: forward passes averaged per question.
+        max_rows: rows in one stacked pass (default: about 4M input values' worth).
+
+    Example:
+        >>> result = EOT(PGD(eps=0.1, steps=40), samples=20)(noisy_model, x, y)   # doctest: +SKIP
+        >>> result.passes, result.robust_accuracy                                 # doctest: +SKIP
+        (20, 0.41)
     """
 
-    def __init__(self, attack: Attack, *, samples: int = 10) -> None:
+    def __init__(self, attack: Attack, *, samples: int = 10, max_rows: int | None = None) -> None:
         positive_int("samples", samples)
+        if max_rows is not None:
+            positive_int("max_rows", max_rows)
         self.samples = samples
+        self.max_rows = max_rows
         super().__init__(attack)
 
     def get_params(self) -> dict[str, Any]:
-        return {"attack": self.attack, "samples": self.samples}
+        return {"attack": self.attack, "samples": self.samples, "max_rows": self.max_rows}
+
+    def _expectation(self, model: Model) -> Model:
+        if isinstance(model, WhiteBoxModel) and not isinstance(model, ExpectationModel):
+            return ExpectationModel(model, self.samples, max_rows=self.max_rows)
+        return model
 
     def _attack(self, p: Prepared) -> tuple[torch.Tensor, int, dict[str, Any]]:
-        model: Model = p.model
-        if isinstance(model, WhiteBoxModel):
-            model = ExpectationModel(model, self.samples)
-        sub = Prepared(model, p.x_in, p.x, p.y, p.target, p.constraints, p.lower, p.upper, p.progress)
-        adv, queries, extras = self.attack._attack(sub)
+        sub = Prepared(
+            self._expectation(p.model),
+            p.x_in,
+            p.x,
+            p.y,
+            p.target,
+            p.constraints,
+            p.lower,
+            p.upper,
+            p.progress,
+        )
+        with seeded_draws(self.seed, p.x.device):
+            adv, queries, extras = self.attack._attack(sub)
         return adv, queries * self.samples, {**extras, "eot_samples": self.samples}
+
+    def run(
+        self,
+        model: Oracle,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        target: torch.Tensor | None,
+        gen: torch.Generator,
+    ) -> torch.Tensor:
+        inner = Oracle(self._expectation(model.model), mutable=model._mutable)
+        adv = self.attack.run(inner, x, y, target, gen)
+        model.queries += inner.queries * self.samples
+        return adv
 
 
 TargetPolicy = Literal["random", "least-likely", "next"]
