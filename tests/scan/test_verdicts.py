@@ -170,3 +170,34 @@ def test_the_vendored_schema_is_the_official_one() -> None:
     if not shared.is_file():
         pytest.skip("no shared/schemas beside this checkout")
     assert json.loads(SCHEMA_PATH.read_text()) == json.loads(shared.read_text())
+
+
+@pytest.mark.parametrize("header_len", [128, 384, 640])
+def test_a_safetensors_header_that_starts_like_a_pickle_is_still_safetensors(
+    tmp_path: Path, header_len: int
+) -> None:
+    """A header of 128, 384, 640... bytes begins 0x80 0x00-0x02, a pickle PROTO opcode."""
+    import struct
+
+    header = json.dumps({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()
+    header += b" " * (header_len - len(header))  # safetensors pads its header with spaces
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(struct.pack("<Q", header_len) + header + b"\x00" * 8)
+    assert path.read_bytes()[0] == 0x80
+    result = scan_file(path)
+    assert (result.verdict, result.format) == ("safe", "safetensors"), result.error
+
+
+def test_bytes_that_are_also_a_whole_pickle_are_a_polyglot() -> None:
+    import io
+
+    from dlsec.scan._allowlist import DEFAULT_ALLOWLIST
+    from dlsec.scan._scanner import _Scan
+
+    scan = _Scan(DEFAULT_ALLOWLIST)
+    scan.pickle_reading(io.BytesIO(EVIL), 0, member=None)
+    codes = {f.code for f in scan.ctx.findings}
+    assert {"polyglot", "unsafe-call"} <= codes
+    honest = _Scan(DEFAULT_ALLOWLIST)
+    honest.pickle_reading(io.BytesIO(b"\x80\x00" + b"\x00" * 6 + b"{}"), 0, member=None)
+    assert honest.ctx.findings == []

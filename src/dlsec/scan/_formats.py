@@ -152,10 +152,12 @@ def detect_head(head: bytes, size: int) -> str:
         return "compressed"
     if head.startswith(NPY_MAGIC):
         return "numpy"
-    if len(head) >= 2 and head[0] == 0x80 and head[1] <= 5:
-        return "pickle"
+    # A safetensors header of 128, 384, 640... bytes starts 0x80 0x00-0x05, like a pickle's PROTO:
+    # such a file is routed to safetensors, and the scanner reads it as a pickle too.
     if looks_like_safetensors(head, size):
         return "safetensors"
+    if len(head) >= 2 and head[0] == 0x80 and head[1] <= 5:
+        return "pickle"
     if head.startswith(HDF5_MAGIC):
         return "hdf5"
     if len(head) >= 263 and head[257:262] == b"ustar":

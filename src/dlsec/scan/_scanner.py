@@ -302,7 +302,9 @@ class _Scan:
         elif fmt == "safetensors":
             if size is None:
                 raise Malformed("safetensors content of unknown size", member=member)
+            start = f.tell()
             validate_safetensors(f, size, member=member)
+            self.pickle_reading(f, start, member=member)
         elif fmt == "compressed":
             self.compressed(f, member=member, depth=depth)
         elif fmt in ("zip", "torch-zip", "torchscript", "npz", "keras", "torchserve-mar"):
@@ -327,6 +329,31 @@ class _Scan:
             raise Malformed("empty content", member=member)
         else:
             raise Malformed(f"content of unknown format ({fmt})", member=member)
+
+    def pickle_reading(self, f: IO[bytes], start: int, *, member: str | None) -> None:
+        """A safetensors file that starts like a pickle (0x80, protocol 0-5) is read as one too.
+
+        Its header length alone makes honest files look so (128, 384, 640... bytes). If the
+        bytes also parse as a whole pickle, the file is a polyglot: ``torch.load`` (without
+        ``weights_only``) would unpickle it, so it is unsafe whatever its safetensors half says.
+        """
+        f.seek(start)
+        head = f.read(2)
+        if len(head) < 2 or head[0] != 0x80 or head[1] > 5:
+            return
+        f.seek(start)
+        try:
+            analyse_stream(f, self.ctx, member=member)
+        except Malformed:
+            return  # not a pickle: an honest safetensors header
+        self.add(
+            "critical",
+            "polyglot",
+            "the file is a valid safetensors file and also a complete pickle: a loader that sniffs "
+            "the format (torch.load) would unpickle it",
+            member=member,
+            offset=0,
+        )
 
     # -- pickles -------------------------------------------------------------------------
 
