@@ -101,6 +101,8 @@ class GateSpec(_Strict):
     ``certified_accuracy`` (with ``radius``); ``corruption_accuracy`` (mean over the matching
     ``corruption`` and ``severity``, both optional); ``findings`` (count, optionally of one
     ``severity``). Give ``min`` and/or ``max``. ``all_of`` / ``any_of`` compose gates.
+    ``complete: true`` alone is a gate that passes only when every check of the campaign ran
+    (the report's ``not_run`` is empty).
     """
 
     name: str | None = None
@@ -117,9 +119,15 @@ class GateSpec(_Strict):
     max: float | None = None
     all_of: list[GateSpec] | None = None
     any_of: list[GateSpec] | None = None
+    complete: bool | None = None
 
     @model_validator(mode="after")
     def _shape(self) -> GateSpec:
+        if self.complete is not None:
+            others = [k for k in ("metric", "min", "max", "all_of", "any_of") if getattr(self, k) is not None]
+            if others or not self.complete:
+                raise ValueError("a completeness gate is `complete: true` alone (with an optional name)")
+            return self
         composite = [k for k in ("all_of", "any_of") if getattr(self, k) is not None]
         if composite:
             if self.metric is not None or len(composite) > 1:

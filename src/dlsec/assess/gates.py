@@ -21,6 +21,7 @@ from dlsec.errors import UsageError
 __all__ = [
     "AllOf",
     "AnyOf",
+    "Complete",
     "Gate",
     "GateResult",
     "PromotionPolicy",
@@ -150,8 +151,27 @@ class AnyOf(Gate):
         return GateResult(self.name, bool(passed), None, reason, results)
 
 
+class Complete(Gate):
+    """Passes only when every check the campaign asked for ran (the report's ``not_run`` is empty)."""
+
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name or "every check ran"
+
+    def check(self, report: dict[str, Any]) -> GateResult:
+        if "not_run" not in report:
+            return GateResult(self.name, False, None, "the report does not say what ran (fails closed)")
+        missing = report["not_run"]
+        if not missing:
+            return GateResult(self.name, True, 0.0, "every check ran")
+        listed = "; ".join(f"{m['check']} ({m['reason']})" for m in missing[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        return GateResult(self.name, False, float(len(missing)), f"not run: {listed}{more}")
+
+
 def build_gate(spec: GateSpec) -> Gate:
     """The gate object a campaign's gate spec describes."""
+    if spec.complete:
+        return Complete(spec.name)
     if spec.all_of is not None:
         return AllOf([build_gate(s) for s in spec.all_of], name=spec.name or "all of")
     if spec.any_of is not None:

@@ -245,15 +245,17 @@ class _Lookup:
 def junit_xml(report: dict[str, Any], gates: list[Any]) -> str:
     """JUnit XML with one test case per gate; a failed gate is a ``<failure>`` saying why."""
     failures = sum(1 for g in gates if not g.passed)
-    suites = ET.Element("testsuites", name="dlsec assess", tests=str(len(gates)), failures=str(failures))
+    not_run = report.get("not_run", [])
+    tests = len(gates) + len(not_run)
+    suites = ET.Element("testsuites", name="dlsec assess", tests=str(tests), failures=str(failures))
     suite = ET.SubElement(
         suites,
         "testsuite",
         name=f"dlsec gates: {report['model']['ref']}",
-        tests=str(len(gates)),
+        tests=str(tests),
         failures=str(failures),
         errors="0",
-        skipped="0",
+        skipped=str(len(not_run)),
         timestamp=report.get("reproducibility", {}).get("created_at", ""),
     )
     for gate in gates:
@@ -266,6 +268,9 @@ def junit_xml(report: dict[str, Any], gates: list[Any]) -> str:
             failure.text = "\n".join(detail)
         else:
             ET.SubElement(case, "system-out").text = f"{gate.name}: {gate.reason}"
+    for item in not_run:  # what the campaign asked for and could not run: skipped, never passed
+        case = ET.SubElement(suite, "testcase", classname="dlsec.checks", name=item["check"])
+        ET.SubElement(case, "skipped", message=item["reason"])
     ET.indent(suites)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
 
@@ -330,6 +335,11 @@ def sarif(report: dict[str, Any]) -> dict[str, Any]:
                 "properties": {"gate": g["name"], "value": g["value"]},
             }
         )
+    # What did not run is a tool-execution notification: the run is partial, and says so.
+    notifications = [
+        {"level": "warning", "message": {"text": f"not run: {item['check']}: {item['reason']}"}}
+        for item in report.get("not_run", [])
+    ]
     return {
         "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
         "version": "2.1.0",
@@ -338,6 +348,13 @@ def sarif(report: dict[str, Any]) -> dict[str, Any]:
                 "tool": {
                     "driver": {"name": "dlsec", "version": dlsec.__version__, "rules": list(rules.values())}
                 },
+                "invocations": [
+                    {
+                        "executionSuccessful": True,
+                        "toolExecutionNotifications": notifications,
+                        "properties": {"verdict": report.get("verdict"), "complete": report.get("complete")},
+                    }
+                ],
                 "results": results,
             }
         ],

@@ -170,6 +170,7 @@ def run_assessment(
 
     # Robust accuracy against the budget, per norm, worst case over the attacks.
     curves: dict[str, Any] = {}
+    skipped_parts: dict[str, str] = {}  # parts of an attack that could not run (AutoAttack's DLR)
     for norm, budgets in campaign.threat_model.norms.items():
         attacks = _attacks_for(campaign, access, norm)
         if not attacks:
@@ -207,6 +208,8 @@ def run_assessment(
                     versions[name] = summary["version"]
                 if "scoring" in summary:
                     scoring[name] = summary["scoring"]
+                for part, why in (summary.get("skipped") or {}).items():
+                    skipped_parts[f"{name} {part} ({norm})"] = str(why)
             worst.append(float(robust.mean()))
         curves[norm] = {
             "eps": list(budgets),
@@ -217,6 +220,8 @@ def run_assessment(
             **({"scoring": scoring} if scoring else {}),
         }
     report["robustness"] = {"curves": curves}
+    if skipped_parts:
+        report["robustness"]["skipped"] = skipped_parts
 
     # Minimal perturbations (white-box only).
     if campaign.minimal and access == Access.WHITE_BOX:
@@ -354,6 +359,7 @@ def run_assessment(
                 },
             )
     report["findings"] = _findings(report) + report["findings"]
+    report["not_run"] = _not_run(campaign, target, report, model_file)
 
     # Gates.
     gate_results: list[GateResult] = []
@@ -361,6 +367,9 @@ def run_assessment(
         gate_results = [build_gate(spec).check(report) for spec in campaign.gates]
     report["gates"] = [g.to_dict() for g in gate_results]
     report["passed"] = all(g.passed for g in gate_results)
+    report["complete"] = not report["not_run"]
+    # A pass is only a pass when every check asked for ran; otherwise the verdict says so.
+    report["verdict"] = "fail" if not report["passed"] else ("pass" if report["complete"] else "partial")
     report["reproducibility"] = reproducibility(
         seed=seed,
         model_sha256=model_sha256,
@@ -372,6 +381,40 @@ def run_assessment(
     gallery = _gallery(report, units, x_np, y_np, np.asarray(clean["predictions"]), names, target)
     write_all_reports(out, report, gallery=gallery, gates=gate_results)
     return Assessment(report, gate_results)
+
+
+def _not_run(
+    campaign: Campaign, target: Model, report: dict[str, Any], model_file: str | Path | None
+) -> list[dict[str, str]]:
+    """Every check the campaign asked for that did not run, with the reason (never silent)."""
+    access = target.access
+    out: list[dict[str, str]] = []
+    for norm in campaign.threat_model.norms:
+        for name in campaign.attacks or []:
+            cls = ATTACKS[name]
+            if cls.access > access:
+                why = f"needs {cls.access.label} access; the campaign's model offers {access.label}"
+                out.append({"check": f"evasion {name} ({norm})", "reason": why})
+            elif norm not in cls.norms:
+                out.append({"check": f"evasion {name} ({norm})", "reason": f"{name} has no {norm} version"})
+    if campaign.minimal and access != Access.WHITE_BOX:
+        for name in campaign.minimal:
+            out.append({"check": f"minimal perturbation {name}", "reason": "needs white-box access"})
+    if campaign.masking_checks and not isinstance(target, WhiteBoxModel):
+        out.append({"check": "gradient-masking checks", "reason": "need a white-box model"})
+    for part, why in (report.get("robustness") or {}).get("skipped", {}).items():
+        out.append({"check": f"evasion {part}", "reason": why})
+    privacy = report.get("privacy") or {}
+    for name, why in (privacy.get("membership") or {}).get("skipped", {}).items():
+        out.append({"check": f"membership inference {name}", "reason": why})
+    if campaign.privacy.enabled and campaign.privacy.inversion and "inversion" not in privacy:
+        out.append({"check": "model inversion", "reason": "needs a white-box image model"})
+    scan = (report.get("backdoor") or {}).get("scan") or {}
+    if isinstance(scan, dict) and "skipped" in scan:
+        out.append({"check": "backdoor trigger scan", "reason": str(scan["skipped"])})
+    if model_file is None:
+        out.append({"check": "model-file scan", "reason": "no model file (an in-memory or remote model)"})
+    return out
 
 
 def _plan(campaign: Campaign, target: Model, access: Access) -> list[str]:

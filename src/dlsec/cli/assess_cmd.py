@@ -145,6 +145,8 @@ def _finish(
         "findings": len(report["findings"]),
         "gates": report["gates"],
         "passed": result.passed,
+        "verdict": report.get("verdict"),
+        "not_run": report.get("not_run", []),
     }
     if release is not None:
         summary["release"] = release
@@ -171,8 +173,13 @@ def _finish(
                     escape(g.reason),
                 )
             console.print(table)
+        for item in report.get("not_run", []):
+            console.print(f"[yellow]not run:[/] {escape(item['check'])}: {escape(item['reason'])}")
+        verdict = report.get("verdict", "pass" if result.passed else "fail")
+        style = {"pass": "green", "partial": "yellow", "fail": "red"}.get(verdict, "white")
         console.print(
-            f"{len(report['findings'])} finding(s); report: {escape(str((out / 'report.html').resolve()))}"
+            f"verdict [bold {style}]{verdict}[/]; {len(report['findings'])} finding(s); "
+            f"report: {escape(str((out / 'report.html').resolve()))}"
         )
         if release is not None:
             console.print(
