@@ -3,6 +3,7 @@ command table (dlsec.cli._lazy.COMMANDS) says exactly what the command modules d
 
 import importlib
 import json
+import os
 import subprocess
 import sys
 
@@ -116,3 +117,21 @@ def test_core_exports_resolve_lazily_to_their_definitions():
         module = importlib.import_module(f"dlsec.core.{core._EXPORTS[name]}")
         assert getattr(core, name) is getattr(module, name)
     assert core.evaluate is evaluate  # the function, not a submodule of the same name
+
+
+def test_shell_completion_lists_commands_without_loading_them():
+    script = (
+        "import sys\n"
+        "from dlsec.cli import main\n"
+        "code = main([])\n"
+        "print('\\nLOADED', sorted(m for m in sys.modules if m.endswith('_cmd')), 'torch' in sys.modules)\n"
+    )
+    env = {**os.environ, "_DLSEC_COMPLETE": "complete_bash", "COMP_WORDS": "dlsec re", "COMP_CWORD": "1"}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60)
+    words = proc.stdout.split()
+    assert {"registry", "release"} & set(words) == {"registry"}  # only commands that exist
+    assert "LOADED" not in proc.stdout or "False" in proc.stdout.split("LOADED")[-1]
+    # A sub-command's completion loads its group (and still no torch).
+    env.update(COMP_WORDS="dlsec keys l", COMP_CWORD="2")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.stdout.split()[0] == "list"
