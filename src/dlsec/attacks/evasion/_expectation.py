@@ -16,14 +16,13 @@ pass per draw instead.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import torch
 
 from dlsec.core.model import WhiteBoxModel
 
-__all__ = ["ExpectationModel", "expected_scores", "seeded_draws"]
+__all__ = ["ExpectationModel", "expected_scores"]
 
 #: Input values in one stacked pass by default (16 MiB of float32 inputs; the activations are
 #: those of an ordinary batch of that many rows).
@@ -151,20 +150,3 @@ def expected_scores(
         empty = torch.empty(0, device=x.device)
         return empty.long(), empty.double()
     return torch.cat(votes), torch.cat(rates)
-
-
-@contextmanager
-def seeded_draws(seed: int, device: torch.device) -> Iterator[None]:
-    """Seed the global generators a model's own randomness draws from; restore them afterwards.
-
-    A randomised model cannot be handed the attack's generator, so its draws come from torch's
-    global ones: seeding them makes a run reproducible, and forking them leaves the caller's
-    state as it was.
-    """
-    cuda = device.type == "cuda"
-    with torch.random.fork_rng(devices=[device] if cuda else []):
-        torch.default_generator.manual_seed(seed)
-        if cuda:
-            with torch.cuda.device(device):
-                torch.cuda.manual_seed(seed)
-        yield

@@ -31,11 +31,12 @@ from typing import Any, ClassVar
 
 import torch
 
-from dlsec.attacks.evasion._expectation import expected_scores, seeded_draws
+from dlsec.attacks.evasion._expectation import expected_scores
 from dlsec.attacks.evasion.base import Attack, Oracle, Prepared, get_attack, register_attack
 from dlsec.attacks.evasion.diagnostics import forward_is_random
 from dlsec.attacks.evasion.wrappers import EOT
 from dlsec.core.model import Model, WhiteBoxModel
+from dlsec.core.seeding import seeded_draws
 from dlsec.errors import UsageError
 
 __all__ = ["AutoAttack"]

@@ -22,11 +22,11 @@ import numpy as np
 import torch
 
 from dlsec.attacks.evasion._constraints import TabularConstraints
-from dlsec.attacks.evasion._expectation import DrawLoss, ExpectationModel, expected_scores, seeded_draws
+from dlsec.attacks.evasion._expectation import DrawLoss, ExpectationModel, expected_scores
 from dlsec.attacks.evasion._norms import Norm, get_norm
 from dlsec.core.model import Access, Model, WhiteBoxModel
 from dlsec.core.registration import register_in
-from dlsec.core.seeding import torch_generator
+from dlsec.core.seeding import seeded_draws, torch_generator
 from dlsec.core.validate import positive_int
 from dlsec.errors import SpecError, UsageError
 

@@ -12,9 +12,10 @@ from typing import Any, Literal
 import torch
 
 from dlsec.attacks.evasion._constraints import TabularConstraints
-from dlsec.attacks.evasion._expectation import ExpectationModel, seeded_draws
+from dlsec.attacks.evasion._expectation import ExpectationModel
 from dlsec.attacks.evasion.base import Aimable, Attack, AttackResult, Oracle, Prepared, Progress
 from dlsec.core.model import Access, Model, WhiteBoxModel
+from dlsec.core.seeding import seeded_draws
 from dlsec.core.validate import positive_int
 from dlsec.errors import UsageError
 
