@@ -146,9 +146,9 @@ def _print(payload: dict[str, Any], out: Path) -> None:
     console.print(table)
     if any(entry.get("quality") for entry in payload["methods"].values()):
         console.print(
-            "lower is better for infidelity, sensitivity and deletion AUC, higher for insertion AUC (a random "
-            "order's in brackets); random. rho: rank correlation with the explanation of the model with "
-            "randomised weights (high: the explanation ignores what the model learned)",
+            "lower is better for infidelity, sensitivity and deletion AUC, higher for insertion AUC "
+            "(a random order's in brackets); random. rho: rank correlation with the explanation of the "
+            "model with randomised weights (high: the explanation ignores what the model learned)",
             soft_wrap=True,
         )
     if payload["agreement"]:

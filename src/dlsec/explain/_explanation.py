@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ import numpy as np
 import torch
 
 from dlsec.core.model import Access, Model, ScoreModel, WhiteBoxModel
+from dlsec.core.spec import InputSpec
 from dlsec.errors import UsageError
 from dlsec.explain._methods import AttributionContext, AttributionMethod, get_method, quiet, seeded
 
@@ -244,13 +246,24 @@ def device_of(model: Model) -> torch.device:
 
 def as_inputs(model: Model, x: torch.Tensor | np.ndarray) -> torch.Tensor:
     """``x`` as a float32 batch on the model's device, checked against the spec."""
-    t = torch.as_tensor(x)
+    t = x if isinstance(x, torch.Tensor) else torch.as_tensor(x)
     if not t.is_floating_point():
         t = t.float()
-    model.spec.check_batch(t)
-    if t.shape[0] == 0:
+    spec = model.spec
+    if t.shape[0] == 0 and tuple(t.shape[1:]) == spec.shape:
         raise UsageError("nothing to explain: the batch is empty")
+    if not _within_scalar_bounds(t, spec):
+        spec.check_batch(t)  # the full check, and its message
     return t.detach().to(device=device_of(model), dtype=torch.float32)
+
+
+def _within_scalar_bounds(t: torch.Tensor, spec: InputSpec) -> bool:
+    """The common case in two reductions: the right shape, finite, within scalar bounds."""
+    if tuple(t.shape[1:]) != spec.shape or isinstance(spec.lower, tuple) or isinstance(spec.upper, tuple):
+        return False
+    low, high = torch.aminmax(t.detach())  # NaN propagates; infinities show at an end
+    tol = 1e-6
+    return bool(spec.lower - tol <= float(low) and float(high) <= spec.upper + tol)
 
 
 def resolve_targets(
@@ -264,6 +277,8 @@ def resolve_targets(
         raise UsageError(f"target must be a class index, got {target!r}")
     if isinstance(target, int | np.integer):
         t = torch.full((n,), int(target), dtype=torch.long)
+    elif isinstance(target, torch.Tensor) and target.dtype == torch.long and target.shape == (n,):
+        t = target  # the common case, kept cheap
     else:
         try:
             arr = torch.as_tensor(np.asarray(target) if not isinstance(target, torch.Tensor) else target)
@@ -278,9 +293,10 @@ def resolve_targets(
             t = t.expand(n).clone()
         if t.shape[0] != n:
             raise UsageError(f"got {t.shape[0]} targets for {n} examples")
-    bad = t[(t < 0) | (t >= k)]
-    if bad.numel():
-        raise UsageError(f"target class {int(bad[0])} is out of range: the model has classes 0..{k - 1}")
+    low, high = t.aminmax()
+    if int(low) < 0 or int(high) >= k:
+        bad = int(low) if int(low) < 0 else int(high)
+        raise UsageError(f"target class {bad} is out of range: the model has classes 0..{k - 1}")
     return t.to(x.device)
 
 
@@ -290,8 +306,10 @@ def resolve_baseline(model: Model, x: torch.Tensor, baseline: Baseline) -> tuple
     shape = (1, *spec.shape)
     description: str | float
     if isinstance(baseline, str):
-        if baseline == "lower":
-            rows = spec.lower_tensor(device=x.device).expand(shape).clone()
+        if baseline == "lower" and not isinstance(spec.lower, tuple):
+            rows = torch.full(shape, spec.lower, device=x.device)
+        elif baseline == "lower":
+            rows = spec.lower_tensor(device=x.device).expand(shape)
         elif baseline == "zeros":
             rows = torch.zeros(shape, device=x.device)
         else:
@@ -317,7 +335,8 @@ def resolve_baseline(model: Model, x: torch.Tensor, baseline: Baseline) -> tuple
         raise UsageError(
             f"baseline must be 'lower', 'zeros', a number or a tensor, got {type(baseline).__name__}"
         )
-    spec.check_batch(rows, what="baseline")
+    if description != "lower":  # the lower bound is within the bounds by construction
+        spec.check_batch(rows, what="baseline")
     return rows, description
 
 
@@ -337,7 +356,9 @@ def run_method(
         baseline=baseline_rows.to(x.device).expand_as(x),
         baseline_rows=baseline_rows.to(x.device),
     )
-    with quiet(), seeded(seed, x.device):
+    if method.needs_gradients:  # Captum would set the flag itself, with a warning
+        x = x.detach().requires_grad_(True)
+    with quiet(), seeded(seed, x.device) if method.random else contextlib.nullcontext():
         out = method.attribute(ctx, x, targets.to(x.device))
     if not isinstance(out, torch.Tensor) or out.shape != x.shape:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__

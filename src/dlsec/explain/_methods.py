@@ -10,6 +10,7 @@ Captum's expected warnings and checks the shape of what comes back.
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import warnings
 from abc import ABC, abstractmethod
@@ -39,9 +40,9 @@ METHODS: dict[str, type[AttributionMethod]] = {}
 # Captum warns about what dlsec does on purpose: inputs it sets requires_grad on, the hooks
 # DeepLift places on activations, Kernel SHAP fitting one surrogate per example of a batch.
 _EXPECTED_WARNINGS = (
-    r"Input Tensor \d+ did not already require gradients",
-    r"Setting forward, backward hooks and attributes on non-linear",
-    r"You are providing multiple inputs for Lime / Kernel SHAP",
+    r"Input Tensor \d+ did not already require gradients"
+    r"|Setting forward, backward hooks and attributes on non-linear"
+    r"|You are providing multiple inputs for Lime / Kernel SHAP"
 )
 
 
@@ -104,8 +105,7 @@ class AttributionMethod(ABC):
     @classmethod
     def param_names(cls) -> tuple[str, ...]:
         """The keyword-only parameters of ``__init__``."""
-        params = inspect.signature(cls.__init__).parameters.values()
-        return tuple(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY)
+        return _param_names(cls)
 
     def get_params(self) -> dict[str, Any]:
         """The parameters this method was built with."""
@@ -117,6 +117,12 @@ class AttributionMethod(ABC):
     @abstractmethod
     def attribute(self, ctx: AttributionContext, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Attributions shaped like ``x`` for the ``targets`` outputs."""
+
+
+@functools.cache
+def _param_names(cls: type[AttributionMethod]) -> tuple[str, ...]:
+    params = inspect.signature(cls.__init__).parameters.values()
+    return tuple(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY)
 
 
 @contextlib.contextmanager
@@ -135,8 +141,7 @@ def seeded(seed: int, device: torch.device) -> Iterator[None]:
 def quiet() -> Iterator[None]:
     """Silence the warnings Captum gives about what dlsec does on purpose (and only those)."""
     with warnings.catch_warnings():
-        for message in _EXPECTED_WARNINGS:
-            warnings.filterwarnings("ignore", message=message)
+        warnings.filterwarnings("ignore", message=_EXPECTED_WARNINGS)
         yield
 
 
@@ -346,19 +351,21 @@ class GradCam(AttributionMethod):
     def _find_layer(self, model: Model) -> tuple[str, nn.Module]:
         if not isinstance(model, WhiteBoxModel):
             raise UsageError("method gradcam needs gradients (white-box); use occlusion or kernel-shap")
-        named = [(n, m) for n, m in model.module.named_modules() if n]
+        found: tuple[str, nn.Module] | None = None
+        for n, m in model.module.named_modules():
+            if (n == self.layer) if self.layer is not None else isinstance(m, nn.Conv2d):
+                found = (n, m)
+                if self.layer is not None:
+                    break
+        if found is not None:
+            return found
+        names = ", ".join(n for n, _ in model.module.named_modules() if n) or "none"
         if self.layer is None:
-            convs = [(n, m) for n, m in named if isinstance(m, nn.Conv2d)]
-            if not convs:
-                raise UsageError(
-                    "gradcam needs a convolutional layer and the model has none; name one with layer= "
-                    f"(layers: {_names(named)})"
-                )
-            return convs[-1]
-        for n, m in named:
-            if n == self.layer:
-                return n, m
-        raise UsageError(f"the model has no layer {self.layer!r}; its layers: {_names(named)}")
+            raise UsageError(
+                "gradcam needs a convolutional layer and the model has none; "
+                f"name one with layer= (layers: {names})"
+            )
+        raise UsageError(f"the model has no layer {self.layer!r}; its layers: {names}")
 
     def attribute(self, ctx: AttributionContext, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         from captum.attr import LayerAttribution, LayerGradCam
@@ -373,11 +380,8 @@ class GradCam(AttributionMethod):
                 "with an (N, C, H, W) output"
             )
         up = LayerAttribution.interpolate(cam, tuple(x.shape[2:]), interpolate_mode=self.interpolation)
-        return up.expand(-1, x.shape[1], -1, -1) / x.shape[1]
-
-
-def _names(named: list[tuple[str, nn.Module]]) -> str:
-    return ", ".join(n for n, _ in named) or "none"
+        channels = x.shape[1]
+        return up if channels == 1 else up.expand(-1, channels, -1, -1) / channels
 
 
 # --------------------------------------------------------------------------- gradient-free methods

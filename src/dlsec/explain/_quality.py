@@ -415,7 +415,12 @@ def randomisation_check(
     Layers with parameters are re-initialised (their own ``reset_parameters``, else Gaussian
     noise of the same scale) on a copy of the model; ``model`` is not touched. The targets stay
     the original ones. The verdict uses the signed rank correlation of the fully randomised
-    model: ``flagged`` when it is at least ``threshold``.
+    model: ``flagged`` when it is at least ``threshold``. The correlation of absolute values is
+    reported beside it but does not decide: for methods that multiply by the input (IG,
+    DeepLIFT, occlusion against a black baseline) it stays high on images with a constant
+    background, since zero pixels get zero attribution under any weights (the effect Adebayo
+    et al. describe for these methods), while the signs, which come from the weights, do not
+    survive the randomisation.
 
     Args:
         model: a white-box model.
