@@ -53,6 +53,10 @@ def test_inputs_outside_the_bounds_are_refused(linear):
         explain(linear, torch.full((2, 4), 3.0))
     with pytest.raises(SpecError, match="expected a batch of shape"):
         explain(linear, torch.zeros(2, 5))
+    with pytest.raises(SpecError, match="NaN"):
+        explain(linear, torch.tensor([[0.5, float("nan"), 0.5, 0.5]]))
+    with pytest.raises(UsageError, match="the batch is empty"):
+        explain(linear, torch.zeros(0, 4))
 
 
 def test_gradcam_names_the_layers_when_the_layer_is_unknown(digits_cnn):

@@ -12,9 +12,10 @@ import numpy as np
 import torch
 
 from dlsec.core.model import Access, Model, ScoreModel, WhiteBoxModel
+from dlsec.core.seeding import seeded_draws
 from dlsec.core.spec import InputSpec
 from dlsec.errors import UsageError
-from dlsec.explain._methods import AttributionContext, AttributionMethod, get_method, quiet, seeded
+from dlsec.explain._methods import AttributionContext, AttributionMethod, get_method, quiet
 
 __all__ = ["Explanation", "RankedFeature", "explain"]
 
@@ -358,7 +359,7 @@ def run_method(
     )
     if method.needs_gradients:  # Captum would set the flag itself, with a warning
         x = x.detach().requires_grad_(True)
-    with quiet(), seeded(seed, x.device) if method.random else contextlib.nullcontext():
+    with quiet(), seeded_draws(seed, x.device) if method.random else contextlib.nullcontext():
         out = method.attribute(ctx, x, targets.to(x.device))
     if not isinstance(out, torch.Tensor) or out.shape != x.shape:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__

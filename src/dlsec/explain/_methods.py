@@ -32,7 +32,6 @@ __all__ = [
     "AttributionMethod",
     "get_method",
     "register_method",
-    "seeded",
 ]
 
 METHODS: dict[str, type[AttributionMethod]] = {}
@@ -123,18 +122,6 @@ class AttributionMethod(ABC):
 def _param_names(cls: type[AttributionMethod]) -> tuple[str, ...]:
     params = inspect.signature(cls.__init__).parameters.values()
     return tuple(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY)
-
-
-@contextlib.contextmanager
-def seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """Seed torch's global generators (Captum draws from them) for the block, then restore them."""
-    cuda = device.type == "cuda"
-    with torch.random.fork_rng(devices=[device] if cuda else []):
-        torch.default_generator.manual_seed(seed)
-        if cuda:
-            with torch.cuda.device(device):
-                torch.cuda.manual_seed(seed)
-        yield
 
 
 @contextlib.contextmanager

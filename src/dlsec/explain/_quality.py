@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from dlsec.core.model import Model, ScoreModel, WhiteBoxModel
-from dlsec.core.seeding import torch_generator
+from dlsec.core.seeding import seeded_draws, torch_generator
 from dlsec.core.validate import positive_int
 from dlsec.errors import UsageError
 from dlsec.explain._explanation import (
@@ -44,7 +44,7 @@ from dlsec.explain._explanation import (
     run_method,
     unit_scores,
 )
-from dlsec.explain._methods import AttributionMethod, get_method, quiet, seeded
+from dlsec.explain._methods import AttributionMethod, get_method, quiet
 
 __all__ = [
     "CHECKS",
@@ -520,7 +520,7 @@ def _randomise(
     signed: list[float] = []
     absolute: list[float] = []
     done: set[str] = set()
-    with seeded(seed, x.device):
+    with seeded_draws(seed, x.device):
         for step in steps:
             for name, layer in step:
                 if name not in done:
