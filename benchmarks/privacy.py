@@ -226,7 +226,12 @@ def bench_nocard(n_refs: int) -> list[dict[str, Any]]:
             ),
         ):
             print(f"… auditing: {label}", flush=True)
-            audit = audit_membership(model, data, labels, trainer=trainer, n_references=n_refs, bootstrap=0)
+            def progress(done: int, total: int, stats: dict[str, float]) -> None:
+                print(f"   reference models: {done}/{total}", flush=True)
+
+            audit = audit_membership(
+                model, data, labels, trainer=trainer, n_references=n_refs, bootstrap=0, progress=progress
+            )
             for name, m in audit.metrics.items():
                 low = min(m.tpr_at_fpr.values(), key=lambda r: r["fpr"])
                 rows.append(
