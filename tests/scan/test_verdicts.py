@@ -201,3 +201,25 @@ def test_bytes_that_are_also_a_whole_pickle_are_a_polyglot() -> None:
     honest = _Scan(DEFAULT_ALLOWLIST)
     honest.pickle_reading(io.BytesIO(b"\x80\x00" + b"\x00" * 6 + b"{}"), 0, member=None)
     assert honest.ctx.findings == []
+
+
+def test_torchscript_is_unvetted_with_its_classes_and_methods_named(tmp_path: Path) -> None:
+    import zipfile
+
+    import torch
+
+    scripted = torch.jit.script(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU()))
+    path = tmp_path / "scripted.pt"
+    torch.jit.save(scripted, str(path))
+    result = scan_file(path)
+    assert (result.verdict, result.format, result.error_kind) == ("unscannable", "torchscript", "unvetted")
+    assert result.findings == []  # a scripted nn.Sequential is not "unsafe"
+    assert result.error and "Sequential" in result.error and "forward" in result.error
+    # The same archive with a pickle that calls os.system is unsafe, whatever its code says.
+    evil = tmp_path / "evil.pt"
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(evil, "w", zipfile.ZIP_STORED) as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            dst.writestr(info, EVIL if info.filename.endswith("/data.pkl") else data)
+    result = scan_file(evil)
+    assert result.verdict == "unsafe" and result.findings[0].import_name == "os.system"

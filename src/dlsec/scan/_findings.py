@@ -28,6 +28,7 @@ UNSCANNABLE_KINDS: dict[str, str] = {
     "too-large": "a part is larger than dlsec analyses in memory",
     "unreadable": "the file could not be opened or read",
     "malformed": "the bytes do not parse as the format they claim",
+    "unvetted": "code dlsec does not vet (a TorchScript program), named but not proven safe or unsafe",
 }
 
 

@@ -266,6 +266,7 @@ class _Scan:
     def __init__(self, allowlist: Allowlist) -> None:
         self.ctx = ScanContext(allowlist)
         self.flagged: set[str] = set()
+        self.unvetted: dict[str, list[str]] = {}  # TorchScript code: members, classes, methods
 
     # -- findings ------------------------------------------------------------------------
 
@@ -1036,18 +1037,22 @@ class _Scan:
                     f"storage {name!r} holds {storage.file_size} bytes, the pickle says {nbytes}",
                     member=member,
                 )
-        if torchscript and any("/code/" in i.filename or i.filename.startswith("code/") for i in infos):
-            self.add(
-                "medium",
-                "torchscript-code",
-                "TorchScript archive: its code/ runs when the model is loaded and called, and dlsec does "
-                "not vet TorchScript programs; export the weights to safetensors instead",
-                member=member,
-            )
         for info in infos:
             if id(info) in pickled or info.filename in storages:
                 continue  # tensor bytes are never read
+            if torchscript and _is_torchscript_source(info.filename):
+                # TorchScript source: a program dlsec does not vet, named rather than called unsafe.
+                where = _join(member, info.filename)
+                self.torchscript_source(self.read_member(zf, info, where), where)
+                continue
             self.member(zf, info, member=member, depth=depth, reader_ignores_flag=True)
+
+    def torchscript_source(self, data: bytes, where: str) -> None:
+        """Name the classes and methods of a TorchScript source member (read as text, never run)."""
+        text = data.decode("utf-8", errors="replace")
+        self.unvetted.setdefault("members", []).append(where)
+        self.unvetted.setdefault("classes", []).extend(_TS_CLASS.findall(text))
+        self.unvetted.setdefault("methods", []).extend(_TS_DEF.findall(text))
 
     def keras_config(self, config: Any, where: str | None) -> None:
         """Layers that run code when a Keras model (``.keras`` or legacy ``.h5``) is rebuilt."""
@@ -1181,6 +1186,29 @@ def _finish(path: str, fmt: str, scan: _Scan, error: str | None) -> ScanResult:
     return ScanResult(path, fmt, findings, error, sorted(scan.ctx.extras_used))
 
 
+_TS_CLASS = re.compile(r"^class\s+([A-Za-z_][A-Za-z0-9_]*)", re.M)
+_TS_DEF = re.compile(r"^\s*def\s+([A-Za-z_][A-Za-z0-9_]*)", re.M)
+
+
+def _is_torchscript_source(name: str) -> bool:
+    parts = PurePosixPath(name).parts
+    return "code" in parts[:2] and name.endswith(".py")
+
+
+def _unvetted_reason(unvetted: dict[str, list[str]]) -> str:
+    def listed(names: list[str], limit: int = 8) -> str:
+        unique = sorted(set(names))
+        more = f" and {len(unique) - limit} more" if len(unique) > limit else ""
+        return ", ".join(unique[:limit]) + more if unique else "none"
+
+    return (
+        f"TorchScript program in {len(unvetted.get('members', []))} source file(s): classes "
+        f"{listed(unvetted.get('classes', []))}; methods {listed(unvetted.get('methods', []))}. Its code "
+        "runs when the model is loaded and called, and dlsec does not vet TorchScript programs: export "
+        "the weights to safetensors, or accept it with --allow-unscannable"
+    )
+
+
 # Libraries whose estimators are pickled as honest models: their classes cannot be proven safe
 # by reading the pickle, but they are not an attack either.
 _THIRD_PARTY_ML = ("sklearn", "xgboost", "lightgbm", "catboost", "imblearn", "category_encoders")
@@ -1228,6 +1256,8 @@ def _scan_stream(
         error, kind = "structure nested too deeply to analyse", "too-large"
     except MemoryError:
         error, kind = "too large to analyse in memory", "too-large"
+    if error is None and scan.unvetted and not scan.ctx.findings:
+        error, kind = _unvetted_reason(scan.unvetted), "unvetted"
     result = _finish(label, fmt, scan, error)
     result.error_kind = kind if error is not None else None
     result.notes = [
