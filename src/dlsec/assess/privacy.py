@@ -521,7 +521,9 @@ def _reference_config(
 
         from dlsec.train import train_options
 
-        values = asdict(train_options(ref_config, data=data_ref or "builtin:digits").config)
+        # train_options insists on a data reference; the references train on the audit's own
+        # rows whatever the file names, so only its training options are read here.
+        values = asdict(train_options(ref_config, data=data_ref or "-").config)
     else:
         values = dict(card.train_config) if card is not None else {}
     values = {k: v for k, v in values.items() if k in names}

@@ -91,16 +91,20 @@ class _Units:
         return np.load(path, allow_pickle=False) if path.is_file() else None
 
 
+def _why_not(name: str, access: Access, norm: str) -> str | None:
+    """Why the campaign's attack ``name`` cannot run at ``access`` on ``norm`` (``None``: it can)."""
+    if name not in ATTACKS:
+        raise UsageError(f"campaign: unknown attack {name!r}; see `dlsec attack --list`")
+    cls = ATTACKS[name]
+    if cls.access > access:
+        return f"needs {cls.access.label} access; the campaign's model offers {access.label}"
+    if norm not in cls.norms:
+        return f"{name} has no {norm} version"
+    return None
+
+
 def _attacks_for(campaign: Campaign, access: Access, norm: str) -> list[str]:
-    names = campaign.attacks or []
-    usable = []
-    for name in names:
-        if name not in ATTACKS:
-            raise UsageError(f"campaign: unknown attack {name!r}; see `dlsec attack --list`")
-        cls = ATTACKS[name]
-        if cls.access <= access and norm in cls.norms:
-            usable.append(name)
-    return usable
+    return [name for name in campaign.attacks or [] if _why_not(name, access, norm) is None]
 
 
 def run_assessment(
@@ -391,12 +395,9 @@ def _not_run(
     out: list[dict[str, str]] = []
     for norm in campaign.threat_model.norms:
         for name in campaign.attacks or []:
-            cls = ATTACKS[name]
-            if cls.access > access:
-                why = f"needs {cls.access.label} access; the campaign's model offers {access.label}"
+            why = _why_not(name, access, norm)
+            if why is not None:
                 out.append({"check": f"evasion {name} ({norm})", "reason": why})
-            elif norm not in cls.norms:
-                out.append({"check": f"evasion {name} ({norm})", "reason": f"{name} has no {norm} version"})
     if campaign.minimal and access != Access.WHITE_BOX:
         for name in campaign.minimal:
             out.append({"check": f"minimal perturbation {name}", "reason": "needs white-box access"})

@@ -8,8 +8,9 @@ what lets ``dlsec scan``, ``dlsec verify`` and the registry commands start witho
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
+
+from dlsec.lazy import resolve
 
 if TYPE_CHECKING:
     from dlsec.core.arch import ARCHITECTURES, build_architecture, register_architecture
@@ -84,13 +85,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    try:
-        module = _EXPORTS[name]
-    except KeyError:
-        raise AttributeError(f"module 'dlsec.core' has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(f"dlsec.core.{module}"), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
+    return resolve(globals(), __name__, _EXPORTS, name)
 
 
 def __dir__() -> list[str]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from dlsec.lazy import resolve
 from dlsec.release._keys import (
     SigningKeys,
     VerifyKeys,
@@ -47,28 +48,25 @@ if TYPE_CHECKING:
     )
 
 # Encryption at rest resolves lazily (PEP 562): `dlsec verify` needs the signatures only.
-_CRYPTO = (
-    "EncryptedHeader",
-    "Identity",
-    "Recipient",
-    "decrypt_file",
-    "decrypt_stream",
-    "encrypt_file",
-    "generate_recipient_keys",
-    "load_identity",
-    "load_recipient",
-    "read_header",
+_EXPORTS = dict.fromkeys(
+    (
+        "EncryptedHeader",
+        "Identity",
+        "Recipient",
+        "decrypt_file",
+        "decrypt_stream",
+        "encrypt_file",
+        "generate_recipient_keys",
+        "load_identity",
+        "load_recipient",
+        "read_header",
+    ),
+    "_crypto",
 )
 
 
 def __getattr__(name: str) -> Any:
-    if name not in _CRYPTO:
-        raise AttributeError(f"module 'dlsec.release' has no attribute {name!r}")
-    from dlsec.release import _crypto
-
-    value = getattr(_crypto, name)
-    globals()[name] = value
-    return value
+    return resolve(globals(), __name__, _EXPORTS, name)
 
 
 __all__ = [

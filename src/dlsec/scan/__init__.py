@@ -22,6 +22,7 @@ import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from dlsec.lazy import resolve
 from dlsec.scan._allowlist import DEFAULT_ALLOWLIST, Allowlist
 from dlsec.scan._findings import UNSCANNABLE_KINDS, Finding, ScanResult
 from dlsec.scan._formats import PICKLE_FORMATS, detect_format
@@ -31,18 +32,13 @@ from dlsec.scan._scanner import scan_bytes, scan_file, scan_paths
 if TYPE_CHECKING:
     from dlsec.scan._load import ConvertResult, convert_to_safetensors, ensure_safe, load_checkpoint
 
+# The loaders need NumPy; a scan does not, so `dlsec scan` starts without it (PEP 562).
 _LOADERS = ("ConvertResult", "convert_to_safetensors", "ensure_safe", "load_checkpoint")
+_EXPORTS = dict.fromkeys(_LOADERS, "_load")
 
 
 def __getattr__(name: str) -> Any:
-    # The loaders need NumPy; a scan does not, so `dlsec scan` starts without it (PEP 562).
-    if name not in _LOADERS:
-        raise AttributeError(f"module 'dlsec.scan' has no attribute {name!r}")
-    from dlsec.scan import _load
-
-    value = getattr(_load, name)
-    globals()[name] = value
-    return value
+    return resolve(globals(), __name__, _EXPORTS, name)
 
 
 __all__ = [
