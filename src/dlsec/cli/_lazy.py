@@ -79,7 +79,7 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
         "Train a classifier with a recipe; save safetensors and a training card; resume if interrupted.",
     ),
     "data": (
-        ("data_cmd",),
+        ("data_cmd", "pii_cmd"),
         "Training-set audits (poisoning, backdoors, label noise) and poisoned demo sets.",
     ),
     "keys": (("keys_cmd", "serve_cmd"), "Signing keys (and, with the gateway, API keys)."),
