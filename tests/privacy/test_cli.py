@@ -18,8 +18,13 @@ def test_audit_reads_members_from_the_card(capsys, tmp_path):
     code, stdout, err = run(
         capsys, "privacy", "audit", *BC, "--references", "0", "--bootstrap", "20", "--out", str(out), "--json"
     )
-    assert code in (0, 1), err
+    # The zoo MLP does not leak to the loss, confidence and label-only attacks (AUC about 0.52):
+    # the one finding is the medium "partial" one, so the exit is 0 (1 only for high or critical).
+    assert code == 0, err
     payload = json.loads(stdout)
+    assert [(f["code"], f["severity"]) for f in payload["findings"]] == [
+        ("membership-audit-partial", "medium")
+    ]
     assert payload["members"] == 426 and payload["non_members"] == 143
     assert payload["members_from"].startswith("card split")
     assert set(payload["attacks"]) == {"loss", "confidence", "label-only"}
@@ -63,8 +68,10 @@ def test_invert_command_writes_reconstructions(capsys, tmp_path):
     args = ["-m", "zoo:digits-mlp", "-d", "builtin:digits", "--steps", "200", "--images", str(images)]
     code, out, err = run(capsys, "privacy", "invert", *args, "--json")
     payload = json.loads(out)
-    # Exit 1 exactly when the reconstructions are a high-severity finding.
-    assert code == (1 if payload["recognition_rate"] >= 0.8 else 0), err
+    # The seeded digits MLP inverts well: a high-severity finding, exit 1.
+    assert payload["recognition_rate"] >= 0.8
+    assert code == 1, err
+    assert [(f["code"], f["severity"]) for f in payload["findings"]] == [("model-inversion", "high")]
     assert [row["class"] for row in payload["per_class"]] == list(range(10))
     assert all(row["target_confidence"] > 0.9 for row in payload["per_class"])
     with np.load(images) as saved:

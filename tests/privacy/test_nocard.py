@@ -67,8 +67,10 @@ def test_references_train_from_arch_without_a_card(capsys, tmp_path):
     args += ["--arch-arg", "hidden=16", "--members", str(members_file), "--references", "4"]
     args += ["--ref-config", str(cfg), "--ref-epochs", "3", "--bootstrap", "0", "--json"]
     code, out, err = run(capsys, *args)
-    assert code in (0, 1), err
+    # Two epochs of a 16-unit MLP leak nothing measurable, and nothing was skipped: no finding, exit 0.
+    assert code == 0, err
     payload = json.loads(out)
+    assert payload["findings"] == []
     assert payload["references"] == 4 and not payload["partial"] and payload["skipped"] == {}
     assert {"lira-online", "lira-offline", "rmia", "shadow"} <= set(payload["attacks"])
     assert payload["references_trained_as"] == f"--ref-config {cfg}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import pickle
 import warnings
@@ -116,20 +117,45 @@ def test_convert_flattens_to_safetensors(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("maker", ["npz", "npy", "legacy", "pickle_numpy"])
 def test_convert_other_formats(tmp_path: Path, maker: str) -> None:
+    # Distinct values, several dtypes, a transposed (non-contiguous) view and a shared storage:
+    # the converted tensors must equal the source bit for bit, with their names, shapes and dtypes.
     src = tmp_path / f"src.{maker}"
+    base = torch.arange(12, dtype=torch.float32).reshape(3, 4) / 7
+    expected: dict[str, torch.Tensor]
     if maker == "npz":
+        expected = {
+            "a": torch.from_numpy(np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3)),
+            "b": torch.arange(5, dtype=torch.int64) - 2,
+            "c": torch.tensor([0.5, -2.25], dtype=torch.float16),
+        }
         with open(src, "wb") as f:
-            np.savez(f, a=np.ones((2, 2), np.float32), b=np.arange(3))
+            np.savez(f, **{k: v.numpy() for k, v in expected.items()})
     elif maker == "npy":
+        expected = {"tensor": torch.arange(6.0, dtype=torch.float64).reshape(2, 3) ** 2 - 3}
         with open(src, "wb") as f:
-            np.save(f, np.arange(6.0).reshape(2, 3))
+            np.save(f, expected["tensor"].numpy())
     elif maker == "legacy":
-        torch.save({"w": torch.ones(2, 2)}, src, _use_new_zipfile_serialization=False)
+        expected = {
+            "w": base,
+            "wt": base.t(),
+            "row": base[1],
+            "i": torch.tensor([3, -1, 7], dtype=torch.int32),
+        }
+        torch.save(expected, src, _use_new_zipfile_serialization=False)
     else:
-        src.write_bytes(pickle.dumps({"w": np.ones(3, np.float32)}, protocol=4))
+        arrays = {"w": np.arange(6, dtype=np.float32).reshape(2, 3) / 3, "n": np.array([-4, 9], np.int16)}
+        src.write_bytes(pickle.dumps(arrays, protocol=4))
+        expected = {k: torch.from_numpy(v) for k, v in arrays.items()}
     out = tmp_path / "out.safetensors"
     result = convert_to_safetensors(src, out)
-    assert result.tensors >= 1 and out.is_file()
+    assert result.tensors == len(expected) and result.skipped == []
+    assert result.sha256 == hashlib.sha256(out.read_bytes()).hexdigest()
+    converted = load_file(out)
+    assert set(converted) == set(expected)
+    for name, want in expected.items():
+        got = converted[name]
+        assert got.dtype == want.dtype and got.shape == want.shape, name
+        assert torch.equal(got, want), name
 
 
 def test_convert_refuses_malicious_and_unscannable_files(tmp_path: Path) -> None:

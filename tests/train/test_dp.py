@@ -111,6 +111,11 @@ def test_noise_has_the_calibrated_scale():
     assert values.abs().max() > 0
     assert float(values.mean()) == pytest.approx(0.0, abs=0.005)
     assert float(values.std()) == pytest.approx(3.0 * 0.5 / 10, rel=0.05)
+    # Exactly: the step (lr 1 from zero) is minus the seeded generator's N(0, sigma * C) draws,
+    # parameter by parameter, over the expected batch. Any other scale or source fails here.
+    gen = torch.Generator().manual_seed(0)
+    draws = [torch.normal(0.0, 3.0 * 0.5, p.shape, generator=gen) for p in module.parameters()]
+    assert torch.equal(values, torch.cat([-d.reshape(-1) / 10 for d in draws]))
 
 
 def test_recorded_epsilon_is_the_accountants_and_within_budget():
