@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from dlsec.cli import main
+from tests._needs import missing, need_module
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -39,10 +40,8 @@ def demo_report(tmp_path_factory) -> Path:
 def test_report_renders_in_chromium(demo_report, tmp_path):
     exe = _chromium()
     if exe is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is missing: `make test` installs Debian's chromium package")
-        pytest.skip("chromium is not installed (make test installs it)")
-    sync_api = pytest.importorskip("playwright.sync_api")
+        missing("chromium is not installed (`make test` installs Debian's chromium package)")
+    sync_api = need_module("playwright.sync_api", "pip install -e .[dev]")
     errors: list[str] = []
     screenshot = Path(os.environ.get("DLSEC_SCREENSHOT", tmp_path / "report.png"))
     with sync_api.sync_playwright() as p:

@@ -21,6 +21,7 @@ from dlsec.core.spec import InputSpec
 from dlsec.errors import ModelOutOfServiceError, PolicyError, RegistryError, SignatureMissingError
 from dlsec.release import generate_signing_keys, load_signing_keys, sign_model
 from dlsec.store import Policy, Registry
+from tests._needs import missing, need_module
 from tests.cli.test_cli import assert_user_error, run, run_json
 
 PASS = "registry test passphrase"
@@ -345,10 +346,10 @@ def _initdb() -> Path | None:
 
 @pytest.fixture(scope="module")
 def postgres_url():
-    pytest.importorskip("psycopg")
+    need_module("psycopg", "pip install -e .[dev]")
     initdb = _initdb()
     if initdb is None:
-        pytest.skip("PostgreSQL server binaries are not installed (make test installs them on Debian)")
+        missing("PostgreSQL server binaries are not installed (make test installs them on Debian)")
     bindir = initdb.parent
     import tempfile
 

@@ -13,6 +13,7 @@ import pytest
 from dlsec.errors import UsageError
 from dlsec.serve.limits import MemoryLimits, RedisLimits
 from dlsec.store._apikeys import Rate, parse_output, parse_rate
+from tests._needs import missing, need_module
 
 
 class Clock:
@@ -77,10 +78,10 @@ def test_rate_and_output_parsing():
 
 @pytest.fixture(scope="module")
 def redis_url():
-    pytest.importorskip("redis")
+    need_module("redis", "pip install -e .[dev]")
     server = shutil.which("redis-server")
     if server is None:
-        pytest.skip("redis-server is not installed (make test installs it on Debian)")
+        missing("redis-server is not installed (make test installs it on Debian)")
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
