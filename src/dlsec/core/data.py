@@ -4,7 +4,8 @@ A :class:`Dataset` holds float32 inputs ``x`` of shape ``(N, *spec.shape)`` in i
 int64 labels ``y`` in ``0..num_classes-1`` and an :class:`~dlsec.core.InputSpec` describing
 them. Every loader checks what it reads (shape, dtype, finite values, value range, labels,
 emptiness) and raises :class:`~dlsec.errors.DataError` with one line saying what to fix.
-Nothing is downloaded: the built-in datasets ship with scikit-learn.
+Nothing is downloaded: the built-in datasets ship with scikit-learn, or (``builtin:credit-bias``,
+for fairness) are generated from a fixed seed.
 """
 
 from __future__ import annotations
@@ -157,9 +158,57 @@ def _breast_cancer() -> Dataset:
     return Dataset(x, y, spec, "builtin:breast-cancer")
 
 
+#: Known biases injected into ``builtin:credit-bias`` (see :func:`_credit_bias`).
+CREDIT_BIAS = {"threshold_shift": 0.25, "margin_ratio": 0.5, "minority_share": 0.3}
+
+
+def _credit_bias() -> Dataset:
+    """A synthetic credit table with a protected ``group`` column and two known, injected biases.
+
+    No dataset with a protected attribute ships inside an installable package (Fairlearn's and
+    AIF360's loaders download at run time), so this one is generated: 2,000 rows, seed 0,
+    identical on every machine. Each applicant has a latent merit ``m``; ``income``,
+    ``savings``, ``history`` rise with it and ``debt`` falls, each with its own noise, scaled to
+    [0, 1]. Group 1 (30% of rows, ``minority_share``) carries two biases:
+
+    * **a double standard in the labels**: group 0 was approved when ``m > 0``, group 1 only
+      when ``m > 0.25`` (``threshold_shift``), so the labels' approval rates are 0.50 and
+      0.31 in expectation (0.49 and 0.28 in this sample) and a model that reads ``group``
+      learns to approve group 1 less often;
+    * **thin margins**: group 1's merit has half the spread (``margin_ratio``), so its
+      applicants sit closer to the decision boundary and a small perturbation flips more of
+      them (lower robust accuracy for that group).
+
+    Labels: 0 ``deny``, 1 ``approve``. The ``group`` column is a model input (0 or 1).
+    """
+    rng = np.random.default_rng(0)
+    n = 2000
+    group = (rng.random(n) < CREDIT_BIAS["minority_share"]).astype(np.float64)
+    merit = rng.normal(0.0, 1.0, n) * np.where(group == 1, CREDIT_BIAS["margin_ratio"], 1.0)
+    y = (merit > CREDIT_BIAS["threshold_shift"] * group).astype(np.int64)
+    columns = {"group": group}
+    for name, weight, noise in (
+        ("income", 1.0, 0.3),
+        ("savings", 0.8, 0.4),
+        ("debt", -0.7, 0.4),
+        ("history", 0.6, 0.5),
+    ):
+        columns[name] = np.clip(0.5 + (weight * merit + rng.normal(0.0, noise, n)) / 6.0, 0.0, 1.0)
+    x = np.stack(list(columns.values()), axis=1).astype(np.float32)
+    spec = InputSpec(
+        shape=(x.shape[1],),
+        num_classes=2,
+        kind="tabular",
+        class_names=("deny", "approve"),
+        feature_names=tuple(columns),
+    )
+    return Dataset(x, y, spec, "builtin:credit-bias")
+
+
 BUILTIN_DATASETS: dict[str, Callable[[], Dataset]] = {
     "digits": _digits,
     "breast-cancer": _breast_cancer,
+    "credit-bias": _credit_bias,
 }
 
 
