@@ -147,6 +147,8 @@ class FastPhoneRecognizer(PhoneRecognizer):
     number and region). Here each value is matched region by region, in the configured order,
     and the remaining regions are skipped once every digit run of seven or more digits in the
     value lies inside a number found: a ``+44`` number or a US number costs one pass, not eight.
+    A number written as bare digits (``4155550123``) scores 0.3, so it counts only with phone
+    context (a ``phone`` column, "call", "mobile"...): unformatted, it is as often a reference.
     """
 
     def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[RecognizerResult]:
@@ -172,7 +174,8 @@ class FastPhoneRecognizer(PhoneRecognizer):
                         entity_type=self.supported_entities[0],
                         start=offset + start,
                         end=offset + end,
-                        score=self.SCORE,
+                        # ten bare digits are as often an account or order number: context decides
+                        score=0.3 if seg[start:end].isdigit() else self.SCORE,
                         analysis_explanation=self._get_analysis_explanation(region),
                         recognition_metadata={
                             RecognizerResult.RECOGNIZER_NAME_KEY: self.name,  # type: ignore[has-type]
@@ -264,7 +267,8 @@ class LexiconPersonRecognizer(LocalRecognizer):
                     results.append(self._result(a.start(), b.end(), score))
                     i += 2
                     continue
-            if upper_a in self.first or upper_a in self.last:
+            # a cue word that is also a listed name (Patient, Customer) must not cue itself
+            if (upper_a in self.first or upper_a in self.last) and upper_a.lower() not in PERSON_CONTEXT:
                 results.append(self._result(a.start(), a.end(), 0.3))
             i += 1
         return results

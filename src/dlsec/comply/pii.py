@@ -507,9 +507,10 @@ def _covered(value: str, spans: list[tuple[int, int, str, float]]) -> bool:
 
 
 def _resolve(spans: list[tuple[int, int, str, float]]) -> list[tuple[int, int, str, float]]:
-    """Overlapping findings in one value: the higher score wins, then the stronger check."""
+    """Overlapping findings in one value: the higher score wins, then the longer span (a card
+    number's digits inside an IBAN), then the stronger check."""
     kept: list[tuple[int, int, str, float]] = []
-    for span in sorted(spans, key=lambda x: (-x[3], _PRIORITY.get(x[2], 99), x[0])):
+    for span in sorted(spans, key=lambda x: (-x[3], x[0] - x[1], _PRIORITY.get(x[2], 99), x[0])):
         if all(span[1] <= k[0] or span[0] >= k[1] for k in kept):
             kept.append(span)
     return sorted(kept)
