@@ -88,6 +88,10 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
         ("monitor_cmd",),
         "Watch a model's traffic: drift, prediction shifts, adversarial inputs, accuracy.",
     ),
+    "fairness": (
+        ("fairness_cmd",),
+        "Fairness beside robustness: Fairlearn's group metrics, per-group robust accuracy.",
+    ),
     "privacy": (
         ("privacy_cmd",),
         "Privacy attacks and audits (membership, inversion, attributes, DP).",
