@@ -209,6 +209,10 @@ class Gateway:
 
     # -- registry state ---------------------------------------------------------------------
 
+    def refresh_due(self) -> bool:
+        """Whether :meth:`refresh` would look at the audit log now (``refresh_seconds`` have passed)."""
+        return time.monotonic() - self._checked >= self.config.refresh_seconds
+
     def refresh(self, *, force: bool = False) -> None:
         """Re-read aliases, statuses and keys if the audit log grew (every state change is logged)."""
         t = time.monotonic()

@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 
 from dlsec.serve._gateway import Gateway
 from dlsec.serve._middleware import ApiError
@@ -61,7 +62,16 @@ async def current_key(request: Request) -> ApiKey:
     """
     header = request.headers.get("authorization", "")
     presented = header[7:] if header.lower().startswith("bearer ") else request.headers.get("x-api-key")
-    key = gateway_of(request).key(presented)
+    gateway = gateway_of(request)
+    # The key table is brought up to date before it is read, so that a key revoked by another
+    # process (`dlsec keys revoke`) is refused from the next request on, not the one after.
+    # Off the event loop when inference is (loading a newly promoted version can take a while).
+    if gateway.refresh_due():
+        if gateway.config.inline_inference:
+            gateway.refresh()
+        else:
+            await run_in_threadpool(gateway.refresh)
+    key = gateway.key(presented)
     if key is None:
         raise ApiError(401, "missing, unknown or revoked API key", reason="auth",
                        headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
