@@ -115,6 +115,11 @@ def test_demo_report_matches_dlsec_attack(capsys, tmp_path):
     assert served["client"]["ok"] == served["client"]["requests"] and served["client"]["alerts"] == 0
     assert served["attacker"]["first_alert"] is not None and served["attacker"]["answered"] < 200
     assert served["incidents"][0]["actions"] == ["snapshot", "revoke_key"] and served["audit_ok"]
+    # And maps it to the six frameworks: the gateway's keys and playbook count as evidence.
+    comply = json.loads((tmp_path / "demo" / "comply" / "compliance.json").read_text())
+    states = {i["kind"]: i["state"] for i in comply["evidence"]["items"]}
+    assert states["access-control"] == states["incident-response"] == states["signature"] == "ok"
+    assert shipped["comply"]["failing"] == 0
     curve = report["robustness"]["curves"]["linf"]
     attacked = run_json(
         capsys,

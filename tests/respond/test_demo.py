@@ -12,6 +12,7 @@ import pytest
 import dlsec.assess
 import dlsec.respond.demo as demo
 from dlsec.assess import Assessment
+from dlsec.comply.evidence import FRAMEWORKS, load_framework
 from dlsec.errors import UsageError
 from dlsec.respond.demo import run_demo
 
@@ -40,12 +41,21 @@ def test_demo_stages_report_progress_and_ship_what_passed(tmp_path, monkeypatch)
         "training zoo:digits-cnn (first use only)",
         "assessing",
         "serving: a client and an extraction attacker",
+        "compliance evidence: model card, ML-BOM, six control maps",
     ]
     assert ("assessing", (1, 1)) in seen
     assert result.assessment.passed and result.release is not None
     assert result.release["ref"] == "digits-cnn@1" and result.release["audit"]["ok"]
     assert result.release["gateway"] == {"served": "digits-cnn"}
     assert served and served[0][0] == tmp_path / "out" / "release"
+    # Then maps the shipped version to every framework: checked evidence, the rest named as gaps.
+    comply = result.release["comply"]
+    total = sum(len(load_framework(f).controls) for f in FRAMEWORKS)
+    assert comply["controls"] == total and comply["failing"] == 0 and 0 < comply["gaps"] < total
+    written = json.loads((tmp_path / "out" / "comply" / "compliance.json").read_text())
+    states = {i["kind"]: i["state"] for i in written["evidence"]["items"]}
+    assert states["signature"] == states["scan"] == states["audit-log"] == states["assessment"] == "ok"
+    assert (tmp_path / "out" / "comply" / "bom.cdx.json").is_file()
 
 
 def test_demo_refuses_what_it_cannot_run(tmp_path):

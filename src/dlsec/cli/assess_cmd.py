@@ -198,5 +198,12 @@ def _finish(
                     f"after {served['attacker']['answered']} answered queries; "
                     f"{len(served['incidents'])} incident(s) opened by the playbook"
                 )
+            comply = release.get("comply")
+            if comply is not None:
+                console.print(
+                    f"compliance: {comply['met']} of {comply['controls']} controls met across "
+                    f"{len(comply['frameworks'])} frameworks, {comply['gaps']} gap(s), {comply['failing']} "
+                    f"failing; model card, ML-BOM and maps in {escape(comply['out'])} (not legal advice)"
+                )
     if not result.passed:
         raise typer.Exit(EXIT_FINDING)
