@@ -77,8 +77,8 @@ class WeightedFineTune(BaseEstimator, ClassifierMixin):  # type: ignore[misc]  #
         *,
         model: WhiteBoxModel,
         positive: int = 1,
-        steps: int = 200,
-        lr: float = 0.01,
+        steps: int = 60,
+        lr: float = 0.05,
         progress: Callable[[], None] | None = None,
     ) -> None:
         self.model = model
@@ -91,7 +91,7 @@ class WeightedFineTune(BaseEstimator, ClassifierMixin):  # type: ignore[misc]  #
         tuned = copy.deepcopy(self.model)
         device = tuned.device
         xt = torch.as_tensor(np.asarray(x, dtype=np.float32), device=device)
-        yt = torch.as_tensor(np.asarray(y), device=device).long()
+        yt = torch.as_tensor(np.array(y, dtype=np.int64), device=device)
         w = (
             torch.ones(len(yt), device=device)
             if sample_weight is None

@@ -42,6 +42,7 @@ Example:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -258,8 +259,6 @@ def fairness_metrics(
         >>> m["demographic_parity_difference"]
         0.5
     """
-    import warnings
-
     from fairlearn.metrics import (
         MetricFrame,
         count,
@@ -560,8 +559,8 @@ def mitigate(
     positive: int = 1,
     seed: int = 0,
     max_iter: int = 30,
-    steps: int = 150,
-    lr: float = 0.01,
+    steps: int = 60,
+    lr: float = 0.05,
     progress: Progress | None = None,
 ) -> MitigationResult:
     """Mitigate unfairness with Fairlearn, learning on ``fit_data``, scoring on ``eval_data``.
@@ -703,14 +702,17 @@ def _reduction(
     def tick() -> None:
         fits[0] += 1
         if progress is not None:
-            progress(fits[0], max_iter, {})
+            progress(fits[0], max(max_iter, fits[0]), {})
 
     reduction = ExponentiatedGradient(
         WeightedFineTune(model=model, positive=positive, steps=steps, lr=lr, progress=tick),
         constraints=DemographicParity() if constraint == "demographic_parity" else EqualizedOdds(),
         max_iter=max_iter,
     )
-    reduction.fit(x, y, sensitive_features=groups)
+    with warnings.catch_warnings():
+        # pandas deprecations inside Fairlearn's own code: nothing the caller can act on
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module="fairlearn")
+        reduction.fit(x, y, sensitive_features=groups)
 
     def predict(rows: np.ndarray, g: np.ndarray) -> np.ndarray:
         return np.asarray(reduction.predict(rows, random_state=seed), dtype=np.int64)
