@@ -78,6 +78,10 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
         ("train_cmd",),
         "Train a classifier with a recipe; save safetensors and a training card; resume if interrupted.",
     ),
+    "erase": (
+        ("erase_cmd",),
+        "Erase rows from a model (SISA, exact or approximate), verify with LiRA, sign, register, record.",
+    ),
     "data": (
         ("data_cmd", "pii_cmd"),
         "Training-set audits (poisoning, backdoors, label noise) and poisoned demo sets.",

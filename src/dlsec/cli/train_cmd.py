@@ -15,6 +15,7 @@ from rich.markup import escape
 
 from dlsec.cli._app import JsonOpt, app, emit_json, out_console, progress_bar, settings
 from dlsec.cli.commands import ArchArgOpt, ArchOpt, LabelColOpt
+from dlsec.comply import erasure  # registers the sisa recipe (an ensemble, trained shard by shard)
 from dlsec.core.arch import parse_arch_kwargs
 from dlsec.train import RECIPES, TrainedModel, train_and_save, train_options
 
@@ -32,6 +33,8 @@ _FLAGS = {
     "max_grad_norm": "--max-grad-norm",
     "augmult": "--augmult",
     "grad_sample_mode": "--grad-sample-mode",
+    "shards": "--shards",
+    "slices": "--slices",
 }
 
 
@@ -124,6 +127,13 @@ def train(
     grad_sample_mode: Annotated[
         str | None, typer.Option("--grad-sample-mode", help="dp-sgd: auto, hooks, ew, functorch or ghost.")
     ] = None,
+    shards: Annotated[
+        int | None, typer.Option("--shards", help="sisa: disjoint shards, one model each (default 5).")
+    ] = None,
+    slices: Annotated[
+        int | None,
+        typer.Option("--slices", help="sisa: slices per shard, a checkpoint after each (default 5)."),
+    ] = None,
     robust_n: Annotated[
         int | None, typer.Option("--robust-n", help="Test rows for AutoAttack robust accuracy (0: skip).")
     ] = None,
@@ -147,8 +157,9 @@ def train(
 ) -> None:
     """Train a classifier with a recipe; save safetensors and a training card; resume if interrupted.
 
-    Recipes: standard (regularisation options), pgd-at, trades, fast-at (need --eps) and dp-sgd
-    (needs --epsilon). Adversarial recipes report AutoAttack robust accuracy on test rows.
+    Recipes: standard (regularisation options), pgd-at, trades, fast-at (need --eps), dp-sgd
+    (needs --epsilon) and sisa (--shards, --slices: erasable with `dlsec erase`). Adversarial
+    recipes report AutoAttack robust accuracy on test rows.
 
     Example:
 
@@ -178,6 +189,8 @@ def train(
             "max_grad_norm": max_grad_norm,
             "augmult": augmult,
             "grad_sample_mode": grad_sample_mode,
+            "shards": shards,
+            "slices": slices,
         },
         train_config={
             "epochs": epochs,
@@ -198,8 +211,9 @@ def train(
         },
         names=_FLAGS,
     )
+    save = erasure.train_sisa_and_save if isinstance(options.recipe, erasure.SISA) else train_and_save
     with progress_bar(f"training ({options.recipe.name})", enabled=not json_out) as callback:
-        trained, weights, card_path = train_and_save(
+        trained, weights, card_path = save(
             options, out, force=force, device=settings(ctx).device, progress=callback
         )
     _report(trained, trained.dataset["name"], weights, card_path, json_out)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -26,6 +27,7 @@ __all__ = [
     "parse_arch_kwargs",
     "SmallCNN",
     "MLP",
+    "Ensemble",
 ]
 
 ArchFactory = Callable[..., nn.Module]
@@ -196,3 +198,46 @@ def default_arch_for(kind: str, shape: tuple[int, ...], num_classes: int) -> tup
     for s in shape:
         n *= s
     return "mlp", {"in_features": n, "num_classes": num_classes, "hidden": [64, 32]}
+
+
+@register_architecture("ensemble")
+class Ensemble(nn.Module):
+    """Members of one registered architecture whose predictions are aggregated (SISA's ensemble).
+
+    The output is ``log`` of the aggregated class probabilities, so it is a valid logit vector:
+    ``mean`` averages the members' softmax probabilities; ``vote`` counts their argmax labels
+    (each member one vote, smoothed so that no class has probability 0). The members are built
+    from a *registered* architecture only (a file's metadata may name this one).
+
+    Args:
+        member: the members' registered architecture name (``mlp``, ``cnn``...).
+        member_kwargs: its keyword arguments.
+        n: how many members.
+        aggregate: ``mean`` (probabilities) or ``vote`` (labels).
+    """
+
+    def __init__(
+        self,
+        member: str = "mlp",
+        member_kwargs: dict[str, Any] | None = None,
+        n: int = 1,
+        aggregate: str = "mean",
+    ) -> None:
+        super().__init__()
+        if member == "ensemble" or member not in ARCHITECTURES:
+            raise ModelLoadError(f"ensemble members must be a registered architecture, got {member!r}")
+        if aggregate not in ("mean", "vote"):
+            raise ModelLoadError(f"ensemble aggregate must be mean or vote, got {aggregate!r}")
+        if int(n) < 1:
+            raise ModelLoadError(f"an ensemble needs at least one member, got n={n}")
+        self.aggregate = aggregate
+        self.members = nn.ModuleList(
+            [build_architecture(member, member_kwargs, allow_import=False) for _ in range(int(n))]
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = torch.stack([m(x) for m in self.members])  # (K, N, C)
+        if self.aggregate == "vote":
+            votes = torch.nn.functional.one_hot(outs.argmax(-1), outs.shape[-1]).to(outs.dtype).mean(0)
+            return torch.log((votes + 1e-3) / (1 + 1e-3 * outs.shape[-1]))
+        return torch.logsumexp(torch.log_softmax(outs, dim=-1), dim=0) - math.log(len(self.members))
