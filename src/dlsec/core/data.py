@@ -221,8 +221,9 @@ def load_dataset(
     """Load a dataset from a reference.
 
     Args:
-        ref: ``builtin:digits``, ``builtin:breast-cancer``, a ``.npz`` file with arrays ``x``
-            and ``y``, a folder with one subfolder of images per class, or a ``.csv`` file.
+        ref: ``builtin:digits``, ``builtin:breast-cancer``, ``builtin:credit-bias`` (generated,
+            with a protected ``group`` column and known biases), a ``.npz`` file with arrays
+            ``x`` and ``y``, a folder with one subfolder of images per class, or a ``.csv`` file.
         label_column: CSV only: the label column (default: the first of ``label``,
             ``target``, ``class``, ``y`` present).
         bounds: the value range ``(lower, upper)`` of the inputs. Defaults to ``(0, 1)`` for
