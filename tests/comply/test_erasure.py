@@ -19,11 +19,13 @@ from dlsec.comply.erasure import (
     erase,
     row_hashes,
     train_sisa,
+    verify_erasure,
 )
 from dlsec.core.card import TrainingCard
 from dlsec.core.data import Dataset, load_dataset
 from dlsec.core.loading import load_model
 from dlsec.core.trainconfig import TrainConfig
+from dlsec.errors import DataError
 from dlsec.fsutil import sha256_file
 from dlsec.release import generate_signing_keys
 from dlsec.store import Registry
@@ -137,6 +139,13 @@ def test_erasing_rows_retrains_one_shard_and_equals_training_from_scratch(
             assert torch.equal(p, q), name
     x = torch.from_numpy(data.x[:50])
     assert torch.equal(scratch.model.logits(x), new.logits(x))
+
+    # Verified again later, from the two folders; rows that are still there are refused.
+    again = verify_erasure(sisa_model, tmp_path / "erased", ids=ids, references=4, fresh=60)
+    assert again.verified and again.n_erased == 3 and again.n_references == 4
+    kept = next(int(i) for i in index if hashes[i] not in erased)
+    with pytest.raises(DataError, match="still training rows"):
+        verify_erasure(sisa_model, tmp_path / "erased", ids=[kept], references=4, fresh=60)
 
 
 def test_rows_not_in_the_training_set_exit_2_and_write_nothing(

@@ -24,6 +24,7 @@ are shown beside it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -176,6 +177,7 @@ def _references(
     n_references: int,
     seed: int,
     device: torch.device | None,
+    progress: Callable[[int, int, dict[str, float]], None] | None = None,
 ) -> ReferenceModels:
     pool = Dataset(
         np.concatenate([retained.x, candidates.x]),
@@ -191,7 +193,7 @@ def _references(
         arch=plan.arch, arch_kwargs=plan.arch_kwargs, config=config, seed=seed, device=device
     )
     if plan.shards <= 1:
-        refs = trainer.train(pool, base, spec=plan.spec)
+        refs = trainer.train(pool, base, spec=plan.spec, progress=progress)
         return ReferenceModels(refs.base, refs.params, refs.buffers, halves, refs.spec, device=refs.device)
     shard_of = np.array(
         [assign(h, seed=plan.sisa_seed, shards=plan.shards, slices=1)[0] for h in hashes], dtype=np.int64
@@ -201,7 +203,7 @@ def _references(
     )
     empty = inclusion.sum(axis=1) == 0
     inclusion[empty, 0] = True  # a shard with no rows at all (tiny data): one row keeps it trainable
-    members = trainer.train(pool, inclusion, spec=plan.spec)
+    members = trainer.train(pool, inclusion, spec=plan.spec, progress=progress)
     return _EnsembleReferences(members, n_references, plan.shards, halves, plan.aggregate)
 
 
@@ -220,6 +222,7 @@ def lira_verify(
     bootstrap: int = 500,
     seed: int = 0,
     device: torch.device | None = None,
+    progress: Callable[[int, int, dict[str, float]], None] | None = None,
 ) -> Verification:
     """LiRA (online) on ``erased`` against ``fresh`` non-members, on the new and the old model.
 
@@ -246,6 +249,7 @@ def lira_verify(
         n_references=n_references,
         seed=seed,
         device=device,
+        progress=progress,
     )
     attack = get_membership_attack(ATTACK)
     lab = np.r_[np.ones(len(erased), dtype=bool), np.zeros(len(fresh), dtype=bool)]

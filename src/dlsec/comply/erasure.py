@@ -65,6 +65,7 @@ __all__ = [
     "row_hashes",
     "train_sisa",
     "train_sisa_and_save",
+    "verify_erasure",
 ]
 
 METHODS = ("sisa", "exact", "approximate")
@@ -602,8 +603,6 @@ def erase(
     if verify:
         plan = _plan(src, new_model, state)
         fresh_index = _fresh(src, erased_set, fresh, seed)
-        if progress is not None:
-            progress("references", 0, 1)
         verification = lira_verify(
             new_model,
             src.model,
@@ -618,9 +617,8 @@ def erase(
             bootstrap=bootstrap,
             seed=seed,
             device=target,
+            progress=(lambda d, t, s: progress("references", d, t)) if progress is not None else None,
         )
-        if progress is not None:
-            progress("references", 1, 1)
     record: dict[str, Any] = {
         "schema": "dlsec.erasure-record/1",
         "method": method,
@@ -716,6 +714,54 @@ def erase(
     else:
         result.record = record
     return result
+
+
+def verify_erasure(
+    old: str | Path,
+    new: str | Path,
+    *,
+    rows: str | Path | Dataset | None = None,
+    ids: Sequence[int] | None = None,
+    data: str | None = None,
+    references: int = 16,
+    fresh: int = 200,
+    bootstrap: int = 500,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+) -> Verification:
+    """Verify (again, or for several erasures at once) that ``new`` no longer holds rows of ``old``.
+
+    The rows must be training rows of ``old`` and not of ``new``; LiRA runs as in :func:`erase`
+    (reference models trained like ``new`` on its training rows plus half the candidates).
+
+    Example:
+        >>> v = verify_erasure("runs/sisa", "runs/sisa-erased-13", ids=ids)   # doctest: +SKIP
+        >>> v.verified, v.auc_ci                                               # doctest: +SKIP
+    """
+    target = torch.device(device) if device is not None else default_device()
+    before = _load_source(old, data, target)
+    after = _load_source(new, data, target)
+    erased = set(_targets(before, rows, ids))
+    still = erased & {after.hashes[i] for i in after.train_index}
+    if still:
+        raise DataError(f"{len(still)} of the rows are still training rows of {new}: they were not erased")
+    erased_index = np.array([i for i in before.train_index if before.hashes[i] in erased], dtype=np.int64)
+    fresh_index = _fresh(before, erased, fresh, seed)
+    return lira_verify(
+        after.model,
+        before.model,
+        retained=after.rows(after.train_index, "retained"),
+        retained_hashes=[after.hashes[i] for i in after.train_index],
+        erased=before.rows(erased_index, "erased"),
+        erased_hashes=[before.hashes[i] for i in erased_index],
+        fresh=before.rows(fresh_index, "fresh"),
+        fresh_hashes=[before.hashes[i] for i in fresh_index],
+        plan=_plan(after, after.model, after.sisa),
+        n_references=references,
+        bootstrap=bootstrap,
+        seed=seed,
+        device=target,
+    )
 
 
 def _fresh(src: _Source, erased: set[str], n: int, seed: int) -> np.ndarray:
