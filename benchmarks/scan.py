@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))  # the corpus lives with the tests
 
 import torch  # noqa: E402
 from tests.scan.corpus import ALL_MALICIOUS, benign_files, write_payload  # noqa: E402
+from tests.scan.corpus_formats import format_benign_files  # noqa: E402
 
 from dlsec.release import decrypt_file, encrypt_file  # noqa: E402
 from dlsec.scan import scan_file  # noqa: E402
@@ -151,7 +152,7 @@ def corpus_rows(tools: list[tuple[str, Verdict]], folder: Path) -> list[dict[str
     malicious = [write_payload(p, bad_dir, marker) for p in ALL_MALICIOUS]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        benign = benign_files(folder / "benign")
+        benign = benign_files(folder / "benign") + format_benign_files(folder / "formats")
     rows = []
     for name, verdict in tools:
         caught = only_error = missed = 0

@@ -4,7 +4,12 @@ Names returned: ``empty``, ``safetensors``, ``onnx``, ``pickle`` (raw pickles of
 legacy ``torch.save`` files, joblib), ``torch-zip``, ``torchscript``, ``numpy``,
 ``numpy-object``, ``npz``, ``keras``, ``torchserve-mar``, ``zip``, ``tar``, ``7z``, ``torch-tar``
 (``torch.save`` before 0.4), ``nemo``, ``compressed`` (gzip, bz2, xz, lzma, zlib, zstd, lz4),
-``gguf``, ``tf-savedmodel``, ``hdf5``, ``json`` and ``unknown``.
+``gguf``, ``tf-savedmodel``, ``hdf5``, ``json``, ``pmml``, ``openvino`` (IR ``.xml``),
+``tflite``, ``executorch``, ``flax-msgpack``, ``coreml``, ``coreml-weights``, ``paddle``
+(``.pdmodel``), ``xgboost`` (JSON and UBJSON), ``lightgbm``, ``catboost``, ``skops``, and the
+formats recognised but not read (``tensorrt``, ``rds``, ``torch7``, ``rknn``, ``rar``,
+``executable``) and ``unknown``. Weights files that only their sibling names
+(``openvino-weights``, ``paddle-params``) are found by :func:`sibling_format`.
 """
 
 from __future__ import annotations
@@ -21,8 +26,13 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from dlsec.scan._flatbuf import executorch_like, tflite_like
+from dlsec.scan._msgpack import MAP_MARKERS, looks_like_msgpack
 from dlsec.scan._onnx import looks_like_onnx
+from dlsec.scan._protomodels import looks_like_coreml, looks_like_paddle, mil_weights_like
 from dlsec.scan._safetensors import looks_like_safetensors
+from dlsec.scan._treemodels import looks_like_lightgbm, looks_like_ubjson, xgboost_json
+from dlsec.scan._xml import openvino_max_weight, xml_root
 
 __all__ = [
     "COMPRESSION",
@@ -37,6 +47,7 @@ __all__ = [
     "detect_head",
     "detect_stream",
     "looks_like_proto01_pickle",
+    "sibling_format",
 ]
 
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
@@ -57,7 +68,24 @@ PICKLE_FORMATS = frozenset(
         "torch-tar",
         "nemo",
         "torchserve-mar",
+        "skops",
     }
+)
+# Formats dlsec recognises by their bytes but does not read: each names why.
+OPAQUE_MAGICS: tuple[tuple[bytes, str], ...] = (
+    (b"Rar!\x1a\x07", "rar"),
+    (b"RKNN", "rknn"),
+    (b"ftrt", "tensorrt"),
+    (b"RDX2\n", "rds"),
+    (b"RDX3\n", "rds"),
+    (b"RDA2\n", "rds"),
+    (b"RDA3\n", "rds"),
+    (b"X\n\x00\x00\x00\x02", "rds"),
+    (b"X\n\x00\x00\x00\x03", "rds"),
+    (b"\x7fELF", "executable"),
+    (b"MZ", "executable"),
+    (b"\xcf\xfa\xed\xfe", "executable"),
+    (b"\xce\xfa\xed\xfe", "executable"),
 )
 _MAX_TAR_NAMES = 100_000
 
@@ -131,6 +159,8 @@ def classify_zip(names: Sequence[str]) -> str:
         return "torchscript"
     if "data.pkl" in base or any(n.lower().endswith(".pkl") for n in names):
         return "torch-zip"
+    if "schema.json" in names and any(n.endswith(".npy") for n in names) or names == ["schema.json"]:
+        return "skops"
     if "config.json" in names and ("metadata.json" in names or any(n.endswith(".weights.h5") for n in names)):
         return "keras"
     if names and all(n.endswith(".npy") for n in names):
@@ -148,6 +178,17 @@ def detect_head(head: bytes, size: int) -> str:
         return "gguf"
     if head[:6] == SEVEN_ZIP_MAGIC:
         return "7z"
+    if tflite_like(head):
+        return "tflite"
+    if executorch_like(head):
+        return "executorch"
+    if head[:4] == b"CBM1":
+        return "catboost"
+    for magic, name in OPAQUE_MAGICS:
+        if head.startswith(magic):
+            return name
+    if head[:4] == b"\x04\x00\x00\x00" and head[8:15] == b"\x03\x00\x00\x00V 1":
+        return "torch7"
     if compression_of(head) is not None:
         return "compressed"
     if head.startswith(NPY_MAGIC):
@@ -162,8 +203,21 @@ def detect_head(head: bytes, size: int) -> str:
         return "hdf5"
     if len(head) >= 263 and head[257:262] == b"ustar":
         return "tar"
+    if mil_weights_like(head):
+        return "coreml-weights"
+    if head[0] in MAP_MARKERS and looks_like_msgpack(head[:_SNIFF], complete=len(head) >= size):
+        return "flax-msgpack"
     if looks_like_proto01_pickle(head[:_SNIFF], complete=len(head) >= size):
         return "pickle"
+    if looks_like_lightgbm(head):
+        return "lightgbm"
+    if looks_like_ubjson(head):
+        return "xgboost"
+    root = xml_root(head[:_SNIFF])
+    if root == "PMML":
+        return "pmml"
+    if root == "net":
+        return "openvino"
     return "unknown"
 
 
@@ -196,7 +250,7 @@ def detect_stream(f: IO[bytes], size: int) -> str:
         except Malformed:
             return "numpy"
         return "numpy-object" if header.dtype.hasobject else "numpy"
-    if fmt == "unknown" and head[:1] in (b"\x08", b"\x12"):
+    if fmt == "unknown" and head[:1] in (b"\x08", b"\x12", b"\x0a"):
         from dlsec.scan._savedmodel import looks_like_saved_model
 
         with buffer_of(f, origin, size) as view:
@@ -204,16 +258,33 @@ def detect_stream(f: IO[bytes], size: int) -> str:
                 return "onnx"
             if looks_like_saved_model(view):
                 return "tf-savedmodel"
+            if looks_like_coreml(view):
+                return "coreml"
+            if looks_like_paddle(view):
+                return "paddle"
+            if looks_like_coreml(view, truncated_ok=True):
+                return "coreml"
     if fmt == "unknown" and size <= _MAX_JSON and head.lstrip()[:1] in (b"{", b"["):
         f.seek(origin)
         data = f.read(size)
         f.seek(origin)
         try:
-            json.loads(data)
+            doc = json.loads(data)
         except (ValueError, UnicodeDecodeError, RecursionError):
             return "unknown"
-        return "json"
+        return "xgboost" if xgboost_json(doc) else "json"
     return fmt
+
+
+def sibling_format(path: Path, size: int) -> str | None:
+    """A weights file that only the model beside it describes: OpenVINO ``.bin``, Paddle ``.pdiparams``."""
+    if path.suffix.lower() == ".bin":
+        xml = path.with_suffix(".xml")
+        if xml.is_file() and openvino_max_weight(xml) is not None:
+            return "openvino-weights"
+    if path.suffix.lower() == ".pdiparams" or path.with_suffix(".pdmodel").is_file():
+        return "paddle-params"
+    return None
 
 
 def detect_format(path: str | os.PathLike[str]) -> str:

@@ -30,6 +30,7 @@ from typing import IO, Any
 from dlsec.errors import UsageError
 from dlsec.scan._allowlist import DEFAULT_ALLOWLIST, STORAGE_ELEMENT_SIZES, Allowlist
 from dlsec.scan._findings import SEVERITY_ORDER, Finding, Malformed, ScanResult
+from dlsec.scan._flatbuf import scan_catboost, scan_executorch, scan_tflite
 from dlsec.scan._formats import (
     Window,
     buffer_of,
@@ -39,19 +40,25 @@ from dlsec.scan._formats import (
     detect_head,
     detect_stream,
     looks_like_proto01_pickle,
+    sibling_format,
 )
 from dlsec.scan._gguf import scan_gguf
+from dlsec.scan._msgpack import scan_msgpack
 from dlsec.scan._onnx import looks_like_onnx, scan_onnx_buffer
 from dlsec.scan._pickle import (
     DictV,
     Global,
     PickleStream,
     ScanContext,
+    _is_code_exec,
     analyse_stream,
     at_eof,
 )
+from dlsec.scan._protomodels import scan_coreml, scan_mil_weights, scan_paddle, scan_pdiparams
 from dlsec.scan._safetensors import validate_safetensors
 from dlsec.scan._savedmodel import looks_like_saved_model, scan_saved_model_buffer
+from dlsec.scan._treemodels import read_lightgbm, read_ubjson, scan_skops_schema
+from dlsec.scan._xml import openvino_max_weight, parse_xml, scan_openvino, scan_pmml
 
 __all__ = ["scan_file", "scan_paths", "scan_bytes", "make_allowlist", "expand_paths"]
 
@@ -267,6 +274,8 @@ class _Scan:
         self.ctx = ScanContext(allowlist)
         self.flagged: set[str] = set()
         self.unvetted: dict[str, list[str]] = {}  # TorchScript code: members, classes, methods
+        self.unvetted_parts: list[str] = []  # other code dlsec names but does not vet (custom ops...)
+        self.path: Path | None = None  # the file, when scanning one (its siblings describe some formats)
 
     # -- findings ------------------------------------------------------------------------
 
@@ -292,7 +301,34 @@ class _Scan:
                 for finding in scan_onnx_buffer(view, model_dir=model_dir, member=None):
                     self.ctx.add(finding)
             return
+        if fmt in _BUFFER_FORMATS:
+            with buffer_of(f, 0, size) as view:
+                self.buffer_format(view, fmt, member=None)
+            return
         self.content(f, size, fmt, member=None, depth=0)
+
+    def buffer_format(self, view: memoryview, fmt: str, *, member: str | None) -> None:
+        """A format read whole from a buffer (memory-mapped for a file): see ``_BUFFER_FORMATS``."""
+        _BUFFER_FORMATS[fmt](self, view, member)
+        pickle_like = len(view) >= 2 and view[0] == 0x80 and view[1] <= 5
+        if fmt != "executable" and (
+            pickle_like
+            or (
+                fmt == "flax-msgpack"
+                and looks_like_proto01_pickle(bytes(view[:_HEAD]), complete=len(view) <= _HEAD)
+            )
+        ):
+            self.pickle_reading(io.BytesIO(view), 0, member=member, any_protocol=True)
+
+    def unvet(self, parts: list[str]) -> None:
+        self.unvetted_parts.extend(p for p in parts if p not in self.unvetted_parts)
+
+    def embedded_pickle(self, data: memoryview, offset: int, member: str | None) -> None:
+        where = _join(member, f"bytes at {offset}")
+        try:
+            analyse_stream(io.BytesIO(data), self.ctx, member=where)
+        except Malformed:
+            return  # binary data that merely starts like a pickle: no loader unpickles it
 
     def content(self, f: IO[bytes], size: int | None, fmt: str, *, member: str | None, depth: int) -> None:
         """Scan content of a known format read from ``f`` (seekable when ``size`` is known)."""
@@ -308,7 +344,7 @@ class _Scan:
             self.pickle_reading(f, start, member=member)
         elif fmt == "compressed":
             self.compressed(f, member=member, depth=depth)
-        elif fmt in ("zip", "torch-zip", "torchscript", "npz", "keras", "torchserve-mar"):
+        elif fmt in ("zip", "torch-zip", "torchscript", "npz", "keras", "torchserve-mar", "skops"):
             self.zip(f, member=member, depth=depth)
         elif fmt in ("tar", "torch-tar", "nemo"):
             self.tar(f, member=member, depth=depth)
@@ -326,12 +362,20 @@ class _Scan:
             data = f.read() if size is None else f.read(size)
             for finding in scan_onnx_buffer(memoryview(data), model_dir=None, member=member):
                 self.ctx.add(finding)
+        elif fmt in _BUFFER_FORMATS:
+            if size is None or size > _READ_WHOLE:
+                raise Malformed(
+                    f"{fmt} content larger than dlsec reads in memory", member=member, kind="too-large"
+                )
+            self.buffer_format(memoryview(f.read(size)), fmt, member=member)
         elif fmt == "empty":
             raise Malformed("empty content", member=member)
         else:
             raise Malformed(f"content of unknown format ({fmt})", member=member)
 
-    def pickle_reading(self, f: IO[bytes], start: int, *, member: str | None) -> None:
+    def pickle_reading(
+        self, f: IO[bytes], start: int, *, member: str | None, any_protocol: bool = False
+    ) -> None:
         """A safetensors file that starts like a pickle (0x80, protocol 0-5) is read as one too.
 
         Its header length alone makes honest files look so (128, 384, 640... bytes). If the
@@ -340,7 +384,7 @@ class _Scan:
         """
         f.seek(start)
         head = f.read(2)
-        if len(head) < 2 or head[0] != 0x80 or head[1] > 5:
+        if not any_protocol and (len(head) < 2 or head[0] != 0x80 or head[1] > 5):
             return
         f.seek(start)
         try:
@@ -350,8 +394,8 @@ class _Scan:
         self.add(
             "critical",
             "polyglot",
-            "the file is a valid safetensors file and also a complete pickle: a loader that sniffs "
-            "the format (torch.load) would unpickle it",
+            "the file is a valid model file of another format and also a complete pickle: a loader "
+            "that sniffs the format (torch.load) would unpickle it",
             member=member,
             offset=0,
         )
@@ -505,7 +549,9 @@ class _Scan:
                     f.seek(head_at)
                     self.plain_pass(io.BufferedReader(_ChainReader(b"", _decompress(kind, f))), member=where)
                 return
-            if fmt in ("zip", "safetensors") or inner_head[:1] == b"\x08":
+            if fmt == "rds":
+                raise Malformed(_OPAQUE["rds"], member=where, kind="unvetted")
+            if fmt in ("zip", "safetensors", "tar", "7z") or inner_head[:1] == b"\x08":
                 with tempfile.TemporaryFile() as spool:
                     size = self.spool(stream, spool, member=where)
                     spool.seek(0)
@@ -553,6 +599,8 @@ class _Scan:
                 self.torch_zip(zf, infos, kind, member=member, depth=depth)
             elif kind == "keras":
                 self.keras(zf, infos, member=member, depth=depth)
+            elif kind == "skops":
+                self.skops(zf, infos, member=member, depth=depth)
             else:
                 for info in infos:
                     self.member(zf, info, member=member, depth=depth)
@@ -769,11 +817,11 @@ class _Scan:
         if fmt == "unknown" and name.endswith(".json") and size <= _MAX_JSON:
             self.json_hooks(handle.read(), member=where)
             return
-        if fmt == "unknown" and head[:1] in (b"\x08", b"\x12") and size <= _READ_WHOLE:
-            fmt = detect_stream(handle, size)  # ONNX or a SavedModel graph
+        if fmt == "unknown" and head[:1] in (b"\x08", b"\x12", b"\x0a") and size <= _READ_WHOLE:
+            fmt = detect_stream(handle, size)  # ONNX, a SavedModel graph, Core ML, Paddle
             handle.seek(0)
-        if fmt in ("empty", "hdf5", "unknown"):
-            return  # data no loader unpickles: text, images, raw tensors
+        if fmt in ("empty", "hdf5", "unknown", "executable"):
+            return  # data no loader unpickles (text, images, raw tensors), or code named by code_member
         if fmt in ("zip", "tar", "safetensors"):
             fmt = detect_stream(handle, size)
             handle.seek(0)
@@ -922,11 +970,48 @@ class _Scan:
             info.flag_bits &= ~0x1
         try:
             handle = zf.open(info)
-        except (zipfile.BadZipFile, NotImplementedError, RuntimeError, ValueError, EOFError, OSError) as exc:
+        except zipfile.BadZipFile as exc:
+            if "differ" not in str(exc):
+                raise Malformed(f"cannot read zip member ({exc})", member=where) from None
+            return self.renamed_member(zf, info, where)
+        except (NotImplementedError, RuntimeError, ValueError, EOFError, OSError) as exc:
             raise Malformed(f"cannot read zip member ({exc})", member=where) from None
         # CRC is checked by us on what we read (PyTorch does not check it at all).
         handle._expected_crc = None  # type: ignore[attr-defined]  # noqa: SLF001
         return handle
+
+    def renamed_member(self, zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> IO[bytes]:
+        """A member whose local header names it differently from the central directory (CVE-2025-1944).
+
+        PyTorch's reader goes by the central directory and never reads the local name; so does
+        the scan, which reads the bytes after the local header and reports the disagreement.
+        """
+        fp = zf.fp
+        if fp is None or info.compress_size > _READ_WHOLE:
+            raise Malformed("zip member with two names is too large to read", member=where)
+        fp.seek(info.header_offset)
+        header = fp.read(30)
+        if len(header) < 30 or header[:4] != b"PK\x03\x04":
+            raise Malformed("zip member without its local header", member=where)
+        name_len, extra_len = struct.unpack("<HH", header[26:30])
+        local_name = fp.read(name_len).decode("utf-8", "replace")
+        fp.seek(info.header_offset + 30 + name_len + extra_len)
+        raw = fp.read(info.compress_size)
+        self.add(
+            "high",
+            "zip-name-mismatch",
+            f"the member's local header names it {local_name!r}, the central directory {info.filename!r}: "
+            "readers disagree on which file this is (CVE-2025-1944)",
+            member=where,
+        )
+        try:
+            if info.compress_type == zipfile.ZIP_STORED:
+                return io.BytesIO(raw)
+            if info.compress_type == zipfile.ZIP_DEFLATED:
+                return io.BytesIO(zlib.decompressobj(-15).decompress(raw, _READ_WHOLE))
+        except zlib.error as exc:
+            raise Malformed(f"cannot read zip member ({exc})", member=where) from None
+        raise Malformed(f"zip member compressed with method {info.compress_type}", member=where)
 
     def read_member(self, zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> bytes:
         if info.file_size > _READ_WHOLE:
@@ -983,11 +1068,16 @@ class _Scan:
         if fmt == "unknown" and info.flag_bits & 0x1 and not reader_ignores_flag:
             # Inert data is left alone, but this may be ciphertext of anything: nothing was read.
             raise Malformed("member is encrypted: its content could not be read", member=where)
+        if fmt == "executable":
+            return  # named by code_member
         if fmt == "unknown":
-            if head[:1] != b"\x08" or info.file_size > _READ_WHOLE:
+            if head[:1] not in (b"\x08", b"\x0a") or info.file_size > _READ_WHOLE:
                 return  # data no loader unpickles: images, text, raw tensors
             data = self.read_member(zf, info, where)
-            if looks_like_onnx(memoryview(data)):
+            inner = detect_stream(io.BytesIO(data), len(data))
+            if inner in _BUFFER_FORMATS:
+                self.buffer_format(memoryview(data), inner, member=where)
+            elif looks_like_onnx(memoryview(data)):
                 for finding in scan_onnx_buffer(memoryview(data), model_dir=None, member=where):
                     self.ctx.add(finding)
             elif looks_like_saved_model(memoryview(data)):
@@ -1096,6 +1186,28 @@ class _Scan:
                     member=where,
                 )
 
+    def skops(
+        self, zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo], *, member: str | None, depth: int
+    ) -> None:
+        """A skops file: the types and functions its ``schema.json`` rebuilds, then its members."""
+        schema = next(i for i in infos if i.filename == "schema.json")
+        where = _join(member, "schema.json")
+        allow = self.ctx.allowlist
+        for finding in scan_skops_schema(
+            self.read_member(zf, schema, where),
+            member=where,
+            is_code=lambda mod, name: (
+                _is_code_exec(mod)
+                and not allow.may_import(mod, name)
+                and not (mod == "builtins" and name in _PLAIN_BUILTINS)
+            ),
+            may_import=allow.may_import,
+        ):
+            self.ctx.add(finding)
+        for info in infos:
+            if info is not schema:
+                self.member(zf, info, member=member, depth=depth)
+
     def hdf5(self, f: IO[bytes], *, member: str | None) -> None:
         """A legacy Keras ``.h5``: its ``model_config`` attribute, checked like a ``.keras`` config."""
         try:
@@ -1186,6 +1298,175 @@ def _finish(path: str, fmt: str, scan: _Scan, error: str | None) -> ScanResult:
     return ScanResult(path, fmt, findings, error, sorted(scan.ctx.extras_used))
 
 
+_PLAIN_BUILTINS = frozenset(
+    {
+        "dict",
+        "list",
+        "tuple",
+        "set",
+        "frozenset",
+        "int",
+        "float",
+        "str",
+        "bytes",
+        "bytearray",
+        "bool",
+        "complex",
+        "slice",
+        "NoneType",
+        "object",
+        "type",
+        "range",
+    }
+)
+_OPAQUE = {
+    "rds": "R serialized data (.rds/.RData): it can hold closures, promises and bytecode that R runs when "
+    "the data is read or used (CVE-2024-27322); dlsec does not read R serialization",
+    "torch7": "a Torch7 (Lua) file: it can hold Lua functions as bytecode, which torch.load in Lua runs; "
+    "dlsec does not read Torch7 serialization",
+    "rknn": "an RKNN model: a compiled Rockchip NPU program in a proprietary format dlsec cannot read",
+    "tensorrt": "a TensorRT engine: compiled kernels in NVIDIA's proprietary format, which may embed plugin "
+    "libraries and a lean runtime (native code); dlsec cannot read it. Ship the ONNX it was built from",
+}
+
+
+def _opaque(kind: str) -> Any:
+    def read(scan: _Scan, view: memoryview, member: str | None) -> None:
+        if kind == "tensorrt":
+            _embedded_native(scan, view, member)
+        scan.unvet([_OPAQUE[kind]])
+
+    return read
+
+
+def _embedded_native(scan: _Scan, view: memoryview, member: str | None) -> None:
+    data = bytes(view[: min(len(view), _READ_WHOLE)])
+    at = data.find(b"\x7fELF\x02\x01\x01", 4)
+    if at >= 0:
+        scan.add(
+            "high",
+            "embedded-native-code",
+            f"an ELF shared library is embedded at byte {at}: a plugin the runtime loads and runs",
+            member=member,
+            offset=at,
+        )
+
+
+def _read_rar(scan: _Scan, view: memoryview, member: str | None) -> None:
+    raise Malformed(
+        "a RAR archive: dlsec has no RAR reader (the format is proprietary); extract it and scan the members",
+        member=member,
+        kind="unreadable",
+    )
+
+
+def _read_executable(scan: _Scan, view: memoryview, member: str | None) -> None:
+    what = (
+        "a Windows PE (or an Actually Portable Executable such as a llamafile)"
+        if bytes(view[:2]) == b"MZ"
+        else ("an ELF or Mach-O executable")
+    )
+    scan.add(
+        "high",
+        "native-executable",
+        f"the file is {what}: native code, which runs when it is executed; dlsec does not vet native code",
+        member=member,
+        offset=0,
+    )
+
+
+def _read_tflite(scan: _Scan, view: memoryview, member: str | None) -> None:
+    findings, unvetted = scan_tflite(view, member=member)
+    for finding in findings:
+        scan.ctx.add(finding)
+    scan.unvet(unvetted)
+
+
+def _read_executorch(scan: _Scan, view: memoryview, member: str | None) -> None:
+    findings, unvetted = scan_executorch(view, member=member)
+    for finding in findings:
+        scan.ctx.add(finding)
+    scan.unvet(unvetted)
+
+
+def _read_coreml(scan: _Scan, view: memoryview, member: str | None) -> None:
+    findings, unvetted = scan_coreml(view, member=member)
+    for finding in findings:
+        scan.ctx.add(finding)
+    scan.unvet(unvetted)
+
+
+def _read_msgpack(scan: _Scan, view: memoryview, member: str | None) -> None:
+    def on_pickle(data: memoryview, offset: int) -> None:
+        scan.embedded_pickle(data, offset, member)
+
+    for finding in scan_msgpack(view, member=member, on_pickle=on_pickle):
+        scan.ctx.add(finding)
+
+
+def _read_xml(scan: _Scan, view: memoryview, member: str | None) -> None:
+    root, findings = parse_xml(view, member=member)
+    for finding in findings:
+        scan.ctx.add(finding)
+    if findings:
+        return  # entity declarations end the parse: the document is not read further
+    if root.tag == "PMML":
+        for finding in scan_pmml(root, member=member):
+            scan.ctx.add(finding)
+        return
+    weights = None
+    if member is None and scan.path is not None and scan.path.with_suffix(".bin").is_file():
+        weights = scan.path.with_suffix(".bin").stat().st_size
+    found, unvetted = scan_openvino(root, member=member, weights_size=weights)
+    for finding in found:
+        scan.ctx.add(finding)
+    scan.unvet(unvetted)
+
+
+def _read_openvino_weights(scan: _Scan, view: memoryview, member: str | None) -> None:
+    xml = scan.path.with_suffix(".xml") if scan.path is not None else None
+    need = openvino_max_weight(xml) if xml is not None else None
+    if need is None or need > len(view):
+        raise Malformed(
+            f"OpenVINO weights of {len(view)} bytes; the IR beside them reads {need} bytes", member=member
+        )
+
+
+def _read_paddle(scan: _Scan, view: memoryview, member: str | None) -> None:
+    for finding in scan_paddle(view, member=member):
+        scan.ctx.add(finding)
+
+
+_BUFFER_FORMATS: dict[str, Any] = {
+    "tflite": _read_tflite,
+    "executorch": _read_executorch,
+    "catboost": lambda scan, view, member: scan_catboost(view, member=member),
+    "flax-msgpack": _read_msgpack,
+    "coreml": _read_coreml,
+    "coreml-weights": lambda scan, view, member: scan_mil_weights(view, member=member),
+    "paddle": _read_paddle,
+    "paddle-params": lambda scan, view, member: scan_pdiparams(view, member=member),
+    "pmml": _read_xml,
+    "openvino": _read_xml,
+    "openvino-weights": _read_openvino_weights,
+    "xgboost": lambda scan, view, member: _read_xgboost(view, member),
+    "lightgbm": lambda scan, view, member: read_lightgbm(view, member=member),
+    "rar": _read_rar,
+    "executable": _read_executable,
+    **{kind: _opaque(kind) for kind in _OPAQUE},
+}
+
+
+def _read_xgboost(view: memoryview, member: str | None) -> None:
+    if bytes(view[:1]) == b"{" and len(view) > 1 and view[1] in b"iU":
+        read_ubjson(view, member=member)
+        return
+    try:
+        json.loads(bytes(view))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise Malformed("not a readable XGBoost JSON model", member=member) from None
+
+
 _TS_CLASS = re.compile(r"^class\s+([A-Za-z_][A-Za-z0-9_]*)", re.M)
 _TS_DEF = re.compile(r"^\s*def\s+([A-Za-z_][A-Za-z0-9_]*)", re.M)
 
@@ -1235,14 +1516,22 @@ def _third_party_summary(findings: list[Finding]) -> Finding | None:
 
 
 def _scan_stream(
-    f: IO[bytes], size: int, label: str, allowlist: Allowlist, model_dir: Path | None
+    f: IO[bytes],
+    size: int,
+    label: str,
+    allowlist: Allowlist,
+    model_dir: Path | None,
+    path: Path | None = None,
 ) -> ScanResult:
     scan = _Scan(allowlist)
+    scan.path = path
     fmt = "unknown"
     error: str | None = None
     kind: str | None = None
     try:
         fmt = detect_stream(f, size)
+        if fmt == "unknown" and path is not None:
+            fmt = sibling_format(path, size) or fmt
         f.seek(0)
         scan.top(f, size, fmt, model_dir=model_dir)
     except Malformed as exc:
@@ -1256,15 +1545,28 @@ def _scan_stream(
         error, kind = "structure nested too deeply to analyse", "too-large"
     except MemoryError:
         error, kind = "too large to analyse in memory", "too-large"
-    if error is None and scan.unvetted and not scan.ctx.findings:
-        error, kind = _unvetted_reason(scan.unvetted), "unvetted"
+    if error is None and (scan.unvetted or scan.unvetted_parts) and not scan.ctx.findings:
+        reasons = [_unvetted_reason(scan.unvetted)] if scan.unvetted else []
+        if scan.unvetted_parts:
+            listed = scan.unvetted_parts[:8] + (
+                [f"{len(scan.unvetted_parts) - 8} more"] if len(scan.unvetted_parts) > 8 else []
+            )
+            reasons.append(
+                f"{fmt}: code dlsec does not vet ({'; '.join(listed)}); its implementation is not in the "
+                "file, or not in a form dlsec reads: accept it with --allow-unscannable if you trust it"
+            )
+        error, kind = " ".join(reasons), "unvetted"
     result = _finish(label, fmt, scan, error)
     result.error_kind = kind if error is not None else None
-    result.notes = [
-        f"zip member {m} is flagged as encrypted but stored in the clear; PyTorch ignores the flag "
-        "and so does the scan, which read it whole"
-        for m in sorted(scan.flagged)
-    ] if error is None else []
+    result.notes = (
+        [
+            f"zip member {m} is flagged as encrypted but stored in the clear; PyTorch ignores the flag "
+            "and so does the scan, which read it whole"
+            for m in sorted(scan.flagged)
+        ]
+        if error is None
+        else []
+    )
     return result
 
 
@@ -1288,7 +1590,7 @@ def scan_file(path: str | os.PathLike[str], *, allow: Iterable[str] | Allowlist 
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
-            return _check_extension(path, _scan_stream(f, size, str(path), allowlist, path.parent))
+            return _check_extension(path, _scan_stream(f, size, str(path), allowlist, path.parent, path))
     except OSError as exc:
         reason = f"cannot read the file ({exc.strerror or exc})"
         return ScanResult(str(path), "unknown", error=reason, error_kind="unreadable")
@@ -1306,7 +1608,16 @@ _EXTENSION_FORMATS: dict[str, frozenset[str]] = {
     ".hdf5": frozenset({"hdf5"}),
     ".keras": frozenset({"keras", "zip", "hdf5"}),
     ".gguf": frozenset({"gguf"}),
-    ".json": frozenset({"json"}),
+    ".json": frozenset({"json", "xgboost"}),
+    ".tflite": frozenset({"tflite"}),
+    ".pte": frozenset({"executorch"}),
+    ".pmml": frozenset({"pmml"}),
+    ".mlmodel": frozenset({"coreml"}),
+    ".pdmodel": frozenset({"paddle"}),
+    ".cbm": frozenset({"catboost"}),
+    ".ubj": frozenset({"xgboost"}),
+    ".skops": frozenset({"skops"}),
+    ".msgpack": frozenset({"flax-msgpack"}),
 }
 
 
