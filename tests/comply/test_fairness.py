@@ -11,7 +11,7 @@ import torch
 
 from dlsec.attacks import get_attack
 from dlsec.cli import main
-from dlsec.comply.fairness import fairness_metrics, fairness_report, mitigate, protected_column
+from dlsec.comply.fairness import fairness_metrics, fairness_report, load_groups, mitigate, protected_column
 from dlsec.core import Dataset, InputSpec, WhiteBoxModel, load_dataset
 from dlsec.errors import DataError
 
@@ -101,6 +101,31 @@ def test_robust_accuracy_per_group_where_the_answer_is_known():
     assert report.attack is not None and report.attack["immutable"] == ["group"]
     assert report.check(max_robust_gap=0.5) == ["robust-accuracy gap 1.000 > 0.5 (worst group 1)"]
     assert json.loads(json.dumps(report.to_dict()))["groups"]["1"]["robust_accuracy"] == 0.0
+
+
+def test_groups_given_per_row_when_the_attribute_is_not_a_model_input(tmp_path):
+    # one input (class 1 iff x > 0.5); the groups live beside the data, not in it
+    spec = InputSpec(shape=(1,), num_classes=2, kind="tabular")
+    layer = torch.nn.Linear(1, 2)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[-1.0], [1.0]]))
+        layer.bias.copy_(torch.tensor([0.5, -0.5]))
+    x = np.array([[0.1], [0.9], [0.45], [0.55]], dtype=np.float32)
+    data = Dataset(x, np.array([0, 1, 0, 1]), spec, "rows")
+    (tmp_path / "g.txt").write_text("far\nfar\nnear\nnear\n")
+    np.save(tmp_path / "g.npy", np.array([0, 0, 1, 1]))
+    assert load_groups(tmp_path / "g.npy").tolist() == [0, 0, 1, 1]
+    groups = load_groups(tmp_path / "g.txt")
+    model = WhiteBoxModel(layer, spec, device="cpu")
+    report = fairness_report(model, data, protected=groups, attack=get_attack("pgd", eps=0.1, steps=20))
+    assert report.protected == "groups" and report.attack is not None and report.attack["immutable"] == []
+    assert report.groups["far"].robust_accuracy == 1.0 and report.groups["near"].robust_accuracy == 0.0
+    assert report.robust_worst_group == "near"
+    with pytest.raises(DataError, match="3 group labels for 4 rows"):
+        fairness_report(model, data, protected=groups[:3])
+    (tmp_path / "empty.txt").write_text("\n")
+    with pytest.raises(DataError, match="no group labels"):
+        load_groups(tmp_path / "empty.txt")
 
 
 def test_without_an_attack_there_are_no_robust_numbers_and_the_gate_says_so():
@@ -208,6 +233,38 @@ def test_cli_attack_and_mitigation(capsys, credit_model):
     assert mit["after"]["demographic_parity_difference"] < mit["before"]["demographic_parity_difference"]
 
 
+def test_cli_groups_file_gives_the_numbers_of_the_column(capsys, credit_model, tmp_path):
+    column = load_dataset("builtin:credit-bias").x[:, 0]
+    labels = tmp_path / "groups.txt"
+    labels.write_text("".join("minority\n" if v == 1 else "majority\n" for v in column))
+    common = [
+        "-m",
+        credit_model,
+        "-d",
+        "builtin:credit-bias",
+        "--mitigate",
+        "threshold",
+        "--max-dp-diff",
+        "1",
+    ]
+    code, out, err = run(capsys, "fairness", *common, "--protected", "group", "--json")
+    assert code == 0, err
+    by_column = json.loads(out)
+    code, out, err = run(capsys, "fairness", *common, "--groups", str(labels), "--json")
+    assert code == 0, err
+    by_file = json.loads(out)
+    assert by_file["protected"] == "groups"
+    # the test split's rows line up with their labels, for the report and for the mitigation
+    assert by_file["groups"]["minority"] == by_column["groups"]["1"]
+    assert by_file["groups"]["majority"] == by_column["groups"]["0"]
+    before = by_file["mitigation"]["before"]
+    assert (
+        before["demographic_parity_difference"]
+        == by_column["mitigation"]["before"]["demographic_parity_difference"]
+    )
+    assert before["groups"]["minority"] == by_column["mitigation"]["before"]["groups"]["1"]
+
+
 @pytest.mark.parametrize(
     "extra, fragment",
     [
@@ -216,9 +273,15 @@ def test_cli_attack_and_mitigation(capsys, credit_model):
         (["--protected", "group", "--mitigate", "magic"], "--mitigate must be threshold or reduction"),
         (["--protected", "group", "--positive", "maybe"], "--positive 'maybe' is not a class"),
         (["--protected", "group", "--eps", "0.1"], "--eps needs --attack"),
+        ([], "--protected COLUMN or --groups FILE"),
+        (["--protected", "group", "--groups", "g.txt"], "--protected COLUMN or --groups FILE"),
+        (["--groups", "THREE"], "3 labels for 2000 rows"),
+        (["--groups", "missing.txt"], "cannot read group labels"),
     ],
 )
-def test_cli_bad_input_is_one_line_and_exit_2(capsys, credit_model, extra, fragment):
+def test_cli_bad_input_is_one_line_and_exit_2(capsys, credit_model, extra, fragment, tmp_path):
+    (tmp_path / "three.txt").write_text("a\nb\na\n")
+    extra = [str(tmp_path / "three.txt") if a == "THREE" else a for a in extra]
     code, _, err = run(capsys, "fairness", "-m", credit_model, "--data", "builtin:credit-bias", *extra)
     assert code == 2
     lines = [line for line in err.strip().splitlines() if line.strip()]

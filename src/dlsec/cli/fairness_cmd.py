@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import typer
 from rich.markup import escape
 from rich.table import Table
@@ -26,7 +27,9 @@ from dlsec.cli.commands import (
     _model_and_data,
     _pick_split,
 )
+from dlsec.core.data import Dataset
 from dlsec.core.model import Model
+from dlsec.core.spec import InputSpec
 from dlsec.errors import EXIT_FINDING, UsageError
 from dlsec.fsutil import atomic_write_text
 
@@ -49,11 +52,19 @@ def fairness(
         ),
     ],
     protected: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--protected", "-p", help="The protected attribute: a column name (or index) of --data."
         ),
-    ],
+    ] = None,
+    groups_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--groups",
+            help="Instead of --protected: each row's group, one per row of --data (.npy or text), "
+            "for an attribute that is not a model input.",
+        ),
+    ] = None,
     positive: Annotated[
         str, typer.Option("--positive", help="The class counted as the positive decision (name or index).")
     ] = "1",
@@ -130,8 +141,12 @@ def fairness(
         dlsec fairness -m runs/credit -d builtin:credit-bias -p group -a pgd --eps 0.05 --mitigate threshold
     """
     from dlsec.attacks import get_attack
-    from dlsec.comply.fairness import fairness_report, mitigate, protected_column
+    from dlsec.comply.fairness import fairness_report, load_groups, mitigate, protected_column
 
+    if (protected is None) == (groups_file is None):
+        raise UsageError(
+            "name the protected attribute: --protected COLUMN or --groups FILE (one label per row)"
+        )
     if mitigate_method is not None and mitigate_method not in ("threshold", "reduction"):
         raise UsageError(f"--mitigate must be threshold or reduction, got {mitigate_method!r}")
     if constraint not in _CONSTRAINTS:
@@ -144,16 +159,26 @@ def fairness(
         raise UsageError(f"--out must name a folder, and {out} is a file")
     atk = get_attack(attack_name, norm=norm, eps=eps, seed=seed) if attack_name is not None else None
     loaded, dataset = _model_and_data(ctx, model, data, arch, arch_arg, label_column)
-    protected_column(dataset, protected)
+    labels = load_groups(groups_file) if groups_file is not None else None
+    if labels is not None and len(labels) != len(dataset):
+        raise UsageError(f"--groups {groups_file}: {len(labels)} labels for {len(dataset)} rows of {data}")
+    if protected is not None:
+        protected_column(dataset, protected)
     pos = _positive(loaded, positive)
     subset, split_desc = _pick_split(dataset, split, test_size, split_seed)
+    attribute: Any = protected
+    if labels is not None:  # the same rows of the labels as of the data
+        attribute = labels[_rows(_pick_split(_row_ids(dataset), split, test_size, split_seed)[0])]
     with progress_bar(f"{attack_name} attack", enabled=not json_out and atk is not None) as callback:
         report = fairness_report(
-            loaded, subset, protected=protected, positive=pos, attack=atk, progress=callback
+            loaded, subset, protected=attribute, positive=pos, attack=atk, progress=callback
         )
     payload: dict[str, Any] = {**report.to_dict(), "model": model, "data": data, "split": split_desc}
     if mitigate_method is not None:
         fit_rows, eval_rows = dataset.split(test_size=test_size, seed=split_seed)
+        if labels is not None:
+            fit_ids, eval_ids = _row_ids(dataset).split(test_size=test_size, seed=split_seed)
+            attribute = (labels[_rows(fit_ids)], labels[_rows(eval_ids)])
         with progress_bar(
             "mitigation fits", enabled=not json_out and mitigate_method == "reduction"
         ) as callback:
@@ -161,7 +186,7 @@ def fairness(
                 loaded,
                 fit_rows,
                 eval_rows,
-                protected=protected,
+                protected=attribute,
                 method=mitigate_method,  # type: ignore[arg-type]  # checked above
                 constraint=_CONSTRAINTS[constraint],  # type: ignore[arg-type]  # a key of the table
                 positive=pos,
@@ -190,6 +215,20 @@ def fairness(
         _print(payload, out)
     if failed:
         raise typer.Exit(EXIT_FINDING)
+
+
+def _row_ids(data: Dataset) -> Dataset:
+    """The row numbers of ``data`` as a dataset with its labels and name: split and picked the
+    same way, it says which rows a split of ``data`` holds (for labels kept beside the data)."""
+    n = len(data)
+    spec = InputSpec(
+        shape=(1,), num_classes=data.spec.num_classes, lower=0.0, upper=float(max(n, 1)), kind="tabular"
+    )
+    return Dataset(np.arange(n, dtype=np.float32)[:, None], data.y, spec, data.name)
+
+
+def _rows(ids: Dataset) -> np.ndarray:
+    return ids.x[:, 0].astype(np.int64)
 
 
 def _positive(model: Model, text: str) -> int:

@@ -45,6 +45,7 @@ import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -62,6 +63,7 @@ __all__ = [
     "MitigationResult",
     "fairness_metrics",
     "fairness_report",
+    "load_groups",
     "mitigate",
     "protected_column",
 ]
@@ -116,10 +118,54 @@ def protected_column(data: Dataset, protected: str | int) -> int:
 
 
 def _group_labels(values: np.ndarray) -> np.ndarray:
-    """Readable group names: ``1`` for 1.0, else the value as written."""
-    return np.array(
-        [str(int(v)) if float(v).is_integer() else f"{v:g}" for v in values.tolist()], dtype=object
-    )
+    """Readable group names: ``1`` for 1.0, a number as written, a string as it is."""
+
+    def name(v: Any) -> str:
+        if isinstance(v, float):
+            return str(int(v)) if v.is_integer() else f"{v:g}"
+        return str(v)
+
+    return np.array([name(v) for v in np.asarray(values).tolist()], dtype=object)
+
+
+def load_groups(path: str | Path) -> np.ndarray:
+    """Per-row group labels from a file: ``.npy`` (numbers or strings, no pickles) or text, one a line.
+
+    For a protected attribute that is not a model input (a model trained without it, an image
+    classifier): the i-th label belongs to the i-th row of the dataset.
+
+    Raises:
+        DataError: the file cannot be read, holds objects, or is empty.
+    """
+    p = Path(path)
+    try:
+        if p.suffix.lower() == ".npy":
+            values = np.load(p, allow_pickle=False)
+        else:
+            lines = p.read_text(encoding="utf-8").splitlines()
+            values = np.array([line.strip() for line in lines if line.strip()])
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise DataError(
+            f"{p}: cannot read group labels ({exc}); give a .npy array or one label a line"
+        ) from None
+    values = np.asarray(values).reshape(-1)
+    if values.size == 0:
+        raise DataError(f"{p}: no group labels")
+    return values
+
+
+def _groups_of(data: Dataset, protected: str | int | np.ndarray) -> tuple[np.ndarray, int | None, str]:
+    """Each row's group name, the protected column's index (``None`` for given labels), its name."""
+    if isinstance(protected, np.ndarray):
+        values = protected.reshape(-1)
+        if len(values) != len(data):
+            raise DataError(f"{data.name}: {len(values)} group labels for {len(data)} rows; give one per row")
+        groups = _group_labels(values)
+        if len(set(groups.tolist())) > MAX_GROUPS:
+            raise DataError(f"{data.name}: more than {MAX_GROUPS} distinct group labels: bin them first")
+        return groups, None, "groups"
+    index = protected_column(data, protected)
+    return _group_labels(data.x[:, index]), index, _column_name(data, index)
 
 
 # --------------------------------------------------------------------------- the metrics
@@ -337,7 +383,7 @@ def _attack_success(
 def _robust_by_group(
     model: Model,
     data: Dataset,
-    index: int,
+    index: int | None,
     groups: np.ndarray,
     attack: Attack,
     progress: Progress | None,
@@ -352,7 +398,7 @@ def _robust_by_group(
         model,
         torch.from_numpy(data.x),
         torch.from_numpy(data.y),
-        constraints=TabularConstraints(immutable=(index,)),
+        constraints=TabularConstraints(immutable=(index,)) if index is not None else None,
         progress=progress,
     )
     adv = result.adv_pred.cpu().numpy()
@@ -387,7 +433,7 @@ def fairness_report(
     model: Model,
     data: Dataset,
     *,
-    protected: str | int,
+    protected: str | int | np.ndarray,
     positive: int = 1,
     attack: Attack | None = None,
     progress: Progress | None = None,
@@ -398,7 +444,8 @@ def fairness_report(
         model: the model under test (any access level; ``attack`` needs what it declares).
         data: tabular rows whose ``protected`` column names each row's group; the model's
             input spec must match them.
-        protected: the protected column (a feature name or index).
+        protected: the protected column (a feature name or index), or each row's group label
+            (an array, e.g. from :func:`load_groups`, for an attribute that is not a model input).
         positive: the class counted as the positive decision for the rates.
         attack: an evasion attack (e.g. ``get_attack("pgd", eps=0.05)``); the protected column
             is immutable for it. Without one, no robust numbers.
@@ -413,9 +460,8 @@ def fairness_report(
         >>> report.to_dict()["groups"]["1"]["selection_rate"]           # doctest: +SKIP
         0.18
     """
-    index = protected_column(data, protected)
+    groups, index, column = _groups_of(data, protected)
     _check_fit(model, data, positive)
-    groups = _group_labels(data.x[:, index])
     pred = model.predict(data.x).numpy()
     m = fairness_metrics(data.y, pred, groups, positive=positive)
     robust: dict[str, tuple[float, float]] = {}
@@ -423,7 +469,7 @@ def fairness_report(
     if attack is not None:
         robust, overall, gap, worst, params = _robust_by_group(model, data, index, groups, attack, progress)
         extra = {
-            "attack": {**params, "immutable": [_column_name(data, index)]},
+            "attack": {**params, "immutable": [column] if index is not None else []},
             "robust_accuracy": overall,
             "robust_gap": gap,
             "robust_worst_group": worst,
@@ -448,7 +494,7 @@ def fairness_report(
     return FairnessReport(
         data=data.name,
         n=len(data),
-        protected=_column_name(data, index),
+        protected=column,
         positive=_class_name(model, positive),
         groups=per_group,
         accuracy=m["accuracy"],
@@ -505,7 +551,8 @@ class MitigationResult:
         before, after: accuracy, selection rate, demographic parity difference and ratio,
             equalised-odds difference, and per-group selection rate and accuracy.
         details: what the mitigation learned (per-group thresholds, number of predictors).
-        predict: the mitigated predictor (rows -> labels), randomised as Fairlearn's are.
+        predict: the mitigated predictor, ``predict(x, groups=None) -> labels``, randomised as
+            Fairlearn's are (drawn with ``seed``); ``groups`` is needed when they are no column.
     """
 
     method: str
@@ -516,7 +563,7 @@ class MitigationResult:
     before: dict[str, Any]
     after: dict[str, Any]
     details: dict[str, Any] = field(default_factory=dict)
-    predict: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False, compare=False)
+    predict: Callable[..., np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -553,7 +600,7 @@ def mitigate(
     fit_data: Dataset,
     eval_data: Dataset,
     *,
-    protected: str | int,
+    protected: str | int | tuple[np.ndarray, np.ndarray],
     method: Method = "threshold",
     constraint: Constraint = "demographic_parity",
     positive: int = 1,
@@ -574,7 +621,9 @@ def mitigate(
     :class:`~fairlearn.reductions.EqualizedOdds`, each best response a copy of the white-box
     model fine-tuned for ``steps`` full-batch Adam steps on the reweighted rows; the result is
     Fairlearn's randomised mixture of those networks. Both treat the decision as ``positive``
-    against the rest; predictions are drawn with ``seed``.
+    against the rest; predictions are drawn with ``seed``. ``protected`` is a column of both
+    datasets, or a pair of per-row group labels (fit rows, eval rows); the mitigated predictor
+    then needs the rows' labels too (``result.predict(x, groups)``).
 
     Raises:
         UsageError: an unknown method or constraint, too little access, or a model with one
@@ -590,12 +639,14 @@ def mitigate(
         raise UsageError(f"unknown mitigation {method!r}; choose threshold or reduction")
     if constraint not in ("demographic_parity", "equalized_odds"):
         raise UsageError(f"unknown constraint {constraint!r}; choose demographic_parity or equalized_odds")
-    index = protected_column(fit_data, protected)
-    protected_column(eval_data, index)
+    if isinstance(protected, tuple):
+        g_fit, index, _ = _groups_of(fit_data, protected[0])
+        g_eval, _, _ = _groups_of(eval_data, protected[1])
+    else:
+        g_fit, index, _ = _groups_of(fit_data, protected)
+        g_eval, _, _ = _groups_of(eval_data, protected)
     _check_fit(model, fit_data, positive)
     _check_fit(model, eval_data, positive)
-    g_fit = _group_labels(fit_data.x[:, index])
-    g_eval = _group_labels(eval_data.x[:, index])
     y_fit = (fit_data.y == positive).astype(np.int64)
     if len(np.unique(y_fit)) < 2:
         raise UsageError(f"{fit_data.name}: the fit rows hold one decision only; mitigation needs both")
@@ -611,6 +662,8 @@ def mitigate(
         )
 
     def mitigated(x: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
+        if groups is None and index is None:
+            raise UsageError("the groups are not a model input: pass each row's group label")
         g = _group_labels(np.asarray(x)[:, index]) if groups is None else groups
         decision = predict(np.asarray(x, dtype=np.float32), g)
         # back to class indices: the positive class, or the model's best other class
