@@ -48,7 +48,8 @@ def fairness(
         typer.Option(
             "--data",
             "-d",
-            help="A tabular dataset with the protected column: builtin:credit-bias, a .csv, a .npz.",
+            help="A tabular dataset with the protected column (builtin:credit-bias, a .csv, a .npz), "
+            "or any dataset with --groups.",
         ),
     ],
     protected: Annotated[

@@ -1,7 +1,9 @@
 """Fairness beside robustness: Fairlearn's group metrics, per-group robust accuracy, mitigation.
 
 A model can be accurate and robust on average and unfair, or fragile, for one group. This module
-measures both, group by group, over a protected attribute that is a column of a tabular dataset:
+measures both, group by group, over a protected attribute that is a column of a tabular dataset
+or, when it is no model input (a model trained without it, an image classifier), over group
+labels given per row (:func:`load_groups`):
 
 * **Fairlearn's metrics**, never re-implemented: a :class:`~fairlearn.metrics.MetricFrame` with
   count, accuracy, selection rate, true and false positive rates per group, and
@@ -193,7 +195,8 @@ class FairnessReport:
 
     Attributes:
         data: where the rows came from; ``n`` how many.
-        protected: the protected column's name (or index); ``positive`` the positive class.
+        protected: the protected column's name (or index), ``groups`` for labels given per row;
+            ``positive`` the positive class.
         groups: per group (named by the column's value), its :class:`GroupMetrics`.
         accuracy, selection_rate: over all rows.
         demographic_parity_difference, demographic_parity_ratio, equalized_odds_difference:
