@@ -518,7 +518,7 @@ FORMAT_CASES: list[tuple[str, str, Callable[[Path], bytes], str, str]] = [
     ),
     (
         "skops_operator_func_node_cve_2025_54412",
-        _SKOPS_GH + "GHSA-m7f4-hrc6-fwg3 (CVE-2025-54412: OperatorFuncNode)",
+        _SKOPS_GH + " (CVE-2025-54412: OperatorFuncNode)",
         _b(
             lambda: skops(
                 {
@@ -536,7 +536,7 @@ FORMAT_CASES: list[tuple[str, str, Callable[[Path], bytes], str, str]] = [
     ),
     (
         "skops_method_node_cve_2025_54413",
-        _SKOPS_GH + "GHSA-4v6w-xpmh-gfgp (CVE-2025-54413: MethodNode)",
+        _SKOPS_GH + " (CVE-2025-54413: MethodNode)",
         _b(
             lambda: skops(
                 {

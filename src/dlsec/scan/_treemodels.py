@@ -175,9 +175,8 @@ def xgboost_json(doc: Any) -> bool:
 # skops' default trusted roots: what skops.io.load accepts without `trusted=`.
 _SKOPS_TRUSTED_ROOTS = ("builtins", "numpy", "scipy", "sklearn", "collections")
 _SKOPS_NODES_CALL = {
-    "MethodNode": "CVE-2025-54413 (GHSA-4v6w-xpmh-gfgp): a method of an object is looked up by name "
-    "and called",
-    "OperatorFuncNode": "CVE-2025-54412 (GHSA-m7f4-hrc6-fwg3): an operator function (attrgetter, "
+    "MethodNode": "CVE-2025-54413: a method of an object is looked up by name and called",
+    "OperatorFuncNode": "CVE-2025-54412: an operator function (attrgetter, "
     "methodcaller...) is built and called",
 }
 
