@@ -16,6 +16,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dlsec.assess.backdoor import Backdoor
+from dlsec.assess.explain import ExplainSection
 from dlsec.assess.extraction import Extraction
 from dlsec.assess.privacy import Privacy
 from dlsec.core.config import load_yaml_model
@@ -162,6 +163,7 @@ class Campaign(_Strict):
     privacy: Privacy = Field(default_factory=Privacy)  # off unless privacy.enabled
     extraction: Extraction = Field(default_factory=Extraction)  # off unless extraction.enabled
     backdoor: Backdoor = Field(default_factory=Backdoor)  # off unless backdoor.enabled
+    explain: ExplainSection = Field(default_factory=ExplainSection)  # on unless explain.enabled: false
     gates: list[GateSpec] = Field(default_factory=list)
 
     def fingerprint(self) -> str:

@@ -21,6 +21,7 @@ import torch
 
 from dlsec.assess.campaign import Campaign
 from dlsec.assess.certify import Certificate, RandomizedSmoothing, certified_accuracy
+from dlsec.assess.explain import AdversarialGallery
 from dlsec.assess.gates import GateResult, build_gate
 from dlsec.attacks import ATTACKS, check_gradient_masking, get_attack
 from dlsec.core.corruptions import corrupt, corruptions_for
@@ -344,6 +345,23 @@ def run_assessment(
         )
         report["findings"] += backdoor_findings
 
+    # Explanations: clean vs adversarial attributions of the gallery's rows (on by default).
+    gallery_adv = _gallery_adversarial(report, units)
+    if campaign.explain.enabled:
+        from dlsec.assess.explain import run_explain
+
+        report["explain"] = run_explain(
+            target,
+            x_np,
+            y_np,
+            np.asarray(clean["predictions"]),
+            gallery_adv,
+            campaign.explain,
+            step=step,
+            seed=seed,
+            feature_names=target.spec.feature_names,
+        )
+
     if model_file is not None:
         from dlsec.scan import scan_file
 
@@ -382,7 +400,7 @@ def run_assessment(
         units_reused=units.reused,
     )
 
-    gallery = _gallery(report, units, x_np, y_np, np.asarray(clean["predictions"]), names, target)
+    gallery = _gallery(report, gallery_adv, x_np, y_np, np.asarray(clean["predictions"]), names, target)
     write_all_reports(out, report, gallery=gallery, gates=gate_results)
     return Assessment(report, gate_results)
 
@@ -413,6 +431,10 @@ def _not_run(
     scan = (report.get("backdoor") or {}).get("scan") or {}
     if isinstance(scan, dict) and "skipped" in scan:
         out.append({"check": "backdoor trigger scan", "reason": str(scan["skipped"])})
+    explained = report.get("explain") or {}
+    for part, key in (("explain", "skipped"), ("explain (adversarial attributions)", "skipped_adversarial")):
+        if key in explained:
+            out.append({"check": part, "reason": str(explained[key])})
     if model_file is None:
         out.append({"check": "model-file scan", "reason": "no model file (an in-memory or remote model)"})
     return out
@@ -447,6 +469,8 @@ def _plan(campaign: Campaign, target: Model, access: Access) -> list[str]:
         from dlsec.assess.extraction import unit_keys as extraction_keys
 
         keys += extraction_keys(campaign.extraction)
+    if campaign.explain.enabled and access != Access.DECISION:
+        keys.append("explain")
     return keys
 
 
@@ -505,32 +529,39 @@ def _findings(report: dict[str, Any]) -> list[dict[str, Any]]:
     return findings
 
 
+def _gallery_adversarial(report: dict[str, Any], units: _Units) -> AdversarialGallery | None:
+    """The adversarial rows the gallery shows: the first norm's middle budget, its first kept attack."""
+    from dlsec.assess.explain import AdversarialGallery
+
+    for norm, curve in report.get("robustness", {}).get("curves", {}).items():
+        mid = curve["eps"][len(curve["eps"]) // 2]
+        for name in curve["attacks"]:
+            key = f"evasion-{norm}-{mid:g}-{name}"
+            arr = units.load_array(key)
+            if arr is not None:
+                unit = json.loads((units.dir / f"{key}.json").read_text())
+                return AdversarialGallery(name, norm, float(mid), arr, np.asarray(unit["adv_pred"]))
+    return None
+
+
 def _gallery(
     report: dict[str, Any],
-    units: _Units,
+    adversarial: AdversarialGallery | None,
     x: np.ndarray,
     y: np.ndarray,
     pred: np.ndarray,
     names: list[str],
     model: Model,
 ) -> list[dict[str, Any]]:
+    from dlsec.assess.explain import heat_map
     from dlsec.assess.report import png_data_uri
 
     if model.spec.kind != "image" or len(model.spec.shape) != 3:
         return []
-    curves = report.get("robustness", {}).get("curves", {})
-    adv, adv_pred = None, None
-    for norm, curve in curves.items():
-        mid = curve["eps"][len(curve["eps"]) // 2]
-        for name in curve["attacks"]:
-            key = f"evasion-{norm}-{mid:g}-{name}"
-            arr = units.load_array(key)
-            unit = json.loads((units.dir / f"{key}.json").read_text())
-            if arr is not None:
-                adv, adv_pred = arr, np.asarray(unit["adv_pred"])
-                break
-        if adv is not None:
-            break
+    adv = adversarial.x_adv if adversarial is not None else None
+    adv_pred = adversarial.adv_pred if adversarial is not None else None
+    maps = (report.get("explain") or {}).get("maps") or {}
+    hw = (model.spec.shape[1], model.spec.shape[2])
     scale = max(1, 64 // max(model.spec.shape[1:]))
     items = []
     for i in range(min(GALLERY_N, len(y))):
@@ -544,5 +575,8 @@ def _gallery(
         }
         if adv is not None and adv_pred is not None:
             item.update(adv_src=png_data_uri(adv[i], scale=scale), adv_prediction=names[adv_pred[i]])
+        for which in ("clean", "adversarial"):
+            if i < len(maps.get(which, [])):
+                item[f"{which}_map_src"] = png_data_uri(heat_map(maps[which][i], hw), scale=scale)
         items.append(item)
     return items
