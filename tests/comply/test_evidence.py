@@ -234,3 +234,45 @@ def test_a_pii_scan_from_dlsec_data_pii_is_evidence_and_pii_found_fails_the_cont
     assert {r.control.ref: r.status for r in none.maps[0].results}["Art. 5(1)(c)"] == "met"
     with pytest.raises(UsageError, match="not a `dlsec data pii --json` report"):
         collect_evidence(pii=_report(tmp_path / "r.json"))
+
+
+def test_fairness_from_dlsec_fairness_is_evidence_and_a_failed_gate_fails_the_control(capsys, tmp_path):
+    model = tmp_path / "credit"
+    assert run(capsys, "train", "--data", "builtin:credit-bias", "--epochs", "3", "--out", str(model))[0] == 0
+    common = ["fairness", "-m", str(model), "-d", "builtin:credit-bias", "--protected", "group", "--json"]
+    for name, limit in (("loose", "1"), ("strict", "0.0001")):
+        code, stdout, err = run(capsys, *common, "--max-dp-diff", limit)
+        assert code == (0 if name == "loose" else 1), err
+        (tmp_path / f"{name}.json").write_text(stdout)
+    loose = build_compliance(None, frameworks=["nist-ai-rmf"], fairness=tmp_path / "loose.json")
+    assert {r.control.ref: r.status for r in loose.maps[0].results}["MEASURE 2.11"] == "met"
+    assert "protected attribute group" in loose.evidence.of("fairness")[0].summary
+    strict = collect_evidence(fairness=tmp_path / "strict.json")
+    assert strict.state("fairness") == "failing" and "gates failed" in strict.of("fairness")[0].summary
+
+
+def test_erasure_records_in_the_audit_log_are_evidence_and_a_failed_one_stays_failing_until_redone(home):  # noqa: F811
+    reg = Registry.open(home=home)
+    reg.add(_signed_model(home, "f", 6), "clf")
+    verified = {"verified": True, "auc": 0.51, "auc_ci": [0.42, 0.6]}
+    failed = {"verified": False, "reason": "AUC 0.71 above chance"}
+
+    def states() -> list[tuple[str, str]]:
+        ev = collect_evidence("clf@1", registry=reg, keys=home / "keys")
+        return [(i.state, i.summary) for i in ev.of("erasure")]
+
+    assert states() == []
+    reg.audit.append("erasure.failed", "clf", {"row_sha256": ["r1", "r2"], "verification": failed})
+    assert [s for s, _ in states()] == ["failing"]
+    reg.audit.append(
+        "erasure.record", "clf@2", {"method": "sisa", "row_sha256": ["r1"], "verification": verified}
+    )
+    got = states()  # r2 is still in the model: the failed request stays failing for that row
+    assert sorted(s for s, _ in got) == ["failing", "ok"]
+    assert any("LiRA AUC on them 0.510, CI [0.420, 0.600]" in summary for _, summary in got)
+    assert any("erasure of 1 row(s)" in summary for s, summary in got if s == "failing")
+    reg.audit.append(
+        "erasure.record", "clf@3", {"method": "sisa", "row_sha256": ["r2"], "verification": verified}
+    )
+    assert [s for s, _ in states()] == ["ok", "ok"]
+    reg.close()

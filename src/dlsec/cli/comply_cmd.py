@@ -73,7 +73,7 @@ def comply(
     registry_url: RegistryUrlOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Map each control of a framework to the evidence dlsec holds; name the gaps.
+    """Map a model's evidence to GDPR, CCPA, HIPAA, EU AI Act, NIST AI RMF, ISO 42001; model card, ML-BOM.
 
     Writes compliance.json, compliance.html, compliance.sarif, and with --model the model card
     (model-card.json, model-card.html) and a CycloneDX 1.6 ML-BOM (bom.cdx.json). Evidence is
@@ -83,7 +83,7 @@ def comply(
 
     Example:
 
-        dlsec comply -f gdpr -f eu-ai-act --model digits@production --pii pii.json --out comply/
+        dlsec comply -f gdpr -f eu-ai-act -m digits@production -o comply/
     """
     from dlsec.comply.evidence import FRAMEWORKS, build_compliance
 

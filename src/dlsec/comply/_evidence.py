@@ -25,7 +25,7 @@ from dlsec.errors import UsageError
 
 if TYPE_CHECKING:
     from dlsec.core.card import TrainingCard
-    from dlsec.store import Registry
+    from dlsec.store import Entry, Registry
 
 __all__ = ["KINDS", "Evidence", "EvidenceItem", "collect_evidence"]
 
@@ -254,20 +254,7 @@ def _from_registry(ev: Evidence, registry: Registry, ref: str, keys: str | Path 
         "audit log",
         verification.root,
     )
-    erasures = [e for e in entries if "eras" in e.action]
-    for e in erasures:
-        verified = (e.details or {}).get("verification") or {}
-        ok = (
-            bool(verified.get("passed", verified.get("ok", False)))
-            if isinstance(verified, Mapping)
-            else False
-        )
-        ev.add(
-            "erasure",
-            "ok" if ok else "failing",
-            f"{e.action} on {e.subject} at {e.ts}" + ("" if ok else " (its verification did not pass)"),
-            f"audit log entry {e.index}",
-        )
+    _erasures(ev, [e for e in entries if e.action.startswith("erasure.")])
     from dlsec.store import KeyStore
 
     live = [k for k in KeyStore(registry.db).all() if k.revoked_at is None and k.may_use(record.model)]
@@ -289,6 +276,41 @@ def _from_registry(ev: Evidence, registry: Registry, ref: str, keys: str | Path 
         else:
             ev.missing("assessment", f"{where}: the recorded report {stored.name} is missing from the store")
     return record.path
+
+
+def _erasures(ev: Evidence, entries: list[Entry]) -> None:
+    """Erasure records of the audit log: verified ones are evidence; a failed request is failing
+    until a later verified erasure covers its rows (the data stayed in the model meanwhile)."""
+    done: set[str] = set()
+    for e in sorted(entries, key=lambda e: e.index):
+        details = e.details or {}
+        rows = {str(r) for r in details.get("row_sha256") or []}
+        verification = details.get("verification") or {}
+        verified = isinstance(verification, Mapping) and verification.get("verified") is True
+        if e.action == "erasure.record" and verified:
+            done |= rows
+    for e in entries:
+        details = e.details or {}
+        rows = {str(r) for r in details.get("row_sha256") or []}
+        verification = details.get("verification") or {}
+        verified = isinstance(verification, Mapping) and verification.get("verified") is True
+        where = f"audit log entry {e.index}"
+        if e.action == "erasure.record" and verified:
+            auc, ci = verification.get("auc"), verification.get("auc_ci") or []
+            measured = (
+                f"; LiRA AUC on them {auc:.3f}" + (f", CI [{ci[0]:.3f}, {ci[1]:.3f}]" if len(ci) == 2 else "")
+                if isinstance(auc, float)
+                else ""
+            )
+            summary = f"{len(rows)} row(s) erased ({details.get('method')}) into {e.subject}{measured}"
+            ev.add("erasure", "ok", summary, where)
+        elif not rows <= done:
+            why = (
+                "not verified"
+                if e.action == "erasure.record"
+                else "its verification failed; nothing was written"
+            )
+            ev.add("erasure", "failing", f"erasure of {len(rows - done)} row(s) at {e.ts}: {why}", where)
 
 
 def _from_files(ev: Evidence, path: Path, keys: str | Path | None) -> None:
@@ -343,16 +365,25 @@ def _pii_item(ev: Evidence, doc: dict[str, Any], source: str, digest: str) -> No
 
 def _fairness_item(ev: Evidence, doc: dict[str, Any], source: str, digest: str) -> None:
     ev.fairness = doc
-    passed = doc.get("passed")
-    if not isinstance(passed, bool):
-        raise UsageError(f"--fairness {source}: not a `dlsec fairness --json` report (no passed)")
-    ev.add(
-        "fairness",
-        "ok" if passed else "failing",
-        str(doc.get("summary") or ("within thresholds" if passed else "outside its thresholds")),
-        source,
-        digest,
+    gates = doc.get("gates")
+    passed = gates.get("passed") if isinstance(gates, Mapping) else None
+    if not isinstance(passed, bool) or "protected" not in doc:
+        raise UsageError(f"--fairness {source}: not a `dlsec fairness --json` report (no gates.passed)")
+
+    def num(key: str) -> str:
+        value = doc.get(key)
+        return f"{value:.3f}" if isinstance(value, int | float) else "n/a"
+
+    summary = (
+        f"protected attribute {doc['protected']}: demographic parity difference "
+        f"{num('demographic_parity_difference')}, "
+        f"equalised-odds difference {num('equalized_odds_difference')}"
     )
+    if doc.get("robust_gap") is not None:
+        summary += f", robust-accuracy gap {num('robust_gap')} (worst group {doc.get('robust_worst_group')})"
+    if not passed and isinstance(gates, Mapping):
+        summary += f"; gates failed: {', '.join(map(str, gates.get('failed') or []))}"
+    ev.add("fairness", "ok" if passed else "failing", summary, source, digest)
 
 
 def collect_evidence(

@@ -63,7 +63,7 @@ def _factors(ev: Evidence) -> dict[str, Any]:
         out["input_kind"] = (ev.card.get("input_spec") or {}).get("kind")
     if ev.fairness is not None:
         out["protected_attribute"] = ev.fairness.get("protected")
-        out["groups"] = ev.fairness.get("groups")
+        out["groups"] = sorted(ev.fairness.get("groups") or {})
     return {k: v for k, v in out.items() if v is not None}
 
 
@@ -81,8 +81,9 @@ def _metrics(ev: Evidence) -> dict[str, Any]:
             for norm, c in curves.items()
         }
         out["attacks"] = sorted({a for c in curves.values() for a in c.get("attacks", [])})
-    if ev.fairness is not None and ev.fairness.get("metrics"):
-        out["fairness"] = ev.fairness["metrics"]
+    if ev.fairness is not None:
+        keys = ("demographic_parity_difference", "equalized_odds_difference", "accuracy_gap", "robust_gap")
+        out["fairness"] = {k: ev.fairness.get(k) for k in keys if ev.fairness.get(k) is not None}
     return out
 
 
@@ -115,8 +116,8 @@ def _quantitative(ev: Evidence) -> dict[str, Any]:
     if clean.get("per_class_accuracy") is not None:
         names = clean.get("class_names") or [str(i) for i in range(len(clean["per_class_accuracy"]))]
         out["per_class_accuracy"] = dict(zip(map(str, names), clean["per_class_accuracy"], strict=False))
-    if ev.fairness is not None and ev.fairness.get("by_group"):
-        out["by_group"] = ev.fairness["by_group"]
+    if ev.fairness is not None and ev.fairness.get("groups"):
+        out["by_group"] = ev.fairness["groups"]
     return out
 
 
