@@ -16,11 +16,11 @@ from dlsec.assess.explain import (
     _blocks,
     _changed_most,
     run_explain,
-    topk_overlap,
 )
 from dlsec.core.data import Dataset
 from dlsec.core.model import WhiteBoxModel
 from dlsec.core.spec import InputSpec
+from dlsec.explain import topk_intersection
 
 
 def _direct(key: str, compute):  # the runner's step without its cache
@@ -31,8 +31,9 @@ def test_topk_overlap_by_hand():
     a = np.array([[0.5, 0.3, 0.1, 0.1], [0.4, 0.3, 0.2, 0.1]])
     b = np.array([[0.1, 0.3, 0.5, 0.1], [0.4, 0.3, 0.2, 0.1]])
     # row 0: top-2 {0, 1} vs {2, 1} share one unit; row 1: identical
-    assert topk_overlap(a, b, 2).tolist() == [0.5, 1.0]
-    assert topk_overlap(a, b, 10).tolist() == [1.0, 1.0]  # k clipped to the number of units
+    a, b = torch.from_numpy(a), torch.from_numpy(b)
+    assert topk_intersection(a, b, 2).tolist() == [0.5, 1.0]
+    assert topk_intersection(a, b, 10).tolist() == [1.0, 1.0]  # k clipped to the number of units
 
 
 def test_image_blocks_cover_every_pixel_once():
@@ -122,6 +123,11 @@ def test_the_report_shows_heat_maps_and_the_regions_an_image_attack_changed(tmp_
     assert section["changed_most"] and section["changed_most"][0]["name"].startswith("rows ")
     html = (tmp_path / "a" / "report.html").read_text()
     assert 'id="explain"' in html and "attribution of adversarial 0" in html
+    fragility = section["fragility"]
+    assert fragility["prediction_kept"] == 1.0 and fragility["eps"] == 0.1
+    # the attack moves the explanation further than random noise of the same size
+    assert fragility["topk_intersection_mean"] < fragility["random_noise_topk_intersection_mean"]
+    assert 'id="explain-fragility"' in html
     assert not any(item["check"].startswith("explain") for item in result.report["not_run"])
 
 
@@ -144,3 +150,28 @@ def test_a_model_without_scores_names_the_section_as_not_run(tmp_path: Path, acc
         model_sha256="x",
     )
     assert "explain" not in off.report and "explain" not in {i["check"] for i in off.report["not_run"]}
+
+
+def test_the_explanation_attack_cannot_move_a_linear_models_saliency_but_moves_a_cnns():
+    from dlsec.core import load_dataset, load_model
+    from dlsec.errors import UsageError
+    from dlsec.explain import attack_explanation
+
+    layer = torch.nn.Linear(4, 2)
+    spec = InputSpec(shape=(4,), num_classes=2, kind="tabular")
+    linear = WhiteBoxModel(layer, spec, device="cpu")
+    x = torch.rand(6, 4, generator=torch.Generator().manual_seed(0))
+    fixed = attack_explanation(linear, x, eps=0.3, steps=5, k=2)
+    # a linear model's saliency is |w| everywhere: no input moves it
+    assert fixed.topk_intersection.tolist() == [1.0] * 6 and bool(fixed.prediction_kept.all())
+    assert float((fixed.x_adv - x).abs().max()) <= 0.3 + 1e-6
+
+    cnn = load_model("zoo:digits-cnn", device="cpu")
+    _, test = load_dataset("builtin:digits").split(test_size=0.25, seed=0)
+    xs = torch.from_numpy(test.x[:8])
+    moved = attack_explanation(cnn, xs, eps=0.2, steps=10)
+    assert bool(moved.prediction_kept.all()) and torch.equal(cnn.predict(moved.x_adv), cnn.predict(xs))
+    assert float((moved.x_adv - xs).abs().max()) <= 0.2 + 1e-6
+    assert moved.topk_intersection.mean() < 0.8
+    with pytest.raises(UsageError, match="eps > 0"):
+        attack_explanation(cnn, xs, eps=0.0)

@@ -51,6 +51,8 @@ class ExplainSection(BaseModel):
     examples: int = Field(8, ge=1, le=64)
     top_k: int = Field(5, ge=1)
     regions: int = Field(4, ge=1, le=16)
+    fragility: bool = True
+    fragility_steps: int = Field(20, ge=1)
 
 
 @dataclass(frozen=True)
@@ -78,14 +80,6 @@ def _units(e: Explanation) -> np.ndarray:
     u = e.unit_scores(absolute=True).double().numpy()
     total = u.sum(1, keepdims=True)
     return np.divide(u, total, out=np.zeros_like(u), where=total > 0)
-
-
-def topk_overlap(a: np.ndarray, b: np.ndarray, k: int) -> np.ndarray:
-    """Per row, the fraction of ``a``'s top-``k`` units that are in ``b``'s top-``k`` (ties by index)."""
-    k = min(k, a.shape[1])
-    top_a = np.argsort(-a, axis=1, kind="stable")[:, :k]
-    top_b = np.argsort(-b, axis=1, kind="stable")[:, :k]
-    return np.array([len(set(ra) & set(rb)) / k for ra, rb in zip(top_a, top_b, strict=True)])
 
 
 def _blocks(shape: tuple[int, int], per_side: int) -> list[tuple[str, np.ndarray]]:
@@ -159,7 +153,11 @@ def run_explain(
         xa = torch.from_numpy(gallery.x_adv[:m])
         adv = explain(model, xa, method=method, seed=seed)
         adv_units = _units(adv)
-        overlap = topk_overlap(clean_units, adv_units, config.top_k)
+        from dlsec.explain import topk_intersection
+
+        overlap = topk_intersection(
+            torch.from_numpy(clean_units), torch.from_numpy(adv_units), config.top_k
+        ).numpy()
         fooled = (clean_pred[:m] == y[:m]) & (gallery.adv_pred[:m] != y[:m])
         per_example = [
             {
@@ -196,9 +194,40 @@ def run_explain(
             ),
         )
         out["maps"]["adversarial"] = adv_units.tolist()
+        if config.fragility:
+            out["fragility"] = _fragility(model, xc, gallery, config, seed)
         return out
 
     return step("explain", compute)
+
+
+def _fragility(
+    model: Model, x: torch.Tensor, gallery: AdversarialGallery, config: ExplainSection, seed: int
+) -> dict[str, Any]:
+    """The explanation attack at the gallery's L-inf budget, beside random sign noise of that size."""
+    from dlsec.core.model import WhiteBoxModel
+    from dlsec.explain import attack_explanation, explain, topk_intersection
+
+    if not isinstance(model, WhiteBoxModel):
+        return {"skipped": "the explanation attack needs a white-box model"}
+    if gallery.norm != "linf":
+        return {"skipped": f"the explanation attack is L-inf; the gallery's attack is {gallery.norm}"}
+    result = attack_explanation(model, x, eps=gallery.eps, steps=config.fragility_steps, k=None, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    noise = gallery.eps * torch.sign(torch.rand(x.shape, generator=g) - 0.5)
+    lower = model.spec.lower_tensor()
+    upper = model.spec.upper_tensor()
+    noisy = torch.max(torch.min(x + noise, upper), lower)
+    y0 = model.predict(x)
+    before = explain(model, x, target=y0, method=result.method, seed=seed)
+    after = explain(model, noisy, target=y0, method=result.method, seed=seed)
+    random = topk_intersection(before.unit_scores(absolute=True), after.unit_scores(absolute=True), result.k)
+    return {
+        **result.summary(),
+        "norm": "linf",
+        "random_noise_topk_intersection_mean": float(random.mean()),
+        "reference": "Ghorbani et al. 2019 top-k attack, softplus smoothing of Dombrowski et al. 2019",
+    }
 
 
 def heat_map(units: Sequence[float], shape: tuple[int, int]) -> np.ndarray:

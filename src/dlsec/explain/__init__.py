@@ -19,6 +19,7 @@ Example:
 """
 
 from dlsec.explain._explanation import Explanation, RankedFeature, explain
+from dlsec.explain._fragility import FragilityResult, attack_explanation, topk_intersection
 from dlsec.explain._methods import METHODS, AttributionContext, AttributionMethod, get_method, register_method
 from dlsec.explain._quality import (
     CHECKS,
@@ -46,10 +47,12 @@ __all__ = [
     "Curve",
     "ExplainRun",
     "Explanation",
+    "FragilityResult",
     "QualityReport",
     "RandomisationResult",
     "RankedFeature",
     "agreement",
+    "attack_explanation",
     "check_explanation",
     "deletion_curve",
     "explain",
@@ -61,4 +64,5 @@ __all__ = [
     "rank_correlation",
     "register_method",
     "sensitivity",
+    "topk_intersection",
 ]
