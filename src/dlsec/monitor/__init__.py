@@ -25,7 +25,12 @@ from dlsec.monitor._base import (
     register_detector,
 )
 from dlsec.monitor._features import embedding_fn, model_probs
-from dlsec.monitor.adversarial import ExternalExampleDetector, FeatureSqueezing, Mahalanobis
+from dlsec.monitor.adversarial import (
+    AttributionDetector,
+    ExternalExampleDetector,
+    FeatureSqueezing,
+    Mahalanobis,
+)
 from dlsec.monitor.config import (
     CheckReport,
     Monitor,
@@ -54,6 +59,7 @@ from dlsec.monitor.prediction import (
 from dlsec.monitor.shifts import SHIFTS, shift_dataset
 
 __all__ = [
+    "AttributionDetector",
     "DETECTORS",
     "SHIFTS",
     "Alert",

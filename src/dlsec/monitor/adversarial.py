@@ -1,4 +1,5 @@
-"""Adversarial-input detectors: feature squeezing and Mahalanobis distance on hidden activations.
+"""Adversarial-input detectors: feature squeezing, Mahalanobis distance on hidden activations, and
+atypical attribution maps.
 
 Both score single examples (``score_samples``), calibrate a threshold on clean data at a target
 false-positive rate, and test windows for an excess of flagged examples (see
@@ -19,7 +20,7 @@ from dlsec.errors import UsageError
 from dlsec.monitor._base import ExampleDetector, register_detector
 from dlsec.monitor._features import embedding_fn
 
-__all__ = ["ExternalExampleDetector", "FeatureSqueezing", "Mahalanobis"]
+__all__ = ["AttributionDetector", "ExternalExampleDetector", "FeatureSqueezing", "Mahalanobis"]
 
 
 def _round_ste(x: torch.Tensor) -> torch.Tensor:
@@ -216,6 +217,78 @@ class Mahalanobis(ExampleDetector):
             hi = self.model.spec.upper_tensor(device=xg.device)
             x = torch.max(torch.min(xg.detach() - self.noise * grad.sign(), hi), lo)
         return self._distances(x).amin(1)
+
+
+@register_detector("attribution")
+class AttributionDetector(ExampleDetector):
+    """Inputs whose explanation is atypical for the class they are predicted as.
+
+    Fitted on clean examples: per predicted class, the mean of their attribution maps (Captum,
+    through :func:`dlsec.explain.explain`; absolute attribution per pixel or feature, each map
+    scaled to unit L2 norm). An example's score is the cosine distance between its map and the
+    mean map of its predicted class: an adversarial example is predicted as a class for
+    reasons that do not look like that class's. A class seen fewer than twice in the clean
+    data scores its examples at the maximum (2), so they are flagged: unknown means suspicious.
+
+    The score runs Captum, so it is not differentiable through ``_score_torch``; adaptive
+    attacks on it should use BPDA or a differentiable surrogate of the attribution.
+
+    Args:
+        model: a white-box model (``saliency``, ``ig``, ...) or a score-based one (``occlusion``).
+        method: the attribution method (default ``saliency``, one backward pass: on the digits
+            CNN against PGD at L-inf 0.1 it separates adversarial from clean inputs with AUROC
+            0.76; ``ig`` reaches 0.83 at about 50 times the cost; feature squeezing 0.995 there,
+            Mahalanobis 0.69; see benchmarks/explain.py).
+        fpr, alpha, calibration_fraction, seed, batch_size: see
+            :class:`~dlsec.monitor.ExampleDetector`.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: Model,
+        method: str = "saliency",
+        fpr: float = 0.05,
+        alpha: float = 0.05,
+        calibration_fraction: float = 0.3,
+        seed: int = 0,
+        batch_size: int = 256,
+    ) -> None:
+        self.model = model
+        self.method = method
+        self.fpr = fpr
+        self.alpha = alpha
+        self.calibration_fraction = calibration_fraction
+        self.seed = seed
+        self.batch_size = batch_size
+
+    def _maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unit-norm absolute attribution maps ``(N, U)`` and the predicted classes."""
+        from dlsec.explain import explain
+
+        with torch.enable_grad():
+            e = explain(self.model, x.cpu(), method=self.method, seed=self.seed)
+        maps = e.unit_scores(absolute=True).double()
+        return maps / maps.norm(dim=1, keepdim=True).clamp_min(1e-12), e.targets
+
+    def _fit_state(self, x: np.ndarray, y: np.ndarray | None) -> None:
+        maps, pred = self._maps(torch.as_tensor(x, dtype=torch.float32))
+        k = self.model.spec.num_classes
+        means = torch.zeros(k, maps.shape[1], dtype=torch.float64)
+        known = torch.zeros(k, dtype=torch.bool)
+        for c in range(k):
+            rows = maps[pred == c]
+            if len(rows) >= 2:
+                m = rows.mean(0)
+                means[c] = m / m.norm().clamp_min(1e-12)
+                known[c] = True
+        self.class_maps_ = means
+        self.known_classes_ = known
+
+    def _score_torch(self, x: torch.Tensor) -> torch.Tensor:
+        maps, pred = self._maps(x)
+        cosine = (maps * self.class_maps_[pred]).sum(1)
+        return torch.where(self.known_classes_[pred], 1.0 - cosine, torch.full_like(cosine, 2.0))
 
 
 class ExternalExampleDetector(ExampleDetector):
