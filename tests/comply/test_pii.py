@@ -113,6 +113,109 @@ def test_entities_and_look_alikes(entity, text, expected):
     assert found(entity, text) == expected
 
 
+# Values of every kind, for checking the batched analysis against Presidio's analyze() per value.
+MIXED = [
+    "4111 1111 1111 1111",
+    "4111111111111112",
+    "paid with 5500 0055 5555 5559 yesterday",
+    "Refund of 12 units to card 4111 1111 1111 1112 declined.",
+    "GB82 WEST 1234 5698 7654 32",
+    "DE88 3704 0044 0532 0130 00",
+    "536-22-4399",
+    "SSN 772 11 5432 on file",
+    "912-34-5678",
+    "943 476 5919",
+    "9434765919",
+    "nhs number 9434765919",
+    "423 759 4592",
+    "4155550123",
+    "(415) 555-2671",
+    "+44 20 7946 0958",
+    "call me on +49 1512 3456789 or 4155550123",
+    "mobile 4155550123",
+    "1990-01-31",
+    "31.01.1990, tel 020 7946 0958",
+    "Patient was born on 1990-01-31; follow-up in two weeks.",
+    "DOB: 1984-02-29",
+    "17 May 1990",
+    "meeting on 2020-01-01 at noon",
+    "Mary Smith",
+    "SMITH, Mary",
+    "Dear Linda",
+    "Spoke with Will Young about order 12345.",
+    "Patient",
+    "ann.lee@example.co.uk",
+    "user@localhost",
+    "192.168.10.4",
+    "2001:db8::1",
+    "999.10.1.1",
+    "12.50",
+    "",
+]
+
+
+@pytest.mark.parametrize("context", [[], ["phone"], ["dob"], ["name"], ["nhs", "number"], ["notes"], ["ref"]])
+@pytest.mark.parametrize("min_score", [0.4, 0.2])
+def test_batched_analysis_equals_presidio_analyze_per_value(context, min_score):
+    engine = _pii_engine.build_engine(frozenset(_pii_engine.DEFAULT_ENTITIES), ("US", "GB", "DE"))
+    for entity in sorted(engine.entities):
+        batched = [
+            sorted(spans) for spans in engine.analyze(MIXED, entity, context=context, min_score=min_score)
+        ]
+        plain = []
+        for value in MIXED:
+            results = engine.analyzer.analyze(
+                value,
+                language="en",
+                entities=[entity],
+                context=context,
+                score_threshold=min_score,
+                return_decision_process=True,
+            )
+            if entity == "DATE_OF_BIRTH":
+                results = [r for r in results if r.analysis_explanation.supportive_context_word]
+            plain.append(sorted((r.start, r.end, float(r.score)) for r in results))
+        assert batched == plain, entity
+    # the shortcut for values without letters assumes every context word has a letter
+    for recognizer in engine.analyzer.registry.recognizers:
+        assert all(any(c.isalpha() for c in word) for word in recognizer.context or [])
+
+
+def test_a_column_named_for_another_identifier_has_no_phone_numbers():
+    number = "423 759 4592"  # a valid US phone number, and an NHS-like number failing mod 11
+    table = {
+        "nhs": [number],
+        "NHS_Number": [number],
+        "credit_card": [number],
+        "phone": [number],
+        "email_or_phone": [number],
+        "notes": [f"ring {number}"],
+    }
+    report = PiiScanner(entities=["PHONE_NUMBER", "UK_NHS"]).scan_table(table)
+    assert {n: c.counts for n, c in report.columns.items()} == {
+        "nhs": {},
+        "NHS_Number": {},
+        "credit_card": {},
+        "phone": {"PHONE_NUMBER": 1},
+        "email_or_phone": {"PHONE_NUMBER": 1},
+        "notes": {"PHONE_NUMBER": 1},
+    }
+    assert _pii_engine.names_other_identifier("patient_ssn")
+    assert not _pii_engine.names_other_identifier("mobile_number")
+
+
+def test_dates_are_not_phone_numbers_and_bare_digits_need_phone_context():
+    assert found("PHONE_NUMBER", "visit 1990-01-31 and 31.01.1990") == []
+    assert found("PHONE_NUMBER", "born 1990-01-31, call (415) 555-2671") == ["(415) 555-2671"]
+    table = {"ref": ["4155550123"], "phone": ["4155550123"], "notes": ["mobile 4155550123"]}
+    report = PiiScanner(entities=["PHONE_NUMBER"]).scan_table(table)
+    assert {n: c.counts for n, c in report.columns.items()} == {
+        "ref": {},
+        "phone": {"PHONE_NUMBER": 1},
+        "notes": {"PHONE_NUMBER": 1},
+    }
+
+
 def test_masked_samples_never_show_more_than_a_quarter():
     assert mask("4111 1111 1111 1111") == "**** **** **** 1111"
     assert mask("ab") == "**"

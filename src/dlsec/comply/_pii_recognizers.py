@@ -140,6 +140,27 @@ def _segments(text: str) -> Iterator[tuple[int, str]]:
         start += len(part) + len(SEPARATOR)
 
 
+#: Presidio's date patterns that name a day, a month and a year (``1990-01-31``, ``31.01.1990``).
+_FULL_DATES = [
+    re.compile(p.regex, re.DOTALL | re.MULTILINE | re.IGNORECASE)
+    for p in DateRecognizer.PATTERNS
+    if p.score >= 0.6 and "MMM" not in p.name
+]
+
+
+def _date_runs(seg: str, runs: list[tuple[int, int]]) -> set[tuple[int, int]]:
+    """The digit runs of ``seg`` that a full date (Presidio's date patterns) covers."""
+    dates = [(m.start(), m.end()) for rx in _FULL_DATES for m in rx.finditer(seg)]
+    if not dates:
+        return set()
+    out = set()
+    for s, e in runs:
+        first = s + next(i for i, c in enumerate(seg[s:e]) if c.isdigit())
+        if any(ds <= first and e <= de for ds, de in dates):
+            out.add((s, e))
+    return out
+
+
 class FastPhoneRecognizer(PhoneRecognizer):
     """Presidio's phone recogniser (python-phonenumbers, numbers valid for a region), stopping early.
 
@@ -149,7 +170,16 @@ class FastPhoneRecognizer(PhoneRecognizer):
     value lies inside a number found: a ``+44`` number or a US number costs one pass, not eight.
     A number written as bare digits (``4155550123``) scores 0.3, so it counts only with phone
     context (a ``phone`` column, "call", "mobile"...): unformatted, it is as often a reference.
+    A digit run that Presidio's date patterns read as a full date (``1990-01-31``,
+    ``31.01.1990``) is not a phone number, as phonenumbers already decides for ``31/01/1990``:
+    it is not searched (a value whose only long runs are dates costs no phonenumbers pass).
     """
+
+    BARE_SCORE = 0.3
+
+    def best_score(self, text: str) -> float:
+        """The highest score :meth:`analyze` can give in ``text``, before context."""
+        return self.BARE_SCORE if text.strip().isdigit() else float(self.SCORE)
 
     def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[RecognizerResult]:
         results: list[RecognizerResult] = []
@@ -160,12 +190,15 @@ class FastPhoneRecognizer(PhoneRecognizer):
                 for m in _PHONE_RUN.finditer(seg)
                 if sum(c.isdigit() for c in m.group()) >= 7
             ]
+            dates = _date_runs(seg, runs) if runs else set()
+            runs = [r for r in runs if r not in dates]
             if not runs:
                 continue
             found: list[tuple[int, int, str]] = []
             for region in self.supported_regions:
                 for match in phonenumbers.PhoneNumberMatcher(seg, region, leniency=leniency):
-                    found.append((match.start, match.end, region))
+                    if not any(ds <= match.start and match.end <= de for ds, de in dates):
+                        found.append((match.start, match.end, region))
                 if found and all(any(s < e2 and s2 < e for s2, e2, _ in found) for s, e in runs):
                     break
             for start, end, region in found:
@@ -175,7 +208,7 @@ class FastPhoneRecognizer(PhoneRecognizer):
                         start=offset + start,
                         end=offset + end,
                         # ten bare digits are as often an account or order number: context decides
-                        score=0.3 if seg[start:end].isdigit() else self.SCORE,
+                        score=self.BARE_SCORE if seg[start:end].isdigit() else self.SCORE,
                         analysis_explanation=self._get_analysis_explanation(region),
                         recognition_metadata={
                             RecognizerResult.RECOGNIZER_NAME_KEY: self.name,  # type: ignore[has-type]
