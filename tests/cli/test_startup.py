@@ -74,6 +74,16 @@ def test_light_commands_import_no_heavy_library(signed, argv, code):
     assert result["heavy"] == [], f"dlsec {' '.join(argv)} imported {result['heavy']}"
 
 
+def test_data_pii_starts_without_torch(signed, tmp_path):
+    home, _ = signed
+    table = tmp_path / "people.csv"
+    table.write_text("name,email\nMary Smith,mary@example.com\n")
+    result = probe("data", "pii", str(table), "--json", home=home)
+    assert result["code"] == 1  # personal data found
+    assert result["heavy"] == [], f"dlsec data pii imported {result['heavy']}"
+    assert result["cli"] == ["dlsec.cli.data_cmd", "dlsec.cli.pii_cmd"]
+
+
 def test_a_command_loads_only_its_own_module(signed):
     home, model = signed
     assert probe("--help", home=home)["cli"] == []

@@ -13,37 +13,19 @@ from rich.table import Table
 
 import dlsec
 from dlsec.cli._app import JsonOpt, app, emit_json, out_console, settings
+from dlsec.cli._options import ArchArgOpt as ArchArgOpt
+from dlsec.cli._options import ArchOpt as ArchOpt
+from dlsec.cli._options import DataOpt as DataOpt
+from dlsec.cli._options import LabelColOpt as LabelColOpt
+from dlsec.cli._options import ModelOpt as ModelOpt
+from dlsec.cli._options import SeedOpt as SeedOpt
+from dlsec.cli._options import SplitSeedOpt as SplitSeedOpt
+from dlsec.cli._options import TestSizeOpt as TestSizeOpt
 from dlsec.core import Dataset, EvalResult, Model, evaluate, load_dataset, load_model
 from dlsec.core.arch import parse_arch_kwargs
 from dlsec.core.data import with_spec
 from dlsec.errors import UsageError
 from dlsec.zoo import ZOO
-
-DataOpt = Annotated[
-    str,
-    typer.Option(
-        "--data", "-d", help="builtin:digits, builtin:breast-cancer, a .npz, a .csv or an image folder."
-    ),
-]
-ModelOpt = Annotated[
-    str, typer.Option("--model", "-m", help="zoo:NAME, a .safetensors file (with --arch) or an .onnx file.")
-]
-ArchOpt = Annotated[
-    str | None, typer.Option("--arch", help="Architecture: a built-in name (cnn, mlp) or module:factory.")
-]
-ArchArgOpt = Annotated[
-    list[str] | None, typer.Option("--arch-arg", help="Architecture keyword argument key=value (repeatable).")
-]
-LabelColOpt = Annotated[
-    str | None, typer.Option("--label-column", help="CSV label column (default: label/target/class/y).")
-]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for every random choice; recorded in outputs.")]
-TestSizeOpt = Annotated[
-    float, typer.Option("--test-size", help="Fraction of rows held out as the test split.")
-]
-SplitSeedOpt = Annotated[
-    int, typer.Option("--split-seed", help="Seed of the deterministic train/test split.")
-]
 
 
 def _load_data(ref: str, label_column: str | None) -> Dataset:

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import typer
 from rich.markup import escape
 
 from dlsec.cli._app import JsonOpt, app, emit_json, out_console, progress_bar, settings
-from dlsec.cli.commands import ArchArgOpt, ArchOpt, DataOpt, LabelColOpt, SeedOpt, _load_data
-from dlsec.core import Dataset, WhiteBoxModel, load_model
-from dlsec.core.arch import parse_arch_kwargs
+from dlsec.cli._options import ArchArgOpt, ArchOpt, DataOpt, LabelColOpt, SeedOpt
 from dlsec.errors import EXIT_FINDING, DataError, UsageError
 from dlsec.fsutil import atomic_write_with
+
+if TYPE_CHECKING:
+    from dlsec.core import Dataset, WhiteBoxModel
+
+# PyTorch and dlsec.core load inside the commands that need them: `dlsec data pii` (pii_cmd,
+# in this group) starts without them.
 
 group = typer.Typer(help="Training-set audits (poisoning, backdoors, label noise) and poisoned demo sets.")
 app.add_typer(group, name="data")
@@ -58,6 +62,9 @@ def audit(
         dlsec data poison --data builtin:digits --attack badnets -p target=3 --out poisoned.npz
         dlsec data audit --data poisoned.npz --write-clean clean.npz
     """
+    from dlsec.cli.commands import _load_data
+    from dlsec.core import WhiteBoxModel, load_model
+    from dlsec.core.arch import parse_arch_kwargs
     from dlsec.defend import DataAuditor, ShillingDetector
 
     if write_clean is not None and write_clean.suffix != ".npz":
@@ -154,6 +161,8 @@ def poison(
         dlsec data poison --data builtin:digits --attack badnets -p target=3 --out poisoned.npz
     """
     from dlsec.attacks.poisoning import ShillingAttack, get_poisoning, synthetic_ratings
+    from dlsec.cli.commands import _load_data
+    from dlsec.core.arch import parse_arch_kwargs
 
     if out.suffix != ".npz":
         raise UsageError(f"--out must name a .npz file, got {out}")
