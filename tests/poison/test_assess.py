@@ -18,6 +18,9 @@ def test_the_backdoor_section_reports_a_finding_with_owasp_and_atlas(digits_spli
     )
     assert section["scan"]["backdoor"] and section["scan"]["target"] == 0
     assert section["scan"]["strip"]["detected"] >= 0.5
+    loc = section["scan"]["localisation"]  # where the decision comes from, beside the scan's mask
+    assert loc["target"] == 0 and loc["bbox"][0] >= 4 and loc["bbox"][2] >= 4
+    assert "the decision comes from rows" in findings[0]["detail"]
     (finding,) = findings
     assert (
         finding["owasp"] == OWASP_MODEL and finding["atlas"] == ATLAS_MODEL and finding["severity"] == "high"

@@ -35,6 +35,12 @@ def test_the_audit_finds_badnets_poison_and_its_target(badnets):
     assert {"early_learning", "spectral_signature", "activation_clustering", "outlier", "label_noise"} <= set(
         report.signals
     )
+    # each backdoor row's trigger is located: in the bottom-right corner, where BadNets stamps it
+    backdoor_rows = [r for r, why in report.reasons.items() if "backdoor" in why]
+    assert backdoor_rows and set(report.trigger_regions) == set(backdoor_rows)
+    poisoned = [r for r in backdoor_rows if r in set(badnets.poison_index.tolist())]
+    in_corner = [report.trigger_regions[r][0] >= 4 and report.trigger_regions[r][2] >= 4 for r in poisoned]
+    assert np.mean(in_corner) >= 0.9
 
 
 @pytest.mark.slow

@@ -83,6 +83,11 @@ def run_backdoor(
                     "threshold": strip.threshold_,
                     "detected": float(strip.predict(stamped).mean()),
                 }
+                from dlsec.defend.localise import localise_scan
+
+                region = localise_scan(wb, x, report)
+                if region is not None:
+                    out["localisation"] = region.to_dict()
             return out
 
         scan = step("backdoor-scan", compute_scan)
@@ -95,13 +100,22 @@ def run_backdoor(
                     f"; STRIP flags {scan['strip']['detected']:.0%} of inputs carrying the reconstructed "
                     f"trigger at {scan['strip']['fpr']:.0%} false positives"
                 )
+            where = ""
+            loc = scan.get("localisation") or {}
+            if loc.get("bbox"):
+                r0, r1, c0, c1 = loc["bbox"]
+                where = (
+                    f"; the decision comes from rows {r0}-{r1}, columns {c0}-{c1} (occlusion; IoU with "
+                    f"the reconstructed mask {loc['reference_iou']:.2f})"
+                )
             findings.append(
                 {
                     "code": "backdoor",
                     "severity": "high",
                     "title": f"Backdoor suspected: class {target} is reached by an abnormally small trigger",
                     "detail": f"Neural Cleanse anomaly index {scan['anomaly_index'][target]:.2f} "
-                    f"(threshold {scan['threshold']:g}), mask L1 {scan['mask_l1'][target]:.2f}{strip_note}; "
+                    f"(threshold {scan['threshold']:g}), mask L1 {scan['mask_l1'][target]:.2f}"
+                    f"{strip_note}{where}; "
                     "audit the training data (dlsec data audit) and retrain without the flagged rows",
                     "evidence": {
                         k: scan[k] for k in ("target", "anomaly_index", "mask_l1", "trigger_success")

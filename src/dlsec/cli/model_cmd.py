@@ -51,6 +51,14 @@ def scan_backdoor(
     with progress_bar("scanning", enabled=not json_out):
         report = scanner.scan(loaded, dataset)
     payload = {"model": model, "data": data, **report.to_dict()}
+    region = None
+    if report.backdoor:
+        from dlsec.defend.localise import localise_scan
+
+        with progress_bar("locating the trigger (occlusion)", enabled=not json_out):
+            region = localise_scan(loaded, dataset.x[: min(len(dataset), 64)], report)
+        if region is not None:
+            payload["localisation"] = region.to_dict()
     if json_out:
         emit_json(payload)
     else:
@@ -68,5 +76,11 @@ def scan_backdoor(
         console.print(table)
         verdict = f"BACKDOOR: target class {report.target}" if report.backdoor else "no backdoor found"
         console.print(f"[bold]{verdict}[/] (threshold {report.threshold:g})")
+        if region is not None and region.bbox is not None:
+            r0, r1, c0, c1 = region.bbox
+            console.print(
+                f"the decision comes from rows {r0}-{r1}, columns {c0}-{c1} (occlusion, {region.k} pixels); "
+                f"IoU with the Neural Cleanse mask {region.reference_iou:.2f}"
+            )
     if report.backdoor:
         raise typer.Exit(EXIT_FINDING)

@@ -65,6 +65,8 @@ class AuditReport:
         suspected_target: the backdoor's target class, or ``None``.
         reasons: per flagged row, ``label-noise`` and/or ``backdoor``.
         classes: per-class statistics (held-out rejection rate, anomaly index, clustering).
+        trigger_regions: per backdoor row, where its trigger sits: ``[row_min, row_max,
+            col_min, col_max]`` of the pixels that send it to the target (images).
     """
 
     scores: np.ndarray
@@ -74,6 +76,7 @@ class AuditReport:
     reasons: dict[int, list[str]]
     classes: dict[str, Any]
     params: dict[str, Any] = field(default_factory=dict)
+    trigger_regions: dict[int, list[int]] = field(default_factory=dict)
 
     def mask(self) -> np.ndarray:
         out = np.zeros(len(self.scores), dtype=bool)
@@ -94,6 +97,7 @@ class AuditReport:
             "reasons": {str(k): v for k, v in self.reasons.items()},
             "classes": self.classes,
             "params": self.params,
+            "trigger_regions": {str(k): v for k, v in self.trigger_regions.items()},
         }
         if with_scores:
             out["scores"] = [round(float(s), 6) for s in self.scores]
@@ -295,6 +299,7 @@ class DataAuditor:
         confirmed: list[int] = []
         confirm_rate: dict[int, float] = {}
         trigger_index: np.ndarray | None = None
+        nc_masks: np.ndarray | None = None
         removal = np.zeros(n)
         if suspects and _scannable(dyn):
             # A backdoor's target is reached by an abnormally small trigger: Neural Cleanse on the
@@ -303,6 +308,7 @@ class DataAuditor:
 
             scan = NeuralCleanse(seed=self.seed).scan(dyn, data)
             trigger_index = scan.anomaly_index
+            nc_masks = scan.masks
             confirmed = [c for c in suspects if scan.anomaly_index[c] > scan.threshold]
             # Trigger removal: the reconstructed mask's pixels replaced by the other classes'
             # median; a row whose prediction then leaves its class carried the trigger.
@@ -364,6 +370,19 @@ class DataAuditor:
             }
             for c in range(k)
         }
+        # Each backdoor row's trigger: the region that sends it to the target in the model
+        # trained on all rows (occlusion, as dlsec.defend.localise), as a bounding box.
+        regions: dict[int, list[int]] = {}
+        bd_rows = np.flatnonzero(bd_flag)
+        if suspected_target is not None and len(bd_rows) and data.spec.kind == "image" and _scannable(dyn):
+            from dlsec.defend.localise import localise_trigger
+
+            # as many pixels as the trigger Neural Cleanse reconstructed (its mask's L1 norm)
+            pixels = max(1, round(float(nc_masks[suspected_target].sum()))) if nc_masks is not None else None
+            found = localise_trigger(dyn, data.x[bd_rows], suspected_target, k=pixels)
+            for row, mask in zip(bd_rows, found.per_example, strict=True):
+                rr, cc = np.nonzero(mask)
+                regions[int(row)] = [int(rr.min()), int(rr.max()), int(cc.min()), int(cc.max())]
         return AuditReport(
             scores=scores,
             flagged=np.flatnonzero(flagged_mask),
@@ -372,6 +391,7 @@ class DataAuditor:
             reasons=reasons,
             classes=classes,
             params=self.get_params(),
+            trigger_regions=regions,
         )
 
     @staticmethod
