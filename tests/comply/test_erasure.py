@@ -170,6 +170,10 @@ def test_rows_not_in_the_training_set_exit_2_and_write_nothing(
     assert not out.exists() and not home.exists()
     code, _, err = run(capsys, "erase", "--model", str(sisa_model), "--ids", "x1", "--out", str(out))
     assert_user_error(code, err, "--ids")
+    code, _, err = run(
+        capsys, "erase", "--model", str(sisa_model), "--ids", "1", "--out", str(out), "--method", "x"
+    )
+    assert_user_error(code, err, "--method")
 
 
 def test_erasure_is_verified_signed_recorded_and_registered_with_lineage(
@@ -337,3 +341,39 @@ def test_sisa_refuses_the_plain_training_loop_and_approximate_on_sisa(
         erase(sisa_model, ids=ids, method="approximate", out=tmp_path / "x")
     with pytest.raises(UsageError, match="sisa"):
         SISA(shards=0)
+
+
+@pytest.mark.slow
+def test_the_verification_catches_an_erasure_that_forgot_nothing(tmp_path: Path) -> None:
+    """Power: half-mislabelled rows are memorised; "erasing" 60 of them without unlearning fails
+    closed (LiRA tells them apart), exact retraining of the same rows passes."""
+    from dlsec.cli import main
+    from dlsec.comply._unlearn import NegGradPlus
+
+    small = load_dataset("builtin:digits").subset(np.arange(400))
+    rng = np.random.default_rng(0)
+    flip = rng.random(len(small)) < 0.5
+    y = np.where(flip, (small.y + rng.integers(1, 10, len(small))) % 10, small.y).astype(np.int64)
+    path = tmp_path / "canaries.npz"
+    Dataset(small.x, y, small.spec, "canaries").save_npz(path)
+    model = tmp_path / "overfit"
+    code = main(
+        [
+            "train", "--data", str(path), "--arch", "mlp", "--arch-arg", "hidden=[256, 128]",
+            "--epochs", "200", "--lr", "0.01", "--batch-size", "32", "--out", str(model),
+        ]
+    )  # fmt: skip
+    assert code == 0
+    _, index, _ = _training_rows(model)
+    ids = [int(i) for i in np.random.default_rng(1).permutation(index)[:60]]
+    with pytest.raises(ErasureVerificationError, match="more member-like"):
+        erase(
+            model, ids=ids, method="approximate", approximate=NegGradPlus(epochs=0), out=tmp_path / "none",
+            references=8, fresh=100, device="cpu",
+        )  # fmt: skip
+    assert not (tmp_path / "none").exists()
+    result = erase(
+        model, ids=ids, method="exact", out=tmp_path / "exact", references=8, fresh=100, device="cpu"
+    )
+    assert result.verification is not None and result.verification.verified
+    assert result.verification.auc_ci_before[0] > 0.5  # the same test saw the rows before the erasure

@@ -147,11 +147,15 @@ def erase(
         dlsec train --recipe sisa --data builtin:digits --arch mlp --out runs/sisa
         dlsec erase --model runs/sisa --ids 3,17 --out runs/sisa-erased --name digits
     """
+    from dlsec.comply.erasure import METHODS, erasure_targets
     from dlsec.comply.erasure import erase as run_erase
-    from dlsec.comply.erasure import erasure_targets
     from dlsec.core.home import default_key_dir
 
     home = settings(ctx).home
+    if method is not None and method not in METHODS:
+        raise UsageError(f"--method {method!r}: choose one of {', '.join(METHODS)}")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; give a folder for the new model")
     row_ids = _parse_ids(ids)
     if (rows is None) == (row_ids is None):
         raise UsageError("name the rows to erase: --rows FILE or --ids N,N,... (one of them)")

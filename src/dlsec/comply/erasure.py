@@ -536,6 +536,8 @@ def erase(
 
     target = torch.device(device) if device is not None else default_device()
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out} is a file; give a folder for the new model")
     if out.exists() and any(out.iterdir()) and not force:
         raise UsageError(f"{out} exists and is not empty; pass --force or pick another --out")
     src = _load_source(model, data, target)
