@@ -58,7 +58,12 @@ TARGETS: dict[str, Target] = {
     ),
     "allowlist": Target(
         ("src/dlsec/scan/_allowlist.py",),
-        ("tests/scan/test_scanner.py", "tests/scan/test_verdicts.py", "tests/scan/test_convert.py"),
+        (
+            "tests/scan/test_allowlist.py",
+            "tests/scan/test_scanner.py",
+            "tests/scan/test_verdicts.py",
+            "tests/scan/test_convert.py",
+        ),
         1.0,
     ),
     "signing": Target(
