@@ -18,6 +18,7 @@ from dlsec.comply.erasure import (
     Verification,
     erase,
     row_hashes,
+    row_hmacs,
     train_sisa,
     verify_erasure,
 )
@@ -197,13 +198,17 @@ def test_erasure_is_verified_signed_recorded_and_registered_with_lineage(
     # The record: hashes of the rows, never the rows; old and new digests; method; verification.
     record = result["record"]
     data, _, hashes = _training_rows(sisa_model)
-    assert record["row_sha256"] == sorted(hashes[i] for i in ids)
+    # keyed digests (the key beside the registry, never in the log), not the rows' plain hashes
+    assert record["row_hmac"] == row_hmacs(sorted(hashes[i] for i in ids), Registry.open(home=home))
+    assert not set(record["row_hmac"]) & set(hashes)
     assert record["method"] == "sisa" and record["verification"]["verified"]
     assert (
         record["old"]["root_digest"] == result["old_digest"]
         and record["new"]["root_digest"] == result["new_digest"]
     )
-    assert all(len(h) == 64 for h in record["row_sha256"]) and not {"x", "y", "rows_x"} & set(record)
+    assert all(len(h) == 64 for h in record["row_hmac"]) and not {"x", "y", "rows_x", "row_sha256"} & set(
+        record
+    )
 
     # Verified by `dlsec audit verify` and by an inclusion proof against the signed checkpoint.
     code, out_text, err = run(capsys, "--home", str(home), "audit", "verify")
@@ -216,7 +221,7 @@ def test_erasure_is_verified_signed_recorded_and_registered_with_lineage(
     try:
         entry = registry.audit.entries()[result["record_index"]]
         assert entry.action == "erasure.record" and entry.subject == "digits@2"
-        assert entry.details["row_sha256"] == record["row_sha256"]
+        assert entry.details["row_hmac"] == record["row_hmac"]
         new = registry.get("digits@2")
         assert new.lineage["parent"] == "digits@1" and new.signed
         assert registry.get("digits@1").root_digest == result["old_digest"]

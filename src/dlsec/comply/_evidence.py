@@ -284,14 +284,14 @@ def _erasures(ev: Evidence, entries: list[Entry]) -> None:
     done: set[str] = set()
     for e in sorted(entries, key=lambda e: e.index):
         details = e.details or {}
-        rows = {str(r) for r in details.get("row_sha256") or []}
+        rows = {str(r) for r in details.get("row_hmac") or details.get("row_sha256") or []}
         verification = details.get("verification") or {}
         verified = isinstance(verification, Mapping) and verification.get("verified") is True
         if e.action == "erasure.record" and verified:
             done |= rows
     for e in entries:
         details = e.details or {}
-        rows = {str(r) for r in details.get("row_sha256") or []}
+        rows = {str(r) for r in details.get("row_hmac") or details.get("row_sha256") or []}
         verification = details.get("verification") or {}
         verified = isinstance(verification, Mapping) and verification.get("verified") is True
         where = f"audit log entry {e.index}"

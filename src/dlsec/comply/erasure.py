@@ -61,8 +61,10 @@ __all__ = [
     "ErasureVerificationError",
     "Verification",
     "erase",
+    "erasure_key",
     "erasure_targets",
     "row_hashes",
+    "row_hmacs",
     "train_sisa",
     "train_sisa_and_save",
     "verify_erasure",
@@ -485,6 +487,51 @@ def _stage_dir(out: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
 
 
+ERASURE_KEY = "erasure-hmac.key"
+
+
+def erasure_key(registry: Registry | None = None) -> bytes:
+    """The secret that keys the row digests of erasure records (created on first use, mode 0600).
+
+    It lives beside the registry's database (or under the dlsec home without a registry), never
+    in the audit log: whoever holds it can check that a given row was erased; a reader of the
+    log alone cannot test guesses of a row against the record.
+    """
+    import os
+    import secrets
+
+    from dlsec.core.home import home_dir
+
+    root = Path(registry.db.root if registry is not None else home_dir() / "registry")
+    path = root / ERASURE_KEY
+    if not path.exists():
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = root / f".{ERASURE_KEY}.{secrets.token_hex(8)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(secrets.token_bytes(32))
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)  # whole, and never over a key another process made first
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    key = path.read_bytes()
+    if len(key) != 32:
+        raise DataError(f"{path}: not an erasure key (expected 32 bytes); restore it from a backup")
+    return key
+
+
+def row_hmacs(row_sha256: Sequence[str], registry: Registry | None = None) -> list[str]:
+    """The keyed digests an erasure record holds for rows with these SHA-256 hashes."""
+    import hmac
+
+    key = erasure_key(registry)
+    return [hmac.new(key, bytes.fromhex(h), "sha256").hexdigest() for h in row_sha256]
+
+
 def erase(
     model: str | Path,
     *,
@@ -625,8 +672,10 @@ def erase(
         "schema": "dlsec.erasure-record/1",
         "method": method,
         "rows": len(erased),
-        "row_sha256": erased,
-        "row_hash": "sha256(float32 input bytes || int64 label bytes)",
+        # Keyed, so that a reader of the (public, append-only) log cannot confirm a guessed row:
+        # a plain hash of a low-entropy table row is as good as the row.
+        "row_hmac": row_hmacs(erased, registry),
+        "row_hash": "HMAC-SHA256 under the registry's erasure key of sha256(float32 input || int64 label)",
         "data_sha256": src.card.data_sha256,
         "old": {"folder": str(src.folder), "root_digest": old_digest, "weights_sha256": old_weights},
         "shards_retrained": {str(k): v for k, v in sorted(restart.items())},
