@@ -5,7 +5,7 @@ occlusion (Zeiler and Fergus 2014, Captum's, through :func:`dlsec.explain.explai
 whose occlusion lowers the target's logit the most are where the trigger sits. Occlusion, not a
 gradient method, because a trigger works as a whole: on the built-in BadNets poisoning of the
 digits CNN, a 2x2 occlusion window finds the 3x3 patch with IoU 1.0 per input, where Integrated
-Gradients from a black baseline reaches 0.39 and saliency 0.47 (benchmarks/poison.py).
+Gradients from a black baseline reaches 0.39 and saliency 0.47 (benchmarks/explain.py).
 
 The region is the top-``k`` units of the mean attribution over the inputs (and, per input, of
 its own map); ``k`` defaults to the size of a reference mask when one is given (the Neural
