@@ -287,3 +287,45 @@ def test_cli_bad_input_is_one_line_and_exit_2(capsys, credit_model, extra, fragm
     lines = [line for line in err.strip().splitlines() if line.strip()]
     assert len(lines) == 1, err
     assert fragment in lines[0] and "Traceback" not in err
+
+
+def test_cli_saves_the_reduction_as_a_model_that_votes_with_the_mixture_weights(
+    capsys, credit_model, tmp_path
+):
+    from dlsec.core.card import TrainingCard
+    from dlsec.core.loading import load_model
+
+    out = tmp_path / "fair"
+    args = ["fairness", "-m", credit_model, *CREDIT, "--mitigate", "reduction", "--max-iter", "5"]
+    code, stdout, err = run(capsys, *args, "--max-dp-diff", "1", "--save-model", str(out), "--json")
+    assert code == 0, err
+    mitigation = json.loads(stdout)["mitigation"]
+    assert mitigation["saved"] == str(out)
+    saved = load_model(str(out / "model.safetensors"), device="cpu")
+    ensemble = saved.module
+    weights = ensemble.weights
+    assert abs(sum(weights) - 1.0) < 1e-9 and len(weights) == mitigation["details"]["predictors_used"]
+    _, test = load_dataset("builtin:credit-bias").split(test_size=0.25, seed=0)
+    x = torch.from_numpy(test.x[:50])
+    # the saved model's probability of a class is the mixture's weight on members choosing it
+    with torch.no_grad():
+        norm = (x - saved._norm[0]) / saved._norm[1] if saved._norm is not None else x
+        chosen = torch.stack([m(norm).argmax(1) for m in ensemble.members])  # (K, N)
+    expected = sum(w * (chosen[i] == 1).double() for i, w in enumerate(weights))
+    got = saved.probs(x)[:, 1].double()
+    assert torch.allclose(got, (expected + 1e-3) / (1 + 2e-3), atol=1e-5)
+    card = TrainingCard.read(out / "model.json")
+    assert card["recipe"] == "fair-reduction" and card["fairness_mitigation"]["method"] == "reduction"
+    # refused: saving a threshold optimiser (randomised per group, not one network)
+    code, _, err = run(
+        capsys,
+        "fairness",
+        "-m",
+        credit_model,
+        *CREDIT,
+        "--mitigate",
+        "threshold",
+        "--save-model",
+        str(tmp_path / "t"),
+    )
+    assert code == 2 and "--mitigate reduction" in err

@@ -93,6 +93,14 @@ def fairness(
     max_iter: Annotated[
         int, typer.Option("--max-iter", help="Reduction: ExponentiatedGradient's iterations.")
     ] = 30,
+    save_model: Annotated[
+        Path | None,
+        typer.Option(
+            "--save-model",
+            help="Reduction: save the mitigated model (the weighted mixture, one safetensors file and "
+            "its card) to this folder, loadable like any dlsec model.",
+        ),
+    ] = None,
     max_dp_diff: Annotated[
         float,
         typer.Option("--max-dp-diff", help="Gate: exit 1 when the demographic parity difference exceeds it."),
@@ -143,6 +151,13 @@ def fairness(
     """
     from dlsec.attacks import get_attack
     from dlsec.comply.fairness import fairness_report, load_groups, mitigate, protected_column
+
+    if save_model is not None and mitigate_method != "reduction":
+        raise UsageError("--save-model saves a reduction's mixture: add --mitigate reduction")
+    if save_model is not None and save_model.exists() and any(save_model.iterdir()):
+        raise UsageError(f"--save-model {save_model}: exists and is not empty")
+    if save_model is not None and not Path(model).exists():
+        raise UsageError(f"--save-model needs --model to be a model file or folder, got {model!r}")
 
     if (protected is None) == (groups_file is None):
         raise UsageError(
@@ -199,6 +214,10 @@ def fairness(
             **result.to_dict(),
             "split": f"fit on train, scored on test (test_size={test_size}, seed={split_seed})",
         }
+        if save_model is not None:
+            from dlsec.comply.fairness import save_mitigated_model
+
+            payload["mitigation"]["saved"] = str(save_mitigated_model(result, Path(model), save_model))
     failed = report.check(max_dp_diff=max_dp_diff, max_eo_diff=max_eo_diff, max_robust_gap=max_robust_gap)
     payload["gates"] = {
         "max_dp_diff": max_dp_diff,

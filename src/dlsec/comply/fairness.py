@@ -556,6 +556,8 @@ class MitigationResult:
         details: what the mitigation learned (per-group thresholds, number of predictors).
         predict: the mitigated predictor, ``predict(x, groups=None) -> labels``, randomised as
             Fairlearn's are (drawn with ``seed``); ``groups`` is needed when they are no column.
+        members: for ``reduction``, the mixture: (weight, fine-tuned model) for each predictor
+            Fairlearn kept (weight > 0); :func:`save_mitigated_model` saves it as one model.
     """
 
     method: str
@@ -567,6 +569,7 @@ class MitigationResult:
     after: dict[str, Any]
     details: dict[str, Any] = field(default_factory=dict)
     predict: Callable[..., np.ndarray] | None = field(default=None, repr=False, compare=False)
+    members: list[tuple[float, WhiteBoxModel]] = field(default_factory=list, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -657,10 +660,11 @@ def mitigate(
     before = _summary(eval_data.y, before_pred, g_eval, positive)
 
     details: dict[str, Any]
+    members: list[tuple[float, WhiteBoxModel]] = []
     if method == "threshold":
         predict, details = _threshold(model, fit_data.x, y_fit, g_fit, constraint, positive, seed)
     else:
-        predict, details = _reduction(
+        predict, details, members = _reduction(
             model, fit_data.x, y_fit, g_fit, constraint, positive, max_iter, steps, lr, seed, progress
         )
 
@@ -685,6 +689,7 @@ def mitigate(
         after=after,
         details=details,
         predict=mitigated,
+        members=members,
     )
 
 
@@ -746,7 +751,7 @@ def _reduction(
     lr: float,
     seed: int,
     progress: Progress | None,
-) -> tuple[Callable[[np.ndarray, np.ndarray], np.ndarray], dict[str, Any]]:
+) -> tuple[Callable[[np.ndarray, np.ndarray], np.ndarray], dict[str, Any], list[tuple[float, WhiteBoxModel]]]:
     from fairlearn.reductions import DemographicParity, EqualizedOdds, ExponentiatedGradient
 
     from dlsec.comply._fair_mitigate import WeightedFineTune
@@ -774,9 +779,77 @@ def _reduction(
         return np.asarray(reduction.predict(rows, random_state=seed), dtype=np.int64)
 
     weights = np.asarray(reduction.weights_)
-    return predict, {
-        "iterations": int(reduction.n_oracle_calls_),
-        "predictors": int(len(reduction.predictors_)),
-        "predictors_used": int((weights > 0).sum()),
-        "fine_tune_steps": steps,
+    members = [
+        (float(w), p.model_) for w, p in zip(weights, list(reduction.predictors_), strict=True) if w > 0
+    ]
+    return (
+        predict,
+        {
+            "iterations": int(reduction.n_oracle_calls_),
+            "predictors": int(len(reduction.predictors_)),
+            "predictors_used": int((weights > 0).sum()),
+            "fine_tune_steps": steps,
+        },
+        members,
+    )
+
+
+def save_mitigated_model(result: MitigationResult, source: str | Path, out: str | Path) -> Path:
+    """Save a ``reduction`` mitigation as one deployable dlsec model in folder ``out``.
+
+    The model is the mixture Fairlearn's ExponentiatedGradient found: an ``ensemble`` of the
+    fine-tuned copies, each voting with its weight, so the saved model's probabilities are the
+    randomised classifier's distribution over decisions and its ``predict`` the most likely one
+    (deterministic). ``source`` is the mitigated model's file or folder (its architecture and
+    training card are read from there). The training card is copied with the mitigation added.
+
+    Raises:
+        UsageError: not a reduction, or a source whose architecture is not recorded.
+    """
+    from dlsec.core.arch import Ensemble
+    from dlsec.core.card import CARD_FILE, TrainingCard
+    from dlsec.core.io import read_dlsec_metadata, save_safetensors_model
+    from dlsec.fsutil import sha256_file
+
+    if result.method != "reduction" or not result.members:
+        raise UsageError("only a reduction mitigation is a model of its own; use --mitigate reduction")
+    src = Path(source)
+    weights_file = src / "model.safetensors" if src.is_dir() else src
+    meta = read_dlsec_metadata(weights_file)
+    if not meta.get("arch"):
+        raise UsageError(f"{weights_file}: its architecture is not recorded; save it with dlsec train")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    member_models = [m for _, m in result.members]
+    ensemble = Ensemble(
+        member=str(meta["arch"]),
+        member_kwargs=dict(meta.get("arch_kwargs") or {}),
+        n=len(member_models),
+        aggregate="vote",
+        weights=[w for w, _ in result.members],
+    )
+    for slot, fitted in zip(ensemble.members, member_models, strict=True):
+        slot.load_state_dict(fitted.module.state_dict())
+    spec = member_models[0].spec
+    kwargs = {
+        "member": str(meta["arch"]),
+        "member_kwargs": dict(meta.get("arch_kwargs") or {}),
+        "n": len(member_models),
+        "aggregate": "vote",
+        "weights": list(ensemble.weights),
     }
+    path = save_safetensors_model(
+        ensemble, spec, out / "model.safetensors", arch="ensemble", arch_kwargs=kwargs
+    )
+    card = TrainingCard.find(src)
+    fields = dict(card) if card is not None else {}
+    fields.update(
+        architecture="ensemble",
+        arch_kwargs=kwargs,
+        recipe="fair-reduction",
+        fairness_mitigation=result.to_dict(),
+        weights={"file": path.name, "sha256": sha256_file(path)},
+        parent_weights=(card.get("weights") if card is not None else None),
+    )
+    TrainingCard(fields, source=out / CARD_FILE).write(out / CARD_FILE)
+    return out

@@ -214,6 +214,9 @@ class Ensemble(nn.Module):
         member_kwargs: its keyword arguments.
         n: how many members.
         aggregate: ``mean`` (probabilities) or ``vote`` (labels).
+        weights: one non-negative weight per member (default: equal), normalised to sum 1: a
+            mixture such as Fairlearn's ExponentiatedGradient returns, whose probabilities are
+            then the randomised classifier's distribution over labels.
     """
 
     def __init__(
@@ -222,6 +225,7 @@ class Ensemble(nn.Module):
         member_kwargs: dict[str, Any] | None = None,
         n: int = 1,
         aggregate: str = "mean",
+        weights: list[float] | None = None,
     ) -> None:
         super().__init__()
         if member == "ensemble" or member not in ARCHITECTURES:
@@ -230,14 +234,22 @@ class Ensemble(nn.Module):
             raise ModelLoadError(f"ensemble aggregate must be mean or vote, got {aggregate!r}")
         if int(n) < 1:
             raise ModelLoadError(f"an ensemble needs at least one member, got n={n}")
+        w = [1.0] * int(n) if weights is None else [float(v) for v in weights]
+        if len(w) != int(n) or any(not math.isfinite(v) or v < 0 for v in w) or sum(w) <= 0:
+            raise ModelLoadError(
+                f"ensemble weights must be {n} non-negative numbers, not all 0; got {weights!r}"
+            )
         self.aggregate = aggregate
+        self.weights = [v / sum(w) for v in w]
         self.members = nn.ModuleList(
             [build_architecture(member, member_kwargs, allow_import=False) for _ in range(int(n))]
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         outs = torch.stack([m(x) for m in self.members])  # (K, N, C)
+        w = torch.tensor(self.weights, dtype=outs.dtype, device=outs.device).view(-1, 1, 1)
         if self.aggregate == "vote":
-            votes = torch.nn.functional.one_hot(outs.argmax(-1), outs.shape[-1]).to(outs.dtype).mean(0)
+            onehot = torch.nn.functional.one_hot(outs.argmax(-1), outs.shape[-1]).to(outs.dtype)
+            votes = (onehot * w).sum(0)
             return torch.log((votes + 1e-3) / (1 + 1e-3 * outs.shape[-1]))
-        return torch.logsumexp(torch.log_softmax(outs, dim=-1), dim=0) - math.log(len(self.members))
+        return torch.logsumexp(torch.log_softmax(outs, dim=-1) + torch.log(w.clamp_min(1e-300)), dim=0)
