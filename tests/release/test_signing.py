@@ -20,6 +20,7 @@ from dlsec.errors import (
     MalformedSignatureError,
     SignatureMissingError,
     UnsignedFileError,
+    UsageError,
     WrongKeyError,
 )
 from dlsec.release import (
@@ -240,3 +241,84 @@ def test_model_signing_verifies_our_signature_and_we_verify_theirs(model_dir, ke
     assert verify_model(model_dir, keys, signature=theirs).manifest.files.keys() >= {"config.json"}
     with pytest.raises(KeyFileError):
         load_verify_keys(pub_path)  # the default demands the hybrid pair
+
+
+def _mutate(sig: Path, change) -> None:  # noqa: ANN001
+    bundle = _bundle(sig)
+    change(bundle["dsseEnvelope"]["signatures"])
+    _write(sig, bundle)
+
+
+def _flip(entry: dict) -> None:
+    raw = bytearray(base64.b64decode(entry["sig"]))
+    raw[10] ^= 0x40
+    entry["sig"] = base64.b64encode(bytes(raw)).decode()
+
+
+def test_each_signature_failure_names_the_signature_and_what_is_wrong(model_dir, keydirs):
+    """The one-line messages, exactly (the README promises they name the file or key).
+
+    Written against the mutants mutmut left alive (benchmarks/mutation.py --only signing).
+    """
+    a, b = keydirs
+    sig = _signed(model_dir, a)
+    good = sig.read_text()
+    keys = load_verify_keys(a)
+    ec_fp = keys.fingerprints["ecdsa-p256"]
+    cases = [
+        (lambda s: s.clear(), BadSignatureError, "the envelope holds no signature"),
+        (lambda s: s.reverse(), HybridSignatureError, "the ECDSA P-256 signature (the first one) is missing"),
+        (lambda s: _flip(s[0]), BadSignatureError,
+         "the ECDSA signature does not verify (the signature or the signed statement was altered)"),
+        (lambda s: s.pop(), HybridSignatureError, "the ML-DSA-65 half of the hybrid signature is missing"),
+        (lambda s: _flip(s[1]), HybridSignatureError,
+         "the ML-DSA-65 half of the hybrid signature does not verify"),
+        (lambda s: s[0].update(sig=5), MalformedSignatureError, "the ECDSA signature is not a base64 string"),
+        (lambda s: s[1].update(sig="%%"), MalformedSignatureError,
+         "the ML-DSA-65 signature is not valid base64"),
+        (lambda s: s[1].update(keyid=s[1]["keyid"][:-1] + ("1" if s[1]["keyid"][-1] == "0" else "0")),
+         WrongKeyError,
+         "the ML-DSA-65 signature was made by another key than the trusted one"),
+    ]  # fmt: skip
+    for change, error, text in cases:
+        sig.write_text(good)
+        _mutate(sig, change)
+        with pytest.raises(error) as caught:
+            verify_model(model_dir, keys)
+        assert str(caught.value) in (f"{sig}: {text}", text), (text, str(caught.value))
+    sig.write_text(good)
+    other = load_verify_keys(b)
+    with pytest.raises(WrongKeyError) as caught:
+        verify_model(model_dir, other)
+    other_fp = other.fingerprints["ecdsa-p256"]
+    assert str(caught.value) == (
+        f"{sig}: signed by key {ec_fp[:16]}..., not by the trusted ECDSA key {other_fp[:16]}..."
+    )
+    with pytest.raises(UsageError, match=r"nowhere: no such file or directory$"):
+        verify_model(model_dir.parent / "nowhere", keys)
+
+
+def test_an_ecdsa_signature_without_a_keyid_is_the_classical_half(model_dir, keydirs):
+    a, _ = keydirs
+    sig = _signed(model_dir, a)
+    _mutate(sig, lambda s: (s.pop(), s[0].pop("keyid")))
+    hybrid = load_verify_keys(a)
+    verified = verify_model(model_dir, type(hybrid)(hybrid.ecdsa, None))
+    assert verified.hybrid is False
+
+
+def test_a_signature_stored_inside_the_model_under_another_name_is_not_a_model_file(model_dir, keydirs):
+    a, _ = keydirs
+    custom = model_dir / "release.sig"
+    sign_model(model_dir, load_signing_keys(a, passphrase=PASS), signature=custom)
+    verified = verify_model(model_dir, load_verify_keys(a), signature=custom)
+    assert set(verified.manifest.files) == {"model.safetensors", "config.json", "shards/part-0.bin"}
+    assert verified.to_dict() == {
+        "verified": True,
+        "name": "model",
+        "root_digest": verified.manifest.root_digest,
+        "files": 3,
+        "signature": str(custom),
+        "keys": load_verify_keys(a).fingerprints,
+        "hybrid": True,
+    }
