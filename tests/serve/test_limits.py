@@ -11,7 +11,7 @@ import time
 import pytest
 
 from dlsec.errors import UsageError
-from dlsec.serve.limits import MemoryLimits, RedisLimits
+from dlsec.serve.limits import BUDGET_RETRY, MemoryLimits, RedisLimits
 from dlsec.store._apikeys import Rate, parse_output, parse_rate
 from tests._needs import missing, need_module
 
@@ -132,3 +132,26 @@ def test_redis_limits_are_shared_and_exact_across_workers(redis_url):
     assert results[2].reason == "rate" and 1 <= results[2].retry_after <= 30
     with pytest.raises(UsageError, match="cannot reach"):
         RedisLimits("redis://127.0.0.1:1/0")
+
+
+def _retry_known_answers(limits, clock=None) -> None:  # noqa: ANN001
+    refused = limits.take("b", 3, None, 2, 0)
+    assert (refused.allowed, refused.reason, refused.retry_after) == (False, "budget", BUDGET_RETRY)
+    rate = Rate(1, 60.0)  # one per minute
+    assert limits.take("r", 1, rate, None, 0).allowed
+    first = limits.take("r", 1, rate, None, 0)
+    assert (first.allowed, first.reason, first.retry_after) == (False, "rate", 60)
+    if clock is not None:  # half a token back after 30 s: 30 s to wait for the rest
+        clock.t += 30.0
+        later = limits.take("r", 1, rate, None, 0)
+        assert (later.allowed, later.reason, later.retry_after) == (False, "rate", 30)
+
+
+def test_retry_after_is_the_time_to_the_next_token_or_the_budget_constant():
+    _retry_known_answers(MemoryLimits(clock=Clock()))
+
+
+def test_redis_retry_after_matches_the_memory_store(redis_url):
+    limits = RedisLimits(redis_url, prefix="retry")
+    _retry_known_answers(limits)
+    assert limits.usage() == {"b": 0, "r": 1}  # refusals spend nothing
