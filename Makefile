@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.dlsec-installed
 
-.PHONY: setup demo test test-slow lint typecheck peers browser postgres redis bench-setup bench clean
+.PHONY: setup demo test test-slow lint typecheck peers browser postgres redis bench-setup bench mutation clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -42,17 +42,17 @@ browser:
 	  echo "warning: could not install chromium; the browser test will fail under CI"
 
 # Debian's PostgreSQL server binaries for the registry's PostgreSQL test (it starts a throwaway
-# server on loopback; without the binaries that test skips).
+# server on loopback; without the binaries that test skips, or fails under CI).
 postgres:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } || \
-	  echo "warning: could not install postgresql; the PostgreSQL registry test will skip"
+	  echo "warning: could not install postgresql; the PostgreSQL registry test skips here and fails under CI"
 
-# Debian's Redis server for the gateway's shared-limits test (without it that test skips).
+# Debian's Redis server for the gateway's shared-limits test (without it that test skips, or fails under CI).
 redis:
 	@command -v redis-server >/dev/null 2>&1 || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; } || \
-	  echo "warning: could not install redis-server; the Redis limits test will skip"
+	  echo "warning: could not install redis-server; the Redis limits test skips here and fails under CI"
 
 test-slow: setup
 	$(BIN)/python -m pytest -q -m slow
@@ -80,6 +80,10 @@ bench: bench-setup
 	$(BIN)/python benchmarks/scan.py
 	$(BIN)/python benchmarks/train.py
 	$(BIN)/python benchmarks/monitor.py
+
+# Mutation testing of the security-critical modules (slow: minutes per module; not in `make test`).
+mutation: setup
+	$(BIN)/python benchmarks/mutation.py $(MUTATION_ARGS)
 
 clean:
 	rm -rf $(VENV) dlsec-demo
