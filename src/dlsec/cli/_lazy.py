@@ -103,6 +103,10 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
     "registry": (("registry_cmd",), "The model registry: signed versions, lineage, aliases, policy."),
     "audit": (("registry_cmd",), "The tamper-evident audit log (a Merkle log with signed checkpoints)."),
     "incident": (("respond_cmd",), "Incidents opened by playbooks, and playbook dry runs."),
+    "gen": (
+        ("gen_cmd",),
+        "Generative models: C2PA-signed samples, provenance checks, invisible watermarks.",
+    ),
     "comply": (
         ("comply_cmd",),
         "Map a model's evidence to GDPR, CCPA, HIPAA, EU AI Act, NIST AI RMF, ISO 42001; model card, ML-BOM.",

@@ -1,0 +1,138 @@
+"""Generative models: built-in generators, C2PA provenance for their outputs, invisible watermarks.
+
+The names resolve lazily (PEP 562): provenance and watermark checks import neither torch nor the
+generators, so ``dlsec gen verify`` starts light.
+
+Example:
+    >>> from dlsec.generative import write_samples, verify_provenance
+    >>> files = write_samples("zoo-gan", "out", n=2)                # doctest: +SKIP
+    >>> verify_provenance(files[0].path).generator["name"]          # doctest: +SKIP
+    'zoo-gan'
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from dlsec.lazy import resolve
+
+if TYPE_CHECKING:
+    from dlsec.generative._gan import (
+        GENERATORS,
+        Generator,
+        GeneratorEntry,
+        generator_path,
+        load_generator,
+        register_generator,
+        train_generator,
+    )
+    from dlsec.generative._provenance import (
+        DIGITAL_SOURCE_TYPE,
+        ContentTamperedError,
+        GeneratorInfo,
+        InvalidManifestError,
+        ManifestMissingError,
+        ProvenanceError,
+        ProvenanceReport,
+        UntrustedSignerError,
+        c2pa_key_dir,
+        ensure_c2pa_signer,
+        new_c2pa_chain,
+        sign_image,
+        verify_provenance,
+    )
+    from dlsec.generative._sample import SampleFile, read_rgb, render_png, to_rgb, write_samples
+    from dlsec.generative._watermark import (
+        WatermarkCapacityError,
+        WatermarkMissingError,
+        bit_accuracy,
+        detect_watermark,
+        embed_watermark,
+        message_bits,
+        watermark_capacity,
+    )
+
+_EXPORTS = {
+    **dict.fromkeys(
+        [
+            "GENERATORS",
+            "Generator",
+            "GeneratorEntry",
+            "generator_path",
+            "load_generator",
+            "register_generator",
+            "train_generator",
+        ],
+        "_gan",
+    ),
+    **dict.fromkeys(
+        [
+            "DIGITAL_SOURCE_TYPE",
+            "ContentTamperedError",
+            "GeneratorInfo",
+            "InvalidManifestError",
+            "ManifestMissingError",
+            "ProvenanceError",
+            "ProvenanceReport",
+            "UntrustedSignerError",
+            "c2pa_key_dir",
+            "ensure_c2pa_signer",
+            "new_c2pa_chain",
+            "sign_image",
+            "verify_provenance",
+        ],
+        "_provenance",
+    ),
+    **dict.fromkeys(["SampleFile", "read_rgb", "render_png", "to_rgb", "write_samples"], "_sample"),
+    **dict.fromkeys(
+        [
+            "WatermarkCapacityError",
+            "WatermarkMissingError",
+            "bit_accuracy",
+            "detect_watermark",
+            "embed_watermark",
+            "message_bits",
+            "watermark_capacity",
+        ],
+        "_watermark",
+    ),
+}
+
+__all__ = [
+    "ContentTamperedError",
+    "DIGITAL_SOURCE_TYPE",
+    "GENERATORS",
+    "Generator",
+    "GeneratorEntry",
+    "GeneratorInfo",
+    "InvalidManifestError",
+    "ManifestMissingError",
+    "ProvenanceError",
+    "ProvenanceReport",
+    "SampleFile",
+    "UntrustedSignerError",
+    "WatermarkCapacityError",
+    "WatermarkMissingError",
+    "bit_accuracy",
+    "c2pa_key_dir",
+    "detect_watermark",
+    "embed_watermark",
+    "ensure_c2pa_signer",
+    "generator_path",
+    "load_generator",
+    "message_bits",
+    "new_c2pa_chain",
+    "read_rgb",
+    "register_generator",
+    "render_png",
+    "sign_image",
+    "to_rgb",
+    "train_generator",
+    "verify_provenance",
+    "watermark_capacity",
+    "write_samples",
+]
+
+
+def __getattr__(name: str) -> Any:
+    return resolve(globals(), __name__, _EXPORTS, name)
