@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install -q -e ".[dev]"
+	# invisible-watermark declares the GUI opencv-python and torch: its real needs (headless
+	# OpenCV, PyWavelets, NumPy, Pillow) come with dlsec's own dependencies.
+	$(BIN)/python -m pip install -q --no-deps "invisible-watermark>=0.2"
 	$(BIN)/python -c "import torch; print('dlsec setup: torch', torch.__version__)"
 	touch $(STAMP)
 

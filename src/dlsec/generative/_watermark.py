@@ -11,6 +11,8 @@ Images here are RGB ``uint8`` arrays of shape (H, W, 3); the library's BGR order
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from dlsec.errors import SecurityFinding, UsageError
@@ -63,6 +65,22 @@ def message_bits(message: bytes) -> np.ndarray:
     return np.unpackbits(np.frombuffer(message, dtype=np.uint8))
 
 
+def _imwatermark() -> Any:
+    """The invisible-watermark package, or a one-line error saying how to install it.
+
+    It is installed without its declared dependencies (the GUI ``opencv-python`` and torch):
+    ``make setup`` runs ``pip install --no-deps invisible-watermark`` beside the headless OpenCV.
+    """
+    try:
+        import imwatermark
+    except ImportError as exc:
+        raise UsageError(
+            f"the DWT-DCT watermark needs invisible-watermark ({exc}); "
+            "pip install --no-deps invisible-watermark opencv-python-headless PyWavelets"
+        ) from None
+    return imwatermark
+
+
 def embed_watermark(image: np.ndarray, message: bytes) -> np.ndarray:
     """Embed ``message`` in an RGB image with DWT-DCT; return the watermarked copy.
 
@@ -74,7 +92,7 @@ def embed_watermark(image: np.ndarray, message: bytes) -> np.ndarray:
         >>> marked = embed_watermark(rgb, b"dlsec")                 # doctest: +SKIP
         >>> detect_watermark(marked, 40) == message_bits(b"dlsec")  # doctest: +SKIP
     """
-    from imwatermark import WatermarkEncoder
+    WatermarkEncoder = _imwatermark().WatermarkEncoder
 
     array = _check_image(image)
     if not message:
@@ -95,6 +113,7 @@ def embed_watermark(image: np.ndarray, message: bytes) -> np.ndarray:
 
 def detect_watermark(image: np.ndarray, n_bits: int) -> np.ndarray:
     """Read ``n_bits`` watermark bits (0/1, uint8) from an RGB image."""
+    _imwatermark()
     from imwatermark.maxDct import EmbedMaxDct
 
     array = _check_image(image)
