@@ -12,7 +12,8 @@ change, an unseen pattern on part of the rows) and measures, at the same signifi
 * the false-alarm rate of ``dlsec monitor check`` as a whole (its default rules and nine
   detectors on zoo:digits-cnn) over same-distribution splits (two random halves of the test
   split), and its power on each shift, with each detector deciding alone (uncorrected, the
-  behaviour before Holm) and with the Holm correction at the same alpha;
+  behaviour before Holm), with Holm's correction at equal weights and with the default
+  config's weighted Holm (what the check does now), at the same alpha;
 * the AUC of feature squeezing and Mahalanobis detection against dlsec's PGD (white-box) and
   Square (score-based) attacks at L-inf 0.1, and against an adaptive PGD that also lowers the
   detector's score (the honest number).
@@ -46,6 +47,7 @@ from dlsec.monitor import (
     MMDDrift,
     check,
     default_monitor_config,
+    holm_adjust,
     make_window,
     shift_dataset,
 )
@@ -271,7 +273,7 @@ def whole_check_alarms(test: Dataset, *, splits: int, windows: int) -> list[dict
     scenarios += [(label, windows, kind, sev, frac) for label, kind, sev, frac in SHIFTS]
     rows = []
     for label, n, kind, severity, fraction in scenarios:
-        raw = holm = 0
+        raw = holm = weighted = 0
         started = time.perf_counter()
         for i in range(n):
             idx = rng.permutation(len(test))
@@ -286,8 +288,10 @@ def whole_check_alarms(test: Dataset, *, splits: int, windows: int) -> list[dict
                 make_window(cur.x, model=model, y=cur.y),
                 model=model,
             )
-            holm += report.fired
+            weighted += report.fired
             raw += any(d["drift_raw"] for d in report.results)  # every default rule is an any_of
+            with_p = [d["p_value"] for d in report.results if d["p_value"] is not None]
+            holm += any(p < ALPHA for p in holm_adjust(with_p))
             if (i + 1) % 10 == 0:
                 print(f"… {label}: {i + 1}/{n} checks ({time.perf_counter() - started:.0f} s)", flush=True)
         rows.append(
@@ -295,7 +299,8 @@ def whole_check_alarms(test: Dataset, *, splits: int, windows: int) -> list[dict
                 "windows": label,
                 "checks": n,
                 "fired, each detector at 0.05 (before)": _rate(raw, n),
-                "fired, Holm at 0.05 (after)": _rate(holm, n),
+                "fired, Holm at 0.05 (equal weights)": _rate(holm, n),
+                "fired, weighted Holm at 0.05 (now)": _rate(weighted, n),
             }
         )
     return rows

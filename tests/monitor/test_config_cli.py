@@ -108,7 +108,9 @@ def test_malformed_configs_exit_2_naming_the_line_and_field(capsys, tmp_path, te
 
 def test_check_is_quiet_on_the_same_data_and_fires_on_a_shift(capsys, tmp_path):
     clean = run_json(capsys, "monitor", "check", "-r", "builtin:breast-cancer", "-c", "builtin:breast-cancer")
-    assert clean["fired"] is False and {r["name"] for r in clean["rules"]} == {"input drift"}
+    assert clean["fired"] is False and clean["verdict"] == "partial"  # no --model: listed, not run
+    assert [d["name"] for d in clean["detectors"]] == ["ks", "mmd", "classifier"]
+    assert {item["check"] for item in clean["not_run"]} >= {"label", "performance", "mahalanobis"}
     shifted = tmp_path / "shifted.npz"
     made = run_json(
         capsys, "monitor", "shift", "-d", "builtin:breast-cancer", "--kind", "pattern", "-o", str(shifted)
@@ -159,9 +161,9 @@ def test_bad_input_exits_2(capsys, tmp_path):
     assert_user_error(code, err, "--out must name a .npz")
 
 
-def test_default_config_without_a_model_needs_no_model():
+def test_a_detector_that_needs_a_model_is_not_run_without_one():
     cfg = MonitorConfig.model_validate({"rules": [{"detector": "squeezing"}]})
-    from dlsec.errors import UsageError
-
-    with pytest.raises(UsageError, match="needs a model"):
-        check(cfg, Window(x=np.zeros((20, 2))), Window(x=np.zeros((20, 2))))
+    report = check(cfg, Window(x=np.zeros((20, 2))), Window(x=np.zeros((20, 2))))
+    [item] = report.not_run
+    assert item["check"] == "squeezing" and "needs a model" in item["reason"]
+    assert report.verdict == "partial" and not report.results

@@ -47,6 +47,24 @@ def test_ks_never_rejects_above_its_level(correction):
     assert rejections > 0.3 * alpha * windows  # not vacuous either
 
 
+def test_the_classifier_test_never_rejects_above_its_level():
+    # pooled out-of-fold predictions gave an anti-conservative binomial p-value (about 0.12 at 0.05)
+    rng = np.random.default_rng(3)
+    windows, alpha = 400, 0.1
+    rejections = sum(
+        ClassifierDrift(alpha=alpha, seed=i)
+        .fit(rng.normal(size=(100, 4)))
+        .score(rng.normal(size=(60, 4)))
+        .drift
+        for i in range(windows)
+    )
+    low, _ = _interval(rejections, windows)
+    assert low <= alpha, rejections
+    shifted = rng.normal(size=(60, 4))
+    shifted[:, 0] += 2.0
+    assert ClassifierDrift().fit(rng.normal(size=(100, 4))).score(shifted).drift
+
+
 @pytest.mark.parametrize("make", [lambda: KSDrift(), lambda: MMDDrift(device="cpu")])
 def test_online_false_alarm_rate_matches_the_stated_run_length(make):
     """Non-overlapping windows (stride == window): checks are independent, so the number of

@@ -126,13 +126,16 @@ def _print(payload: dict[str, Any]) -> None:
     )
     holm = payload.get("correction") == "holm"
     columns = ["rule", "detector", "statistic", "p-value", "Holm p" if holm else "threshold", "fires"]
+    if payload.get("not_run"):
+        skipped = Table("rule", "detector", "not run because", title="not run")
+        for item in payload["not_run"]:
+            skipped.add_row(escape(item["rule"]), escape(item["check"]), escape(item["reason"]))
+        console.print(skipped)
     table = Table(*columns)
     for row in payload["detectors"]:
         p = row["p_value"]
         adjusted = row.get("p_adjusted")
-        last = (
-            ("-" if adjusted is None else f"{adjusted:.4g}") if holm else f"{row['threshold']:.4g}"
-        )
+        last = ("-" if adjusted is None else f"{adjusted:.4g}") if holm else f"{row['threshold']:.4g}"
         table.add_row(
             escape(row["rule"]),
             escape(row["name"]),
@@ -155,9 +158,15 @@ def _print(payload: dict[str, Any]) -> None:
         rules.add_row(escape(rule["name"]), rule["severity"], "[red]FIRED[/]" if rule["fired"] else "ok")
     console.print(rules)
     fired = [r for r in payload["rules"] if r["fired"]]
-    console.print(
-        f"[bold red]{len(fired)} rule(s) fired[/]" if fired else "[bold green]no drift or attack detected[/]"
-    )
+    if fired:
+        console.print(f"[bold red]{len(fired)} rule(s) fired[/]")
+    elif payload.get("not_run"):
+        console.print(
+            f"[bold yellow]partial: no drift or attack detected by the detectors that ran; "
+            f"{len(payload['not_run'])} did not run[/]"
+        )
+    else:
+        console.print("[bold green]no drift or attack detected[/]")
 
 
 @group.command(name="shift")

@@ -42,6 +42,7 @@ from dlsec.monitor.config import (
     check,
     default_monitor_config,
     holm_adjust,
+    leaf_ert,
     load_monitor_config,
     make_window,
 )
@@ -89,6 +90,7 @@ __all__ = [
     "build_monitor",
     "check",
     "holm_adjust",
+    "leaf_ert",
     "default_monitor_config",
     "embedding_fn",
     "expected_calibration_error",

@@ -23,6 +23,7 @@ from dlsec.errors import NotFittedError, UsageError
 
 __all__ = [
     "DETECTORS",
+    "CannotRun",
     "Detector",
     "DetectorResult",
     "ExampleDetector",
@@ -33,6 +34,14 @@ __all__ = [
 ]
 
 Part = str  # "x", "probs" or "y"
+
+
+class CannotRun(UsageError):
+    """A detector cannot run on what it was given: no model, a model of too little access, no labels.
+
+    An offline check lists such a detector in ``not_run`` with this message as the reason
+    (the verdict is then ``partial``); anywhere else it is a usage error like any other.
+    """
 
 
 @dataclass(frozen=True)
@@ -73,8 +82,12 @@ class Window:
     def part(self, name: Part, *, who: str) -> np.ndarray:
         value = getattr(self, name)
         if value is None:
-            what = {"x": "inputs", "probs": "the model's probabilities (give a model)", "y": "labels"}[name]
-            raise UsageError(f"{who} needs {what} in each window")
+            what = {
+                "x": "inputs",
+                "probs": "the model's probabilities (give a model: pass --model)",
+                "y": "labels",
+            }[name]
+            raise CannotRun(f"{who} needs {what} in each window")
         return np.asarray(value)
 
 

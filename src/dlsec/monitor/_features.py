@@ -10,6 +10,7 @@ from torch import nn
 
 from dlsec.core.model import Model, WhiteBoxModel
 from dlsec.errors import UsageError
+from dlsec.monitor._base import CannotRun
 
 __all__ = ["FeatureFn", "embedding_fn", "model_probs"]
 
@@ -43,7 +44,7 @@ def embedding_fn(model: Model, *, layer: str | None = None) -> FeatureFn:
         torch.Size([2, 8])
     """
     if not isinstance(model, WhiteBoxModel):
-        raise UsageError(f"embeddings need a white-box model, this one offers {model.access.label} access")
+        raise CannotRun(f"embeddings need a white-box model, this one offers {model.access.label} access")
     target = _resolve_layer(model.module, layer)
     use_input = layer is None
 

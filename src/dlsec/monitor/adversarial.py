@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from dlsec.core.model import Model, WhiteBoxModel
 from dlsec.errors import UsageError
-from dlsec.monitor._base import ExampleDetector, register_detector
+from dlsec.monitor._base import CannotRun, ExampleDetector, register_detector
 from dlsec.monitor._features import embedding_fn
 
 __all__ = ["AttributionDetector", "ExternalExampleDetector", "FeatureSqueezing", "Mahalanobis"]
@@ -92,7 +92,7 @@ class FeatureSqueezing(ExampleDetector):
             return torch.softmax(self.model(x), dim=1)
         probs = getattr(self.model, "probs", None)
         if not callable(probs):
-            raise UsageError("feature squeezing needs probabilities: a white-box or score-based model")
+            raise CannotRun("feature squeezing needs probabilities: a white-box or score-based model")
         return torch.as_tensor(probs(x.detach().cpu()), dtype=torch.float32).to(x.device)
 
     def squeezers(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -169,7 +169,7 @@ class Mahalanobis(ExampleDetector):
 
     def _fit_state(self, x: np.ndarray, y: np.ndarray | None) -> None:
         if not isinstance(self.model, WhiteBoxModel):
-            raise UsageError("mahalanobis needs a white-box model (hidden activations)")
+            raise CannotRun("mahalanobis needs a white-box model (hidden activations)")
         device = self.model.device
         self._features = embedding_fn(self.model, layer=self.layer)
         xt = torch.as_tensor(x, dtype=torch.float32)

@@ -2,7 +2,9 @@
 
 One result per finding, and one per unscannable file, each located at the file scanned (a model
 file is binary: the region is its first line, the byte offset and archive member are in the
-message and the properties). Validated against the OASIS schema in the tests.
+message and the properties). A file that could not be scanned is also a tool-execution
+notification of the run's invocation, with its reason, and the invocation's ``verdict`` is then
+``partial`` (``fail`` when a file is unsafe). Validated against the OASIS schema in the tests.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from dlsec.scan._findings import UNSCANNABLE_KINDS, Finding, ScanResult
 
 __all__ = ["scan_sarif", "SARIF_SCHEMA_URI"]
 
-SARIF_SCHEMA_URI = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
+SARIF_SCHEMA_URI = (
+    "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
+)
 
 _LEVEL = {"critical": "error", "high": "error", "medium": "warning", "low": "note"}
 # GitHub code scanning ranks alerts by this property (CVSS-like, 0.0-10.0).
@@ -72,7 +76,10 @@ def scan_sarif(
     """
     rules: dict[str, dict[str, Any]] = {}
     out: list[dict[str, Any]] = []
+    notifications: list[dict[str, Any]] = []
+    unsafe = False
     for result in results:
+        unsafe = unsafe or bool(result.findings)
         for f in result.findings:
             rule_id = f"dlsec.scan/{f.code}"
             rules.setdefault(
@@ -129,6 +136,15 @@ def scan_sarif(
                     "properties": {"kind": kind, "format": result.format},
                 }
             )
+            notifications.append(
+                {
+                    "level": "warning" if allow_unscannable else "error",
+                    "message": {"text": f"not scanned: {result.path}: {kind}: {result.error}"},
+                    "descriptor": {"id": rule_id},
+                    "locations": _location(result.path),
+                    "properties": {"kind": kind},
+                }
+            )
     base = Path(root) if root is not None else Path.cwd()
     return {
         "$schema": SARIF_SCHEMA_URI,
@@ -143,6 +159,16 @@ def scan_sarif(
                     }
                 },
                 "originalUriBaseIds": {"SRCROOT": {"uri": base.resolve().as_uri() + "/"}},
+                "invocations": [
+                    {
+                        "executionSuccessful": True,
+                        "toolExecutionNotifications": notifications,
+                        "properties": {
+                            "verdict": "fail" if unsafe else "partial" if notifications else "pass",
+                            "complete": not notifications,
+                        },
+                    }
+                ],
                 "results": out,
             }
         ],
