@@ -282,3 +282,40 @@ def test_cli_runs_rand_on_a_randomised_model_and_takes_version(capsys, tmp_path)
     assert_user_error(code, err, "version")
     code, _, err = run(capsys, *args[:-4], "--attack", "pgd", "--eps", "0.3", "--version", "rand")
     assert_user_error(code, err, "--version")
+
+
+def test_campaign_attacks_run_under_eot_on_a_randomised_model_and_say_so_when_they_cannot(tmp_path):
+    from dlsec.assess import run_assessment
+    from dlsec.assess.campaign import Campaign
+    from dlsec.attacks import get_attack
+    from dlsec.core.data import Dataset
+
+    model, (x, y) = _toy(sigma=0.2), _toy_data(48)
+    data = Dataset(x.numpy(), y.numpy(), model.spec, "toy")
+
+    def campaign(eot: int) -> Campaign:
+        return Campaign.model_validate(
+            {
+                "threat_model": {"access": "white-box", "norms": {"linf": [0.3]}},
+                "attacks": ["apgd-ce"],
+                "examples": 48,
+                "eot_samples": eot,
+                "corruptions": {"enabled": False},
+                "certification": {"enabled": False},
+                "masking_checks": False,
+                "explain": {"enabled": False},
+            }
+        )
+
+    done = run_assessment(model, data, campaign(20), tmp_path / "eot", model_ref="toy", model_sha256="x")
+    curve = done.report["robustness"]["curves"]["linf"]
+    assert curve["scoring"] == {"apgd-ce": "expectation over 20 passes"}
+    assert done.report["robustness"]["randomised_forward"] == {"eot_samples": 20}
+    direct = EOT(get_attack("apgd-ce", eps=0.3, norm="linf", seed=0), samples=20)(model, x, y)
+    assert curve["robust_accuracy"] == [pytest.approx(direct.robust_accuracy, abs=1e-12)]
+    assert [i["check"] for i in done.report["not_run"]] == ["model-file scan"]  # in memory: no file
+    single = run_assessment(model, data, campaign(0), tmp_path / "one", model_ref="toy", model_sha256="x")
+    checks = {i["check"]: i["reason"] for i in single.report["not_run"]}
+    assert "single passes" in checks["evasion under EOT"] and single.report["complete"] is False
+    # one noisy pass is kinder than the expectation the EOT run scores
+    assert single.report["robustness"]["curves"]["linf"]["robust_accuracy"][0] > curve["robust_accuracy"][0]

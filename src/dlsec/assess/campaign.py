@@ -160,6 +160,10 @@ class Campaign(_Strict):
     corruptions: Corruptions = Field(default_factory=Corruptions)
     certification: Certification = Field(default_factory=Certification)
     masking_checks: bool = True
+    # On a model whose forward pass is random, every evasion attack but AutoAttack (which picks
+    # its rand version itself) runs under EOT with this many passes; 0 turns it off (and the
+    # report says the numbers are single-pass, too kind).
+    eot_samples: int = Field(20, ge=0)
     privacy: Privacy = Field(default_factory=Privacy)  # off unless privacy.enabled
     extraction: Extraction = Field(default_factory=Extraction)  # off unless extraction.enabled
     backdoor: Backdoor = Field(default_factory=Backdoor)  # off unless backdoor.enabled
