@@ -206,7 +206,7 @@ def _fragility(
 ) -> dict[str, Any]:
     """The explanation attack at the gallery's L-inf budget, beside random sign noise of that size."""
     from dlsec.core.model import WhiteBoxModel
-    from dlsec.explain import attack_explanation, explain, topk_intersection
+    from dlsec.explain import attack_explanation
 
     if not isinstance(model, WhiteBoxModel):
         return {"skipped": "the explanation attack needs a white-box model"}
@@ -218,10 +218,7 @@ def _fragility(
     lower = model.spec.lower_tensor()
     upper = model.spec.upper_tensor()
     noisy = torch.max(torch.min(x + noise, upper), lower)
-    y0 = model.predict(x)
-    before = explain(model, x, target=y0, method=result.method, seed=seed)
-    after = explain(model, noisy, target=y0, method=result.method, seed=seed)
-    random = topk_intersection(before.unit_scores(absolute=True), after.unit_scores(absolute=True), result.k)
+    random = result.intersection_under(model, noisy)
     return {
         **result.summary(),
         "norm": "linf",

@@ -33,6 +33,8 @@ def _model_files(ev: Evidence) -> dict[str, str]:
     record = ev.record or {}
     if record.get("files"):
         return dict(record["files"])
+    if ev.files is not None:
+        return dict(ev.files)
     from dlsec.fsutil import sha256_file
 
     path = Path(str(ev.model))

@@ -91,6 +91,7 @@ class Evidence:
     report: dict[str, Any] | None = None
     fairness: dict[str, Any] | None = None
     pii: dict[str, Any] | None = None
+    files: dict[str, str] | None = None  # file -> SHA-256, when a check already hashed them
 
     def add(self, kind: str, state: State, summary: str, source: str, sha256: str | None = None) -> None:
         if kind not in KINDS:
@@ -280,22 +281,18 @@ def _from_registry(ev: Evidence, registry: Registry, ref: str, keys: str | Path 
 
 def _erasures(ev: Evidence, entries: list[Entry]) -> None:
     """Erasure records of the audit log: verified ones are evidence; a failed request is failing
-    until a later verified erasure covers its rows (the data stayed in the model meanwhile)."""
-    done: set[str] = set()
-    for e in sorted(entries, key=lambda e: e.index):
-        details = e.details or {}
-        rows = {str(r) for r in details.get("row_hmac") or details.get("row_sha256") or []}
-        verification = details.get("verification") or {}
-        verified = isinstance(verification, Mapping) and verification.get("verified") is True
-        if e.action == "erasure.record" and verified:
-            done |= rows
+    while some of its rows are covered by no verified erasure (the data stays in the model)."""
+    parsed = []
     for e in entries:
         details = e.details or {}
-        rows = {str(r) for r in details.get("row_hmac") or details.get("row_sha256") or []}
         verification = details.get("verification") or {}
         verified = isinstance(verification, Mapping) and verification.get("verified") is True
+        rows = {str(r) for r in details.get("row_hmac") or details.get("row_sha256") or []}
+        parsed.append((e, details, verification, e.action == "erasure.record" and verified, rows))
+    done: set[str] = set().union(*(rows for *_, ok, rows in parsed if ok))
+    for e, details, verification, ok, rows in parsed:
         where = f"audit log entry {e.index}"
-        if e.action == "erasure.record" and verified:
+        if ok:
             auc, ci = verification.get("auc"), verification.get("auc_ci") or []
             measured = (
                 f"; LiRA AUC on them {auc:.3f}" + (f", CI [{ci[0]:.3f}, {ci[1]:.3f}]" if len(ci) == 2 else "")
@@ -327,6 +324,7 @@ def _from_files(ev: Evidence, path: Path, keys: str | Path | None) -> None:
         try:
             verified = verify_model(path, load_verify_keys(keys or default_key_dir()))
             ev.add("signature", "ok", "verified now", str(sig), verified.manifest.root_digest)
+            ev.files = dict(verified.manifest.files)  # hashed once, by the verification
         except SecurityFinding as exc:
             ev.add("signature", "failing", str(exc), str(sig))
     files = (

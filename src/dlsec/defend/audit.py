@@ -380,9 +380,9 @@ class DataAuditor:
             # as many pixels as the trigger Neural Cleanse reconstructed (its mask's L1 norm)
             pixels = max(1, round(float(nc_masks[suspected_target].sum()))) if nc_masks is not None else None
             found = localise_trigger(dyn, data.x[bd_rows], suspected_target, k=pixels)
-            for row, mask in zip(bd_rows, found.per_example, strict=True):
-                rr, cc = np.nonzero(mask)
-                regions[int(row)] = [int(rr.min()), int(rr.max()), int(cc.min()), int(cc.max())]
+            for row, box in zip(bd_rows, found.boxes(), strict=True):
+                if box is not None:
+                    regions[int(row)] = box
         return AuditReport(
             scores=scores,
             flagged=np.flatnonzero(flagged_mask),

@@ -79,6 +79,10 @@ class TriggerRegion:
         """``[row_min, row_max, col_min, col_max]`` of the region (images), else None."""
         return _bbox(self.mask)
 
+    def boxes(self) -> list[list[int] | None]:
+        """Each input's own region as ``[row_min, row_max, col_min, col_max]`` (images), else None."""
+        return [_bbox(m) for m in self.per_example]
+
     def per_example_iou(self, truth: np.ndarray) -> np.ndarray:
         return np.array([iou(m, truth) for m in self.per_example])
 

@@ -18,7 +18,7 @@ explanation of the real model (1: the explanation did not move; 0: its top-k cha
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -50,6 +50,19 @@ class FragilityResult:
     method: str
     eps: float
     steps: int
+    seed: int = 0
+    targets: torch.Tensor | None = field(default=None, repr=False, compare=False)
+    clean_units: torch.Tensor | None = field(default=None, repr=False, compare=False)
+
+    def intersection_under(self, model: WhiteBoxModel, x_other: torch.Tensor) -> torch.Tensor:
+        """Per example, the top-``k`` intersection between the clean explanation and that of
+        ``x_other`` (e.g. random noise of the same size), measured the same way as the attack's."""
+        from dlsec.explain._explanation import explain
+
+        if self.clean_units is None or self.targets is None:
+            raise UsageError("this result keeps no clean explanation to compare with")
+        other = explain(model, x_other.cpu(), target=self.targets, method=self.method, seed=self.seed)
+        return topk_intersection(self.clean_units, other.unit_scores(absolute=True), self.k)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -166,6 +179,16 @@ def attack_explanation(
     with torch.no_grad():
         kept_final = model(best).argmax(1) == y0
     before = explain(model, x.cpu(), target=y0.cpu(), method=method, seed=seed)
-    after = explain(model, best.cpu(), target=y0.cpu(), method=method, seed=seed)
-    inter = topk_intersection(before.unit_scores(absolute=True), after.unit_scores(absolute=True), k)
-    return FragilityResult(best.detach().cpu(), kept_final.cpu(), inter, k, method, float(eps), steps)
+    result = FragilityResult(
+        best.detach().cpu(),
+        kept_final.cpu(),
+        torch.empty(0),
+        k,
+        method,
+        float(eps),
+        steps,
+        seed=seed,
+        targets=y0.cpu(),
+        clean_units=before.unit_scores(absolute=True),
+    )
+    return replace(result, topk_intersection=result.intersection_under(model, best))
