@@ -1,0 +1,1 @@
+"""Federated learning on Flower: malicious clients, robust aggregation, gradient inversion."""

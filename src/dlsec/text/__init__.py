@@ -1,0 +1,1 @@
+"""Text models: offline corpora, Hugging Face classifiers loaded safely, word- and character-level attacks."""
