@@ -117,13 +117,26 @@ def test_check_is_quiet_on_the_same_data_and_fires_on_a_shift(capsys, tmp_path):
     )
     assert made["rows"] == 143 and shifted.is_file()
     code, out, _ = run(
-        capsys, "monitor", "check", "-r", "builtin:breast-cancer", "-c", str(shifted), "--json"
+        capsys,
+        "monitor",
+        "check",
+        "-r",
+        "builtin:breast-cancer",
+        "-c",
+        str(shifted),
+        "--json",
+        "--sarif",
+        str(tmp_path / "check.sarif"),
     )
     assert code == 1
     import json
 
     payload = json.loads(out)
     assert payload["fired"] and any(d["drift"] for d in payload["detectors"] if d["detector"] == "ks")
+    [run_log] = json.loads((tmp_path / "check.sarif").read_text())["runs"]
+    [invocation] = run_log["invocations"]
+    assert invocation["properties"]["verdict"] == "fail"
+    assert len(invocation["toolExecutionNotifications"]) == len(payload["not_run"])
 
 
 def test_check_with_a_model_reports_every_detector(capsys, tmp_path):

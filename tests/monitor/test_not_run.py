@@ -60,3 +60,52 @@ def test_a_missing_label_is_a_reason_and_a_shift_still_fails() -> None:
     assert [item["check"] for item in report.not_run] == ["performance"]
     assert "labels" in report.not_run[0]["reason"]
     assert report.verdict == "fail"  # a rule fired: partial coverage does not soften a finding
+
+
+def test_the_online_monitor_leaves_out_what_cannot_run_and_says_so() -> None:
+    from dlsec.monitor import CannotRun, build_monitor
+
+    rng = np.random.default_rng(3)
+    cfg = MonitorConfig.model_validate(
+        {
+            "window": 50,
+            "stride": 50,
+            "ert": 500,
+            "n_simulations": 400,
+            "rules": [{"detector": "ks"}, {"detector": "label"}],
+        }
+    )
+    monitor = build_monitor(cfg).fit(Window(x=rng.normal(size=(300, 2))))
+    assert [leaf.spec.detector for leaf in monitor.leaves] == ["ks"]
+    [skipped] = monitor.not_run
+    assert skipped["check"] == "label" and "pass --model" in skipped["reason"]
+    assert monitor.complete is False
+    # the leaf that runs keeps its own share of the budget: two leaves, so 2 x the file's ert
+    assert monitor.leaves[0].monitor.ert == pytest.approx(2 * cfg.ert)
+    only_label = MonitorConfig.model_validate({"window": 50, "rules": [{"detector": "label"}]})
+    with pytest.raises(CannotRun, match="no detector of the monitor config can run"):
+        build_monitor(only_label).fit(Window(x=rng.normal(size=(300, 2))))
+
+
+def test_the_check_as_sarif_names_what_did_not_run_and_validates() -> None:
+    import json
+    from pathlib import Path
+
+    import jsonschema
+
+    rng = np.random.default_rng(4)
+    ref, cur = Window(x=rng.normal(size=(200, 4))), Window(x=rng.normal(1.5, 1.0, size=(100, 4)))
+    report = check(default_monitor_config(), ref, cur)
+    log = report.sarif("current.npz")
+    schema = Path(__file__).parent.parent / "schemas" / "sarif-schema-2.1.0.json"
+    jsonschema.Draft4Validator(json.loads(schema.read_text())).validate(log)
+    [run] = log["runs"]
+    [invocation] = run["invocations"]
+    assert invocation["properties"]["verdict"] == "fail" and invocation["properties"]["complete"] is False
+    notes = invocation["toolExecutionNotifications"]
+    assert len(notes) == len(report.not_run) == 6
+    assert all(n["message"]["text"].startswith("not run: ") for n in notes)
+    fired = [r for r in run["results"] if r["ruleId"] == "dlsec/monitor-rule-fired"]
+    assert [r["properties"]["rule"] for r in fired] == [r["name"] for r in report.rules if r["fired"]]
+    drift = [r["properties"]["detector"] for r in run["results"] if r["ruleId"] == "dlsec/monitor-drift"]
+    assert drift == [d["name"] for d in report.results if d["drift"]] and drift

@@ -34,16 +34,22 @@ def files(tmp_path: Path) -> dict[str, Path]:
 def test_scan_exit_codes_and_json_records(capsys: pytest.CaptureFixture[str], files: dict[str, Path]) -> None:
     code, out, _ = run(capsys, "scan", str(files["good"]), "--json")
     assert code == 0
-    [record] = json.loads(out)
+    doc = json.loads(out)
+    assert doc["verdict"] == "pass" and doc["complete"] is True
+    assert doc["counts"] == {"safe": 1, "unsafe": 0, "unscannable": 0}
+    [record] = doc["files"]
     assert record["verdict"] == "safe" and record["format"] == "torch-zip" and record["findings"] == []
     code, out, _ = run(capsys, "scan", str(files["good"].parent), "--json")  # a folder, recursively
-    records = {Path(r["path"]).name: r for r in json.loads(out)}
-    assert code == 1 and set(records) == {"good.pt", "bad.bin"}
+    doc = json.loads(out)
+    records = {Path(r["path"]).name: r for r in doc["files"]}
+    assert code == 1 and set(records) == {"good.pt", "bad.bin"} and doc["verdict"] == "fail"
     finding = records["bad.bin"]["findings"][0]
     assert records["bad.bin"]["verdict"] == "unsafe" and finding["import"] == "os.system"
     assert finding["severity"] == "critical" and isinstance(finding["offset"], int)
     code, out, _ = run(capsys, "scan", str(files["junk"]), "--json")
-    assert code == 3 and json.loads(out)[0]["verdict"] == "unscannable"  # its own exit code
+    doc = json.loads(out)
+    assert code == 3 and doc["files"][0]["verdict"] == "unscannable"  # its own exit code
+    assert doc["verdict"] == "partial" and doc["complete"] is False  # what was not read never passes
     code, _, err = run(capsys, "scan", str(files["good"].parent / "missing.pt"))
     assert code == 2 and err.startswith("error: ") and "Traceback" not in err
     assert not files["marker"].exists()
@@ -61,7 +67,7 @@ def test_scan_human_output_and_allow_note(
     code, out, _ = run(capsys, "scan", str(ns), "--allow", "argparse.Namespace")
     assert code == 0 and "--allow extended the allowlist" in out and "argparse.Namespace" in out
     code, out, _ = run(capsys, "scan", str(ns), "--allow", "argparse.Namespace", "--json")
-    record = json.loads(out)[0]
+    record = json.loads(out)["files"][0]
     assert record["allowed_by_user"] == ["argparse.Namespace"] and record["allowlist_extended"] == [
         "argparse.Namespace"
     ]

@@ -180,6 +180,42 @@ def test_attack_traffic_triggers_an_incident_that_quarantines_and_rolls_back(hom
     assert gateway.audit.verify().ok
 
 
+def test_a_monitor_detector_that_cannot_run_is_said_once_and_opens_no_incident(home, keys, tmp_path):
+    """Served traffic has no true labels: the performance rule cannot run; the gateway says so."""
+    rng = np.random.default_rng(1)
+    reference = tmp_path / "reference.npz"
+    np.savez(reference, x=rng.random((2000, 4)).astype(np.float32), y=rng.integers(0, 3, 2000))
+    monitor = tmp_path / "monitor.yaml"
+    monitor.write_text(
+        "window: 40\nert: 10000\nrules:\n  - {name: input drift, severity: high, detector: ks}\n"
+        "  - {name: accuracy, severity: high, detector: performance}\n"
+    )
+    gateway = make_gateway(
+        home,
+        monitor=str(monitor),
+        monitor_reference=str(reference),
+        playbook=str(_playbook(tmp_path)),
+        extraction=None,
+    )
+    natural = rng.random((60, 4)).astype(np.float32)
+    with TestClient(create_app(gateway)) as c:
+        for i in range(0, 60, 20):
+            r = c.post(
+                "/v1/models/clf/predict",
+                json={"inputs": natural[i : i + 20].tolist()},
+                headers=auth(keys["client"]),
+            )
+            assert r.status_code == 200
+        gateway.drain()
+        alerts = c.get("/v1/alerts", headers=auth(keys["operator"])).json()
+    [status] = [a for a in alerts if a["source"] == "monitor-status"]
+    assert status["signal"] == "not-run" and status["model"] == "clf" and status["severity"] == "low"
+    assert [n["check"] for n in status["not_run"]] == ["performance"] and "label" in status["not_run"][0][
+        "reason"
+    ]
+    assert IncidentStore(gateway.db).list() == []  # a playbook on `source: monitor` does not act on it
+
+
 def test_webhooks_receive_alerts_and_incidents(home, keys, tmp_path):
     import json as _json
     import threading

@@ -154,7 +154,7 @@ def test_sarif_from_the_cli_is_written_atomically_and_valid(
     uris = {r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] for r in results}
     assert uris == {"models/evil.pt"}  # relative to the repository root, as code scanning expects
     code, out, _ = _cli(capsys, "scan", "models", "--json")
-    assert code == EXIT_FINDING and json.loads(out)[0]["verdict"] == "unsafe"
+    assert code == EXIT_FINDING and json.loads(out)["files"][0]["verdict"] == "unsafe"
 
 
 def test_a_broken_sarif_log_fails_the_schema_check() -> None:

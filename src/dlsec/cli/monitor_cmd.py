@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,6 +23,7 @@ from dlsec.cli.commands import (
 from dlsec.core import Dataset, Model, load_dataset
 from dlsec.core.data import with_spec
 from dlsec.errors import EXIT_FINDING, UsageError
+from dlsec.fsutil import atomic_write_text
 from dlsec.monitor import (
     SHIFTS,
     check,
@@ -65,6 +67,12 @@ def check_cmd(
     test_size: TestSizeOpt = 0.25,
     split_seed: SplitSeedOpt = 0,
     json_out: JsonOpt = False,
+    sarif: Annotated[
+        Path | None,
+        typer.Option(
+            "--sarif", help="Also write a SARIF 2.1.0 log (fired rules, detectors that did not run)."
+        ),
+    ] = None,
 ) -> None:
     """Run the detectors on reference and current data; exit 1 when a rule fires.
 
@@ -110,6 +118,8 @@ def check_cmd(
     }
     for row in payload["detectors"]:
         row["details"] = {k: v for k, v in row["details"].items() if k not in ("p_values", "statistics")}
+    if sarif is not None:
+        atomic_write_text(sarif, json.dumps(report.sarif(current), indent=2) + "\n")
     if json_out:
         emit_json(payload)
     else:

@@ -83,7 +83,7 @@ def scan(
     \b
         dlsec scan model.pt checkpoints/ --format sarif --output dlsec.sarif
     """
-    from dlsec.scan import scan_paths, scan_sarif
+    from dlsec.scan import scan_paths, scan_sarif, scan_verdict
 
     if json_out:
         fmt = "json"
@@ -105,7 +105,8 @@ def scan(
                 if allowed:
                     record["allowlist_extended"] = allowed
                 records.append(record)
-            payload: Any = records
+            counts = {v: sum(r.verdict == v for r in results) for v in ("safe", "unsafe", "unscannable")}
+            payload: Any = {**scan_verdict(results), "counts": counts, "files": records}
         else:
             import dlsec
 

@@ -17,6 +17,7 @@ Example:
 
 from dlsec.monitor._base import (
     DETECTORS,
+    CannotRun,
     Detector,
     DetectorResult,
     ExampleDetector,
@@ -64,6 +65,7 @@ __all__ = [
     "DETECTORS",
     "SHIFTS",
     "Alert",
+    "CannotRun",
     "CheckReport",
     "ClassifierDrift",
     "ConfidenceDrift",

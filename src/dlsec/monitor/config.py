@@ -359,6 +359,90 @@ class CheckReport:
     def verdict(self) -> Literal["pass", "partial", "fail"]:
         return "fail" if self.fired else "pass" if self.complete else "partial"
 
+    def sarif(self, uri: str) -> dict[str, Any]:
+        """A SARIF 2.1.0 log of the check on ``uri`` (the current data).
+
+        One result per fired rule (level from its severity) and one per detector that found
+        drift, each with its raw and adjusted p-values; every detector that did not run is a
+        tool-execution notification, and the invocation's properties carry the verdict, so a
+        code-scanning view shows a partial check as partial.
+        """
+        import dlsec
+
+        level = {"low": "note", "medium": "warning", "high": "error", "critical": "error"}
+        rules: dict[str, dict[str, Any]] = {}
+        results: list[dict[str, Any]] = []
+        location = [{"physicalLocation": {"artifactLocation": {"uri": uri}}}]
+
+        def rule(rule_id: str, text: str) -> str:
+            rules.setdefault(rule_id, {"id": rule_id, "shortDescription": {"text": text}})
+            return rule_id
+
+        for r in self.rules:
+            if r["fired"]:
+                results.append(
+                    {
+                        "ruleId": rule("dlsec/monitor-rule-fired", "A monitor rule fired"),
+                        "level": level.get(r["severity"], "error"),
+                        "message": {"text": f"rule '{r['name']}' fired ({r['severity']})"},
+                        "locations": location,
+                        "properties": {"rule": r["name"], "severity": r["severity"]},
+                    }
+                )
+        for d in self.results:
+            if d["drift"]:
+                p, adjusted = d.get("p_value"), d.get("p_adjusted")
+                shown = (
+                    ""
+                    if p is None
+                    else f", p {p:.4g}" + ("" if adjusted is None else f", Holm p {adjusted:.4g}")
+                )
+                results.append(
+                    {
+                        "ruleId": rule("dlsec/monitor-drift", "A detector found a shift"),
+                        "level": "warning",
+                        "message": {
+                            "text": f"{d['name']} (rule '{d['rule']}'): statistic {d['statistic']:.4g}{shown}"
+                        },
+                        "locations": location,
+                        "properties": {"detector": d["name"], "p_value": p, "p_adjusted": adjusted},
+                    }
+                )
+        notifications = [
+            {
+                "level": "warning",
+                "message": {"text": f"not run: {n['check']} (rule '{n['rule']}'): {n['reason']}"},
+            }
+            for n in self.not_run
+        ]
+        return {
+            "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+            "version": "2.1.0",
+            "runs": [
+                {
+                    "tool": {
+                        "driver": {
+                            "name": "dlsec-monitor",
+                            "version": dlsec.__version__,
+                            "rules": list(rules.values()),
+                        }
+                    },
+                    "invocations": [
+                        {
+                            "executionSuccessful": True,
+                            "toolExecutionNotifications": notifications,
+                            "properties": {
+                                "verdict": self.verdict,
+                                "complete": self.complete,
+                                "alpha": self.alpha,
+                            },
+                        }
+                    ],
+                    "results": results,
+                }
+            ],
+        }
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "fired": self.fired,
@@ -371,6 +455,10 @@ class CheckReport:
             "rules": self.rules,
             "detectors": self.results,
         }
+
+
+def _check_name(leaf: RuleSpec) -> str:
+    return f"{leaf.detector}" if leaf.features == "inputs" else f"{leaf.detector} (embeddings)"
 
 
 def check(
@@ -396,7 +484,7 @@ def check(
     skipped: set[int] = set()
     for i, rule in enumerate(config.rules):
         for leaf in rule.leaves():
-            name = leaf.detector if leaf.features == "inputs" else f"{leaf.detector} (embeddings)"
+            name = _check_name(leaf)
             try:
                 det = build_detector(leaf, model=model)
                 det.fit(reference)
@@ -488,32 +576,52 @@ class Monitor:
     expected number of false alerts in ``ert`` examples is at most one. ``ert_`` after
     :meth:`fit` is the combined run length (``1 / sum(1 / ert_leaf)``; ``config.ert`` unless
     rules state their own).
+
+    A leaf that cannot run (no model, a model of too little access, no labels) is left out and
+    named in ``not_run`` with its reason, as the offline check does; ``complete`` is then false.
+    Its share of the run-length budget is not handed to the others, so the leaves that run stay
+    calibrated at least as strictly. When no leaf can run, :meth:`fit` raises :class:`CannotRun`:
+    a monitor that watches nothing is an error, never a quiet pass.
     """
 
     config: MonitorConfig
     model: Model | None = None
     leaves: list[_Leaf] = field(default_factory=list)
     ert_: float | None = None
+    not_run: list[dict[str, Any]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def complete(self) -> bool:
+        """Whether every leaf of the config runs (false until :meth:`fit`)."""
+        return bool(self.leaves) and not self.not_run
 
     def fit(self, reference: Window) -> Monitor:
         """Fit and calibrate every leaf on the reference (probabilities added from the model)."""
         if reference.probs is None and self.model is not None and reference.x is not None:
             reference = make_window(reference.x, model=self.model, y=reference.y)
-        self.leaves = []
+        leaves: list[_Leaf] = []
+        not_run: list[dict[str, Any]] = []
         budgets = leaf_ert(self.config)
         for rule in self.config.rules:
             for leaf in rule.leaves():
-                mon = OnlineMonitor(
-                    build_detector(leaf, model=self.model),
-                    window=leaf.window or self.config.window,
-                    stride=leaf.stride or self.config.stride,
-                    ert=budgets[id(leaf)],
-                    n_simulations=self.config.n_simulations,
-                    seed=self.config.seed,
-                    name=leaf.label(),
-                )
-                self.leaves.append(_Leaf(leaf, mon.fit(reference)))
+                try:
+                    mon = OnlineMonitor(
+                        build_detector(leaf, model=self.model),
+                        window=leaf.window or self.config.window,
+                        stride=leaf.stride or self.config.stride,
+                        ert=budgets[id(leaf)],
+                        n_simulations=self.config.n_simulations,
+                        seed=self.config.seed,
+                        name=leaf.label(),
+                    )
+                    leaves.append(_Leaf(leaf, mon.fit(reference)))
+                except CannotRun as exc:
+                    not_run.append({"check": _check_name(leaf), "rule": rule.label(), "reason": str(exc)})
+        if not leaves:
+            reasons = "; ".join(f"{n['check']}: {n['reason']}" for n in not_run)
+            raise CannotRun(f"no detector of the monitor config can run ({reasons})")
+        self.leaves, self.not_run = leaves, not_run
         self.ert_ = 1.0 / sum(1.0 / leaf.monitor.ert for leaf in self.leaves)
         return self
 

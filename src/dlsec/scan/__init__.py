@@ -26,7 +26,7 @@ from dlsec.lazy import resolve
 from dlsec.scan._allowlist import DEFAULT_ALLOWLIST, Allowlist
 from dlsec.scan._findings import UNSCANNABLE_KINDS, Finding, ScanResult
 from dlsec.scan._formats import PICKLE_FORMATS, detect_format
-from dlsec.scan._sarif import scan_sarif
+from dlsec.scan._sarif import scan_sarif, scan_verdict
 from dlsec.scan._scanner import scan_bytes, scan_file, scan_paths
 
 if TYPE_CHECKING:
@@ -44,6 +44,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "UNSCANNABLE_KINDS",
     "scan_sarif",
+    "scan_verdict",
     "DEFAULT_ALLOWLIST",
     "PICKLE_FORMATS",
     "Allowlist",

@@ -59,6 +59,25 @@ def _where(finding: Finding) -> str:
     return f" ({', '.join(bits)})" if bits else ""
 
 
+def scan_verdict(results: Iterable[ScanResult]) -> dict[str, Any]:
+    """The run's verdict as a whole: ``fail`` when a file is unsafe, ``partial`` when a file could
+    not be scanned (what did not run never passes), else ``pass``; ``complete`` says every file was
+    read through. ``dlsec scan --format json`` and the SARIF invocation both carry it.
+
+    Example:
+        >>> scan_verdict([])
+        {'verdict': 'pass', 'complete': True}
+    """
+    unsafe = unscannable = False
+    for result in results:
+        unsafe = unsafe or bool(result.findings)
+        unscannable = unscannable or (not result.findings and result.error is not None)
+    return {
+        "verdict": "fail" if unsafe else "partial" if unscannable else "pass",
+        "complete": not unscannable,
+    }
+
+
 def scan_sarif(
     results: Iterable[ScanResult],
     *,
@@ -77,9 +96,8 @@ def scan_sarif(
     rules: dict[str, dict[str, Any]] = {}
     out: list[dict[str, Any]] = []
     notifications: list[dict[str, Any]] = []
-    unsafe = False
+    results = list(results)
     for result in results:
-        unsafe = unsafe or bool(result.findings)
         for f in result.findings:
             rule_id = f"dlsec.scan/{f.code}"
             rules.setdefault(
@@ -163,10 +181,7 @@ def scan_sarif(
                     {
                         "executionSuccessful": True,
                         "toolExecutionNotifications": notifications,
-                        "properties": {
-                            "verdict": "fail" if unsafe else "partial" if notifications else "pass",
-                            "complete": not notifications,
-                        },
+                        "properties": scan_verdict(results),
                     }
                 ],
                 "results": out,

@@ -58,6 +58,7 @@ class _Engine:
         # monitor fitted for it. A few versions are kept, the least recently used dropped first.
         self.monitors: OrderedDict[tuple[str, int], Any] = OrderedDict()
         self._reference_x: np.ndarray | None = None
+        self._status: list[dict[str, Any]] = []  # monitors fitted in part, said with the next batch
 
     def _detector(self, model: str, x: np.ndarray) -> ExtractionDetector:
         detector = self.detectors.get(model)
@@ -98,6 +99,18 @@ class _Engine:
             self._reference_x = data.x
         monitor = build_monitor(MonitorConfig.model_validate(spec.config), model=model)
         monitor.fit(make_window(self._reference_x, model=model))
+        if monitor.not_run:  # watched in part: said once, as its own source, never as drift
+            self._status.append(
+                {
+                    "source": "monitor-status",
+                    "signal": "not-run",
+                    "severity": "low",
+                    "subject": f"model:{name}",
+                    "model": name,
+                    "version": version,
+                    "not_run": list(monitor.not_run),
+                }
+            )
         self.monitors[(name, version)] = monitor
         while len(self.monitors) > MAX_MONITORS:
             self.monitors.popitem(last=False)
@@ -141,6 +154,8 @@ class _Engine:
                             **a.to_dict(),
                         }
                     )
+        alerts.extend(self._status)
+        self._status.clear()
         return alerts, actions
 
 
