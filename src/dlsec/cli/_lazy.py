@@ -74,6 +74,10 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
         ("serve_cmd",),
         "Serve registry models behind API keys, limits, output hardening and extraction detection.",
     ),
+    "ui": (
+        ("ui_cmd",),
+        "Serve the web dashboard: models, lineage, reports, audit log, incidents, API keys.",
+    ),
     "train": (
         ("train_cmd",),
         "Train a classifier with a recipe; save safetensors and a training card; resume if interrupted.",
