@@ -1,1 +1,172 @@
-"""Federated learning on Flower: malicious clients, robust aggregation, gradient inversion."""
+"""Federated learning on Flower: malicious clients, robust aggregation, measurement.
+
+The names resolve lazily (PEP 562): ``import dlsec.federated`` imports neither torch nor
+Flower; the first use of a name does.
+
+Example:
+    >>> from dlsec.federated import FLConfig, simulate
+    >>> result = simulate(FLConfig(num_clients=10, malicious_fraction=0.2, attack="alie",
+    ...                            defense="krum", rounds=5))            # doctest: +SKIP
+    >>> result.rounds[-1].accuracy, result.rounds[-1].recall            # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from dlsec.lazy import resolve
+
+if TYPE_CHECKING:
+    from dlsec.federated._aggregate import (
+        AGGREGATORS,
+        FLAME,
+        Aggregate,
+        Aggregator,
+        Bulyan,
+        FedAvg,
+        FLTrust,
+        FoolsGold,
+        Krum,
+        Median,
+        MultiKrum,
+        NormClipDP,
+        TrimmedMean,
+        build_aggregator,
+        coordinate_median,
+        krum_scores,
+        register_aggregator,
+    )
+    from dlsec.federated._attacks import (
+        ALIE,
+        ATTACKS,
+        DBA,
+        IPM,
+        Attack,
+        Backdoor,
+        FreeRider,
+        GaussianUpdate,
+        LabelFlip,
+        MinMax,
+        MinSum,
+        NoAttack,
+        RoundContext,
+        SignFlip,
+        alie_z,
+        build_attack,
+        malicious_clients,
+        register_attack,
+        stamp_trigger,
+    )
+    from dlsec.federated._partition import dirichlet_partition, iid_partition, partition
+    from dlsec.federated._report import render_html, write_report
+    from dlsec.federated._simulate import FLConfig, RoundRecord, SimulationResult, simulate
+    from dlsec.federated._strategy import RobustFedAvg, RoundUpdates, flatten_arrays, unflatten_arrays
+
+_EXPORTS = {
+    **dict.fromkeys(
+        [
+            "AGGREGATORS",
+            "FLAME",
+            "Aggregate",
+            "Aggregator",
+            "Bulyan",
+            "FedAvg",
+            "FLTrust",
+            "FoolsGold",
+            "Krum",
+            "Median",
+            "MultiKrum",
+            "NormClipDP",
+            "TrimmedMean",
+            "build_aggregator",
+            "coordinate_median",
+            "krum_scores",
+            "register_aggregator",
+        ],
+        "_aggregate",
+    ),
+    **dict.fromkeys(
+        [
+            "ALIE",
+            "ATTACKS",
+            "DBA",
+            "IPM",
+            "Attack",
+            "Backdoor",
+            "FreeRider",
+            "GaussianUpdate",
+            "LabelFlip",
+            "MinMax",
+            "MinSum",
+            "NoAttack",
+            "RoundContext",
+            "SignFlip",
+            "alie_z",
+            "build_attack",
+            "malicious_clients",
+            "register_attack",
+            "stamp_trigger",
+        ],
+        "_attacks",
+    ),
+    **dict.fromkeys(["dirichlet_partition", "iid_partition", "partition"], "_partition"),
+    **dict.fromkeys(["render_html", "write_report"], "_report"),
+    **dict.fromkeys(["FLConfig", "RoundRecord", "SimulationResult", "simulate"], "_simulate"),
+    **dict.fromkeys(["RobustFedAvg", "RoundUpdates", "flatten_arrays", "unflatten_arrays"], "_strategy"),
+}
+
+__all__ = [
+    "AGGREGATORS",
+    "ALIE",
+    "ATTACKS",
+    "Aggregate",
+    "Aggregator",
+    "Attack",
+    "Backdoor",
+    "Bulyan",
+    "DBA",
+    "FLAME",
+    "FLConfig",
+    "FLTrust",
+    "FedAvg",
+    "FoolsGold",
+    "FreeRider",
+    "GaussianUpdate",
+    "IPM",
+    "Krum",
+    "LabelFlip",
+    "Median",
+    "MinMax",
+    "MinSum",
+    "MultiKrum",
+    "NoAttack",
+    "NormClipDP",
+    "RobustFedAvg",
+    "RoundContext",
+    "RoundRecord",
+    "RoundUpdates",
+    "SignFlip",
+    "SimulationResult",
+    "TrimmedMean",
+    "alie_z",
+    "build_aggregator",
+    "build_attack",
+    "coordinate_median",
+    "dirichlet_partition",
+    "flatten_arrays",
+    "iid_partition",
+    "krum_scores",
+    "malicious_clients",
+    "partition",
+    "register_aggregator",
+    "register_attack",
+    "render_html",
+    "simulate",
+    "stamp_trigger",
+    "unflatten_arrays",
+    "write_report",
+]
+
+
+def __getattr__(name: str) -> Any:
+    return resolve(globals(), __name__, _EXPORTS, name)

@@ -1,0 +1,438 @@
+"""Federated simulations on Flower: honest and malicious ClientApps, a robust ServerApp, measurement.
+
+:func:`simulate` runs ``rounds`` rounds of ``num_clients`` clients, ``malicious_fraction`` of
+them running an attack, under a defence, through ``flwr.simulation.run_simulation`` on its Ray
+backend (the default ``engine="flower"``). Each ClientApp trains a dlsec MLP on its partition;
+a malicious one poisons its data and crafts its update itself (the omniscient attacks from the
+benign updates of its colluders' own data). The ServerApp runs :class:`RobustFedAvg` and a
+central evaluation after each round.
+
+``engine="local"`` runs the very same client and aggregation functions in this process without
+Flower; the tests check that both engines give the same numbers, and the attack-by-defence
+benchmark uses it because a matrix of Ray start-ups does not fit a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from dlsec.core.data import Dataset, load_dataset
+from dlsec.errors import Error, UsageError
+from dlsec.federated._aggregate import Aggregate, Aggregator, build_aggregator
+from dlsec.federated._attacks import Attack, RoundContext, build_attack, malicious_clients, stamp_trigger
+from dlsec.federated._partition import partition
+
+__all__ = ["FLConfig", "RoundRecord", "SimulationResult", "simulate"]
+
+ENGINES = ("flower", "local")
+
+
+@dataclass(frozen=True)
+class FLConfig:
+    """A federated simulation.
+
+    Attributes:
+        dataset: a dlsec dataset reference (``builtin:digits``...).
+        num_clients: clients, all of them sampled every round.
+        malicious_fraction: the share of malicious clients (``round(f * n)`` of them).
+        attack: a registered attack (:data:`ATTACKS`).
+        defense: a registered aggregation rule (:data:`AGGREGATORS`).
+        rounds: federated rounds.
+        partition: ``iid`` or ``dirichlet``.
+        alpha: the Dirichlet concentration.
+        seed: seeds the split, the partition, the model, local training and the attackers.
+        per_round: draw the malicious clients afresh each round (else fixed for the run).
+        local_epochs, lr, batch_size: each client's local SGD.
+        hidden: the MLP's hidden layer sizes.
+        root_size: rows of the training split kept by the server as its root set (FLTrust's
+            trusted data); held out for every defence, so runs stay comparable.
+        target: the backdoor's target class.
+        engine: ``flower`` (Flower's simulation runtime on Ray) or ``local`` (same functions,
+            in process, no Flower).
+    """
+
+    dataset: str = "builtin:digits"
+    num_clients: int = 10
+    malicious_fraction: float = 0.0
+    attack: str = "none"
+    defense: str = "fedavg"
+    rounds: int = 5
+    partition: str = "iid"
+    alpha: float = 0.5
+    seed: int = 0
+    per_round: bool = False
+    local_epochs: int = 2
+    lr: float = 0.1
+    batch_size: int = 16
+    hidden: tuple[int, ...] = (64, 32)
+    root_size: int = 100
+    target: int = 0
+    engine: str = "flower"
+
+
+@dataclass
+class RoundRecord:
+    """Measurements after one round (round 0 is the initial model)."""
+
+    round: int
+    accuracy: float
+    backdoor_success: float
+    malicious: list[int] = field(default_factory=list)
+    excluded: list[int] = field(default_factory=list)
+    precision: float | None = None
+    recall: float | None = None
+    distances: dict[int, float] = field(default_factory=dict)
+
+
+@dataclass
+class SimulationResult:
+    """A finished simulation: its configuration and one :class:`RoundRecord` per round."""
+
+    config: FLConfig
+    rounds: list[RoundRecord]
+
+    @property
+    def final_accuracy(self) -> float:
+        return self.rounds[-1].accuracy
+
+    @property
+    def final_backdoor_success(self) -> float:
+        return self.rounds[-1].backdoor_success
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "config": asdict(self.config),
+            "final_accuracy": self.final_accuracy,
+            "final_backdoor_success": self.final_backdoor_success,
+            "rounds": [
+                {**asdict(r), "distances": {str(k): v for k, v in r.distances.items()}} for r in self.rounds
+            ],
+        }
+
+
+def _mlp(in_features: int, num_classes: int, hidden: tuple[int, ...], seed: int) -> nn.Module:
+    from dlsec.core.arch import MLP
+
+    torch.manual_seed(seed)
+    return MLP(in_features=in_features, num_classes=num_classes, hidden=hidden)
+
+
+def _to_vector(model: nn.Module) -> torch.Tensor:
+    return torch.cat([t.detach().reshape(-1).float() for t in model.state_dict().values()])
+
+
+def _load_vector(model: nn.Module, vector: torch.Tensor) -> None:
+    state = model.state_dict()
+    start = 0
+    for key, t in state.items():
+        state[key] = vector[start : start + t.numel()].reshape(t.shape).to(t.dtype).clone()
+        start += t.numel()
+    model.load_state_dict(state)
+
+
+@dataclass
+class _Plan:
+    """Everything a client needs (pickled once into each Ray actor): data, model, attack."""
+
+    config: FLConfig
+    parts: list[tuple[np.ndarray, np.ndarray]]
+    in_features: int
+    num_classes: int
+    attack: Attack
+    _cache: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict, repr=False)
+
+    def model(self) -> nn.Module:
+        return _mlp(self.in_features, self.num_classes, self.config.hidden, self.config.seed)
+
+    def malicious(self, server_round: int) -> list[int]:
+        c = self.config
+        return malicious_clients(
+            c.num_clients,
+            c.malicious_fraction,
+            seed=c.seed,
+            server_round=server_round if c.per_round else None,
+        )
+
+    def train(
+        self, x: np.ndarray, y: np.ndarray, base: torch.Tensor, seed: int
+    ) -> tuple[torch.Tensor, float]:
+        """Local SGD from ``base``; returns the update and the mean training loss."""
+        c = self.config
+        model = self.model()
+        _load_vector(model, base)
+        model.train()
+        opt = torch.optim.SGD(model.parameters(), lr=c.lr)
+        g = torch.Generator().manual_seed(seed)
+        xt, yt = torch.tensor(x), torch.tensor(y)
+        losses = []
+        for _ in range(c.local_epochs):
+            order = torch.randperm(len(yt), generator=g)
+            for start in range(0, len(yt), c.batch_size):
+                idx = order[start : start + c.batch_size]
+                opt.zero_grad()
+                loss = nn.functional.cross_entropy(model(xt[idx]), yt[idx])
+                loss.backward()
+                opt.step()
+                losses.append(float(loss.detach()))
+        return _to_vector(model) - base, float(np.mean(losses)) if losses else 0.0
+
+    def _seed(self, server_round: int, client: int) -> int:
+        return int(np.random.default_rng([self.config.seed, server_round, client + 1]).integers(2**31))
+
+    def benign(self, client: int, server_round: int, base: torch.Tensor) -> torch.Tensor:
+        """Client ``client``'s honest update this round (cached: colluders reuse it)."""
+        key = (server_round, client)
+        if key not in self._cache:
+            if self._cache and next(iter(self._cache))[0] != server_round:
+                self._cache.clear()
+            x, y = self.parts[client]
+            self._cache[key] = self.train(x, y, base, self._seed(server_round, client))[0]
+        return self._cache[key]
+
+    def client_update(
+        self, client: int, server_round: int, base: torch.Tensor
+    ) -> tuple[torch.Tensor, float, int]:
+        """The update client ``client`` sends this round, its training loss and example count."""
+        x, y = self.parts[client]
+        bad = self.malicious(server_round)
+        if client not in bad:
+            update, loss = self.train(x, y, base, self._seed(server_round, client))
+            return update, loss, len(y)
+        ctx = RoundContext(
+            num_clients=self.config.num_clients,
+            num_malicious=len(bad),
+            rank=bad.index(client),
+            seed=self._seed(server_round, client),
+        )
+        px, py = self.attack.poison(x, y, num_classes=self.num_classes, ctx=ctx)
+        own, loss = self.train(px, py, base, ctx.seed)
+        colluders = (
+            torch.stack([self.benign(c, server_round, base) for c in bad])
+            if self.attack.omniscient
+            else own[None]
+        )
+        return self.attack.craft(own, colluders, ctx), loss, len(y)
+
+
+@dataclass
+class _Server:
+    """The server's side: the rule, its root set, the test set, and the records it keeps."""
+
+    plan: _Plan
+    aggregator: Aggregator
+    root: Dataset
+    test: Dataset
+    progress: Callable[[RoundRecord], None] | None
+    records: list[RoundRecord] = field(default_factory=list)
+    pending: dict[int, tuple[list[int], torch.Tensor, Aggregate]] = field(default_factory=dict)
+
+    def reference(self, server_round: int, base: torch.Tensor) -> torch.Tensor:
+        return self.plan.train(self.root.x, self.root.y, base, self.plan._seed(server_round, -2))[0]
+
+    def observe(self, server_round: int, ids: list[int], updates: torch.Tensor, result: Aggregate) -> None:
+        self.pending[server_round] = (ids, updates, result)
+
+    def evaluate(self, server_round: int, vector: torch.Tensor) -> RoundRecord:
+        model = self.plan.model()
+        _load_vector(model, vector)
+        model.eval()
+        with torch.no_grad():
+            pred = model(torch.from_numpy(self.test.x)).argmax(1).numpy()
+            accuracy = float((pred == self.test.y).mean())
+            keep = self.test.y != self.plan.config.target
+            stamped = stamp_trigger(self.test.x[keep])
+            hit = model(torch.from_numpy(stamped)).argmax(1).numpy() == self.plan.config.target
+            backdoor = float(hit.mean()) if len(hit) else 0.0
+        record = RoundRecord(server_round, accuracy, backdoor)
+        if server_round in self.pending:
+            ids, updates, result = self.pending.pop(server_round)
+            bad = set(self.plan.malicious(server_round)) & set(ids)
+            excluded = set(result.excluded)
+            dist = (updates - result.update).norm(dim=1)
+            record.malicious = sorted(bad)
+            record.excluded = sorted(excluded)
+            record.precision = len(excluded & bad) / len(excluded) if excluded else None
+            record.recall = len(excluded & bad) / len(bad) if bad else None
+            record.distances = {cid: float(d) for cid, d in zip(ids, dist.tolist(), strict=True)}
+        self.records.append(record)
+        if self.progress is not None:
+            self.progress(record)
+        return record
+
+
+def _prepare(config: FLConfig) -> tuple[_Plan, Aggregator, Dataset, Dataset]:
+    c = config
+    if c.engine not in ENGINES:
+        raise UsageError(f"unknown engine {c.engine!r}; use flower or local")
+    if c.num_clients < 2:
+        raise UsageError(f"a federation needs at least 2 clients, got {c.num_clients}")
+    if c.rounds < 1:
+        raise UsageError(f"the number of rounds must be at least 1, got {c.rounds}")
+    if c.local_epochs < 1 or c.batch_size < 1 or not c.lr > 0:
+        raise UsageError("local_epochs, batch_size and lr must be positive")
+    attack = build_attack(c.attack)
+    aggregator = build_aggregator(
+        c.defense, num_clients=c.num_clients, malicious_fraction=c.malicious_fraction, seed=c.seed
+    )
+    data = load_dataset(c.dataset)
+    if not 0 <= c.target < data.spec.num_classes:
+        raise UsageError(f"the backdoor target {c.target} is not a class of {c.dataset}")
+    train, test = data.split(test_size=0.25, seed=c.seed)
+    if not 0 < c.root_size < len(train) // 2:
+        raise UsageError(f"root_size must lie in 1..{len(train) // 2 - 1}, got {c.root_size}")
+    order = np.random.default_rng(c.seed).permutation(len(train))
+    root = train.subset(np.sort(order[: c.root_size]), name=f"{train.name}[root]")
+    pool = train.subset(np.sort(order[c.root_size :]), name=f"{train.name}[clients]")
+    parts = partition(pool, c.num_clients, scheme=c.partition, alpha=c.alpha, seed=c.seed)
+    in_features = int(np.prod(data.spec.shape))
+    plan = _Plan(c, [(p.x, p.y) for p in parts], in_features, data.spec.num_classes, attack)
+    return plan, aggregator, root, test
+
+
+def simulate(config: FLConfig, *, progress: Callable[[RoundRecord], None] | None = None) -> SimulationResult:
+    """Run a federated simulation and measure every round.
+
+    Args:
+        config: what to run.
+        progress: called with each round's :class:`RoundRecord` as it is measured.
+
+    Raises:
+        UsageError: bad configuration (unknown attack or defence, a fraction the defence cannot
+            tolerate, too few clients for Krum or Bulyan...).
+
+    Example:
+        >>> result = simulate(FLConfig(num_clients=5, rounds=2, engine="local"))
+        >>> result.final_accuracy > 0.5
+        True
+    """
+    plan, aggregator, root, test = _prepare(config)
+    server = _Server(plan, aggregator, root, test, progress)
+    if config.engine == "local":
+        _run_local(server)
+    else:
+        _run_flower(server)
+    if len(server.records) != config.rounds + 1:
+        raise UsageError(
+            f"the simulation stopped after {len(server.records) - 1} of {config.rounds} rounds; "
+            "see Flower's log above"
+        )
+    return SimulationResult(config, server.records)
+
+
+def _run_local(server: _Server) -> None:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each Flower client actor does; tiny models only lose from more
+    try:
+        _local_rounds(server)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _local_rounds(server: _Server) -> None:
+    plan = server.plan
+    base = _to_vector(plan.model())
+    server.evaluate(0, base)
+    n = plan.config.num_clients
+    for rnd in range(1, plan.config.rounds + 1):
+        sent = [plan.client_update(cid, rnd, base) for cid in range(n)]
+        updates = torch.stack([s[0] for s in sent])
+        reference = server.reference(rnd, base) if server.aggregator.needs_reference else None
+        result = server.aggregator(
+            updates, weights=[float(s[2]) for s in sent], client_ids=list(range(n)), reference=reference
+        )
+        server.observe(rnd, list(range(n)), updates, result)
+        base = base + result.update
+        server.evaluate(rnd, base)
+
+
+def _run_flower(server: _Server) -> None:
+    from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+    from flwr.clientapp import ClientApp
+    from flwr.serverapp import Grid, ServerApp
+    from flwr.simulation import run_simulation
+
+    from dlsec.federated._strategy import RobustFedAvg, RoundUpdates, flatten_arrays, unflatten_arrays
+
+    plan = server.plan
+    n = plan.config.num_clients
+    client = ClientApp()
+
+    @client.train()
+    def train(msg: Message, context: Context) -> Message:
+        torch.set_num_threads(1)
+        cid = int(context.node_config["partition-id"])
+        rnd = int(msg.content["config"]["server-round"])  # type: ignore[arg-type]
+        arrays = msg.content["arrays"]
+        base = flatten_arrays(arrays)  # type: ignore[arg-type]
+        update, loss, count = plan.client_update(cid, rnd, base)
+        reply = RecordDict(
+            {
+                "arrays": unflatten_arrays(base + update, arrays),  # type: ignore[arg-type]
+                "metrics": MetricRecord({"num-examples": count, "train-loss": loss, "partition-id": cid}),
+            }
+        )
+        return Message(content=reply, reply_to=msg)
+
+    failure: list[BaseException] = []
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        try:
+            initial = plan.model()
+            template = ArrayRecord(initial.state_dict())
+
+            def observe(r: RoundUpdates) -> None:
+                server.observe(r.server_round, r.client_ids, r.updates, r.result)
+
+            def evaluate(rnd: int, arrays: ArrayRecord) -> MetricRecord:
+                rec = server.evaluate(rnd, flatten_arrays(arrays))
+                return MetricRecord({"accuracy": rec.accuracy, "backdoor-success": rec.backdoor_success})
+
+            strategy = RobustFedAvg(
+                server.aggregator,
+                reference_fn=lambda rnd, arrays: server.reference(rnd, flatten_arrays(arrays)),
+                on_round=observe,
+                fraction_evaluate=0.0,
+                min_train_nodes=n,
+                min_available_nodes=n,
+            )
+            strategy.start(
+                grid=grid, initial_arrays=template, num_rounds=plan.config.rounds, evaluate_fn=evaluate
+            )
+        except BaseException as exc:  # re-raised in the caller's thread after Flower returns
+            failure.append(exc)
+
+    quiet = [logging.getLogger(name) for name in ("flwr", "ray")]
+    levels = [lg.level for lg in quiet]
+    for lg in quiet:
+        lg.setLevel(logging.ERROR)  # Flower logs every round at INFO and run_simulation's deprecation
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning, module="ray")
+            run_simulation(
+                server_app=app,
+                client_app=client,
+                num_supernodes=n,
+                backend_config={
+                    "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+                    "init_args": {"num_cpus": 2, "include_dashboard": False, "logging_level": logging.ERROR},
+                },
+            )
+    finally:
+        for lg, level in zip(quiet, levels, strict=True):
+            lg.setLevel(level)
+    if failure:
+        if isinstance(failure[0], Error):
+            raise failure[0]
+        raise UsageError(
+            f"the Flower simulation failed: {type(failure[0]).__name__}: {failure[0]}"
+        ) from failure[0]
