@@ -28,7 +28,9 @@ PAGES = [
 
 
 @pytest.mark.parametrize("path, shows", PAGES, ids=[p for p, _ in PAGES])
-def test_each_page_renders_registry_data(client: TestClient, world: World, path: str, shows: list[str]) -> None:
+def test_each_page_renders_registry_data(
+    client: TestClient, world: World, path: str, shows: list[str]
+) -> None:
     login(client, world.keys["viewer"])
     page = client.get(path.format(incident=world.incident))
     assert page.status_code == 200, page.text
