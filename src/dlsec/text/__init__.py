@@ -1,1 +1,78 @@
-"""Text models: offline corpora, Hugging Face classifiers loaded safely, word- and character-level attacks."""
+"""Text models: offline corpora, Hugging Face classifiers loaded safely, word- and character-level attacks.
+
+The face resolves its names lazily (PEP 562): ``import dlsec.text`` costs nothing heavy, and
+``load_text_dataset`` never imports torch.
+
+Example:
+    >>> from dlsec.text import load_text_dataset, load_text_model, get_text_attack
+    >>> data = load_text_dataset("builtin:rotten-tomatoes")                  # doctest: +SKIP
+    >>> model = load_text_model("out/text-model")                            # doctest: +SKIP
+    >>> result = get_text_attack("pwws", max_change=0.2)(model, data.texts[:50], data.y[:50])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from dlsec.lazy import resolve
+
+if TYPE_CHECKING:
+    from dlsec.text.attacks import (
+        PWWS,
+        TEXT_ATTACKS,
+        DeepWordBug,
+        HotFlip,
+        TextAttack,
+        TextAttackResult,
+        TextFooler,
+        get_text_attack,
+        register_text_attack,
+    )
+    from dlsec.text.corpus import BUILTIN_TEXT_DATASETS, TextDataset, load_text_dataset
+    from dlsec.text.models import (
+        ScoreTextModel,
+        TextClassifier,
+        TokenizedModel,
+        check_model_folder,
+        load_text_model,
+        save_text_model,
+    )
+    from dlsec.text.training import TEXT_ARCHS, TextTrainResult, train_text_model
+    from dlsec.text.wordnet import WordNet
+
+_EXPORTS = {
+    **dict.fromkeys(
+        (
+            "PWWS",
+            "TEXT_ATTACKS",
+            "DeepWordBug",
+            "HotFlip",
+            "TextAttack",
+            "TextAttackResult",
+            "TextFooler",
+            "get_text_attack",
+            "register_text_attack",
+        ),
+        "attacks",
+    ),
+    **dict.fromkeys(("BUILTIN_TEXT_DATASETS", "TextDataset", "load_text_dataset"), "corpus"),
+    **dict.fromkeys(
+        (
+            "ScoreTextModel",
+            "TextClassifier",
+            "TokenizedModel",
+            "check_model_folder",
+            "load_text_model",
+            "save_text_model",
+        ),
+        "models",
+    ),
+    **dict.fromkeys(("TEXT_ARCHS", "TextTrainResult", "train_text_model"), "training"),
+    "WordNet": "wordnet",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    return resolve(globals(), __name__, _EXPORTS, name)
