@@ -111,6 +111,10 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
         ("gen_cmd",),
         "Generative models: C2PA-signed samples, provenance checks, invisible watermarks.",
     ),
+    "fl": (
+        ("fl_cmd",),
+        "Federated learning on Flower: malicious clients against robust aggregation.",
+    ),
     "comply": (
         ("comply_cmd",),
         "Map a model's evidence to GDPR, CCPA, HIPAA, EU AI Act, NIST AI RMF, ISO 42001; model card, ML-BOM.",
