@@ -7,7 +7,8 @@ Example:
     >>> from dlsec.text import load_text_dataset, load_text_model, get_text_attack
     >>> data = load_text_dataset("builtin:rotten-tomatoes")                  # doctest: +SKIP
     >>> model = load_text_model("out/text-model")                            # doctest: +SKIP
-    >>> result = get_text_attack("pwws", max_change=0.2)(model, data.texts[:50], data.y[:50])  # doctest: +SKIP
+    >>> pwws = get_text_attack("pwws", max_change=0.2)
+    >>> result = pwws(model, data.texts[:50], data.y[:50])                  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -71,7 +72,30 @@ _EXPORTS = {
     "WordNet": "wordnet",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "BUILTIN_TEXT_DATASETS",
+    "DeepWordBug",
+    "HotFlip",
+    "PWWS",
+    "ScoreTextModel",
+    "TEXT_ARCHS",
+    "TEXT_ATTACKS",
+    "TextAttack",
+    "TextAttackResult",
+    "TextClassifier",
+    "TextDataset",
+    "TextFooler",
+    "TextTrainResult",
+    "TokenizedModel",
+    "WordNet",
+    "check_model_folder",
+    "get_text_attack",
+    "load_text_dataset",
+    "load_text_model",
+    "register_text_attack",
+    "save_text_model",
+    "train_text_model",
+]
 
 
 def __getattr__(name: str) -> Any:
