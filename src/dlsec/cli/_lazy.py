@@ -115,6 +115,10 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
         ("fl_cmd",),
         "Federated learning on Flower: malicious clients against robust aggregation.",
     ),
+    "text": (
+        ("text_cmd",),
+        "Text classifiers: offline corpora, safe Hugging Face folders, PWWS/TextFooler/DeepWordBug/HotFlip.",
+    ),
     "comply": (
         ("comply_cmd",),
         "Map a model's evidence to GDPR, CCPA, HIPAA, EU AI Act, NIST AI RMF, ISO 42001; model card, ML-BOM.",
