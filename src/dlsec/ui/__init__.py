@@ -8,9 +8,9 @@ own API keys and roles. See :mod:`dlsec.ui.app` for the security model.
 Example:
     >>> from dlsec.ui import create_dashboard
     >>> app = create_dashboard(home="~/.dlsec")  # doctest: +SKIP
-    >>> gateway_app.mount("/ui", create_dashboard(registry=gateway.registry))  # doctest: +SKIP
+    >>> both = beside(create_app(gateway), create_dashboard(registry=gateway.registry))  # doctest: +SKIP
 """
 
-from dlsec.ui.app import Dashboard, User, create_dashboard
+from dlsec.ui.app import Dashboard, User, beside, create_dashboard
 
-__all__ = ["Dashboard", "User", "create_dashboard"]
+__all__ = ["Dashboard", "User", "beside", "create_dashboard"]

@@ -15,17 +15,20 @@ and no script at all, ``frame-ancestors 'none'`` and ``X-Frame-Options: DENY``. 
 assessment report, which has inline styles, is served on its own with a CSP that allows only
 those, in a sandboxed frame of the dashboard's own origin.
 
-Run it alone (``dlsec ui``) or beside the gateway, mounted into its app::
+Run it alone (``dlsec ui``) or beside the gateway in one server, with :func:`beside`::
 
-    app = create_app(gateway)
-    app.mount("/ui", create_dashboard(registry=gateway.registry))
+    app = beside(create_app(gateway), create_dashboard(registry=gateway.registry))
+
+(not ``gateway_app.mount(...)``: the gateway's middleware refuses any POST that is not JSON, and
+it would wrap the dashboard's forms too).
 """
 
 from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -42,7 +45,7 @@ from dlsec.store import ROLES, ApiKey, IncidentStore, KeyStore, Registry, authen
 from dlsec.ui import _views as views
 from dlsec.ui._session import LOGIN_COOKIE, SESSION_COOKIE, Session, Signer
 
-__all__ = ["CSP", "Dashboard", "User", "create_dashboard"]
+__all__ = ["CSP", "REPORT_CSP", "Dashboard", "User", "beside", "create_dashboard"]
 
 CSP = (
     "default-src 'self'; script-src 'none'; style-src 'self'; img-src 'self' data:; "
@@ -270,6 +273,31 @@ def create_dashboard(
 
     _pages(app, render)
     return app
+
+
+def beside(gateway_app: FastAPI, dashboard_app: FastAPI, *, prefix: str = "/ui") -> FastAPI:
+    """One app serving ``dashboard_app`` under ``prefix`` and ``gateway_app`` everywhere else.
+
+    Each keeps its own middleware (the gateway's JSON-only body guard does not see the
+    dashboard's forms) and the gateway's lifespan runs with the combined app's, so closing the
+    server closes the gateway.
+
+    Example:
+        >>> app = beside(create_app(gateway), create_dashboard(registry=gateway.registry))  # doctest: +SKIP
+        >>> uvicorn.run(app, port=8000)  # doctest: +SKIP
+    """
+    if not prefix.startswith("/") or prefix == "/" or prefix.endswith("/"):
+        raise UsageError(f"bad prefix {prefix!r}: use a path like /ui")
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        async with gateway_app.router.lifespan_context(gateway_app):
+            yield
+
+    combined = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    combined.mount(prefix, dashboard_app)
+    combined.mount("/", gateway_app)
+    return combined
 
 
 Render = Callable[..., HTMLResponse]
