@@ -28,6 +28,7 @@ if TYPE_CHECKING:
         TextFooler,
         get_text_attack,
         register_text_attack,
+        word_importance,
     )
     from dlsec.text.corpus import BUILTIN_TEXT_DATASETS, TextDataset, load_text_dataset
     from dlsec.text.models import (
@@ -53,6 +54,7 @@ _EXPORTS = {
             "TextFooler",
             "get_text_attack",
             "register_text_attack",
+            "word_importance",
         ),
         "attacks",
     ),
@@ -95,6 +97,7 @@ __all__ = [
     "register_text_attack",
     "save_text_model",
     "train_text_model",
+    "word_importance",
 ]
 
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -58,6 +58,7 @@ __all__ = [
     "HotFlip",
     "get_text_attack",
     "register_text_attack",
+    "word_importance",
 ]
 
 TEXT_ATTACKS: dict[str, type[TextAttack]] = {}
@@ -420,16 +421,52 @@ def _deletion_importance(oracle: TextOracle, p0: np.ndarray) -> np.ndarray:
     return np.asarray(score, dtype=np.float64)
 
 
+def word_importance(model: TextClassifier, text: str, label: int, *, method: str = "deletion") -> np.ndarray:
+    """How much each word of ``text`` supports ``label``: TextFooler's deletion score, or PWWS's
+    drop in the label's probability when the word is replaced by ``[UNK]`` (``method="unk"``).
+
+    Example:
+        >>> word_importance(model, "a gorgeous, witty film", 1)     # doctest: +SKIP
+        array([0.01, 0.31, 0.12, 0.02])
+    """
+    if method not in ("deletion", "unk"):
+        raise UsageError(f"method must be deletion or unk, got {method!r}")
+    words = Words.of(text)
+    oracle = TextOracle(model, words, label, limit=len(words), protected=frozenset(), query_budget=None)
+    p0 = oracle.probe([text])[0]
+    return (
+        _deletion_importance(oracle, p0) if method == "deletion" else _unk_saliency(oracle, float(p0[label]))
+    )
+
+
 class _WordNetAttack(TextAttack):
-    """Word-swap attacks whose candidates are WordNet synonyms."""
+    """Word-swap attacks whose candidates are WordNet synonyms (or a thesaurus given as a mapping).
+
+    Args:
+        same_pos: only synonyms in the word's usual part of speech (WordNet only).
+        max_candidates: the most synonyms tried per word.
+        wordnet: the WordNet database (default: :meth:`WordNet.load`).
+        thesaurus: a mapping from a lower-case word to its replacements, used instead of WordNet.
+    """
 
     def __init__(
-        self, *, same_pos: bool = True, max_candidates: int = 50, wordnet: WordNet | None = None, **kw: Any
+        self,
+        *,
+        same_pos: bool = True,
+        max_candidates: int = 50,
+        wordnet: WordNet | None = None,
+        thesaurus: Mapping[str, Sequence[str]] | None = None,
+        **kw: Any,
     ) -> None:
         super().__init__(**kw)
+        if max_candidates < 1:
+            raise UsageError(f"max_candidates must be positive, got {max_candidates}")
         self.same_pos = same_pos
         self.max_candidates = max_candidates
         self._wordnet = wordnet
+        self.thesaurus = (
+            {k.lower(): tuple(v) for k, v in thesaurus.items()} if thesaurus is not None else None
+        )
 
     @property
     def wordnet(self) -> WordNet:
@@ -438,6 +475,9 @@ class _WordNetAttack(TextAttack):
         return self._wordnet
 
     def synonyms(self, word: str) -> list[str]:
+        if self.thesaurus is not None:
+            found = self.thesaurus.get(word.lower(), ())
+            return [_cased(word, s) for s in found if s.lower() != word.lower()][: self.max_candidates]
         pos = self.wordnet.usual_pos(word) if self.same_pos else None
         if self.same_pos and pos is None:
             return []
