@@ -507,7 +507,11 @@ class FLAME(Aggregator):
         cosine = (1 - unit @ unit.T).clamp_min(0).numpy()
         labels = torch.as_tensor(
             HDBSCAN(
-                metric="precomputed", min_cluster_size=n // 2 + 1, min_samples=1, allow_single_cluster=True
+                metric="precomputed",
+                min_cluster_size=n // 2 + 1,
+                min_samples=1,
+                allow_single_cluster=True,
+                copy=True,
             ).fit_predict(cosine)
         )
         clustered = labels[labels >= 0]
