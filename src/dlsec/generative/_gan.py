@@ -1,4 +1,4 @@
-"""Built-in generators: a small DCGAN on the 8x8 digits, trained on first use and cached.
+"""Built-in generators: a small DCGAN and a small VAE on the 8x8 digits, trained on first use, cached.
 
 The generators live here rather than in :mod:`dlsec.zoo`: the zoo sits below this package and
 its entries are classifiers (``load_zoo_model`` returns a :class:`~dlsec.core.WhiteBoxModel`), so
@@ -12,26 +12,21 @@ otherwise it is retrained.
 The GAN follows Radford et al. (2016), scaled to 8x8: transposed convolutions with batch norm
 and ReLU in the generator, strided convolutions with LeakyReLU in the discriminator, Adam at
 ``betas = (0.5, 0.999)`` (a larger step, 5e-4, so that 15 epochs train it in about ten seconds on
-one CPU thread), the non-saturating loss.
+one CPU thread), the non-saturating loss. The VAE (``zoo-vae``, :mod:`._vae`) decodes with the
+same layers; its encoder is what the regeneration attack on watermarks runs through.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from dlsec.core.home import cache_dir
 from dlsec.errors import ModelLoadError, UsageError
-from dlsec.fsutil import atomic_write_text, atomic_write_with, sha256_file
 
 __all__ = [
     "GENERATORS",
@@ -45,10 +40,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CARD = "card.json"
-WEIGHTS = "model.safetensors"
-_CACHE_FORMAT = 1
-
 
 @dataclass(frozen=True)
 class GeneratorEntry:
@@ -56,6 +47,7 @@ class GeneratorEntry:
 
     name: str
     version: str
+    kind: str = "gan"
     dataset: str = "builtin:digits"
     latent_dim: int = 32
     width: int = 16
@@ -68,19 +60,24 @@ class GeneratorEntry:
     @property
     def recipe_hash(self) -> str:
         """SHA-256 of everything that determines the trained weights."""
+        from dlsec.generative._cache import recipe_hash
+
         fields = asdict(self)
         fields.pop("description")
-        fields["cache_format"] = _CACHE_FORMAT
-        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+        return recipe_hash(fields)
 
 
 GENERATORS: dict[str, GeneratorEntry] = {}
+_KINDS = ("gan", "vae")
 
 
 def register_generator(entry: GeneratorEntry) -> GeneratorEntry:
     """Add a built-in generator; a duplicate name raises ``UsageError``."""
     if entry.name in GENERATORS:
         raise UsageError(f"generator {entry.name!r} is already registered")
+    if entry.kind not in _KINDS:
+        kinds = ", ".join(_KINDS)
+        raise UsageError(f"generator {entry.name!r}: unknown kind {entry.kind!r} (one of {kinds})")
     GENERATORS[entry.name] = entry
     return entry
 
@@ -90,6 +87,17 @@ register_generator(
         name="zoo-gan",
         version="1",
         description="DCGAN on the 8x8 digits (builtin:digits), values in [0, 1]",
+    )
+)
+register_generator(
+    GeneratorEntry(
+        name="zoo-vae",
+        version="1",
+        kind="vae",
+        latent_dim=16,
+        epochs=40,
+        lr=2e-3,
+        description="VAE on the 8x8 digits (builtin:digits), values in [0, 1]; reconstructs too",
     )
 )
 
@@ -162,6 +170,23 @@ class Generator:
             x = self.module(z)
         return x[:, 0].numpy().astype(np.float32)
 
+    def reconstruct(self, images: np.ndarray) -> np.ndarray:
+        """Encode and decode (N, 8, 8) images in [0, 1]: the regeneration a VAE makes of them.
+
+        Raises:
+            UsageError: the generator has no encoder (a GAN).
+        """
+        encode = getattr(self.module, "reconstruct", None)
+        if encode is None:
+            raise UsageError(f"generator {self.name} has no encoder; regenerate with a VAE (zoo-vae)")
+        x = torch.from_numpy(np.asarray(images, dtype=np.float32)).unsqueeze(1)
+        if tuple(x.shape[1:]) != (1, 8, 8):
+            raise UsageError(f"{self.name} reconstructs (N, 8, 8) images, not {tuple(images.shape)}")
+        self.module.eval()
+        with torch.no_grad():
+            out = encode(x)
+        return np.asarray(out[:, 0].numpy(), dtype=np.float32)
+
 
 def _entry(name: str) -> GeneratorEntry:
     if name not in GENERATORS:
@@ -171,7 +196,9 @@ def _entry(name: str) -> GeneratorEntry:
 
 def generator_path(name: str, *, home: str | Path | None = None) -> Path:
     """The cache folder of built-in generator ``name``."""
-    return cache_dir(home) / "generative" / _entry(name).name
+    from dlsec.generative._cache import cache_folder
+
+    return cache_folder(_entry(name).name, home)
 
 
 def train_generator(entry: GeneratorEntry) -> nn.Module:
@@ -182,14 +209,32 @@ def train_generator(entry: GeneratorEntry) -> nn.Module:
     x = torch.from_numpy(np.asarray(data.x, dtype=np.float32))
     if tuple(x.shape[1:]) != (1, 8, 8):
         raise UsageError(f"{entry.dataset}: the GAN needs (1, 8, 8) images, not {tuple(x.shape[1:])}")
-    threads = torch.get_num_threads()
-    # One thread: tiny layers run faster without thread hand-offs, and the sums are ordered
-    # the same on every run.
-    torch.set_num_threads(1)
-    try:
-        return _train(entry, x)
-    finally:
-        torch.set_num_threads(threads)
+    from dlsec.generative._cache import one_thread
+
+    if entry.kind == "vae":
+        from dlsec.generative._vae import train_vae
+
+        return one_thread(
+            lambda: train_vae(
+                x,
+                latent_dim=entry.latent_dim,
+                width=entry.width,
+                epochs=entry.epochs,
+                batch_size=entry.batch_size,
+                lr=entry.lr,
+                seed=entry.seed,
+            )
+        )
+    return one_thread(lambda: _train(entry, x))
+
+
+def _build(entry: GeneratorEntry) -> nn.Module:
+    """An untrained module of ``entry``'s architecture."""
+    if entry.kind == "vae":
+        from dlsec.generative._vae import VAE
+
+        return VAE(entry.latent_dim, entry.width)
+    return _G(entry.latent_dim, entry.width)
 
 
 def _train(entry: GeneratorEntry, x: torch.Tensor) -> nn.Module:
@@ -220,48 +265,6 @@ def _train(entry: GeneratorEntry, x: torch.Tensor) -> nn.Module:
     return gen
 
 
-def _save(entry: GeneratorEntry, module: nn.Module, folder: Path) -> str:
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    meta = {"generator": entry.name, "version": entry.version, "recipe_hash": entry.recipe_hash}
-    metadata = {"dlsec": json.dumps(meta, sort_keys=True, separators=(",", ":"))}
-    weights = folder / WEIGHTS
-    atomic_write_with(weights, lambda tmp: save_file(state, str(tmp), metadata=metadata))
-    digest = sha256_file(weights)
-    card = {
-        "name": entry.name,
-        "version": entry.version,
-        "recipe_hash": entry.recipe_hash,
-        "recipe": asdict(entry),
-        "weights_sha256": digest,
-        "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-    atomic_write_text(folder / CARD, json.dumps(card, indent=2, sort_keys=True) + "\n")
-    return digest
-
-
-def _cached_digest(entry: GeneratorEntry, folder: Path) -> str | None:
-    weights, card_path = folder / WEIGHTS, folder / CARD
-    if not weights.is_file() or not card_path.is_file():
-        return None
-    try:
-        card: dict[str, Any] = json.loads(card_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        log.warning("generator %s: unreadable cache card; retraining", entry.name)
-        return None
-    if card.get("recipe_hash") != entry.recipe_hash:
-        log.warning("generator %s: cache made by another recipe; retraining", entry.name)
-        return None
-    digest = sha256_file(weights)
-    if card.get("weights_sha256") != digest:
-        log.warning(
-            "generator %s: cached weights do not match their recorded SHA-256; retraining", entry.name
-        )
-        return None
-    return digest
-
-
 def load_generator(name: str, *, home: str | Path | None = None) -> Generator:
     """Load built-in generator ``name``, training and caching it on first use.
 
@@ -273,24 +276,16 @@ def load_generator(name: str, *, home: str | Path | None = None) -> Generator:
         >>> len(gen.weights_sha256)                  # doctest: +SKIP
         64
     """
-    from safetensors.torch import load as load_safetensors
+    from dlsec.generative._cache import Cached, load_or_train
 
     entry = _entry(name)
-    folder = generator_path(name, home=home)
-    if _cached_digest(entry, folder) is None:
-        log.info("generator %s: training (first use)", entry.name)
-        _save(entry, train_generator(entry), folder)
-    raw = (folder / WEIGHTS).read_bytes()
-    digest = hashlib.sha256(raw).hexdigest()
-    card = json.loads((folder / CARD).read_text(encoding="utf-8"))
-    if card.get("weights_sha256") != digest:
-        raise ModelLoadError(f"generator {name}: the weights changed while loading; run again")
-    module = _G(entry.latent_dim, entry.width)
-    try:
-        module.load_state_dict(load_safetensors(raw))
-    except (RuntimeError, ValueError) as exc:
-        raise ModelLoadError(f"generator {name}: cached weights do not fit the architecture ({exc})") from exc
-    module.eval()
+    spec = Cached(entry.name, entry.version, entry.recipe_hash, asdict(entry))
+    module, digest, _ = load_or_train(
+        spec,
+        generator_path(name, home=home),
+        train=lambda: (train_generator(entry), None),
+        build=lambda: _build(entry),
+    )
     return Generator(
         name=entry.name,
         version=entry.version,
