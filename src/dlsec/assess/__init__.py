@@ -1,5 +1,6 @@
 """Assessment: red-team campaigns, robustness curves, certification, gates and reports."""
 
+from dlsec.assess._engine import Engine, LocalEngine, RayEngine, ray_engine
 from dlsec.assess.campaign import Campaign, CampaignError, default_campaign, load_campaign
 from dlsec.assess.certify import RandomizedSmoothing, certified_accuracy, clopper_pearson_lower
 from dlsec.assess.gates import (
@@ -25,6 +26,9 @@ __all__ = [
     "AnyOf",
     "Assessment",
     "Campaign",
+    "Engine",
+    "LocalEngine",
+    "RayEngine",
     "CampaignError",
     "Gate",
     "GateResult",
@@ -36,6 +40,7 @@ __all__ = [
     "corrupt",
     "default_campaign",
     "load_campaign",
+    "ray_engine",
     "render_html",
     "run_assessment",
     "write_report",

@@ -164,6 +164,11 @@ class Campaign(_Strict):
     # its rand version itself) runs under EOT with this many passes; 0 turns it off (and the
     # report says the numbers are single-pass, too kind).
     eot_samples: int = Field(20, ge=0)
+    # Rows per evasion unit: each attack at each budget runs as shards of this many rows (units
+    # that run in parallel on Ray). Unset: one unit per attack and budget. Part of the results
+    # (a shard's attack draws its own random starts), so the same value gives the same report
+    # wherever the units run.
+    shard_size: int | None = Field(None, ge=1)
     privacy: Privacy = Field(default_factory=Privacy)  # off unless privacy.enabled
     extraction: Extraction = Field(default_factory=Extraction)  # off unless extraction.enabled
     backdoor: Backdoor = Field(default_factory=Backdoor)  # off unless backdoor.enabled

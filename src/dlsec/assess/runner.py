@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dlsec.assess._engine import Engine, LocalEngine, Shared, UnitTask
 from dlsec.assess.campaign import Campaign
 from dlsec.assess.certify import Certificate, RandomizedSmoothing, certified_accuracy
 from dlsec.assess.explain import AdversarialGallery
@@ -69,7 +70,8 @@ class _Units:
         atomic_write_text(meta, json.dumps({"fingerprint": fingerprint}))
         self.reused = 0
 
-    def run(self, key: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    def get(self, key: str) -> dict[str, Any] | None:
+        """A finished unit's result, or ``None`` (a damaged file is dropped and recomputed)."""
         path = self.dir / f"{key}.json"
         if path.is_file():
             try:
@@ -78,9 +80,18 @@ class _Units:
                 return value
             except json.JSONDecodeError:
                 path.unlink()
-        value = compute()
-        atomic_write_text(path, json.dumps(value))
+        return None
+
+    def put(self, key: str, value: dict[str, Any]) -> dict[str, Any]:
+        """Save a finished unit (atomically); arrays under ``_arrays`` go to ``KEY.npy`` files."""
+        for name, array in value.pop("_arrays", {}).items():
+            self.save_array(name, array)
+        atomic_write_text(self.dir / f"{key}.json", json.dumps(value))
         return value
+
+    def run(self, key: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        found = self.get(key)
+        return found if found is not None else self.put(key, compute())
 
     def save_array(self, key: str, array: np.ndarray) -> None:
         def write(tmp: Path) -> None:
@@ -92,6 +103,72 @@ class _Units:
     def load_array(self, key: str) -> np.ndarray | None:
         path = self.dir / f"{key}.npy"
         return np.load(path, allow_pickle=False) if path.is_file() else None
+
+
+def _shards(n: int, size: int | None) -> list[tuple[int, int]]:
+    """The evaluation set's row ranges, ``size`` rows each (one range when ``size`` is unset)."""
+    if not size or size >= n:
+        return [(0, n)]
+    return [(lo, min(lo + size, n)) for lo in range(0, n, size)]
+
+
+def _evasion_unit(
+    attack: Any, target: Model, x: torch.Tensor, y: torch.Tensor, lo: int, hi: int, gallery_key: str | None
+) -> dict[str, Any]:
+    """One attack at one budget on rows ``lo:hi`` (a top-level function: it runs on Ray workers too)."""
+    result = attack(target, x[lo:hi], y[lo:hi])
+    rates = result.robust
+    value: dict[str, Any] = {
+        "robust": rates.tolist() if result.passes > 1 else rates.bool().tolist(),
+        "summary": result.summary(),
+        "adv_pred": result.adv_pred[:GALLERY_N].tolist(),
+        # per example, so that shards merge into the summary of one run over all rows
+        "success": result.success.tolist(),
+        "clean_correct": result.clean_correct.tolist(),
+        "norms": result.norms.tolist(),
+        "clean_rate": None if result.clean_rate is None else result.clean_rate.tolist(),
+    }
+    if gallery_key is not None:
+        value["_arrays"] = {gallery_key: result.x_adv[:GALLERY_N].numpy()}
+    return value
+
+
+def _merge_shards(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One unit's result from its shards' (in row order): the per-example lists concatenated and
+    the summary recomputed over all rows, as one run over them reports it."""
+    first = parts[0]["summary"]
+    robust = [v for p in parts for v in p["robust"]]
+    success = np.array([v for p in parts for v in p["success"]], dtype=bool)
+    correct = np.array([v for p in parts for v in p["clean_correct"]], dtype=bool)
+    norms = np.array([v for p in parts for v in p["norms"]], dtype=float)[success & correct]
+    clean = (
+        [v for p in parts for v in p["clean_rate"]]
+        if all(p["clean_rate"] is not None for p in parts)
+        else correct.astype(float).tolist()
+    )
+    n = len(robust)
+    queries = sum(int(p["summary"]["queries"]) for p in parts)
+    skipped: dict[str, Any] = {}
+    for p in parts:
+        skipped.update(p["summary"].get("skipped") or {})
+    summary = {
+        **first,
+        "n": n,
+        "clean_accuracy": float(np.mean(clean)) if n else float("nan"),
+        "robust_accuracy": float(np.mean(np.asarray(robust, dtype=float))) if n else float("nan"),
+        "success_rate": float(success[correct].mean()) if correct.any() else float("nan"),
+        "queries": queries,
+        "queries_per_example": queries / max(n, 1),
+        "perturbation_norms": {
+            "mean": float(norms.mean()) if len(norms) else None,
+            "median": float(np.sort(norms)[(len(norms) - 1) // 2]) if len(norms) else None,  # torch's median
+            "max": float(norms.max()) if len(norms) else None,
+        },
+        "shards": len(parts),
+    }
+    if skipped:
+        summary["skipped"] = skipped
+    return {"robust": robust, "summary": summary, "adv_pred": parts[0]["adv_pred"]}
 
 
 def _why_not(name: str, access: Access, norm: str) -> str | None:
@@ -121,6 +198,7 @@ def run_assessment(
     title: str | None = None,
     model_file: str | Path | None = None,
     progress: Progress | None = None,
+    engine: Engine | None = None,
 ) -> Assessment:
     """Run ``campaign`` against ``model`` on ``data`` and write the reports into ``out``.
 
@@ -134,6 +212,8 @@ def run_assessment(
         title: report title.
         model_file: the model's file, scanned (``dlsec scan``) into the report when given.
         progress: called as units finish.
+        engine: where the evasion units run (default: here, one after the other; a
+            :class:`RayEngine` runs them as Ray tasks with the same results).
 
     Returns:
         The report and the gate results (an empty gate list passes).
@@ -149,15 +229,18 @@ def run_assessment(
     fingerprint = f"{campaign.fingerprint()}:{model_sha256}:{data.sha256}:{n}"
     units = _Units(out, fingerprint)
     seed = campaign.seed
-    plan = _plan(campaign, target, access)
+    plan = _plan(campaign, target, access, n)
     done = 0
 
-    def step(key: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    def step_done() -> None:
         nonlocal done
-        value = units.run(key, compute)
         done += 1
         if progress is not None:
             progress(done, len(plan), {})
+
+    def step(key: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        value = units.run(key, compute)
+        step_done()
         return value
 
     def run_clean() -> dict[str, Any]:
@@ -182,6 +265,38 @@ def run_assessment(
     eot = campaign.eot_samples if randomised else 0
     curves: dict[str, Any] = {}
     skipped_parts: dict[str, str] = {}  # parts of an attack that could not run (AutoAttack's DLR)
+    # Every (norm, budget, attack, shard) is a unit; those not cached run on the engine (here or
+    # as Ray tasks) and are saved as they arrive; then the curves are assembled in campaign order.
+    shards = _shards(n, campaign.shard_size)
+    shared_target, shared_x, shared_y = Shared(target), Shared(x), Shared(y)
+    evasion: dict[str, dict[str, Any]] = {}
+    tasks: list[UnitTask] = []
+    for norm, budgets in campaign.threat_model.norms.items():
+        for eps in budgets:
+            for name in _attacks_for(campaign, access, norm):
+                key = f"evasion-{norm}-{eps:g}-{name}"
+                found = units.get(key)
+                if found is not None:
+                    evasion[key] = found
+                    step_done()
+                    continue
+                attack = get_attack(
+                    name, eps=eps, norm=norm, seed=seed, **campaign.attack_params.get(name, {})
+                )
+                if eot and name != "autoattack":
+                    attack = EOT(attack, samples=eot)
+                for i, (lo, hi) in enumerate(shards):
+                    skey = key if len(shards) == 1 else f"{key}-shard{i}"
+                    cached = units.get(skey) if len(shards) > 1 else None
+                    if cached is not None:
+                        evasion[skey] = cached
+                        step_done()
+                    else:
+                        args = (attack, shared_target, shared_x, shared_y, lo, hi, key if i == 0 else None)
+                        tasks.append(UnitTask(skey, _evasion_unit, args))
+    for key, value in (engine or LocalEngine()).run(tasks):
+        evasion[key] = units.put(key, value)
+        step_done()
     for norm, budgets in campaign.threat_model.norms.items():
         attacks = _attacks_for(campaign, access, norm)
         if not attacks:
@@ -196,24 +311,11 @@ def run_assessment(
             robust = np.ones(n, dtype=float)
             for name in attacks:
                 key = f"evasion-{norm}-{eps:g}-{name}"
-
-                def compute(
-                    name: str = name, eps: float = eps, key: str = key, norm: str = norm
-                ) -> dict[str, Any]:
-                    params = campaign.attack_params.get(name, {})
-                    attack = get_attack(name, eps=eps, norm=norm, seed=seed, **params)
-                    if eot and name != "autoattack":
-                        attack = EOT(attack, samples=eot)
-                    result = attack(target, x, y)
-                    units.save_array(key, result.x_adv[:GALLERY_N].numpy())
-                    rates = result.robust
-                    return {
-                        "robust": rates.tolist() if result.passes > 1 else rates.bool().tolist(),
-                        "summary": result.summary(),
-                        "adv_pred": result.adv_pred[:GALLERY_N].tolist(),
-                    }
-
-                unit = step(key, compute)
+                if key not in evasion:  # sharded: merged once, then cached like any unit
+                    evasion[key] = units.put(
+                        key, _merge_shards([evasion[f"{key}-shard{i}"] for i in range(len(shards))])
+                    )
+                unit = evasion[key]
                 rate = np.asarray(unit["robust"], dtype=float)
                 per_attack[name].append(float(rate.mean()))
                 robust = np.minimum(robust, rate)
@@ -460,12 +562,15 @@ def _not_run(
     return out
 
 
-def _plan(campaign: Campaign, target: Model, access: Access) -> list[str]:
-    """The unit keys in the order they run (for progress totals)."""
+def _plan(campaign: Campaign, target: Model, access: Access, n: int) -> list[str]:
+    """The unit keys in the order they run (for progress totals; a sharded attack counts per shard)."""
     keys = ["clean"]
+    count = len(_shards(n, campaign.shard_size))
     for norm, budgets in campaign.threat_model.norms.items():
         for eps in budgets:
-            keys += [f"evasion-{norm}-{eps:g}-{a}" for a in _attacks_for(campaign, access, norm)]
+            for a in _attacks_for(campaign, access, norm):
+                key = f"evasion-{norm}-{eps:g}-{a}"
+                keys += [key] if count == 1 else [f"{key}-shard{i}" for i in range(count)]
     if campaign.minimal and access == Access.WHITE_BOX:
         keys += [
             f"minimal-{a}-{nm}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -55,11 +56,26 @@ def assess(
     arch: ArchOpt = None,
     arch_arg: ArchArgOpt = None,
     label_column: LabelColOpt = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            help="Run the attack units as Ray tasks: 'local' (a local Ray), host:port, ray://host:port or "
+            "auto (default: $DLSEC_RAY_ADDRESS, else in this process).",
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", help="CPUs of a local Ray (default: all cores).")
+    ] = None,
+    gpus_per_unit: Annotated[
+        float, typer.Option("--gpus-per-unit", help="GPUs each Ray task asks for (default 0).")
+    ] = 0.0,
     json_out: JsonOpt = False,
 ) -> None:
     """Run a red-team campaign and write report.json, report.html, junit.xml and report.sarif.
 
-    Exits 1 when a gate fails. Interrupted runs resume: run the same command again.
+    Exits 1 when a gate fails. Interrupted runs resume: run the same command again. With --ray the
+    attack units run as Ray tasks, with the same report as a run in this process.
 
     Example:
 
@@ -79,17 +95,31 @@ def assess(
     model_file = resolve_model_file(model, home=settings(ctx).home)
     if model_file is None:
         raise UsageError(f"--model {model}: dlsec assess needs a model file or zoo:NAME")
-    with progress_bar("assessing", enabled=not json_out) as callback:
-        result = run_assessment(
-            loaded,
-            subset,
-            plan,
-            out,
-            model_ref=model,
-            model_sha256=sha256_file(model_file),
-            model_file=model_file,
-            progress=callback,
-        )
+    engine = None
+    address = ray or os.environ.get("DLSEC_RAY_ADDRESS")
+    if address:
+        from dlsec.assess import ray_engine
+
+        with progress_bar("starting Ray", enabled=not json_out):
+            engine = ray_engine(address, workers=workers, gpus_per_unit=gpus_per_unit)
+    elif workers is not None or gpus_per_unit:
+        raise UsageError("--workers and --gpus-per-unit apply with --ray (or $DLSEC_RAY_ADDRESS)")
+    try:
+        with progress_bar("assessing", enabled=not json_out) as callback:
+            result = run_assessment(
+                loaded,
+                subset,
+                plan,
+                out,
+                model_ref=model,
+                model_sha256=sha256_file(model_file),
+                model_file=model_file,
+                progress=callback,
+                engine=engine,
+            )
+    finally:
+        if engine is not None:
+            engine.shutdown()
     _finish(result, out, json_out)
 
 
