@@ -7,9 +7,9 @@ import pytest
 
 from dlsec.errors import UsageError
 from dlsec.text import (
+    PWWS,
     DeepWordBug,
     HotFlip,
-    PWWS,
     ScoreTextModel,
     TextFooler,
     get_text_attack,
