@@ -197,3 +197,28 @@ def test_cli_refuses_workers_without_ray(capsys: pytest.CaptureFixture[str], tmp
         "127.0.0.1:9",
     )
     assert_user_error(code, err, "cannot reach the Ray cluster")
+
+
+def test_reference_models_trained_on_ray_equal_those_trained_here(ray_local: RayEngine) -> None:
+    import numpy as np
+
+    from dlsec.attacks.privacy import ShadowTrainer, half_inclusion
+    from dlsec.core.trainconfig import TrainConfig
+
+    data = load_dataset("builtin:breast-cancer").subset(np.arange(120))
+    inclusion = half_inclusion(4, len(data), seed=0)
+
+    def trainer(runner: Any = None) -> ShadowTrainer:
+        return ShadowTrainer(
+            arch="mlp",
+            arch_kwargs={"in_features": 30, "num_classes": 2},
+            config=TrainConfig(epochs=3, batch_size=16),
+            group_size=2,
+            device="cpu",
+            runner=runner,
+        )
+
+    here = trainer().train(data, inclusion).logits(data.x)
+    on_ray = trainer(ray_local.starmap).train(data, inclusion).logits(data.x)
+    assert here.shape == (4, 120, 2)
+    assert torch.equal(on_ray, here)

@@ -56,6 +56,16 @@ class Engine:
     def describe(self) -> dict[str, Any]:
         return {"engine": self.name, "workers": self.workers}
 
+    def starmap(
+        self, fn: Callable[..., Any], common: tuple[Any, ...], items: Sequence[tuple[Any, ...]]
+    ) -> Iterator[tuple[int, Any]]:
+        """``fn(*common, *item)`` for every item, ``(index, result)`` as each finishes; ``common``
+        is shared (shipped once). The reference models' trainer takes this as its runner."""
+        shared = tuple(Shared(c) for c in common)
+        tasks = [UnitTask(str(i), _call_any, (fn, *shared, *item)) for i, item in enumerate(items)]
+        for key, value in self.run(tasks):
+            yield int(key), value["value"]
+
 
 class LocalEngine(Engine):
     """Every unit in this process, one after the other (the default)."""
@@ -63,6 +73,10 @@ class LocalEngine(Engine):
     def run(self, tasks: Sequence[UnitTask]) -> Iterator[tuple[str, dict[str, Any]]]:
         for task in tasks:
             yield task.key, task.fn(*_unwrap(task.args))
+
+
+def _call_any(fn: Callable[..., Any], *args: Any) -> dict[str, Any]:
+    return {"value": fn(*args)}
 
 
 def _run_unit(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:

@@ -633,11 +633,12 @@ def run_privacy(
     seed: int = 0,
     model_file: str | Path | None = None,
     units_dir: Path | None = None,
+    runner: Any = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Run the privacy section: returns the report section and its findings.
 
     Each part is one resumable unit through ``step``; reference models are saved (resumable)
-    under ``units_dir``.
+    under ``units_dir``; ``runner`` (an engine's ``starmap``) trains their groups side by side.
     """
     from dlsec.assess.report import png_data_uri
     from dlsec.attacks.privacy import audit_membership
@@ -674,6 +675,7 @@ def run_privacy(
                 raise UsageError(
                     f"{model_file}: no architecture in the file; set privacy.arch (or privacy.references: 0)"
                 )
+            trainer.runner = runner
         audit = audit_membership(
             model,
             full,

@@ -436,7 +436,14 @@ def run_assessment(
         from dlsec.assess.privacy import run_privacy
 
         report["privacy"], privacy_findings = run_privacy(
-            target, data, campaign.privacy, step=step, seed=seed, model_file=model_file, units_dir=units.dir
+            target,
+            data,
+            campaign.privacy,
+            step=step,
+            seed=seed,
+            model_file=model_file,
+            units_dir=units.dir,
+            runner=engine.starmap if engine is not None else None,
         )
         report["findings"] += privacy_findings
 

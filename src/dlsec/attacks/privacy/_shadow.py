@@ -8,6 +8,9 @@ every model's forward and backward pass at once, and one optimiser steps the sta
 (AdamW and SGD are elementwise, so this is exactly each model's own optimiser). Finished
 models are written to a folder as safetensors (never pickle) with a manifest; running again
 with the same arguments resumes where it stopped.
+
+The groups are independent: a ``runner`` (the assessment's Ray engine passes one) trains them
+side by side, on other processes or machines, with the same models as one after the other.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import copy
 import hashlib
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -39,6 +42,11 @@ from dlsec.fsutil import atomic_write_text, atomic_write_with
 __all__ = ["ReferenceModels", "ShadowTrainer", "half_inclusion"]
 
 Progress = Callable[[int, int, dict[str, float]], None]
+# runner(fn, common, items) calls fn(*common, *item) for every item, anywhere, and yields
+# (index of the item, result) as each finishes; ``common`` is shipped once for all items.
+GroupRunner = Callable[
+    [Callable[..., Any], tuple[Any, ...], Sequence[tuple[Any, ...]]], Iterator[tuple[int, Any]]
+]
 _MANIFEST = "manifest.json"
 
 
@@ -116,6 +124,8 @@ class ShadowTrainer:
         group_size: models trained together in one vectorised program.
         seed: seeds each model's initialisation (``seed + k``) and batch order.
         device: where to train (default CUDA when present).
+        runner: trains the groups side by side (see :data:`GroupRunner`); default one after
+            the other here. The models are the same either way (each is seeded by its index).
 
     Example:
         >>> trainer = ShadowTrainer(arch="mlp", arch_kwargs={"in_features": 30, "num_classes": 2},
@@ -134,7 +144,9 @@ class ShadowTrainer:
         group_size: int = 16,
         seed: int = 0,
         device: torch.device | str | None = None,
+        runner: GroupRunner | None = None,
     ) -> None:
+        self.runner = runner
         self.arch = arch
         self.arch_kwargs = dict(arch_kwargs or {})
         self.config = config or TrainConfig()
@@ -197,16 +209,25 @@ class ShadowTrainer:
         todo = [k for k in range(n_models) if k not in finished]
         if progress is not None:
             progress(len(finished), n_models, {})
-        for start in range(0, len(todo), self.group_size):
-            group = todo[start : start + self.group_size]
-            states = self._train_group(base, data, inclusion[group], group, spec)
-            for k, state in zip(group, states, strict=True):
+        groups = [todo[start : start + self.group_size] for start in range(0, len(todo), self.group_size)]
+        if self.runner is None:
+            done: Iterator[tuple[int, list[dict[str, torch.Tensor]]]] = (
+                (i, self._train_group(base, data, inclusion[g], g, spec)) for i, g in enumerate(groups)
+            )
+        else:
+            done = self.runner(self._train_group, (base, data), [(inclusion[g], g, spec) for g in groups])
+        for i, states in done:
+            for k, state in zip(groups[i], states, strict=True):
                 finished[k] = state
                 if folder is not None:
                     self._save(folder, k, state)
             if progress is not None:
                 progress(len(finished), n_models, {})
         return self._stack(base, [finished[k] for k in range(n_models)], inclusion, spec)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Shipped to the runner's workers without the runner itself (an engine is not theirs).
+        return {**self.__dict__, "runner": None}
 
     # ------------------------------------------------------------------ training
     def _train_group(
