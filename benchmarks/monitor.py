@@ -264,13 +264,21 @@ def _rate(count: int, n: int) -> str:
     return f"{count / n:.3f} [{ci.low:.3f}, {ci.high:.3f}]"
 
 
-def whole_check_alarms(test: Dataset, *, splits: int, windows: int) -> list[dict[str, Any]]:
-    """False alarms and power of the whole default check, uncorrected and with Holm."""
+def whole_check_alarms(
+    test: Dataset, *, splits: int, windows: int, seed: int = 0, kinds: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """False alarms and power of the whole default check, uncorrected and with Holm.
+
+    ``seed`` draws the splits and the shifts: the default weights were chosen on seed 0, so
+    another seed measures them on draws they were not chosen on.
+    """
     model = load_zoo_model("digits-cnn")
     cfg = default_monitor_config(model)
-    rng = np.random.default_rng(0)
-    scenarios: list[tuple[str, int, str | None, int, float]] = [("same distribution", splits, None, 0, 0.0)]
-    scenarios += [(label, windows, kind, sev, frac) for label, kind, sev, frac in SHIFTS]
+    rng = np.random.default_rng(seed)
+    scenarios: list[tuple[str, int, str | None, int, float]] = (
+        [("same distribution", splits, None, 0, 0.0)] if splits else []
+    )
+    scenarios += [(label, windows, k, sev, frac) for label, k, sev, frac in SHIFTS if not kinds or k in kinds]
     rows = []
     for label, n, kind, severity, fraction in scenarios:
         raw = holm = weighted = 0
@@ -281,7 +289,9 @@ def whole_check_alarms(test: Dataset, *, splits: int, windows: int) -> list[dict
             ref = test.subset(idx[:half])
             cur = test.subset(idx[half:])
             if kind is not None:
-                cur = shift_dataset(cur, kind, severity=severity, fraction=fraction, seed=i)
+                cur = shift_dataset(
+                    cur, kind, severity=severity, fraction=fraction, seed=seed * 1_000_003 + i
+                )
             report = check(
                 cfg,
                 make_window(ref.x, model=model, y=ref.y),
@@ -325,12 +335,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer windows, examples and repeats")
     parser.add_argument("--only", choices=["alarms"], help="run one section only")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="draws of the whole-check section (weights: seed 0)"
+    )
+    parser.add_argument("--windows", type=int, help="shifted windows per shift in the whole-check section")
+    parser.add_argument("--skip-clean", action="store_true", help="whole-check section: shifted windows only")
+    parser.add_argument(
+        "--shift", action="append", help="whole-check section: only this shift kind (repeatable)"
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
     data = load_dataset("builtin:digits")
     train, test = data.split(test_size=0.25, seed=0)
     windows = 20 if args.quick else 50
-    alarms = whole_check_alarms(test, splits=40 if args.quick else 200, windows=10 if args.quick else 50)
+    alarms = whole_check_alarms(
+        test,
+        splits=0 if args.skip_clean else 40 if args.quick else 200,
+        windows=args.windows or (10 if args.quick else 50),
+        seed=args.seed,
+        kinds=args.shift,
+    )
     title = "`dlsec monitor check` as a whole (default rules, 9 detectors, zoo:digits-cnn), 95% CI"
     print(f"\n### {title}\n")
     print(_table(alarms))
