@@ -30,7 +30,7 @@ THESAURUS = {
 def word_attacks(**kw):
     return [
         PWWS(thesaurus=THESAURUS, **kw),
-        TextFooler(thesaurus=THESAURUS, min_similarity=None, **kw),
+        TextFooler(thesaurus=THESAURUS, **kw),
         HotFlip(thesaurus=THESAURUS, **kw),
     ]
 
@@ -90,8 +90,6 @@ def test_constraints_always_hold(linear, name, max_change):
     params = {"max_change": max_change, "keep_stopwords": True, "keep_names": True, "seed": 1}
     if name != "deepwordbug":
         params["thesaurus"] = THESAURUS
-    if name == "textfooler":
-        params["min_similarity"] = None
     result = get_text_attack(name, **params)(linear, TEXTS, [1] * len(TEXTS))
     for text, changed, n in zip(TEXTS, result.changed, result.words, strict=True):
         words = Words.of(text)
@@ -154,3 +152,14 @@ def test_labels_must_match_texts(linear):
         PWWS(thesaurus=THESAURUS)(linear, ["good movie"], [1, 0])
     with pytest.raises(UsageError, match="labels"):
         PWWS(thesaurus=THESAURUS)(linear, ["good movie"], [5])
+
+
+def test_textfooler_similarity_in_the_model_embedding_refuses_opposite_words(linear):
+    # In the linear model, "good" is (0, 3) and "bad" (0, -2): cosine -1. With the filter at 0,
+    # the only flipping swap is refused; without it, it is found.
+    text, label = ["fine good movie plot"], [1]
+    strict = TextFooler(thesaurus=THESAURUS, min_similarity=0.0, max_change=0.25)(linear, text, label)
+    assert strict.success.tolist() == [False]
+    assert "cosine >= 0.0" in strict.extras["similarity"]
+    loose = TextFooler(thesaurus=THESAURUS, max_change=0.25)(linear, text, label)
+    assert loose.adv_texts == ("fine bad movie plot",)
