@@ -246,3 +246,25 @@ def test_a_scoped_viewer_sees_only_its_models(client: TestClient, world: World) 
     assert 'href="/models/other"' in page and 'href="/models/clf"' not in page
     for path in ("/models/clf", "/models/clf/2", "/models/clf/2/report.html", "/compare?model=clf&a=1&b=2"):
         assert client.get(path).status_code == 403, path
+
+
+@pytest.mark.parametrize(
+    "target, lands",
+    [
+        ("/models/clf", "/models/clf"),
+        ("//evil.example/x", "/"),
+        ("/\t/evil.example", "/"),
+        ("/\\evil.example", "/"),
+        ("https://evil.example/", "/"),
+    ],
+)
+def test_after_login_only_a_local_path_is_followed(
+    client: TestClient, world: World, target: str, lands: str
+) -> None:
+    page = client.get("/login", params={"next": target})
+    done = client.post(
+        "/login",
+        data={"csrf": csrf_of(page.text), "key": world.keys["viewer"], "next": target},
+        follow_redirects=False,
+    )
+    assert done.status_code == 303 and done.headers["location"] == lands

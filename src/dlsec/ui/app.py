@@ -626,6 +626,12 @@ def _pages(app: FastAPI, render: Render) -> None:  # noqa: C901 - one route per 
 
 def _safe_next(target: str) -> str:
     """A local path to go to after logging in (never another site: no scheme, no ``//``)."""
-    if not target.startswith("/") or target.startswith("//") or "\\" in target or len(target) > 500:
+    if (
+        not target.startswith("/")
+        or len(target) > 500
+        or "\\" in target
+        or any(c.isspace() or not c.isprintable() for c in target)  # browsers drop tabs: "/\t/x" is "//x"
+        or target.startswith("//")
+    ):
         return "/"
     return target
