@@ -57,15 +57,24 @@ state = load_file(args["model"] + "/model.safetensors")
 tok = Tokenizer.from_file(args["model"] + "/tokenizer.json")
 
 class Bag(ModelWrapper):
+    # the same forward pass as dlsec's embedding bag, batched the same way
+
     def __init__(self):
         self.model = None
+
     def __call__(self, texts):
-        out = []
-        for t in texts:
-            ids = tok.encode(t).ids[:128] or [0]
-            emb = state["embedding.weight"][torch.tensor(ids)].mean(0)
-            out.append(torch.softmax(state["head.weight"] @ emb + state["head.bias"], 0).numpy())
-        return np.stack(out)
+        encs = tok.encode_batch(list(texts))
+        width = max([min(len(e.ids), 128) for e in encs] + [1])
+        ids = torch.zeros((len(encs), width), dtype=torch.long)
+        mask = torch.zeros((len(encs), width))
+        for i, e in enumerate(encs):
+            row = e.ids[:128]
+            ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+            mask[i, : len(row)] = 1.0
+        emb = state["embedding.weight"][ids] * mask.unsqueeze(-1)
+        pooled = emb.sum(1) / mask.sum(1, keepdim=True).clamp(min=1.0)
+        logits = pooled @ state["head.weight"].T + state["head.bias"]
+        return torch.softmax(logits.double(), 1).numpy()
 
 wrapper = Bag()
 data = json.load(open(args["data"]))
