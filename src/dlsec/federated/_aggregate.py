@@ -3,7 +3,7 @@
 Every rule is an :class:`Aggregator`: ``__call__`` is final (it validates the updates, drops
 non-finite rows, checks the rule's client count, then calls ``aggregate``) and returns an
 :class:`Aggregate` with the aggregated update and the clients the rule excluded or
-down-weighted. Pairwise distances come from one ``torch.cdist`` call; there is no Python loop
+down-weighted. Pairwise distances come from one Gram matrix (``squared_distances``); there is no Python loop
 over pairs of clients (Bulyan's selection loops over its ``n - 2f`` picks, not over pairs).
 
 Where Flower ships the same rule (``FedMedian``, ``FedTrimmedAvg``, ``Krum``, ``MultiKrum``,
@@ -49,6 +49,7 @@ __all__ = [
     "build_aggregator",
     "krum_scores",
     "register_aggregator",
+    "squared_distances",
 ]
 
 
@@ -138,7 +139,10 @@ class Aggregator:
                 f"{self.name} needs the server's update on its root data "
                 f"(reference of shape ({updates.shape[1]},))"
             )
-        finite = torch.isfinite(updates).all(dim=1)
+        # a row sum is finite when every entry is (barring overflow, which the full check catches)
+        finite = torch.isfinite(updates.sum(dim=1))
+        if not bool(finite.all()):
+            finite = torch.isfinite(updates).all(dim=1)
         dropped = {ids[i] for i in torch.nonzero(~finite).flatten().tolist()}
         if dropped:
             keep = torch.nonzero(finite).flatten()
@@ -231,21 +235,37 @@ class TrimmedMean(Aggregator):
             raise UsageError(f"trimmed-mean: beta must lie in [0, 0.5), got {self.beta}")
         n, d = updates.shape
         k = int(self.beta * n)
-        values, order = torch.sort(updates, dim=0)
-        mean = values[k : n - k].mean(dim=0)
-        kept = torch.zeros(n)
-        kept.scatter_add_(0, order[k : n - k].flatten(), torch.ones((n - 2 * k) * d))
-        share = kept / d
+        if k == 0:
+            return Aggregate(updates.mean(dim=0), frozenset(), torch.full((n,), 1.0 / n))
+        # two top-k passes instead of a full sort: the trimmed sum is the total less both tails
+        high = torch.topk(updates, k, dim=0)
+        low = torch.topk(updates, k, dim=0, largest=False)
+        mean = (updates.sum(dim=0) - high.values.sum(dim=0) - low.values.sum(dim=0)) / (n - 2 * k)
+        cut = torch.bincount(torch.cat([high.indices.flatten(), low.indices.flatten()]), minlength=n)
+        share = 1.0 - cut.float() / d
         return Aggregate(mean, _excluded(ids, share >= 0.5), share / share.sum())
+
+
+def squared_distances(updates: torch.Tensor) -> torch.Tensor:
+    """All pairwise squared L2 distances from one Gram matrix (``|x|^2 + |y|^2 - 2 x.y``).
+
+    The rows are centred first, so that the cancellation in the formula stays small for
+    updates that are close to each other; in the input's dtype (float32 updates: float32).
+    """
+    centred = updates - updates.mean(dim=0)
+    gram = centred @ centred.T
+    gram = (gram + gram.T) / 2  # a float matmul is not exactly symmetric
+    sq = gram.diagonal()
+    return (sq[:, None] + sq[None, :] - 2 * gram).clamp_min(0)
 
 
 def krum_scores(updates: torch.Tensor, num_malicious: int) -> torch.Tensor:
     """Krum's score of each update: the sum of squared distances to its ``n - f - 2`` nearest others.
 
-    One ``torch.cdist`` call gives all pairwise distances; ``topk`` picks the nearest per row.
+    One Gram matrix gives all pairwise distances; ``topk`` picks the nearest per row.
     """
     n = updates.shape[0]
-    dist = torch.cdist(updates.double(), updates.double()).pow(2)
+    dist = squared_distances(updates)
     dist.fill_diagonal_(float("inf"))
     k = max(1, n - num_malicious - 2)
     return (
@@ -332,7 +352,7 @@ class Bulyan(Aggregator):
         self, updates: torch.Tensor, weights: torch.Tensor, ids: list[int], reference: torch.Tensor | None
     ) -> Aggregate:
         n, f = updates.shape[0], self.num_malicious
-        dist = torch.cdist(updates.double(), updates.double()).pow(2)
+        dist = squared_distances(updates)
         dist.fill_diagonal_(float("inf"))
         remaining = torch.ones(n, dtype=torch.bool)
         picked: list[int] = []
@@ -451,11 +471,11 @@ class FoolsGold(Aggregator):
             self.history_[cid] = (
                 updates[i].clone() if prev is None or prev.shape != updates[i].shape else prev + updates[i]
             )
-        hist = torch.stack([self.history_[cid] for cid in ids]).double()
+        hist = torch.stack([self.history_[cid] for cid in ids])
         if n == 1:
             return Aggregate(updates[0].clone(), frozenset(), torch.ones(1))
-        unit = hist / hist.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        cs = unit @ unit.T
+        norms = hist.norm(dim=1).clamp_min(1e-12)
+        cs = ((hist @ hist.T) / (norms[:, None] * norms[None, :])).double()
         cs.fill_diagonal_(-math.inf)
         v = cs.max(dim=1).values
         # pardoning: cs_ij *= v_i / v_j where v_j > v_i
@@ -503,8 +523,10 @@ class FLAME(Aggregator):
         from sklearn.cluster import HDBSCAN
 
         n = updates.shape[0]
-        unit = updates.double() / updates.double().norm(dim=1, keepdim=True).clamp_min(1e-12)
-        cosine = (1 - unit @ unit.T).clamp_min(0).numpy()
+        norms = updates.norm(dim=1).clamp_min(1e-12)
+        cosine = (1 - (updates @ updates.T) / (norms[:, None] * norms[None, :])).double().clamp_min(0)
+        cosine = (cosine + cosine.T) / 2  # a float matmul is not exactly symmetric
+        cosine.fill_diagonal_(0.0)
         labels = torch.as_tensor(
             HDBSCAN(
                 metric="precomputed",
@@ -512,7 +534,7 @@ class FLAME(Aggregator):
                 min_samples=1,
                 allow_single_cluster=True,
                 copy=True,
-            ).fit_predict(cosine)
+            ).fit_predict(cosine.numpy())
         )
         clustered = labels[labels >= 0]
         if clustered.numel() == 0:
