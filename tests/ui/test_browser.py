@@ -134,6 +134,11 @@ def test_dashboard_in_chromium_end_to_end(served: dict[str, Any], tmp_path: Path
         assert page.locator("svg.chart polyline.series").count() == 2
         assert page.locator("table.side tbody tr").count() == 4
         shot("06-compare")
+        page.emulate_media(media="print")  # the print stylesheet: no navigation, no forms, the data
+        assert page.locator("header.top").is_hidden() and page.locator("form").first.is_hidden()
+        assert page.locator("table.side").is_visible() and page.locator("svg.chart").is_visible()
+        shot("06b-compare-print")
+        page.emulate_media(media="screen")
 
         # Quarantine version 2 as the operator: the gateway then serves version 1.
         page.goto(f"{ui}/models/clf")
@@ -186,4 +191,4 @@ def test_dashboard_in_chromium_end_to_end(served: dict[str, Any], tmp_path: Path
     assert ("registry.rollback", f"apikey:{operator_id}") in actions
     assert errors == []
     pngs = sorted(shots.glob("*.png"))
-    assert len(pngs) == 10 and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    assert len(pngs) == 11 and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
