@@ -205,10 +205,18 @@ def _credit_bias() -> Dataset:
     return Dataset(x, y, spec, "builtin:credit-bias")
 
 
+def _synthetic_cifar() -> Dataset:
+    """1,200 generated 3x32x32 images in 10 classes, seed 0 (see :mod:`dlsec.core.synthetic`)."""
+    from dlsec.core.synthetic import synthetic_cifar
+
+    return synthetic_cifar()
+
+
 BUILTIN_DATASETS: dict[str, Callable[[], Dataset]] = {
     "digits": _digits,
     "breast-cancer": _breast_cancer,
     "credit-bias": _credit_bias,
+    "synthetic-cifar": _synthetic_cifar,
 }
 
 
@@ -222,7 +230,8 @@ def load_dataset(
 
     Args:
         ref: ``builtin:digits``, ``builtin:breast-cancer``, ``builtin:credit-bias`` (generated,
-            with a protected ``group`` column and known biases), a ``.npz`` file with arrays
+            with a protected ``group`` column and known biases), ``builtin:synthetic-cifar``
+            (generated 3x32x32 images in 10 classes, for the models of real size), a ``.npz`` file with arrays
             ``x`` and ``y``, a folder with one subfolder of images per class, or a ``.csv`` file.
         label_column: CSV only: the label column (default: the first of ``label``,
             ``target``, ``class``, ``y`` present).
