@@ -22,7 +22,10 @@ PAGES = [
     ("/models/clf/2/report.html", ["Evasion robustness", "0.7000"]),
     ("/compare?model=clf&a=1&b=2", ["clf@1", "clf@2", '<polyline class="series series-a"', "+0.1000"]),
     ("/audit", ["registry.add", "keys.create", "ui.login"]),
-    ("/incidents", ["extraction", "queries", "apikey:feedbeef0000"]),
+    (
+        "/incidents",
+        ["extraction", "queries", "apikey:feedbeef0000", '<meta http-equiv="refresh" content="30">'],
+    ),
     ("/incidents/{incident}", ["opened by rule extraction", "revoke_key: revoked feedbeef0000"]),
 ]
 
