@@ -1,6 +1,6 @@
 """Federated learning: the attack-by-defence matrix, and each aggregator's cost against FedAvg.
 
-    python benchmarks/federated.py --quick        # 20 clients, 10 rounds: the matrix in minutes
+    python benchmarks/federated.py --quick        # 20 clients, 6 rounds: the matrix in minutes
     python benchmarks/federated.py                # the issue's setting: 100 clients, 30 rounds
     python benchmarks/federated.py --cost-only    # only the aggregation cost (100 x 1M parameters)
 
@@ -102,7 +102,7 @@ def markdown_cost(rows: dict[str, dict[str, float]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="20 clients, 10 rounds")
+    parser.add_argument("--quick", action="store_true", help="20 clients, 6 rounds")
     parser.add_argument("--cost-only", action="store_true", help="only the aggregation cost")
     parser.add_argument("--matrix-only", action="store_true", help="only the attack-by-defence matrix")
     parser.add_argument("--attacks", nargs="*", default=None, help="a subset of the attacks")
@@ -112,7 +112,7 @@ def main() -> None:
     torch.set_num_threads(1)
     report: dict[str, Any] = {}
     if not args.cost_only:
-        clients, rounds = (20, 10) if args.quick else (100, 30)
+        clients, rounds = (20, 6) if args.quick else (100, 30)
         base = FLConfig(
             num_clients=clients,
             malicious_fraction=0.2,

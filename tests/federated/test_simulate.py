@@ -13,6 +13,7 @@ from dlsec.cli import main
 from dlsec.core import load_dataset
 from dlsec.errors import UsageError
 from dlsec.federated import (
+    AGGREGATORS,
     FLConfig,
     dirichlet_partition,
     iid_partition,
@@ -163,3 +164,20 @@ def test_cli_bad_input_exits_2_with_one_line(capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: krum tolerates f=2") and "\n" not in err
+
+
+@pytest.mark.parametrize(
+    "defense",
+    [
+        pytest.param(d, marks=() if d in ("fltrust", "foolsgold") else pytest.mark.slow)
+        for d in sorted(AGGREGATORS)
+    ],
+)
+def test_every_defence_runs_a_round_of_the_simulation(defense):
+    """FLTrust (the server's root-set update) and FoolsGold (client ids across rounds) by default."""
+    config = dataclasses.replace(
+        TINY, num_clients=7, malicious_fraction=1 / 7, defense=defense, rounds=2, engine="local"
+    )
+    result = simulate(config)
+    assert all(set(r.excluded) <= set(range(7)) for r in result.rounds)
+    assert result.rounds[2].accuracy > result.rounds[0].accuracy

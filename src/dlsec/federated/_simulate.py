@@ -185,7 +185,8 @@ class _Plan:
         return _to_vector(model) - base, float(np.mean(losses)) if losses else 0.0
 
     def _seed(self, server_round: int, client: int) -> int:
-        return int(np.random.default_rng([self.config.seed, server_round, client + 1]).integers(2**31))
+        # client -2 is the server's own training on its root set (FLTrust)
+        return int(np.random.default_rng([self.config.seed, server_round, client + 3]).integers(2**31))
 
     def benign(self, client: int, server_round: int, base: torch.Tensor) -> torch.Tensor:
         """Client ``client``'s honest update this round (cached: colluders reuse it)."""
