@@ -17,9 +17,10 @@ a model. Several hundred concurrent clients (asyncio tasks over httpx, one conne
    interleaved over every client and so over every worker; exactly B must be served per key
    (the rest 429 ``budget``), which holds only if the workers share the budget exactly.
 
-The run is bounded: a fixed number of requests per phase, a 60 s timeout per request, and every
-server is stopped at the end. The extraction detector is off by default (``--with-detector``
-turns it on): it would throttle the benchmark's own clients, which is what it is for.
+The run is bounded: a fixed number of requests per phase, httpx's 60 s timeout on each connect
+and read, and every server is stopped at the end. The extraction detector is off by default
+(``--with-detector`` turns it on): it would throttle the benchmark's own clients, which is what
+it is for.
 
     python benchmarks/deploy.py                 # workers 1 and 4, 300 clients, 2000 requests
     python benchmarks/deploy.py --quick         # workers 1 and 2, 100 clients, 1000 requests
