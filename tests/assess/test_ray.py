@@ -222,3 +222,15 @@ def test_reference_models_trained_on_ray_equal_those_trained_here(ray_local: Ray
     on_ray = trainer(ray_local.starmap).train(data, inclusion).logits(data.x)
     assert here.shape == (4, 120, 2)
     assert torch.equal(on_ray, here)
+
+
+def test_the_training_set_audit_folds_on_ray_equal_those_trained_here(ray_local: RayEngine) -> None:
+    import numpy as np
+
+    from dlsec.defend import DataAuditor
+
+    data = load_dataset("builtin:breast-cancer").subset(np.arange(160))
+    here = DataAuditor(epochs=3, folds=3, seed=0).audit(data)
+    on_ray = DataAuditor(epochs=3, folds=3, seed=0, runner=ray_local.starmap).audit(data)
+    assert np.array_equal(on_ray.signals["label_noise"], here.signals["label_noise"])
+    assert np.array_equal(on_ray.flagged, here.flagged)

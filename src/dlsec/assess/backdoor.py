@@ -53,9 +53,10 @@ class Backdoor(BaseModel):
 
 
 def run_backdoor(
-    model: Model, data: Dataset, config: Backdoor, *, step: Step, seed: int
+    model: Model, data: Dataset, config: Backdoor, *, step: Step, seed: int, runner: Any = None
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Run the section; returns its ``report.json`` part and its findings."""
+    """Run the section; returns its ``report.json`` part and its findings (``runner``: an
+    engine's ``starmap``, which trains the training-set audit's folds side by side)."""
     from dlsec.defend import STRIP, DataAuditor, NeuralCleanse
 
     section: dict[str, Any] = {}
@@ -131,7 +132,7 @@ def run_backdoor(
 
         def compute_audit() -> dict[str, Any]:
             train = with_spec(load_dataset(ref), model.spec)
-            result = DataAuditor(epochs=config.audit_epochs, seed=seed).audit(train)
+            result = DataAuditor(epochs=config.audit_epochs, seed=seed, runner=runner).audit(train)
             return {"data": ref, **result.to_dict(with_scores=False)}
 
         audit = step("backdoor-audit", compute_audit)

@@ -461,7 +461,12 @@ def run_assessment(
         from dlsec.assess.backdoor import run_backdoor
 
         report["backdoor"], backdoor_findings = run_backdoor(
-            target, data, campaign.backdoor, step=step, seed=seed
+            target,
+            data,
+            campaign.backdoor,
+            step=step,
+            seed=seed,
+            runner=engine.starmap if engine is not None else None,
         )
         report["findings"] += backdoor_findings
 

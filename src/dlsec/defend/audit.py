@@ -28,7 +28,7 @@ The input is never modified; :meth:`AuditReport.clean` returns a copy without fl
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +51,7 @@ from dlsec.errors import UsageError
 __all__ = ["AuditReport", "DataAuditor"]
 
 Progress = Callable[[int, int, dict[str, float]], None]
+Runner = Callable[[Callable[..., Any], tuple[Any, ...], Sequence[tuple[Any, ...]]], Iterator[tuple[int, Any]]]
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,9 @@ class DataAuditor:
             probability of their label is below this are label issues (0 turns it off).
         seed: seeds every model and split.
         device: where models train.
+        runner: trains the cross-validation folds side by side (``runner(fn, common, items)``
+            yields ``(index, fn(*common, *item))`` as each finishes; the assessment's Ray
+            engine's ``starmap`` is one); default one after the other here, with the same models.
 
     Example:
         >>> from dlsec.core import load_dataset
@@ -152,7 +156,9 @@ class DataAuditor:
         noise_threshold: float = 0.1,
         seed: int = 0,
         device: torch.device | str | None = None,
+        runner: Runner | None = None,
     ) -> None:
+        self.runner = runner
         self.model = model
         self.epochs = epochs
         self.early_epochs = early_epochs
@@ -218,6 +224,16 @@ class DataAuditor:
             data, epochs=epochs, seed=seed, device=self.device, progress=progress, module=module
         )
 
+    def _fold_probs(
+        self, data: Dataset, train_idx: np.ndarray, test_idx: np.ndarray, seed: int
+    ) -> np.ndarray:
+        """One cross-validation fold: a model trained without ``test_idx``, its probabilities there."""
+        fold_model = self._train(data.subset(train_idx), seed=seed, epochs=self.epochs)
+        return fold_model.probs(data.x[test_idx]).cpu().double().numpy()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "runner": None}  # shipped to the runner's workers without it
+
     def audit(self, data: Dataset, *, progress: Progress | None = None) -> AuditReport:
         """Score every row of ``data`` and flag the suspicious ones (``data`` is not modified)."""
         self._check(data)
@@ -267,9 +283,18 @@ class DataAuditor:
 
         oof = np.zeros((n, k))
         splitter = StratifiedKFold(n_splits=self.folds, shuffle=True, random_state=self.seed)
-        for fold, (train_idx, test_idx) in enumerate(splitter.split(np.zeros(n), y)):
-            fold_model = self._train(data.subset(train_idx), seed=self.seed + 1 + fold, epochs=self.epochs)
-            oof[test_idx] = fold_model.probs(data.x[test_idx]).cpu().double().numpy()
+        splits = list(splitter.split(np.zeros(n), y))
+        items = [
+            (train_idx, test_idx, self.seed + 1 + fold) for fold, (train_idx, test_idx) in enumerate(splits)
+        ]
+        if self.runner is None:
+            folds: Iterator[tuple[int, np.ndarray]] = (
+                (i, self._fold_probs(data, *item)) for i, item in enumerate(items)
+            )
+        else:
+            folds = self.runner(self._fold_probs, (data,), items)
+        for fold, probs in folds:
+            oof[splits[fold][1]] = probs
             tick("fold")
         cl_issues, cl_scores = confident_learning(oof, y)
         cl_issues |= cl_scores > 1.0 - self.noise_threshold
