@@ -152,3 +152,23 @@ def test_dlsec_ui_bad_options_exit_2_with_one_line(capsys: pytest.CaptureFixture
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1, err
+
+
+def test_beside_routes_the_prefix_to_the_dashboard_and_the_rest_to_the_other_app(app) -> None:
+    from dlsec.errors import UsageError
+    from dlsec.ui import beside
+
+    other = FastAPI()
+
+    @other.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    with TestClient(beside(other, app)) as client:
+        assert client.get("/healthz").json() == {"status": "ok"}
+        page = client.get("/ui/login")
+        assert page.status_code == 200 and 'action="/ui/login"' in page.text
+        assert "content-security-policy" not in client.get("/healthz").headers  # each keeps its own
+    for bad in ("ui", "/", "/ui/"):
+        with pytest.raises(UsageError, match="bad prefix"):
+            beside(other, app, prefix=bad)
