@@ -57,11 +57,15 @@ def matrix(base: FLConfig, attacks: list[str], defences: list[str]) -> dict[str,
                     "backdoor": result.final_backdoor_success,
                     "seconds": time.perf_counter() - start,
                 }
+                bar.console.print(
+                    f"{attack} vs {defence}: accuracy {result.final_accuracy:.3f}, "
+                    f"backdoor {result.final_backdoor_success:.3f}"
+                )
                 bar.advance(task)
     return cells
 
 
-def cost(n: int = 100, d: int = 1_000_000, repeats: int = 3, f: float = 0.2) -> dict[str, dict[str, float]]:
+def cost(n: int = 100, d: int = 1_000_000, repeats: int = 2, f: float = 0.2) -> dict[str, dict[str, float]]:
     g = torch.Generator().manual_seed(0)
     updates = torch.randn(n, d, generator=g) * 0.01
     reference = updates.mean(0)
@@ -78,6 +82,7 @@ def cost(n: int = 100, d: int = 1_000_000, repeats: int = 3, f: float = 0.2) -> 
                 rule(updates, weights=weights, reference=reference)
                 times.append(time.perf_counter() - start)
             out[name] = {"seconds": statistics.median(times)}
+            bar.console.print(f"cost {name}: {out[name]['seconds']:.3f} s")
             bar.advance(task)
     base = out["fedavg"]["seconds"]
     for row in out.values():
@@ -109,7 +114,8 @@ def main() -> None:
     parser.add_argument("--defenses", nargs="*", default=None, help="a subset of the defences")
     parser.add_argument("--out", type=Path, default=None, help="also write the numbers as JSON")
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the matrix: tiny models, one thread each (as the Flower actors)
     report: dict[str, Any] = {}
     if not args.cost_only:
         clients, rounds = (20, 6) if args.quick else (100, 30)
@@ -135,7 +141,7 @@ def main() -> None:
         print("Backdoor success rate (triggered non-target test inputs classified as the target):\n")
         print(markdown_matrix(cells, "backdoor") + "\n")
     if not args.matrix_only:
-        torch.set_num_threads(torch.get_num_interop_threads())
+        torch.set_num_threads(threads)
         rows = cost()
         report["cost"] = rows
         print(f"\n### Aggregation cost: 100 clients x 1M parameters, {torch.get_num_threads()} thread(s)\n")

@@ -1,4 +1,4 @@
-"""Federated learning on Flower: malicious clients, robust aggregation, measurement.
+"""Federated learning on Flower: malicious clients, robust aggregation, gradient inversion.
 
 The names resolve lazily (PEP 562): ``import dlsec.federated`` imports neither torch nor
 Flower; the first use of a name does.
@@ -57,8 +57,23 @@ if TYPE_CHECKING:
         register_attack,
         stamp_trigger,
     )
+    from dlsec.federated._inversion import (
+        INVERSIONS,
+        InversionResult,
+        InversionStudy,
+        invert_gradients,
+        psnr,
+        single_example_gradients,
+        ssim,
+        study_inversion,
+    )
     from dlsec.federated._partition import dirichlet_partition, iid_partition, partition
-    from dlsec.federated._report import render_html, write_report
+    from dlsec.federated._report import (
+        render_html,
+        render_inversion_html,
+        write_inversion_report,
+        write_report,
+    )
     from dlsec.federated._simulate import FLConfig, RoundRecord, SimulationResult, simulate
     from dlsec.federated._strategy import RobustFedAvg, RoundUpdates, flatten_arrays, unflatten_arrays
 
@@ -110,7 +125,22 @@ _EXPORTS = {
         "_attacks",
     ),
     **dict.fromkeys(["dirichlet_partition", "iid_partition", "partition"], "_partition"),
-    **dict.fromkeys(["render_html", "write_report"], "_report"),
+    **dict.fromkeys(
+        [
+            "INVERSIONS",
+            "InversionResult",
+            "InversionStudy",
+            "invert_gradients",
+            "psnr",
+            "single_example_gradients",
+            "ssim",
+            "study_inversion",
+        ],
+        "_inversion",
+    ),
+    **dict.fromkeys(
+        ["render_html", "render_inversion_html", "write_inversion_report", "write_report"], "_report"
+    ),
     **dict.fromkeys(["FLConfig", "RoundRecord", "SimulationResult", "simulate"], "_simulate"),
     **dict.fromkeys(["RobustFedAvg", "RoundUpdates", "flatten_arrays", "unflatten_arrays"], "_strategy"),
 }
@@ -132,7 +162,10 @@ __all__ = [
     "FoolsGold",
     "FreeRider",
     "GaussianUpdate",
+    "INVERSIONS",
     "IPM",
+    "InversionResult",
+    "InversionStudy",
     "Krum",
     "LabelFlip",
     "Median",
@@ -155,15 +188,22 @@ __all__ = [
     "dirichlet_partition",
     "flatten_arrays",
     "iid_partition",
+    "invert_gradients",
     "krum_scores",
     "malicious_clients",
     "partition",
+    "psnr",
     "register_aggregator",
     "register_attack",
     "render_html",
+    "render_inversion_html",
     "simulate",
+    "single_example_gradients",
+    "ssim",
     "stamp_trigger",
+    "study_inversion",
     "unflatten_arrays",
+    "write_inversion_report",
     "write_report",
 ]
 

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import base64
 import html
+import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
+from dlsec.federated._inversion import InversionStudy
 from dlsec.federated._simulate import SimulationResult
 from dlsec.fsutil import atomic_write_text
 
-__all__ = ["render_html", "write_report"]
+__all__ = ["render_html", "render_inversion_html", "write_inversion_report", "write_report"]
 
 _W, _H, _PAD = 560, 220, 36
 _COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")
@@ -121,3 +126,72 @@ def _mean(values: Sequence[float]) -> float | None:
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
+
+
+def _png_data_uri(image: np.ndarray, scale: int = 8) -> str:
+    """A grey or RGB image in [0, 1], ``(C, H, W)``, as a nearest-neighbour upscaled PNG data URI."""
+    from PIL import Image
+
+    arr = np.clip(np.asarray(image, dtype=np.float64), 0.0, 1.0)
+    arr = arr[0] if arr.ndim == 3 and arr.shape[0] == 1 else np.moveaxis(arr, 0, -1) if arr.ndim == 3 else arr
+    pixels = (arr * 255).round().astype(np.uint8)
+    size = (pixels.shape[1] * scale, pixels.shape[0] * scale)
+    img = Image.fromarray(pixels).resize(size, Image.Resampling.NEAREST)
+    buffer = io.BytesIO()
+    img.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def render_inversion_html(study: InversionStudy) -> str:
+    """The gradient-inversion gallery: each true input beside its reconstruction, with scores."""
+    summary = study.summary()
+    lo, hi = float(study.truths.min()), float(study.truths.max())
+    span = hi - lo if hi > lo else 1.0
+    cells = "".join(
+        "<figure>"
+        f"<img src='{_png_data_uri((t - lo) / span)}' alt='true {int(y)}'>"
+        f"<img src='{_png_data_uri((r - lo) / span)}' alt='reconstruction'>"
+        f"<figcaption>label {int(y)} (attack: {int(g)}); PSNR {p:.1f} dB, SSIM {s:.2f}; "
+        f"{'recognised' if ok else 'not recognised'}</figcaption></figure>"
+        for t, r, y, g, p, s, ok in zip(
+            study.truths,
+            study.reconstructions,
+            study.labels,
+            study.recovered_labels,
+            study.psnr,
+            study.ssim,
+            study.recognised,
+            strict=True,
+        )
+    )
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>dlsec fl invert</title>"
+        "<style>body{font-family:sans-serif;margin:2em}figure{display:inline-block;margin:.5em;"
+        "width:12em;font-size:.8em}img{image-rendering:pixelated;margin-right:4px}</style></head><body>"
+        f"<h1>Gradient inversion ({html.escape(study.method)}) of single-example updates</h1>"
+        f"<p>{len(study.labels)} examples. Recognised by the independent classifier: "
+        f"<b>{summary['recognition_rate']:.0%}</b>; label recovered: {summary['label_accuracy']:.0%}; "
+        f"mean PSNR {summary['mean_psnr']:.1f} dB; mean SSIM {summary['mean_ssim']:.2f}. "
+        "Left of each pair the client's input, right what the server reconstructed.</p>"
+        + cells
+        + "</body></html>"
+    )
+
+
+def write_inversion_report(study: InversionStudy, out: str | Path) -> tuple[Path, Path]:
+    """Write ``inversion.json`` and ``inversion.html`` (the gallery) into ``out``, atomically."""
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "method": study.method,
+        **study.summary(),
+        "examples": [
+            {"label": int(y), "recovered_label": int(g), "psnr": p, "ssim": s, "recognised": ok}
+            for y, g, p, s, ok in zip(
+                study.labels, study.recovered_labels, study.psnr, study.ssim, study.recognised, strict=True
+            )
+        ],
+    }
+    json_path = atomic_write_text(folder / "inversion.json", json.dumps(payload, indent=2) + "\n")
+    html_path = atomic_write_text(folder / "inversion.html", render_inversion_html(study))
+    return json_path, html_path
