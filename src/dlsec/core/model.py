@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import logging
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -25,6 +26,7 @@ from dlsec.core.spec import InputSpec
 from dlsec.errors import SpecError, UsageError
 
 __all__ = [
+    "AMP_DTYPES",
     "Access",
     "Model",
     "WhiteBoxModel",
@@ -32,10 +34,17 @@ __all__ = [
     "DecisionModel",
     "default_device",
     "inference_mode",
+    "is_out_of_memory",
+    "release_cached_memory",
     "restrict_access",
 ]
 
 ArrayLike = np.ndarray | torch.Tensor
+log = logging.getLogger(__name__)
+
+#: Mixed-precision modes of :class:`WhiteBoxModel` (``amp=``) and the autocast dtype of each.
+AMP_DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16}
+Amp = Literal["bf16", "fp16"]
 
 
 class Access(enum.IntEnum):
@@ -53,6 +62,24 @@ class Access(enum.IntEnum):
 def default_device() -> torch.device:
     """CUDA when present, CPU otherwise."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says the device ran out of memory (CUDA's or the allocator's message).
+
+    ``torch.cuda.OutOfMemoryError`` (alias ``torch.OutOfMemoryError``), and the plain
+    ``RuntimeError`` that older releases, MPS and some CPU kernels raise with "out of memory"
+    in the message. Callers that adapt their batch size catch these and nothing else.
+    """
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def release_cached_memory(device: torch.device) -> None:
+    """Return the caching allocator's free blocks after an out-of-memory error (CUDA only)."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 @contextlib.contextmanager
@@ -117,6 +144,18 @@ class WhiteBoxModel(Model, nn.Module):
         device: where to run; defaults to the device of the module's parameters, else CUDA
             when present, else CPU. The module is not moved: pass a module already placed.
         batch_size: batch size for :meth:`predict` and :meth:`probs` over large inputs.
+        amp: mixed precision: ``"bf16"`` or ``"fp16"`` runs the module under
+            ``torch.autocast`` in that dtype (bf16 on CPU; fp16 or bf16 on CUDA). Logits come
+            back as float32 and gradients with respect to the input stay float32. ``None``
+            (default): full float32.
+        channels_last: store the module's 4-D weights and each 4-D input batch in the
+            channels-last memory format (faster convolutions on recent CPUs and GPUs; the
+            numbers do not change beyond rounding).
+        compiled: run the module through ``torch.compile`` (off by default). When compiling
+            or running the compiled module fails (no compiler toolchain, an unsupported op),
+            the model logs one warning naming the error and runs eagerly from then on.
+
+    Speed options can also be set on a loaded model with :meth:`tuned`.
 
     Example:
         >>> spec = InputSpec(shape=(4,), num_classes=3, kind="tabular")
@@ -134,11 +173,16 @@ class WhiteBoxModel(Model, nn.Module):
         *,
         device: torch.device | str | None = None,
         batch_size: int = 256,
+        amp: Amp | None = None,
+        channels_last: bool = False,
+        compiled: bool = False,
     ) -> None:
         nn.Module.__init__(self)
         Model.__init__(self, spec, batch_size=batch_size)
         if not isinstance(module, nn.Module):
             raise UsageError(f"WhiteBoxModel needs a torch.nn.Module, got {type(module).__name__}")
+        if amp is not None and amp not in AMP_DTYPES:
+            raise UsageError(f"amp must be one of {', '.join(AMP_DTYPES)} or None, got {amp!r}")
         param = next(module.parameters(), None)
         if device is None:
             device = param.device if param is not None else default_device()
@@ -146,14 +190,67 @@ class WhiteBoxModel(Model, nn.Module):
         self.module = module.to(self.device)  # in place: a device given explicitly is where it runs
         norm = spec.normalisation(device=self.device)
         self._norm = norm
+        self.amp = amp
+        self.channels_last = bool(channels_last)
+        self.compiled = bool(compiled)
+        if self.channels_last:
+            self.module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        # Kept out of the module tree (a plain list), so state_dict() has no second copy of it.
+        self._compiled: list[Callable[[torch.Tensor], torch.Tensor]] = []
+        if self.compiled:
+            try:
+                self._compiled.append(torch.compile(self.module))
+            except Exception as exc:  # torch.compile refuses some platforms outright
+                _warn_compile(exc)
+
+    def tuned(
+        self, *, amp: Amp | None = None, channels_last: bool = False, compiled: bool = False
+    ) -> WhiteBoxModel:
+        """The same module (shared, not copied) with other speed options; see the class.
+
+        Example:
+            >>> fast = model.tuned(amp="bf16", channels_last=True)  # doctest: +SKIP
+        """
+        return WhiteBoxModel(
+            self.module,
+            self.spec,
+            device=self.device,
+            batch_size=self.batch_size,
+            amp=amp,
+            channels_last=channels_last,
+            compiled=compiled,
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits for an input-space batch; differentiable."""
+        """Logits for an input-space batch; differentiable (float32, whatever ``amp`` is)."""
         x = x.to(self.device)
         if self._norm is not None:
             mean, std = self._norm
             x = (x - mean) / std
-        with inference_mode(self.module):
+        if self.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with inference_mode(self.module), self._autocast():
+            out = self._run(x)
+        return out.float() if self.amp is not None else out
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.amp is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=AMP_DTYPES[self.amp])
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        if not self._compiled:
+            return self.module(x)
+        try:
+            out: torch.Tensor = self._compiled[0](x)
+            return out
+        except Exception as exc:
+            if is_out_of_memory(exc):
+                raise  # the caller's batch is too large; compiling is not what failed
+            # torch.compile fails in many ways (no C compiler, an unsupported op, a backend
+            # error); each raises its own type. The eager module computes the same function.
+            self._compiled.clear()
+            _warn_compile(exc)
             return self.module(x)
 
     def logits(self, x: ArrayLike) -> torch.Tensor:
@@ -179,6 +276,13 @@ class WhiteBoxModel(Model, nn.Module):
     def as_decision(self) -> DecisionModel:
         """The same model seen by a decision-based attacker (labels only)."""
         return DecisionModel(self.predict, self.spec, batch_size=self.batch_size)
+
+
+def _warn_compile(exc: BaseException) -> None:
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    log.warning(
+        "torch.compile failed on this machine (%s: %s); running the model eagerly", type(exc).__name__, first
+    )
 
 
 class ScoreModel(Model):

@@ -33,6 +33,18 @@ def _per_example(value: float | torch.Tensor, like: torch.Tensor) -> torch.Tenso
     return t.reshape(-1, *([1] * (like.ndim - 1)))
 
 
+def _uniform_rows(n: int, width: int, gen: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
+    """``(n, width)`` uniforms in (0, 1), drawn row after row from ``gen``.
+
+    The CPU generator fills a tensor serially, so the rows of one ``(a + b, width)`` draw are
+    those of an ``(a, width)`` draw followed by a ``(b, width)`` one: an attack that streams
+    its examples in batches starts each from the point the whole set would have given it.
+    """
+    u = torch.rand((n, width), generator=gen, device=gen.device, dtype=dtype)
+    tiny = torch.finfo(dtype).tiny
+    return u.clamp(min=tiny, max=1.0 - torch.finfo(dtype).eps / 2)
+
+
 class Norm:
     """An Lp threat model."""
 
@@ -107,10 +119,12 @@ class L2(Norm):
         device: torch.device,
         dtype: torch.dtype,
     ) -> torch.Tensor:
-        # Uniform in the ball: a Gaussian direction, radius eps * U^(1/d).
-        g = torch.randn(shape, generator=gen, device=gen.device, dtype=dtype).to(device)
-        d = g[0].numel()
-        r = torch.rand(shape[0], generator=gen, device=gen.device, dtype=dtype).to(device) ** (1.0 / d)
+        # Uniform in the ball: a Gaussian direction, radius eps * U^(1/d). Every draw of an
+        # example comes from one row of uniforms, so a batch split in two draws the same points.
+        d = math.prod(shape[1:])
+        u = _uniform_rows(shape[0], d + 1, gen, dtype).to(device)
+        g = torch.special.ndtri(u[:, :d]).reshape(shape)
+        r = u[:, d] ** (1.0 / d)
         direction = self.ascent(g)
         return direction * r.reshape(-1, *([1] * (len(shape) - 1))) * _per_example(eps, g)
 
@@ -159,12 +173,15 @@ class L1(Norm):
         dtype: torch.dtype,
     ) -> torch.Tensor:
         # Uniform on the simplex scaled by a radius: Laplace direction, radius eps * U^(1/d).
-        e = torch.empty(shape, device=gen.device, dtype=dtype).exponential_(generator=gen)
-        signs = torch.randint(0, 2, shape, generator=gen, device=gen.device).to(dtype) * 2 - 1
-        direction = e * signs
+        # One row of uniforms per example (exponential by inversion, a sign, the radius), so a
+        # batch split in two draws the same points.
+        d = math.prod(shape[1:])
+        u = _uniform_rows(shape[0], 2 * d + 1, gen, dtype)
+        e = -torch.log1p(-u[:, :d])
+        signs = torch.where(u[:, d : 2 * d] < 0.5, -1.0, 1.0).to(dtype)
+        direction = (e * signs).reshape(shape)
         direction = direction / _flat(direction).abs().sum(1).reshape(-1, *([1] * (len(shape) - 1)))
-        d = direction[0].numel()
-        r = torch.rand(shape[0], generator=gen, device=gen.device, dtype=dtype) ** (1.0 / d)
+        r = u[:, 2 * d] ** (1.0 / d)
         out = direction * r.reshape(-1, *([1] * (len(shape) - 1)))
         return out.to(device) * _per_example(eps, out.to(device))
 

@@ -12,6 +12,7 @@ expectation over as many fresh passes). A subclass never re-implements any of th
 from __future__ import annotations
 
 import inspect
+import logging
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -24,7 +25,7 @@ import torch
 from dlsec.attacks.evasion._constraints import TabularConstraints
 from dlsec.attacks.evasion._expectation import DrawLoss, ExpectationModel, expected_scores
 from dlsec.attacks.evasion._norms import Norm, get_norm
-from dlsec.core.model import Access, Model, WhiteBoxModel
+from dlsec.core.model import Access, Model, WhiteBoxModel, is_out_of_memory, release_cached_memory
 from dlsec.core.registration import register_in
 from dlsec.core.seeding import seeded_draws, torch_generator
 from dlsec.core.validate import positive_int
@@ -33,6 +34,7 @@ from dlsec.errors import SpecError, UsageError
 __all__ = ["Aimable", "Attack", "AttackResult", "Oracle", "register_attack", "ATTACKS", "get_attack"]
 
 ATTACKS: dict[str, type[Attack]] = {}
+log = logging.getLogger(__name__)
 Progress = Callable[[int, int, dict[str, float]], None]
 #: Offset of the seed that scoring by expectation draws a randomised model's noise from.
 _SCORING_STREAM = 7919
@@ -398,24 +400,55 @@ class Attack(ABC):
     def _attack(self, p: Prepared) -> tuple[torch.Tensor, int, dict[str, Any]]:
         """Run the algorithm batch by batch; project each batch to the budget, bounds and constraints.
 
+        The evaluation set streams through in batches of ``batch_size``: each batch's result is
+        written into one preallocated output, so memory holds the inputs, the output and one
+        batch's work, whatever the number of examples. When a batch runs out of device memory
+        the batch size halves and the batch reruns from the same random state (the results are
+        those of the smaller batches); ``extras["batch_size"]`` then reports the size used.
+
         Composite attacks (AutoAttack, restarts) override this, not ``__call__``.
         """
         gen = torch_generator(self.seed)
-        outs, queries = [], 0
+        n = p.x.shape[0]
+        x_adv = torch.empty_like(p.x)
+        queries, size, start = 0, self.batch_size, 0
         mutable = p.constraints.mutable_tensor(p.model.spec, p.x.device) if p.constraints else None
-        for start in range(0, p.x.shape[0], self.batch_size):
-            sl = slice(start, start + self.batch_size)
+        while start < n:
+            sl = slice(start, min(start + size, n))
             xb = p.x[sl]
             oracle = Oracle(p.model, mutable=mutable)
             tb = p.target[sl] if p.target is not None else None
-            adv = self.run(oracle, xb, p.y[sl], tb, gen).detach().to(device=xb.device, dtype=torch.float32)
+            drawn = gen.get_state()
+            try:
+                adv = self.run(oracle, xb, p.y[sl], tb, gen)
+            except RuntimeError as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                size = self._smaller_batch(size, p.x.device, exc)
+                gen.set_state(drawn)
+                continue
+            adv = adv.detach().to(device=xb.device, dtype=torch.float32)
             if adv.shape != xb.shape:
                 raise RuntimeError(f"{self.name}.run returned shape {tuple(adv.shape)} for {tuple(xb.shape)}")
-            outs.append(self._finish(p, xb, adv))
+            x_adv[sl] = self._finish(p, xb, adv)
             queries += oracle.queries
+            start = sl.stop
             if p.progress is not None:
-                p.progress(min(start + self.batch_size, len(p.x)), len(p.x), {})
-        return (torch.cat(outs) if outs else p.x.clone()), queries, {}
+                p.progress(start, n, {})
+        return x_adv, queries, ({"batch_size": size} if size != self.batch_size else {})
+
+    def _smaller_batch(self, size: int, device: torch.device, exc: BaseException) -> int:
+        """Half of ``size`` after an out-of-memory error; raises when one example does not fit."""
+        release_cached_memory(device)
+        if size <= 1:
+            raise UsageError(
+                f"{self.name}: one example does not fit in {device.type} memory ({exc}); "
+                "use a smaller model, amp='bf16', or another device"
+            ) from None
+        log.warning(
+            "%s: out of %s memory at batch size %d; retrying with %d", self.name, device.type, size, size // 2
+        )
+        return size // 2
 
     def _finish(self, p: Prepared, x: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
         """Project ``adv`` onto the budget and the bounds, then repair tabular constraints."""
@@ -440,10 +473,16 @@ class Attack(ABC):
         else:
             passes = 1
             scorer = Oracle(p.model)
-            clean_pred = self._predict_all(scorer, p.x)
-            adv_pred = self._predict_all(scorer, x_adv)
+            fits = int(extras.get("batch_size", self.batch_size))  # what the attack found fits
+            clean_pred = self._predict_all(scorer, p.x, fits)
+            adv_pred = self._predict_all(scorer, x_adv, fits)
         success = (adv_pred == p.target) if p.target is not None else (adv_pred != p.y)
-        norms = self._norm.distance(x_adv - p.x)
+        # Per batch: x_adv - x over the whole set at once would be one more copy of the set.
+        step = self.batch_size
+        parts = [
+            self._norm.distance(x_adv[i : i + step] - p.x[i : i + step]) for i in range(0, len(p.x), step)
+        ]
+        norms = torch.cat(parts) if parts else torch.empty(0, device=p.x.device)
         return AttackResult(
             x_adv=x_adv.to(device=p.x_in.device, dtype=p.x_in.dtype),
             success=success.cpu(),
@@ -464,11 +503,22 @@ class Attack(ABC):
             clean_rate=rates[1],
         )
 
-    def _predict_all(self, oracle: Oracle, x: torch.Tensor) -> torch.Tensor:
-        if not len(x):
-            return torch.empty(0, dtype=torch.long, device=x.device)
-        step = self.batch_size
-        return torch.cat([oracle.predict(x[i : i + step]) for i in range(0, len(x), step)])
+    def _predict_all(self, oracle: Oracle, x: torch.Tensor, size: int | None = None) -> torch.Tensor:
+        """Labels for ``x`` in batches of ``size`` (default ``batch_size``), halving the batch
+        when device memory runs out."""
+        out = torch.empty(len(x), dtype=torch.long, device=x.device)
+        size, start = size or self.batch_size, 0
+        while start < len(x):
+            sl = slice(start, min(start + size, len(x)))
+            try:
+                out[sl] = oracle.predict(x[sl])
+            except RuntimeError as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                size = self._smaller_batch(size, x.device, exc)
+                continue
+            start = sl.stop
+        return out
 
     def _project(
         self, x: torch.Tensor, adv: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor
