@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 from typing import Any
 
@@ -42,6 +43,19 @@ def test_bf16_pgd_robust_accuracy_matches_fp32(
         a, b = model(x), fast(x)
     assert b.dtype == torch.float32 and not torch.equal(a, b)
     assert float((a - b).abs().max()) < 0.1 * float(a.abs().max())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 autocast is for CUDA; the CPU path is bf16")
+@pytest.mark.parametrize("amp", ["fp16", "bf16"])
+def test_cuda_amp_pgd_robust_accuracy_matches_fp32(
+    digits: tuple[WhiteBoxModel, torch.Tensor, torch.Tensor], amp: str
+) -> None:
+    cpu_model, x, y = digits
+    model = WhiteBoxModel(copy.deepcopy(cpu_model.module), cpu_model.spec, device="cuda")
+    attack = PGD(eps=0.1, steps=10, seed=0)
+    full, half = attack(model, x, y), attack(model.tuned(amp=amp), x, y)  # type: ignore[arg-type]
+    assert half.x_adv.device == x.device and half.x_adv.dtype == torch.float32
+    assert abs(half.robust_accuracy - full.robust_accuracy) <= AMP_TOLERANCE
 
 
 def test_channels_last_changes_layout_not_results(
