@@ -291,7 +291,8 @@ class Krum(Aggregator):
         _check_f(self.name, self.num_malicious)
         return 2 * self.num_malicious + 3
 
-    def select(self) -> int:
+    def select(self, n: int) -> int:
+        """How many of the ``n`` lowest-scoring updates are averaged (Krum: one)."""
         return 1
 
     def aggregate(
@@ -299,7 +300,7 @@ class Krum(Aggregator):
     ) -> Aggregate:
         n = updates.shape[0]
         scores = krum_scores(updates, self.num_malicious)
-        chosen = torch.argsort(scores, stable=True)[: self.select()]
+        chosen = torch.argsort(scores, stable=True)[: self.select(n)]
         kept = torch.zeros(n, dtype=torch.bool)
         kept[chosen] = True
         w = kept.float() / kept.sum()
@@ -321,14 +322,8 @@ class MultiKrum(Krum):
     def min_clients(self) -> int:
         return max(super().min_clients(), self.num_selected or 1)
 
-    def aggregate(
-        self, updates: torch.Tensor, weights: torch.Tensor, ids: list[int], reference: torch.Tensor | None
-    ) -> Aggregate:
-        self._n = updates.shape[0]
-        return super().aggregate(updates, weights, ids, reference)
-
-    def select(self) -> int:
-        return self.num_selected if self.num_selected is not None else self._n - self.num_malicious
+    def select(self, n: int) -> int:
+        return self.num_selected if self.num_selected is not None else n - self.num_malicious
 
 
 @register_aggregator("bulyan")
