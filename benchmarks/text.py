@@ -2,7 +2,7 @@
 
 The same model (dlsec's embedding bag trained on builtin:rotten-tomatoes, seed 0), the same test
 texts (the first N of the test split), the same budget (at most ``--max-change`` of the words
-changed; stop words kept). TextAttack pins old versions, so it runs in its own virtual
+changed; the same stop words kept). TextAttack pins old versions, so it runs in its own virtual
 environment (``--textattack-python``, default ``.venv-textattack/bin/python``), which reads the
 same ``model.safetensors`` and ``tokenizer.json`` and computes the same forward pass (mean of the
 word embeddings, then the linear layer); the two sides' clean predictions are compared first.
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -101,15 +102,21 @@ print(json.dumps({"rows": rows}), flush=True)
 
 
 def nltk_data(root: Path, wordnet: Path) -> Path:
-    """An nltk_data folder whose corpora/wordnet is the local WordNet database."""
+    """An nltk_data folder: corpora/wordnet is the local WordNet database, the stop words dlsec's."""
+    from dlsec.text.words import STOPWORDS
+
     target = root / "corpora" / "wordnet"
     target.mkdir(parents=True, exist_ok=True)
     for f in wordnet.iterdir():
         if f.is_file() and not (target / f.name).exists():
-            (target / f.name).symlink_to(f)
+            shutil.copyfile(f, target / f.name)  # NLTK refuses links that leave its folder
     (target / "lexnames").write_text(
         "".join(f"{i:02d}\t{n}\t{n.split('.')[0]}\n" for i, n in enumerate(LEXNAMES))
     )
+    # TextAttack's StopwordModification reads NLTK's English list: give it dlsec's (the same words).
+    stop = root / "corpora" / "stopwords"
+    stop.mkdir(parents=True, exist_ok=True)
+    (stop / "english").write_text("".join(f"{w}\n" for w in sorted(STOPWORDS)))
     return root
 
 
