@@ -32,6 +32,7 @@ def keys(home: Path) -> dict[str, str]:
     out = {
         "client": store.create(role="client", models=["clf"])[0],
         "other": store.create(role="client", models=["nothing-here"])[0],
+        "viewer": store.create(role="viewer", models=["clf"])[0],
         "operator": store.create(role="operator")[0],
         "admin": store.create(role="admin")[0],
         "label": store.create(role="client", output="label")[0],

@@ -109,10 +109,11 @@ def world(tmp_path: Path) -> World:
         reg.add(_model(tmp_path, "o1", 3, signing), "other")
         store = KeyStore(reg.db)
         made = {
-            "viewer": store.create(role="client", actor="test"),
+            "viewer": store.create(role="viewer", actor="test"),
             "operator": store.create(role="operator", actor="test"),
             "admin": store.create(role="admin", actor="test"),
-            "scoped": store.create(role="client", models=["other"], budget=100, actor="test"),
+            "scoped": store.create(role="viewer", models=["other"], budget=100, actor="test"),
+            "client": store.create(role="client", actor="test"),
         }
         reg.audit.append(
             "gateway.alert",

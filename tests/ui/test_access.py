@@ -94,6 +94,20 @@ def test_login_needs_its_csrf_token_and_a_valid_key(client: TestClient, world: W
     assert world.keys["viewer"] not in answer.text
 
 
+def test_a_client_key_cannot_open_the_dashboard(client: TestClient, world: World) -> None:
+    """A client key predicts; the fleet's state (audit log, incidents, keys) is for viewers and up."""
+    token = csrf_of(client.get("/login").text)
+    answer = client.post("/login", data={"key": world.keys["client"], "csrf": token})
+    assert answer.status_code == 403 and "a client key cannot open the dashboard" in answer.text
+    assert SESSION not in client.cookies
+    registry = Registry.open(home=world.home)
+    try:
+        refused = [e for e in registry.audit.entries() if e.action == "ui.login-refused"]
+    finally:
+        registry.close()
+    assert [e.subject for e in refused] == [f"apikey:{world.key_ids['client']}"]
+
+
 SESSION = "dlsec_ui_session"
 
 

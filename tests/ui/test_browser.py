@@ -56,7 +56,7 @@ def served(tmp_path: Path) -> Iterator[dict[str, Any]]:
             )
             reg.promote("clf", version)
         store = KeyStore(reg.db)
-        keys = {role: store.create(role=role, actor="test")[0] for role in ("client", "operator")}
+        keys = {role: store.create(role=role, actor="test")[0] for role in ("client", "viewer", "operator")}
     finally:
         reg.close()
     gateway = Gateway(GatewayConfig(models=["clf"], refresh_seconds=0, detector_process=False), home=home)
@@ -158,7 +158,7 @@ def test_dashboard_in_chromium_end_to_end(served: dict[str, Any], tmp_path: Path
         # A viewer: no controls, and a forged POST with its own valid CSRF token is refused.
         page.click("header .who button")
         page.wait_for_url(re.compile(r".*/ui/login.*"))
-        log_in(keys["client"])
+        log_in(keys["viewer"])
         page.goto(f"{ui}/models/clf")
         assert page.locator("button.danger").count() == 0 and page.locator("#aliases form").count() == 0
         shot("08-viewer-model")

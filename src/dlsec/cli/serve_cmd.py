@@ -27,7 +27,9 @@ def _keystore(ctx: typer.Context, url: str | None) -> KeyStore:
 @keys_app.command("create")
 def keys_create(
     ctx: typer.Context,
-    role: Annotated[str, typer.Option("--role", help="client, operator or admin.")] = "client",
+    role: Annotated[
+        str, typer.Option("--role", help="client, viewer (reads the dashboard), operator or admin.")
+    ] = "client",
     models: Annotated[
         str | None, typer.Option("--models", help="Comma-separated model names (default: every model).")
     ] = None,
@@ -151,6 +153,9 @@ def serve(
     ] = None,
     webhook: Annotated[str | None, typer.Option("--webhook", help="POST every alert as JSON here.")] = None,
     registry_url: RegistryUrlOpt = None,
+    ui: Annotated[
+        bool, typer.Option("--ui", help="Serve the web dashboard beside the gateway, under /ui.")
+    ] = False,
 ) -> None:
     """Serve registry models behind API keys, limits, output hardening and extraction detection.
 
@@ -184,11 +189,18 @@ def serve(
         os.environ["DLSEC_HOME"] = str(home)
     if registry_url is not None:
         os.environ["DLSEC_REGISTRY_URL"] = registry_url
+    factory = "dlsec.respond.gateway:app_from_env"
+    if ui:
+        import secrets
+
+        factory = "dlsec.ui.app:gateway_with_dashboard_from_env"
+        os.environ.setdefault("DLSEC_UI_SECRET", secrets.token_hex(32))  # one for all workers
     err_console().print(
-        f"dlsec gateway on http://{host}:{port} serving {', '.join(cfg.models)}", markup=False
+        f"dlsec gateway on http://{host}:{port} serving {', '.join(cfg.models)}"
+        + (f"; dashboard on http://{host}:{port}/ui/" if ui else ""),
+        markup=False,
     )
-    uvicorn.run("dlsec.respond.gateway:app_from_env", factory=True, host=host, port=port, workers=workers,
-                log_level="warning")  # fmt: skip
+    uvicorn.run(factory, factory=True, host=host, port=port, workers=workers, log_level="warning")
 
 
 def _check_files(cfg: GatewayConfig) -> None:

@@ -4,8 +4,9 @@ A key reads ``dlsec_<id>_<secret>``: the id (12 hex digits) finds the record, th
 random bytes, URL-safe base64) is checked against ``SHA-256(salt || secret)`` in constant time.
 A slow password hash is not needed: the secret has 256 bits of entropy, not a human's.
 
-Roles: ``client`` (predict on its models), ``operator`` (also alerts and quarantine), ``admin``
-(also key management). A key may be limited to some models, a request rate (``10/second``,
+Roles, each including the ones before it: ``client`` (predict on its models), ``viewer`` (also
+reads the dashboard: models, reports, the audit log, incidents; a client key cannot open it),
+``operator`` (also alerts, quarantine and rollback), ``admin`` (also key management). A key may be limited to some models, a request rate (``10/second``,
 ``600/minute``), a budget of predictions (rows) and an output policy (``full``, ``top-K``,
 ``rounded-D``, ``label``). Creating and revoking keys is in the audit log.
 """
@@ -28,7 +29,7 @@ from dlsec.store._db import Database, api_keys
 
 __all__ = ["ApiKey", "KeyStore", "OutputPolicy", "Rate", "ROLES", "parse_output", "parse_rate"]
 
-ROLES = ("client", "operator", "admin")
+ROLES = ("client", "viewer", "operator", "admin")
 _RANK = {r: i for i, r in enumerate(ROLES)}
 _KEY = re.compile(r"^dlsec_([0-9a-f]{12})_([A-Za-z0-9_-]{20,100})$")
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|day|s|m|h|d)\s*$")
@@ -175,7 +176,7 @@ class KeyStore:
     ) -> tuple[str, ApiKey]:
         """Create a key; return ``(the key, shown once, its record)``."""
         if role not in ROLES:
-            raise UsageError(f"bad role {role!r}: use client, operator or admin")
+            raise UsageError(f"bad role {role!r}: use client, viewer, operator or admin")
         if budget is not None and not 1 <= budget <= _MAX_BUDGET:
             raise UsageError(f"--budget must be a number of predictions from 1 to {_MAX_BUDGET}")
         parsed_rate = parse_rate(rate)

@@ -58,7 +58,7 @@ REPORT_CSP = (
 )
 MAX_FORM_BYTES = 64 * 1024
 AUDIT_PAGE = 50
-ROLE_NAMES = {"client": "viewer", "operator": "operator", "admin": "admin"}
+ROLE_NAMES = {"client": "client", "viewer": "viewer", "operator": "operator", "admin": "admin"}
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ class User:
 
     @property
     def role(self) -> str:
-        """The dashboard's name for the key's role: viewer (a client key), operator or admin."""
+        """The key's role: viewer, operator or admin (a client key cannot log in)."""
         return ROLE_NAMES[self.key.role]
 
     @property
@@ -275,6 +275,30 @@ def create_dashboard(
     return app
 
 
+def gateway_with_dashboard_from_env() -> FastAPI:
+    """What ``dlsec serve --ui`` runs in each worker: the gateway built from
+    ``$DLSEC_GATEWAY_CONFIG`` with the dashboard beside it under ``/ui``.
+
+    The session secret comes from ``$DLSEC_UI_SECRET`` (hex), which the command sets once for
+    all its workers, so a session made by one worker is honoured by the others. A logout ends
+    the session in the worker that served it; the others honour the cookie until it expires.
+    """
+    import os
+    import sys
+
+    from dlsec.respond import build_gateway
+    from dlsec.serve import GatewayConfig, create_app
+
+    cfg = GatewayConfig.model_validate_json(os.environ["DLSEC_GATEWAY_CONFIG"])
+    sys.setswitchinterval(0.001)  # as the gateway alone: the request path gets the interpreter back fast
+    gateway = build_gateway(cfg)
+    secret = os.environ.get("DLSEC_UI_SECRET")
+    return beside(
+        create_app(gateway),
+        create_dashboard(registry=gateway.registry, secret=bytes.fromhex(secret) if secret else None),
+    )
+
+
 def beside(gateway_app: FastAPI, dashboard_app: FastAPI, *, prefix: str = "/ui") -> FastAPI:
     """One app serving ``dashboard_app`` under ``prefix`` and ``gateway_app`` everywhere else.
 
@@ -355,6 +379,12 @@ def _pages(app: FastAPI, render: Render) -> None:  # noqa: C901 - one route per 
         if not dash.signer.check_login_token(request.cookies.get(LOGIN_COOKIE), form.get("csrf")):
             raise _Refused(403, "missing or wrong CSRF token; reload the login page and try again")
         key = dash.login(form.get("key", ""))
+        if key is not None and not key.may("viewer"):
+            # a client key predicts; reading the fleet's state (audit log, incidents) is not its
+            dash.audit.append(
+                "ui.login-refused", f"apikey:{key.id}", {"role": key.role}, actor=f"apikey:{key.id}"
+            )
+            raise _Refused(403, "a client key cannot open the dashboard; use a viewer, operator or admin key")
         if key is None:
             nonce = dash.signer.login_nonce()
             response = render(
