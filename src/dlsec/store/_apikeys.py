@@ -6,9 +6,10 @@ A slow password hash is not needed: the secret has 256 bits of entropy, not a hu
 
 Roles, each including the ones before it: ``client`` (predict on its models), ``viewer`` (also
 reads the dashboard: models, reports, the audit log, incidents; a client key cannot open it),
-``operator`` (also alerts, quarantine and rollback), ``admin`` (also key management). A key may be limited to some models, a request rate (``10/second``,
-``600/minute``), a budget of predictions (rows) and an output policy (``full``, ``top-K``,
-``rounded-D``, ``label``). Creating and revoking keys is in the audit log.
+``operator`` (also alerts, quarantine and rollback), ``admin`` (also key management). A key may
+be limited to some models, a request rate (``10/second``, ``600/minute``), a budget of
+predictions (rows) and an output policy (``full``, ``top-K``, ``rounded-D``, ``label``).
+Creating and revoking keys is in the audit log.
 """
 
 from __future__ import annotations

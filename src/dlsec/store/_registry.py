@@ -533,15 +533,43 @@ class Registry:
                 broken += self._gates(lineage["report_sha256"], policy)
         return broken
 
-    def _gates(self, digest: str, policy: Policy) -> list[str]:
+    def _stored_report(self, digest: str) -> dict[str, Any]:
         path = self.db.root / "reports" / f"{digest}.json"
         try:
             raw = path.read_bytes()
         except OSError:
-            return [f"gates: the recorded report {digest[:12]} is missing from the registry"]
+            raise RegistryError(f"the recorded report {digest[:12]} is missing from the registry") from None
         if hashlib.sha256(raw).hexdigest() != digest:
-            return [f"gates: the recorded report {digest[:12]} was altered"]
-        report = json.loads(raw)
+            raise PolicyError(f"the recorded report {digest[:12]} was altered")
+        try:
+            report = json.loads(raw)
+        except ValueError:
+            report = None
+        if not isinstance(report, dict):
+            raise PolicyError(f"the recorded report {digest[:12]} is not a report")
+        return report
+
+    def report(self, record: VersionRecord) -> dict[str, Any] | None:
+        """The assessment report recorded with ``record`` (``None`` when none was), its SHA-256
+        checked against the one recorded at registration.
+
+        Raises:
+            RegistryError: the stored report is missing.
+            PolicyError: it was altered (or is not a report).
+        """
+        digest = record.lineage.get("report_sha256")
+        if not digest:
+            return None
+        try:
+            return self._stored_report(str(digest))
+        except (RegistryError, PolicyError) as exc:
+            raise type(exc)(f"{record.ref}: {exc}") from None
+
+    def _gates(self, digest: str, policy: Policy) -> list[str]:
+        try:
+            report = self._stored_report(digest)
+        except (RegistryError, PolicyError) as exc:
+            return [f"gates: {exc}"]
         if policy.gates is None:
             return [] if report.get("passed") else ["gates: the recorded assessment did not pass its gates"]
         return [f"gates: {failure}" for failure in policy.gates(report)]

@@ -6,12 +6,10 @@ inline SVG charts) and the templates draw it, escaped by Jinja.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from dlsec.errors import PolicyError, RegistryError, UsageError
+from dlsec.errors import RegistryError, UsageError
 from dlsec.store import Incident, Registry, VersionRecord, parse_ref
 
 __all__ = [
@@ -25,27 +23,9 @@ __all__ = [
 
 
 def load_report(registry: Registry, record: VersionRecord) -> dict[str, Any] | None:
-    """The assessment report recorded with ``record`` (None when none was), its hash checked.
-
-    The registry keeps each recorded ``report.json`` under its database folder, named by its
-    SHA-256 (``reports/DIGEST.json``); a file whose hash no longer matches is refused.
-    """
-    digest = record.lineage.get("report_sha256")
-    if not digest:
-        return None
-    path = registry.db.root / "reports" / f"{digest}.json"
-    try:
-        raw = path.read_bytes()
-    except OSError:
-        raise RegistryError(
-            f"{record.ref}: the recorded report {digest[:12]} is missing from the registry"
-        ) from None
-    if hashlib.sha256(raw).hexdigest() != digest:
-        raise PolicyError(f"{record.ref}: the recorded report {digest[:12]} was altered")
-    report = json.loads(raw)
-    if not isinstance(report, dict):
-        raise PolicyError(f"{record.ref}: the recorded report {digest[:12]} is not a report")
-    return report
+    """The assessment report recorded with ``record`` (None when none was), its hash checked
+    by the registry (a missing or altered report is an error)."""
+    return registry.report(record)
 
 
 # -- charts ---------------------------------------------------------------------------------
