@@ -112,6 +112,8 @@ def main() -> None:
     parser.add_argument("--matrix-only", action="store_true", help="only the attack-by-defence matrix")
     parser.add_argument("--attacks", nargs="*", default=None, help="a subset of the attacks")
     parser.add_argument("--defenses", nargs="*", default=None, help="a subset of the defences")
+    parser.add_argument("--clients", type=int, default=None, help="override the number of clients")
+    parser.add_argument("--rounds", type=int, default=None, help="override the number of rounds")
     parser.add_argument("--out", type=Path, default=None, help="also write the numbers as JSON")
     args = parser.parse_args()
     threads = torch.get_num_threads()
@@ -119,6 +121,7 @@ def main() -> None:
     report: dict[str, Any] = {}
     if not args.cost_only:
         clients, rounds = (20, 6) if args.quick else (100, 30)
+        clients, rounds = args.clients or clients, args.rounds or rounds
         base = FLConfig(
             num_clients=clients,
             malicious_fraction=0.2,

@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
+import numpy as np
 import torch
 
 from dlsec.errors import UsageError
@@ -188,13 +189,20 @@ class FedAvg(Aggregator):
         return Aggregate(w @ updates, frozenset(), w)
 
 
+def _partitioned(updates: torch.Tensor, kth: tuple[int, ...]) -> torch.Tensor:
+    """``(d, n)``: each coordinate's ``n`` values, partitioned so that the ``kth`` ranks hold
+    their sorted values (NumPy's introselect on contiguous rows: several times faster than
+    ``torch.kthvalue`` or a sort along the client axis)."""
+    rows = np.ascontiguousarray(updates.detach().cpu().numpy().T)
+    return torch.from_numpy(np.partition(rows, sorted(set(kth)), axis=1)).to(updates.device)
+
+
 def coordinate_median(updates: torch.Tensor) -> torch.Tensor:
     """The coordinate-wise median, the mean of the two middle values when ``n`` is even (as NumPy)."""
     n = updates.shape[0]
-    low = torch.kthvalue(updates, (n + 1) // 2, dim=0).values
-    if n % 2:
-        return low
-    return (low + torch.kthvalue(updates, n // 2 + 1, dim=0).values) / 2
+    lo, hi = (n - 1) // 2, n // 2
+    part = _partitioned(updates, (lo, hi))
+    return (part[:, lo] + part[:, hi]) / 2
 
 
 @register_aggregator("median")
@@ -237,11 +245,11 @@ class TrimmedMean(Aggregator):
         k = int(self.beta * n)
         if k == 0:
             return Aggregate(updates.mean(dim=0), frozenset(), torch.full((n,), 1.0 / n))
-        # two top-k passes instead of a full sort: the trimmed sum is the total less both tails
-        high = torch.topk(updates, k, dim=0)
-        low = torch.topk(updates, k, dim=0, largest=False)
-        mean = (updates.sum(dim=0) - high.values.sum(dim=0) - low.values.sum(dim=0)) / (n - 2 * k)
-        cut = torch.bincount(torch.cat([high.indices.flatten(), low.indices.flatten()]), minlength=n)
+        part = _partitioned(updates, (k, n - k - 1))
+        mean = part[:, k : n - k].mean(dim=1)
+        # a client's value is cut where it lies outside the kept band (ties at the edges count as kept)
+        outside = (updates < part[:, k]) | (updates > part[:, n - k - 1])
+        cut = outside.sum(dim=1)
         share = 1.0 - cut.float() / d
         return Aggregate(mean, _excluded(ids, share >= 0.5), share / share.sum())
 
