@@ -41,7 +41,7 @@ LEXNAMES = [
 ]  # fmt: skip
 
 TEXTATTACK_SIDE = r"""
-import json, sys, time
+import json, math, sys, time
 import numpy as np, torch
 from safetensors.torch import load_file
 from tokenizers import Tokenizer
@@ -77,6 +77,15 @@ class Bag(ModelWrapper):
         logits = pooled @ state["head.weight"].T + state["head.bias"]
         return torch.softmax(logits.double(), 1).numpy()
 
+class FloorBudget(MaxWordsPerturbed):
+    # TextAttack rounds the budget up (ceil(0.2 * 18 words) = 4 words, 22%); dlsec never exceeds
+    # the fraction (floor: 3 words). Compare at the same budget: TextAttack's check with floor.
+    def _check_constraint(self, transformed_text, reference_text):
+        changed = len(transformed_text.all_words_diff(reference_text))
+        words = min(len(transformed_text.words), len(reference_text.words))
+        return changed <= math.floor(words * self.max_percent + 1e-9)
+
+
 wrapper = Bag()
 data = json.load(open(args["data"]))
 print(json.dumps({"clean": wrapper(data["texts"]).argmax(1).tolist()}), flush=True)
@@ -84,9 +93,11 @@ from textattack.attack_recipes import PWWSRen2019, DeepWordBugGao2018
 rows = {}
 for name, recipe in (("pwws", PWWSRen2019), ("deepwordbug", DeepWordBugGao2018)):
     attack = recipe.build(wrapper)
-    budget = MaxWordsPerturbed(max_percent=args["max_change"])
-    attack = Attack(attack.goal_function, attack.constraints + [budget],
-                    attack.transformation, attack.search_method)
+    budget = FloorBudget(max_percent=args["max_change"])
+    # Attack() takes every constraint in one list; the recipe keeps its pre-transformation ones
+    # (stop words, no repeats) apart, so both lists go back in.
+    kept = attack.pre_transformation_constraints + attack.constraints + [budget]
+    attack = Attack(attack.goal_function, kept, attack.transformation, attack.search_method)
     ds = Dataset(list(zip(data["texts"], data["labels"])))
     attack_args = AttackArgs(num_examples=len(data["texts"]), disable_stdout=True, silent=True)
     attacker = Attacker(attack, ds, attack_args)

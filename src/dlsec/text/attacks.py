@@ -205,6 +205,7 @@ class TextOracle:
         limit: int,
         protected: frozenset[int],
         query_budget: int | None,
+        clean: np.ndarray | None = None,
     ) -> None:
         self.model = model
         self.original = original
@@ -214,6 +215,14 @@ class TextOracle:
         self.query_budget = query_budget
         self.queries = 0
         self.found: Words | None = None
+        self._clean = clean
+
+    @property
+    def clean(self) -> np.ndarray:
+        """The model's probabilities on the clean text (from the attack's clean query, or one probe)."""
+        if self._clean is None:
+            self._clean = self.probe([self.original.text()])[0]
+        return self._clean
 
     def changed(self, words: Words) -> tuple[int, ...]:
         return tuple(
@@ -324,7 +333,8 @@ class TextAttack(ABC):
             raise UsageError(f"labels must lie in 0..{model.num_classes - 1}")
         if isinstance(model, TokenizedModel):
             model.truncated_texts = 0
-        clean_pred = model.predict(texts) if texts else np.zeros(0, dtype=np.int64)
+        clean_probs = model.probs(texts) if texts else np.zeros((0, model.num_classes))
+        clean_pred = np.asarray(clean_probs.argmax(axis=1), dtype=np.int64)
         rng = np.random.default_rng(self.seed)
         adv: list[str] = list(texts)
         queries = np.ones(len(texts), dtype=np.int64)
@@ -343,6 +353,7 @@ class TextAttack(ABC):
                 limit=math.floor(self.max_change * len(words) + 1e-9),
                 protected=self._protected(words),
                 query_budget=None if self.query_budget is None else self.query_budget - 1,
+                clean=clean_probs[i],
             )
             if oracle.limit >= 1 and oracle.changeable():
                 try:
@@ -402,23 +413,34 @@ def _cased(original: str, new: str) -> str:
     return new
 
 
-def _unk_saliency(oracle: TextOracle, p0: float) -> np.ndarray:
-    """Drop in the true-class probability when each word is replaced by ``[UNK]``."""
-    probes = [oracle.original.replace(k, UNK).text() for k in range(len(oracle.original))]
-    return p0 - oracle.probe(probes)[:, oracle.label]
+def _unk_saliency(oracle: TextOracle) -> np.ndarray:
+    """Drop in the true-class probability when each word is replaced by ``[UNK]``.
+
+    Only the words a candidate may change are probed; the others score ``-inf``.
+    """
+    keys = oracle.changeable()
+    out = np.full(len(oracle.original), -np.inf)
+    probes = [oracle.original.replace(k, UNK).text() for k in keys]
+    if keys:
+        out[keys] = oracle.clean[oracle.label] - oracle.probe(probes)[:, oracle.label]
+    return out
 
 
-def _deletion_importance(oracle: TextOracle, p0: np.ndarray) -> np.ndarray:
+def _deletion_importance(oracle: TextOracle) -> np.ndarray:
     """TextFooler's importance: the drop in the true class when a word is deleted, plus the rise
-    of the new class where deletion changes the prediction."""
-    probes = [oracle.original.replace(k, "").text() for k in range(len(oracle.original))]
-    probs = oracle.probe(probes)
-    label = oracle.label
+    of the new class where deletion changes the prediction (changeable words only, else ``-inf``)."""
+    keys = oracle.changeable()
+    out = np.full(len(oracle.original), -np.inf)
+    if not keys:
+        return out
+    p0, label = oracle.clean, oracle.label
+    probs = oracle.probe([oracle.original.replace(k, "").text() for k in keys])
     score = p0[label] - probs[:, label]
     pred = probs.argmax(axis=1)
     flip = pred != label
     score[flip] += probs[flip, pred[flip]] - p0[pred[flip]]
-    return np.asarray(score, dtype=np.float64)
+    out[keys] = score
+    return out
 
 
 def word_importance(model: TextClassifier, text: str, label: int, *, method: str = "deletion") -> np.ndarray:
@@ -433,10 +455,7 @@ def word_importance(model: TextClassifier, text: str, label: int, *, method: str
         raise UsageError(f"method must be deletion or unk, got {method!r}")
     words = Words.of(text)
     oracle = TextOracle(model, words, label, limit=len(words), protected=frozenset(), query_budget=None)
-    p0 = oracle.probe([text])[0]
-    return (
-        _deletion_importance(oracle, p0) if method == "deletion" else _unk_saliency(oracle, float(p0[label]))
-    )
+    return _deletion_importance(oracle) if method == "deletion" else _unk_saliency(oracle)
 
 
 class _WordNetAttack(TextAttack):
@@ -497,8 +516,8 @@ class PWWS(_WordNetAttack):
 
     def run(self, oracle: TextOracle, rng: np.random.Generator) -> None:
         words = oracle.original
-        p0 = float(oracle.probe([words.text()])[0, oracle.label])
-        saliency = _unk_saliency(oracle, p0)
+        p0 = float(oracle.clean[oracle.label])
+        saliency = _unk_saliency(oracle)
         best: dict[int, tuple[float, Words]] = {}
         cands: list[Words] = []
         owner: list[int] = []
@@ -578,9 +597,8 @@ class TextFooler(_WordNetAttack):
 
     def run(self, oracle: TextOracle, rng: np.random.Generator) -> None:
         words = oracle.original
-        p0 = oracle.probe([words.text()])[0]
-        importance = _deletion_importance(oracle, p0)
-        current, p_cur = words, float(p0[oracle.label])
+        importance = _deletion_importance(oracle)
+        current, p_cur = words, float(oracle.clean[oracle.label])
         for k in sorted(oracle.changeable(), key=lambda k: -importance[k]):
             if len(oracle.changed(current)) >= oracle.limit:
                 return
@@ -639,9 +657,8 @@ class DeepWordBug(TextAttack):
 
     def run(self, oracle: TextOracle, rng: np.random.Generator) -> None:
         words = oracle.original
-        p0 = float(oracle.probe([words.text()])[0, oracle.label])
-        saliency = _unk_saliency(oracle, p0)
-        current, p_cur = words, p0
+        saliency = _unk_saliency(oracle)
+        current, p_cur = words, float(oracle.clean[oracle.label])
         for k in sorted(oracle.changeable(), key=lambda k: -saliency[k]):
             if len(oracle.changed(current)) >= oracle.limit:
                 return
