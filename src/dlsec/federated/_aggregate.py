@@ -248,7 +248,8 @@ class TrimmedMean(Aggregator):
         part = _partitioned(updates, (k, n - k - 1))
         mean = part[:, k : n - k].mean(dim=1)
         # a client's value is cut where it lies outside the kept band (ties at the edges count as kept)
-        outside = (updates < part[:, k]) | (updates > part[:, n - k - 1])
+        low, high = part[:, k].contiguous(), part[:, n - k - 1].contiguous()
+        outside = (updates < low) | (updates > high)
         cut = outside.sum(dim=1)
         share = 1.0 - cut.float() / d
         return Aggregate(mean, _excluded(ids, share >= 0.5), share / share.sum())
