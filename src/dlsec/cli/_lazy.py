@@ -109,7 +109,7 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
     "incident": (("respond_cmd",), "Incidents opened by playbooks, and playbook dry runs."),
     "gen": (
         ("gen_cmd",),
-        "Generative models: C2PA-signed samples, provenance checks, invisible watermarks.",
+        "Generative models: C2PA-signed samples, provenance checks, watermarks, detection.",
     ),
     "fl": (
         ("fl_cmd",),

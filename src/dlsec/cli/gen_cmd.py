@@ -1,8 +1,9 @@
-"""``dlsec gen``: sample signed images from a built-in generator, verify their C2PA provenance, watermark.
+"""``dlsec gen``: signed samples from a built-in generator, C2PA checks, watermarks, detection.
 
 ``dlsec gen verify`` exits 0 when every file's manifest is intact and trusted, 1 when one is
 missing, tampered, untrusted or invalid (naming which), and 2 when a file is bad input (corrupt,
 unreadable, not PNG or JPEG); bad input wins, since the check could not run on that file.
+``dlsec gen detect`` follows the same rule: 1 when an image is flagged as generated.
 """
 
 from __future__ import annotations
@@ -17,13 +18,21 @@ from dlsec.cli._app import JsonOpt, app, emit_json, err_console, out_console, se
 from dlsec.errors import EXIT_FINDING, EXIT_OK, EXIT_USAGE, Error, UsageError
 
 group = typer.Typer(
-    help="Generative models: C2PA-signed samples, provenance checks, invisible watermarks.",
+    help="Generative models: C2PA-signed samples, provenance checks, watermarks, detection.",
     no_args_is_help=True,
 )
 app.add_typer(group, name="gen")
 watermark_group = typer.Typer(
-    help="The DWT-DCT invisible watermark (invisible-watermark).", no_args_is_help=True
+    help="Invisible watermarks: the learned one (HiDDeN-style) or DWT-DCT (invisible-watermark).",
+    no_args_is_help=True,
 )
+MethodOpt = Annotated[
+    str,
+    typer.Option(
+        "--method",
+        help="learned (32 bits, any image of 32x32 or more) or dwtdct (256x256 or more).",
+    ),
+]
 group.add_typer(watermark_group, name="watermark")
 
 
@@ -31,7 +40,9 @@ group.add_typer(watermark_group, name="watermark")
 def gen_sample(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the signed PNG files.")],
-    model: Annotated[str, typer.Option("--model", help="Built-in generator.")] = "zoo-gan",
+    model: Annotated[
+        str, typer.Option("--model", help="Built-in generator: zoo-gan or zoo-vae.")
+    ] = "zoo-gan",
     n: Annotated[int, typer.Option("--n", min=1, max=10000, help="Number of images.")] = 16,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the latent draws.")] = 0,
     size: Annotated[
@@ -39,8 +50,11 @@ def gen_sample(
     ] = 256,
     watermark: Annotated[
         str | None,
-        typer.Option("--watermark", help="Embed this text as a DWT-DCT watermark before signing."),
+        typer.Option("--watermark", help="Embed this text as a watermark before signing."),
     ] = None,
+    watermark_method: Annotated[
+        str, typer.Option("--watermark-method", help="learned or dwtdct (the default).")
+    ] = "dwtdct",
     json_out: JsonOpt = False,
 ) -> None:
     """Draw images from a generator; each PNG carries a signed C2PA manifest (generator, weights digest).
@@ -53,7 +67,16 @@ def gen_sample(
     from dlsec.generative import write_samples
 
     message = watermark.encode("utf-8") if watermark is not None else None
-    files = write_samples(model, out, n=n, seed=seed, size=size, watermark=message, home=settings(ctx).home)
+    files = write_samples(
+        model,
+        out,
+        n=n,
+        seed=seed,
+        size=size,
+        watermark=message,
+        watermark_method=watermark_method,
+        home=settings(ctx).home,
+    )
     rows = [{"path": str(f.path), "sha256": f.sha256} for f in files]
     if json_out:
         emit_json({"model": model, "seed": seed, "files": rows})
@@ -124,38 +147,47 @@ def _read(path: Path) -> Any:
 
 @watermark_group.command("embed")
 def watermark_embed(
-    image: Annotated[Path, typer.Argument(help="Image (PNG or JPEG), at least 256x256.")],
+    ctx: typer.Context,
+    image: Annotated[Path, typer.Argument(help="Image (PNG or JPEG).")],
     message: Annotated[str, typer.Option("--message", "-m", help="Text to embed (UTF-8).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Watermarked PNG to write.")],
+    method: MethodOpt = "dwtdct",
     json_out: JsonOpt = False,
 ) -> None:
-    """Embed an invisible DWT-DCT watermark; write a PNG (a C2PA manifest in the input is not kept).
+    """Embed an invisible watermark; write a PNG (a C2PA manifest in the input is not kept).
 
     Example:
 
     \b
-        dlsec gen watermark embed in.png --message dlsec --out marked.png
+        dlsec gen watermark embed in.png -m dlsc --method learned -o marked.png
     """
     from dlsec.fsutil import atomic_write_bytes
-    from dlsec.generative import embed_watermark, render_png, watermark_capacity
+    from dlsec.generative import get_watermark, render_png
 
     rgb = _read(image)
     data = message.encode("utf-8")
-    marked = embed_watermark(rgb, data)
+    marker = get_watermark(method, home=settings(ctx).home)
+    marked = marker.embed(rgb, data)
     atomic_write_bytes(out, render_png(marked))
-    payload = {"path": str(out), "bits": len(data) * 8, "capacity_bits": watermark_capacity(rgb.shape)}
+    payload = {
+        "path": str(out),
+        "method": method,
+        "bits": len(data) * 8,
+        "capacity_bits": marker.capacity(rgb.shape),
+    }
     if json_out:
         emit_json(payload)
         return
     out_console().print(
         f"{len(data) * 8}-bit watermark embedded in {escape(str(out))} "
-        f"(capacity {payload['capacity_bits']} bits); detect with --bits {len(data) * 8}"
+        f"(capacity {payload['capacity_bits']} bits); detect with --method {method} --bits {len(data) * 8}"
     )
 
 
 @watermark_group.command("detect")
 def watermark_detect(
-    image: Annotated[Path, typer.Argument(help="Image (PNG or JPEG), at least 256x256.")],
+    ctx: typer.Context,
+    image: Annotated[Path, typer.Argument(help="Image (PNG or JPEG).")],
     expect: Annotated[
         str | None,
         typer.Option(
@@ -168,16 +200,17 @@ def watermark_detect(
     threshold: Annotated[
         float, typer.Option("--threshold", min=0.5, max=1.0, help="Bit accuracy that counts as found.")
     ] = 0.9,
+    method: MethodOpt = "dwtdct",
     json_out: JsonOpt = False,
 ) -> None:
-    """Read a DWT-DCT watermark; with --expect, report bit accuracy and exit 1 when it is not found.
+    """Read a watermark; with --expect, report bit accuracy and exit 1 when it is not found.
 
     Example:
 
     \b
-        dlsec gen watermark detect marked.png --expect dlsec
+        dlsec gen watermark detect marked.png --method learned --expect dlsc
     """
-    from dlsec.generative import WatermarkMissingError, bit_accuracy, detect_watermark, message_bits
+    from dlsec.generative import WatermarkMissingError, bit_accuracy, get_watermark, message_bits
 
     expected = message_bits(expect.encode("utf-8")) if expect is not None else None
     if bits is None:
@@ -186,8 +219,13 @@ def watermark_detect(
         bits = len(expected)
     if expected is not None and bits != len(expected):
         raise UsageError(f"--bits {bits} differs from the {len(expected)} bits of --expect")
-    found = detect_watermark(_read(image), bits)
-    payload: dict[str, Any] = {"path": str(image), "bits": "".join(map(str, found.tolist()))}
+    rgb = _read(image)
+    found = get_watermark(method, home=settings(ctx).home).detect(rgb, bits)
+    payload: dict[str, Any] = {
+        "path": str(image),
+        "method": method,
+        "bits": "".join(map(str, found.tolist())),
+    }
     if bits % 8 == 0:
         import numpy as np
 
@@ -212,3 +250,76 @@ def watermark_detect(
         raise WatermarkMissingError(
             f"{image}: expected watermark not found (bit accuracy {accuracy:.3f} < {threshold})"
         )
+
+
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def _image_files(paths: list[Path]) -> list[Path]:
+    """Files as given; folders expanded to their PNG and JPEG files (sorted, not recursive)."""
+    out: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES)
+            if not found:
+                raise UsageError(f"{path}: no PNG or JPEG files in this folder")
+            out.extend(found)
+        else:
+            out.append(path)
+    return out
+
+
+@group.command("detect")
+def gen_detect(
+    ctx: typer.Context,
+    paths: Annotated[list[Path], typer.Argument(help="Images (PNG or JPEG) or folders of them.")],
+    detector: Annotated[
+        str,
+        typer.Option("--detector", help="spectrum-gan (trained on zoo-gan) or spectrum-vae (on zoo-vae)."),
+    ] = "spectrum-gan",
+    json_out: JsonOpt = False,
+) -> None:
+    """Flag generated images (a CNN on the image and its spectrum); exit 1 when one is flagged.
+
+    The threshold holds a 1% false positive rate on held-out real digits.
+
+    Example:
+
+    \b
+        dlsec gen detect samples/ --detector spectrum-gan
+    """
+    from dlsec.generative import load_synthetic_detector, read_rgb
+
+    files = _image_files(paths)
+    det = load_synthetic_detector(detector, home=settings(ctx).home)
+    results: list[dict[str, Any]] = []
+    code = EXIT_OK
+    for path in files:
+        try:
+            rgb = read_rgb(path)
+        except Error as exc:
+            results.append({"path": str(path), "error": type(exc).__name__, "reason": str(exc)})
+            code = max(code, EXIT_USAGE)
+            continue
+        score = float(det.score([rgb])[0])
+        flagged = score > det.threshold_
+        results.append({"path": str(path), "score": score, "generated": flagged})
+        if flagged:
+            code = max(code, EXIT_FINDING)
+    flagged_n = sum(1 for r in results if r.get("generated"))
+    if json_out:
+        emit_json({"detector": detector, "threshold": det.threshold_, "flagged": flagged_n, "files": results})
+    else:
+        out, err = out_console(), err_console()
+        for row in results:
+            if "error" in row:
+                err.print(f"ERROR {row['reason']}", markup=False)
+            else:
+                verdict = "GENERATED" if row["generated"] else "real     "
+                out.print(f"{verdict} {row['score']:+7.2f}  {row['path']}", markup=False)
+        out.print(
+            f"{flagged_n} of {len(results)} flagged as generated by {escape(detector)} "
+            f"(threshold {det.threshold_:+.2f}, 1% false positives on real digits)"
+        )
+    if code:
+        raise typer.Exit(code)

@@ -1,4 +1,4 @@
-"""Generative models: built-in generators, C2PA provenance for their outputs, invisible watermarks.
+"""Generative models: built-in generators, C2PA provenance, watermarks, a synthetic-image detector.
 
 The names resolve lazily (PEP 562): provenance and watermark checks import neither torch nor the
 generators, so ``dlsec gen verify`` starts light.
@@ -17,6 +17,12 @@ from typing import TYPE_CHECKING, Any
 from dlsec.lazy import resolve
 
 if TYPE_CHECKING:
+    from dlsec.generative._detect import (
+        SYNTHETIC_DETECTORS,
+        SpectrumDetector,
+        SyntheticDetectorEntry,
+        load_synthetic_detector,
+    )
     from dlsec.generative._gan import (
         GENERATORS,
         Generator,
@@ -25,6 +31,11 @@ if TYPE_CHECKING:
         load_generator,
         register_generator,
         train_generator,
+    )
+    from dlsec.generative._learned import (
+        LearnedWatermark,
+        LearnedWatermarkEntry,
+        load_learned_watermark,
     )
     from dlsec.generative._provenance import (
         DIGITAL_SOURCE_TYPE,
@@ -43,11 +54,15 @@ if TYPE_CHECKING:
     )
     from dlsec.generative._sample import SampleFile, read_rgb, render_png, to_rgb, write_samples
     from dlsec.generative._watermark import (
+        WATERMARK_METHODS,
+        DwtDctWatermark,
         WatermarkCapacityError,
+        WatermarkMethod,
         WatermarkMissingError,
         bit_accuracy,
         detect_watermark,
         embed_watermark,
+        get_watermark,
         message_bits,
         watermark_capacity,
     )
@@ -83,14 +98,23 @@ _EXPORTS = {
         ],
         "_provenance",
     ),
+    **dict.fromkeys(
+        ["SYNTHETIC_DETECTORS", "SpectrumDetector", "SyntheticDetectorEntry", "load_synthetic_detector"],
+        "_detect",
+    ),
+    **dict.fromkeys(["LearnedWatermark", "LearnedWatermarkEntry", "load_learned_watermark"], "_learned"),
     **dict.fromkeys(["SampleFile", "read_rgb", "render_png", "to_rgb", "write_samples"], "_sample"),
     **dict.fromkeys(
         [
+            "WATERMARK_METHODS",
+            "DwtDctWatermark",
             "WatermarkCapacityError",
+            "WatermarkMethod",
             "WatermarkMissingError",
             "bit_accuracy",
             "detect_watermark",
             "embed_watermark",
+            "get_watermark",
             "message_bits",
             "watermark_capacity",
         ],
@@ -101,6 +125,17 @@ _EXPORTS = {
 __all__ = [
     "ContentTamperedError",
     "DIGITAL_SOURCE_TYPE",
+    "DwtDctWatermark",
+    "LearnedWatermark",
+    "LearnedWatermarkEntry",
+    "SYNTHETIC_DETECTORS",
+    "SpectrumDetector",
+    "SyntheticDetectorEntry",
+    "WATERMARK_METHODS",
+    "WatermarkMethod",
+    "get_watermark",
+    "load_learned_watermark",
+    "load_synthetic_detector",
     "GENERATORS",
     "Generator",
     "GeneratorEntry",

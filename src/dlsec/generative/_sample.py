@@ -53,13 +53,14 @@ def write_samples(
     seed: int = 0,
     size: int = 256,
     watermark: bytes | None = None,
+    watermark_method: str = "dwtdct",
     home: str | Path | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[SampleFile]:
     """Draw ``n`` images from a built-in generator and write each as a C2PA-signed PNG in ``out``.
 
-    With ``watermark``, the DWT-DCT watermark is embedded before signing (signing last, so the
-    manifest covers the watermarked pixels).
+    With ``watermark``, a watermark (``watermark_method``: ``"dwtdct"`` or ``"learned"``) is
+    embedded before signing (signing last, so the manifest covers the watermarked pixels).
 
     Example:
         >>> files = write_samples("zoo-gan", "out", n=4)    # doctest: +SKIP
@@ -68,8 +69,9 @@ def write_samples(
 
     from dlsec.generative._gan import load_generator
     from dlsec.generative._provenance import GeneratorInfo, sign_image
-    from dlsec.generative._watermark import embed_watermark
+    from dlsec.generative._watermark import get_watermark
 
+    marker = get_watermark(watermark_method, home=home) if watermark is not None else None
     generator = load_generator(generator_name, home=home)
     info = GeneratorInfo(generator.name, generator.version, generator.weights_sha256)
     folder = Path(out)
@@ -78,8 +80,8 @@ def write_samples(
     images = generator.sample(n, seed=seed)
     for i, image in enumerate(images):
         rgb = to_rgb(image, size)
-        if watermark is not None:
-            rgb = embed_watermark(rgb, watermark)
+        if marker is not None and watermark is not None:
+            rgb = marker.embed(rgb, watermark)
         name = f"{generator.name}-{seed}-{i:04d}.png"
         signed = sign_image(render_png(rgb), info, title=name, home=home)
         path = atomic_write_bytes(folder / name, signed)

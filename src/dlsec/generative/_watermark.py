@@ -11,18 +11,24 @@ Images here are RGB ``uint8`` arrays of shape (H, W, 3); the library's BGR order
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
 from dlsec.errors import SecurityFinding, UsageError
 
 __all__ = [
+    "WATERMARK_METHODS",
+    "DwtDctWatermark",
     "WatermarkCapacityError",
+    "WatermarkMethod",
     "WatermarkMissingError",
     "bit_accuracy",
     "detect_watermark",
     "embed_watermark",
+    "get_watermark",
     "message_bits",
     "watermark_capacity",
 ]
@@ -133,3 +139,66 @@ def bit_accuracy(found: np.ndarray, expected: np.ndarray) -> float:
     if found.shape != expected.shape:
         raise UsageError(f"bit strings of different lengths: {found.size} and {expected.size}")
     return float((found == expected).mean())
+
+
+class WatermarkMethod(Protocol):
+    """What every watermark offers: its capacity, embedding and reading bits."""
+
+    @property
+    def name(self) -> str:
+        """The method's name."""
+        ...
+
+    def capacity(self, shape: tuple[int, ...]) -> int:
+        """The most bits an image of ``shape`` (H, W, 3) carries."""
+        ...
+
+    def embed(self, image: np.ndarray, message: bytes) -> np.ndarray:
+        """The watermarked copy of an RGB uint8 image."""
+        ...
+
+    def detect(self, image: np.ndarray, n_bits: int) -> np.ndarray:
+        """The first ``n_bits`` bits (0/1, uint8) read from an RGB uint8 image."""
+        ...
+
+
+class DwtDctWatermark:
+    """The DWT-DCT baseline (invisible-watermark) as a :class:`WatermarkMethod`."""
+
+    @property
+    def name(self) -> str:
+        return "dwtdct"
+
+    def capacity(self, shape: tuple[int, ...]) -> int:
+        return watermark_capacity(shape)
+
+    def embed(self, image: np.ndarray, message: bytes) -> np.ndarray:
+        return embed_watermark(image, message)
+
+    def detect(self, image: np.ndarray, n_bits: int) -> np.ndarray:
+        return detect_watermark(image, n_bits)
+
+
+def _learned(home: str | Path | None) -> WatermarkMethod:
+    from dlsec.generative._learned import load_learned_watermark
+
+    return load_learned_watermark(home=home)
+
+
+WATERMARK_METHODS: dict[str, Callable[[str | Path | None], WatermarkMethod]] = {
+    "dwtdct": lambda home: DwtDctWatermark(),
+    "learned": _learned,
+}
+
+
+def get_watermark(method: str, *, home: str | Path | None = None) -> WatermarkMethod:
+    """The watermark ``method`` (``"learned"``, trained on first use, or ``"dwtdct"``).
+
+    Example:
+        >>> wm = get_watermark("learned")                # doctest: +SKIP
+        >>> wm.detect(wm.embed(rgb, b"dlsc"), 32)        # doctest: +SKIP
+    """
+    if method not in WATERMARK_METHODS:
+        known = ", ".join(WATERMARK_METHODS)
+        raise UsageError(f"unknown watermark method {method!r}; choose one of: {known}")
+    return WATERMARK_METHODS[method](home)
