@@ -30,6 +30,7 @@ if TYPE_CHECKING:
         register_text_attack,
         word_importance,
     )
+    from dlsec.text.certify import SAFER, SaferCertificate
     from dlsec.text.corpus import BUILTIN_TEXT_DATASETS, TextDataset, load_text_dataset
     from dlsec.text.models import (
         ScoreTextModel,
@@ -58,6 +59,7 @@ _EXPORTS = {
         ),
         "attacks",
     ),
+    **dict.fromkeys(("SAFER", "SaferCertificate"), "certify"),
     **dict.fromkeys(("BUILTIN_TEXT_DATASETS", "TextDataset", "load_text_dataset"), "corpus"),
     **dict.fromkeys(
         (
@@ -79,6 +81,8 @@ __all__ = [
     "DeepWordBug",
     "HotFlip",
     "PWWS",
+    "SAFER",
+    "SaferCertificate",
     "ScoreTextModel",
     "TEXT_ARCHS",
     "TEXT_ATTACKS",
