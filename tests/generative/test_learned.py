@@ -308,3 +308,25 @@ def test_cli_detect_exit_codes(
     empty.mkdir()
     assert main([*base, str(empty)]) == 2
     assert main(["--home", str(home), "gen", "detect", "--detector", "nope", str(real_dir)]) == 2
+
+
+@pytest.mark.slow
+def test_shipped_learned_watermark_survives_jpeg_50(tmp_path: Path) -> None:
+    """The shipped recipe (trained here, minutes of CPU) meets the issue's target after JPEG 50 (bit
+    accuracy 0.95) on real digits; it measured 0.97 both clean and after JPEG 50 (not exact: the
+    sharp strokes of real digits clip the residual more than the generators' softer ones)."""
+    import io
+
+    wm = load_learned_watermark(home=tmp_path)
+    rng = np.random.default_rng(0)
+    clean, jpeg = [], []
+    for i in range(20):
+        image = to_rgb(_digits(1, offset=100 + i)[0], 256)
+        message = rng.integers(0, 256, 4, dtype=np.uint8).tobytes()
+        marked = wm.embed(image, message)
+        clean.append(bit_accuracy(wm.detect(marked, 32), message_bits(message)))
+        buf = io.BytesIO()
+        Image.fromarray(marked).save(buf, "JPEG", quality=50)
+        back = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+        jpeg.append(bit_accuracy(wm.detect(back, 32), message_bits(message)))
+    assert np.mean(clean) >= 0.95 and np.mean(jpeg) >= 0.95
