@@ -70,7 +70,7 @@ class FLConfig:
     seed: int = 0
     per_round: bool = False
     local_epochs: int = 2
-    lr: float = 0.1
+    lr: float = 0.5
     batch_size: int = 16
     hidden: tuple[int, ...] = (64, 32)
     root_size: int = 100
