@@ -57,6 +57,7 @@ from dlsec.generative import (
     load_generator,
     load_synthetic_detector,
     message_bits,
+    real_digits,
     to_rgb,
 )
 
@@ -210,8 +211,6 @@ def watermarks(n: int, home: Path | None, progress: Progress) -> dict[str, Any]:
 
 def detectors(n: int, home: Path | None, progress: Progress) -> list[dict[str, Any]]:
     from sklearn.metrics import roc_auc_score
-
-    from dlsec.generative._detect import real_digits
 
     real = real_digits("test")
     fakes = {g: load_generator(g, home=home).sample(n, seed=2000) for g in ("zoo-gan", "zoo-vae")}

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
         SpectrumDetector,
         SyntheticDetectorEntry,
         load_synthetic_detector,
+        real_digits,
     )
     from dlsec.generative._gan import (
         GENERATORS,
@@ -99,7 +100,13 @@ _EXPORTS = {
         "_provenance",
     ),
     **dict.fromkeys(
-        ["SYNTHETIC_DETECTORS", "SpectrumDetector", "SyntheticDetectorEntry", "load_synthetic_detector"],
+        [
+            "SYNTHETIC_DETECTORS",
+            "SpectrumDetector",
+            "SyntheticDetectorEntry",
+            "load_synthetic_detector",
+            "real_digits",
+        ],
         "_detect",
     ),
     **dict.fromkeys(["LearnedWatermark", "LearnedWatermarkEntry", "load_learned_watermark"], "_learned"),
@@ -136,6 +143,7 @@ __all__ = [
     "get_watermark",
     "load_learned_watermark",
     "load_synthetic_detector",
+    "real_digits",
     "GENERATORS",
     "Generator",
     "GeneratorEntry",

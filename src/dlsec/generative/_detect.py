@@ -32,6 +32,7 @@ __all__ = [
     "SpectrumDetector",
     "SyntheticDetectorEntry",
     "load_synthetic_detector",
+    "real_digits",
     "to_detector_input",
 ]
 
