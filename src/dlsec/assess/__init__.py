@@ -15,6 +15,7 @@ from dlsec.assess.gates import (
 )
 from dlsec.assess.report import REPORT_SCHEMA, render_html, write_report
 from dlsec.assess.runner import Assessment, run_assessment
+from dlsec.assess.text import TextSection, run_text_assessment
 from dlsec.core.corruptions import CORRUPTIONS, corrupt
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "Gate",
     "GateResult",
     "RandomizedSmoothing",
+    "TextSection",
     "Threshold",
     "build_gate",
     "certified_accuracy",
@@ -43,5 +45,6 @@ __all__ = [
     "ray_engine",
     "render_html",
     "run_assessment",
+    "run_text_assessment",
     "write_report",
 ]

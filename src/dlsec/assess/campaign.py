@@ -19,6 +19,7 @@ from dlsec.assess.backdoor import Backdoor
 from dlsec.assess.explain import ExplainSection
 from dlsec.assess.extraction import Extraction
 from dlsec.assess.privacy import Privacy
+from dlsec.assess.text import TextSection
 from dlsec.core.config import load_yaml_model
 from dlsec.errors import UsageError
 
@@ -98,8 +99,9 @@ class Certification(_Strict):
 class GateSpec(_Strict):
     """One threshold on a metric of the report, or a composition of gates.
 
-    Metrics: ``clean_accuracy``; ``robust_accuracy`` (with ``norm`` and ``eps``);
-    ``certified_accuracy`` (with ``radius``); ``corruption_accuracy`` (mean over the matching
+    Metrics: ``clean_accuracy``; ``robust_accuracy`` (with ``norm`` and ``eps``, or, on text,
+    ``max_change``: the worst text attack at that budget); ``certified_accuracy`` (with
+    ``radius``: L2, or words substituted under SAFER on text); ``corruption_accuracy`` (mean over the matching
     ``corruption`` and ``severity``, both optional); ``findings`` (count, optionally of one
     ``severity``). Give ``min`` and/or ``max``. ``all_of`` / ``any_of`` compose gates.
     ``complete: true`` alone is a gate that passes only when every check of the campaign ran
@@ -113,6 +115,7 @@ class GateSpec(_Strict):
     ) = None
     norm: NormName | None = None
     eps: float | None = None
+    max_change: float | None = None
     radius: float | None = None
     corruption: str | None = None
     severity: Any = None
@@ -140,8 +143,11 @@ class GateSpec(_Strict):
             raise ValueError("a gate needs a metric (or all_of / any_of)")
         if self.min is None and self.max is None:
             raise ValueError("a gate needs min or max")
-        if self.metric == "robust_accuracy" and (self.norm is None or self.eps is None):
-            raise ValueError("robust_accuracy gates need norm and eps")
+        if self.metric == "robust_accuracy" and self.max_change is not None:
+            if self.norm is not None or self.eps is not None:
+                raise ValueError("a robust_accuracy gate takes norm and eps, or max_change (text), not both")
+        elif self.metric == "robust_accuracy" and (self.norm is None or self.eps is None):
+            raise ValueError("robust_accuracy gates need norm and eps (or max_change on text)")
         if self.metric == "certified_accuracy" and self.radius is None:
             raise ValueError("certified_accuracy gates need radius")
         return self
@@ -173,6 +179,7 @@ class Campaign(_Strict):
     extraction: Extraction = Field(default_factory=Extraction)  # off unless extraction.enabled
     backdoor: Backdoor = Field(default_factory=Backdoor)  # off unless backdoor.enabled
     explain: ExplainSection = Field(default_factory=ExplainSection)  # on unless explain.enabled: false
+    text: TextSection = Field(default_factory=TextSection)  # runs when the model and data are text
     gates: list[GateSpec] = Field(default_factory=list)
 
     def fingerprint(self) -> str:
@@ -181,7 +188,9 @@ class Campaign(_Strict):
 
 
 def default_campaign(*, kind: str, access: str = "white-box", num_features: int = 64) -> Campaign:
-    """Sensible defaults for the data kind (``image``/``tabular``) and the access level."""
+    """Sensible defaults for the data kind (``image``/``tabular``/``text``) and the access level."""
+    if kind == "text":
+        return Campaign(threat_model=ThreatModel.model_validate({"access": access}))
     norms: dict[str, list[float]]
     if kind == "tabular":
         norms = {"linf": [0.02, 0.05, 0.1, 0.2], "l2": [0.1, 0.25, 0.5]}

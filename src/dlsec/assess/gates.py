@@ -71,6 +71,14 @@ def metric_value(report: dict[str, Any], spec: GateSpec) -> float | None:
     """Read the metric a gate names from a report, or ``None`` when the report lacks it."""
     if spec.metric == "clean_accuracy":
         return report.get("clean", {}).get("accuracy")
+    if spec.metric == "robust_accuracy" and spec.max_change is not None:
+        text_curve = (report.get("text") or {}).get("curve")
+        if not text_curve:
+            return None
+        for budget, acc in zip(text_curve["max_change"], text_curve["robust_accuracy"], strict=True):
+            if math.isclose(budget, spec.max_change, rel_tol=1e-9, abs_tol=1e-12):
+                return float(acc)
+        return None
     if spec.metric == "robust_accuracy":
         curve = report.get("robustness", {}).get("curves", {}).get(spec.norm or "")
         if not curve:
@@ -80,11 +88,11 @@ def metric_value(report: dict[str, Any], spec: GateSpec) -> float | None:
                 return float(acc)
         return None
     if spec.metric == "certified_accuracy":
-        cert = report.get("certification")
+        cert = report.get("certification") or (report.get("text") or {}).get("safer")
         if not cert:
             return None
         for r, acc in zip(cert["radii"], cert["certified_accuracy"], strict=True):
-            if math.isclose(r, spec.radius or -1.0, abs_tol=1e-12):
+            if math.isclose(r, -1.0 if spec.radius is None else spec.radius, abs_tol=1e-12):
                 return float(acc)
         return None
     if spec.metric == "corruption_accuracy":
@@ -221,6 +229,8 @@ def _describe(spec: GateSpec) -> str:
     where = []
     if spec.norm is not None:
         where.append(f"{spec.norm} eps={spec.eps:g}" if spec.eps is not None else spec.norm)
+    if spec.max_change is not None:
+        where.append(f"max_change={spec.max_change:g}")
     if spec.radius is not None:
         where.append(f"radius={spec.radius:g}")
     if spec.corruption is not None:

@@ -197,6 +197,31 @@ def _charts(report: dict[str, Any]) -> dict[str, str]:
         charts["corruptions"] = line_chart(
             series, x_label="severity", y_label="accuracy", label="accuracy under corruptions"
         )
+    text = report.get("text") or {}
+    if text.get("curve"):
+        zero = [clean["accuracy"]]
+        series = {
+            attack: ([0.0, *row["max_change"]], zero + list(row["robust_accuracy"]))
+            for attack, row in text["attacks"].items()
+        }
+        series["worst case"] = (
+            [0.0, *text["curve"]["max_change"]],
+            zero + list(text["curve"]["robust_accuracy"]),
+        )
+        charts["text_robustness"] = line_chart(
+            series,
+            x_label="budget (fraction of words changed)",
+            y_label="robust accuracy",
+            label="robust accuracy against the fraction of words changed",
+        )
+    if text.get("safer"):
+        safer = text["safer"]
+        charts["text_safer"] = line_chart(
+            {"certified": ([float(r) for r in safer["radii"]], safer["certified_accuracy"])},
+            x_label="words substituted",
+            y_label="certified accuracy",
+            label="SAFER certified accuracy against words substituted",
+        )
     cert = report.get("certification")
     if cert:
         charts["certification"] = line_chart(

@@ -29,10 +29,16 @@ from dlsec.fsutil import sha256_file
 def assess(
     ctx: typer.Context,
     model: Annotated[
-        str, typer.Option("--model", "-m", help="zoo:NAME, a .safetensors file or an .onnx file.")
+        str,
+        typer.Option(
+            "--model", "-m", help="zoo:NAME, a .safetensors file, an .onnx file or a text model folder."
+        ),
     ],
     data: Annotated[
-        str, typer.Option("--data", "-d", help="builtin:NAME, a .npz, a .csv or an image folder.")
+        str,
+        typer.Option(
+            "--data", "-d", help="builtin:NAME, a .npz, a .csv, an image folder or (text) a .jsonl."
+        ),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the reports (resumable).")],
     campaign: Annotated[
@@ -82,6 +88,16 @@ def assess(
     \b
         dlsec assess --model zoo:digits-cnn --data builtin:digits --out runs/assess
     """
+    if _is_text(model, data):
+        if ray or workers is not None or gpus_per_unit or arch or arch_arg:
+            raise UsageError(
+                "--ray, --workers, --gpus-per-unit, --arch and --arch-arg do not apply to text models"
+            )
+        result = _assess_text(
+            model, data, out, campaign, access, split, test_size, split_seed, label_column, json_out
+        )
+        _finish(result, out, json_out)
+        return
     loaded, dataset = _model_and_data(ctx, model, data, arch, arch_arg, label_column)
     subset, _ = _pick_split(dataset, split, test_size, split_seed)
     if campaign is not None:
@@ -121,6 +137,73 @@ def assess(
         if engine is not None:
             engine.shutdown()
     _finish(result, out, json_out)
+
+
+def _is_text(model: str, data: str) -> bool:
+    """Whether the assessment is a text one (a text model folder, text data); mixed kinds are refused."""
+    from dlsec.text import BUILTIN_TEXT_DATASETS
+
+    folder = Path(model)
+    text_model = folder.is_dir() and (folder / "config.json").is_file()
+    text_data = (
+        data.startswith("builtin:") and data.removeprefix("builtin:") in BUILTIN_TEXT_DATASETS
+    ) or data.lower().endswith(".jsonl")
+    if text_model and not text_data and not data.lower().endswith(".csv"):
+        raise UsageError(
+            f"--model {model} is a text model but --data {data} is not text; give builtin:rotten-tomatoes, "
+            "a .csv or a .jsonl"
+        )
+    if text_data and not text_model:
+        raise UsageError(
+            f"--data {data} is text but --model {model} is not a text model folder (dlsec text train)"
+        )
+    return text_model
+
+
+def _assess_text(
+    model: str,
+    data: str,
+    out: Path,
+    campaign: Path | None,
+    access: str | None,
+    split: str,
+    test_size: float,
+    split_seed: int,
+    label_column: str | None,
+    json_out: bool,
+) -> Assessment:
+    from dlsec.assess import run_text_assessment
+    from dlsec.core.card import TrainingCard
+    from dlsec.text import load_text_dataset, load_text_model
+
+    text_model = load_text_model(model)
+    corpus = load_text_dataset(data, label_column=label_column)
+    if campaign is not None:
+        if access is not None:
+            raise UsageError("--access applies without a campaign; set threat_model.access in the campaign")
+        plan = load_campaign(campaign)
+    else:
+        plan = default_campaign(kind="text", access=access or text_model.access.label)
+    if split not in ("auto", "test", "train", "all"):
+        raise UsageError(f"--split must be auto, test, train or all, got {split!r}")
+    if split != "all":
+        card = TrainingCard.find(model)
+        saved = (card.split if card is not None else {}) or {}
+        size = float(saved.get("test_size", test_size))
+        seed = int(saved.get("seed", split_seed))
+        train_part, test_part = corpus.split(test_size=size, seed=seed)
+        corpus = train_part if split == "train" else test_part
+    with progress_bar("assessing", enabled=not json_out) as callback:
+        return run_text_assessment(
+            text_model,
+            corpus,
+            plan,
+            out,
+            model_ref=model,
+            model_sha256=sha256_file(Path(model) / "model.safetensors"),
+            model_folder=model,
+            progress=callback,
+        )
 
 
 @app.command()
@@ -178,6 +261,16 @@ def _finish(
         "verdict": report.get("verdict"),
         "not_run": report.get("not_run", []),
     }
+    text = report.get("text") or {}
+    if text.get("curve"):
+        summary["text_robust_accuracy"] = dict(
+            zip(map(str, text["curve"]["max_change"]), text["curve"]["robust_accuracy"], strict=True)
+        )
+    if text.get("safer"):
+        safer = text["safer"]
+        summary["text_certified_accuracy"] = dict(
+            zip(map(str, safer["radii"]), safer["certified_accuracy"], strict=True)
+        )
     if release is not None:
         summary["release"] = release
     if json_out:
@@ -193,6 +286,19 @@ def _finish(
                 f"{e:g}: {a:.3f}" for e, a in zip(curve["eps"], curve["robust_accuracy"], strict=True)
             )
             console.print(f"robust accuracy ({norm}, worst case over {', '.join(curve['attacks'])}): {pairs}")
+        if text.get("curve"):
+            pairs = ", ".join(
+                f"{b:.0%}: {a:.3f}"
+                for b, a in zip(text["curve"]["max_change"], text["curve"]["robust_accuracy"], strict=True)
+            )
+            worst = ", ".join(text["curve"]["attacks"])
+            console.print(f"robust accuracy (words changed, worst case over {worst}): {pairs}")
+        if text.get("safer"):
+            pairs = ", ".join(
+                f"{k}: {a:.3f}"
+                for k, a in zip(text["safer"]["radii"], text["safer"]["certified_accuracy"], strict=True)
+            )
+            console.print(f"SAFER certified accuracy (words substituted): {pairs}")
         if result.gates:
             table = Table("gate", "verdict", "value", "reason")
             for g in result.gates:
