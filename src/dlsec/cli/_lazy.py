@@ -117,7 +117,7 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
     ),
     "text": (
         ("text_cmd",),
-        "Text classifiers: offline corpora, safe Hugging Face folders, PWWS/TextFooler/DeepWordBug/HotFlip.",
+        "Text classifiers: safe Hugging Face folders, word/char attacks, SAFER certificates.",
     ),
     "comply": (
         ("comply_cmd",),

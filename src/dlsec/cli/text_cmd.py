@@ -18,7 +18,7 @@ from dlsec.cli._app import ForceOpt, JsonOpt, app, emit_json, out_console
 from dlsec.errors import EXIT_FINDING, UsageError
 
 group = typer.Typer(
-    help="Text classifiers: offline corpora, safe Hugging Face folders, PWWS/TextFooler/DeepWordBug/HotFlip.",
+    help="Text classifiers: safe Hugging Face folders, word/char attacks, SAFER certificates.",
     no_args_is_help=True,
 )
 app.add_typer(group, name="text")
