@@ -41,6 +41,27 @@ def fl_simulate(
     engine: Annotated[
         str, typer.Option("--engine", help="flower (Ray simulation) or local (same code, no Flower).")
     ] = "flower",
+    clients_per_round: Annotated[
+        int | None, typer.Option("--clients-per-round", min=1, help="Clients sampled per round (all).")
+    ] = None,
+    dp: Annotated[
+        str, typer.Option("--dp", help="Client-level DP (DP-FedAvg): none, fixed or adaptive clipping.")
+    ] = "none",
+    noise_multiplier: Annotated[
+        float, typer.Option("--noise-multiplier", min=0.0, help="DP noise multiplier z.")
+    ] = 1.0,
+    clipping_norm: Annotated[
+        float, typer.Option("--clipping-norm", help="DP clipping norm C (initial one when adaptive).")
+    ] = 1.0,
+    target_epsilon: Annotated[
+        float | None,
+        typer.Option("--target-epsilon", help="Choose z so that epsilon after --rounds is at most this."),
+    ] = None,
+    delta: Annotated[float | None, typer.Option("--delta", help="DP delta (default 1/clients^1.1).")] = None,
+    ray: Annotated[
+        str | None,
+        typer.Option("--ray", help="Run Flower's simulation on this existing Ray cluster (host:port)."),
+    ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Folder for report.json and report.html.")
     ] = None,
@@ -56,6 +77,7 @@ def fl_simulate(
 
     \b
         dlsec fl simulate --malicious 0.2 --attack alie --defense krum --out fl-report
+        dlsec fl simulate --clients 100 --clients-per-round 10 --dp fixed --target-epsilon 8
     """
     from dlsec.federated import FLConfig, RoundRecord, simulate, write_report
 
@@ -71,6 +93,13 @@ def fl_simulate(
         seed=seed,
         per_round=per_round,
         engine=engine,
+        clients_per_round=clients_per_round,
+        dp=dp,
+        noise_multiplier=noise_multiplier,
+        clipping_norm=clipping_norm,
+        target_epsilon=target_epsilon,
+        delta=delta,
+        ray_address=ray,
     )
     with progress_bar(f"{attack} vs {defense}", enabled=not json_out) as callback:
 
@@ -103,6 +132,12 @@ def fl_simulate(
             + ", mean recall "
             + (f"{sum(recall) / len(recall):.2f}" if recall else "-")
         )
+    if result.privacy is not None:
+        p = result.privacy
+        console.print(
+            f"DP-FedAvg ({escape(dp)} clipping): z={p['noise_multiplier']:.4g}, q={p['sample_rate']:.4g}; "
+            f"epsilon {p['epsilon']:.3g} at delta {p['delta']:.3g} after {rounds} rounds (Opacus RDP)"
+        )
     if out is not None:
         console.print(f"report: {escape(payload['report']['html'])}")
 
@@ -114,6 +149,14 @@ def fl_invert(
     steps: Annotated[int, typer.Option("--steps", min=1, help="Optimiser iterations per example.")] = 300,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the model, the rows and the dummies.")] = 0,
     dataset: Annotated[str, typer.Option("--dataset", help="A dlsec dataset.")] = "builtin:digits",
+    dp_epsilon: Annotated[
+        float | None,
+        typer.Option("--dp-epsilon", help="Add DP-FedAvg's noise for this epsilon (one client, one round)."),
+    ] = None,
+    dp_clipping_norm: Annotated[
+        float, typer.Option("--dp-clipping-norm", help="DP clipping norm of the update.")
+    ] = 1.0,
+    dp_delta: Annotated[float, typer.Option("--dp-delta", help="DP delta.")] = 1e-5,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Folder for inversion.json and the gallery.")
     ] = None,
@@ -128,6 +171,7 @@ def fl_invert(
 
     \b
         dlsec fl invert --method geiping --examples 8 --out inversion
+        dlsec fl invert --dp-epsilon 8
     """
     from dlsec.errors import UsageError
     from dlsec.federated import INVERSIONS, study_inversion, write_inversion_report
@@ -141,9 +185,14 @@ def fl_invert(
             steps=steps,
             seed=seed,
             dataset=dataset,
+            dp_epsilon=dp_epsilon,
+            dp_clipping_norm=dp_clipping_norm,
+            dp_delta=dp_delta,
             progress=lambda done, total: callback(done, total, {}),
         )
     payload: dict[str, object] = {"method": method, "examples": examples, **study.summary()}
+    if study.privacy is not None:
+        payload["privacy"] = study.privacy
     if out is not None:
         json_path, html_path = write_inversion_report(study, out)
         payload["report"] = {"json": str(json_path), "html": str(html_path)}
@@ -155,6 +204,11 @@ def fl_invert(
         f"{escape(method)}: {examples} single-example updates; recognised {s['recognition_rate']:.0%}, "
         f"label recovered {s['label_accuracy']:.0%}, mean PSNR {s['mean_psnr']:.1f} dB, "
         f"mean SSIM {s['mean_ssim']:.2f}"
+        + (
+            f"; under DP-FedAvg noise at epsilon {dp_epsilon:g} (z={study.privacy['noise_multiplier']:.3g})"
+            if study.privacy is not None and dp_epsilon is not None
+            else ""
+        )
     )
     if out is not None:
         out_console().print(f"gallery: {escape(str(payload['report']['html']))}")  # type: ignore[index]

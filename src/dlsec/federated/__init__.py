@@ -57,6 +57,14 @@ if TYPE_CHECKING:
         register_attack,
         stamp_trigger,
     )
+    from dlsec.federated._dp import (
+        DP_MODES,
+        DPFedAvg,
+        clip_updates,
+        default_delta,
+        epsilon_for,
+        noise_for_epsilon,
+    )
     from dlsec.federated._inversion import (
         INVERSIONS,
         InversionResult,
@@ -105,6 +113,8 @@ _EXPORTS = {
             "ALIE",
             "ATTACKS",
             "DBA",
+            "DPFedAvg",
+            "DP_MODES",
             "IPM",
             "Attack",
             "Backdoor",
@@ -123,6 +133,9 @@ _EXPORTS = {
             "stamp_trigger",
         ],
         "_attacks",
+    ),
+    **dict.fromkeys(
+        ["DP_MODES", "DPFedAvg", "clip_updates", "default_delta", "epsilon_for", "noise_for_epsilon"], "_dp"
     ),
     **dict.fromkeys(["dirichlet_partition", "iid_partition", "partition"], "_partition"),
     **dict.fromkeys(
@@ -155,6 +168,8 @@ __all__ = [
     "Backdoor",
     "Bulyan",
     "DBA",
+    "DPFedAvg",
+    "DP_MODES",
     "FLAME",
     "FLConfig",
     "FLTrust",
@@ -184,13 +199,17 @@ __all__ = [
     "alie_z",
     "build_aggregator",
     "build_attack",
+    "clip_updates",
     "coordinate_median",
+    "default_delta",
     "dirichlet_partition",
+    "epsilon_for",
     "flatten_arrays",
     "iid_partition",
     "invert_gradients",
     "krum_scores",
     "malicious_clients",
+    "noise_for_epsilon",
     "partition",
     "psnr",
     "register_aggregator",

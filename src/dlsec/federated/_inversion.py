@@ -217,6 +217,7 @@ class InversionStudy:
     psnr: list[float] = field(default_factory=list)
     ssim: list[float] = field(default_factory=list)
     recognised: list[bool] = field(default_factory=list)
+    privacy: dict[str, float] | None = None
 
     @property
     def recognition_rate(self) -> float:
@@ -232,6 +233,24 @@ class InversionStudy:
         }
 
 
+def _privatise(
+    grads: list[torch.Tensor], noise_multiplier: float, clipping_norm: float, delta: float, *, seed: int
+) -> list[torch.Tensor]:
+    """One client's update through DP-FedAvg (one round, that client alone)."""
+    from dlsec.federated._dp import DPFedAvg
+
+    flat = torch.cat([g.reshape(-1) for g in grads])[None]
+    mechanism = DPFedAvg(
+        noise_multiplier=noise_multiplier, clipping_norm=clipping_norm, delta=delta, seed=seed
+    )
+    noisy = mechanism(flat).update
+    out, start = [], 0
+    for g in grads:
+        out.append(noisy[start : start + g.numel()].reshape(g.shape).to(g.dtype))
+        start += g.numel()
+    return out
+
+
 def study_inversion(
     *,
     method: str = "geiping",
@@ -240,12 +259,20 @@ def study_inversion(
     hidden: tuple[int, ...] = (64, 32),
     steps: int = 300,
     seed: int = 0,
+    dp_epsilon: float | None = None,
+    dp_clipping_norm: float = 1.0,
+    dp_delta: float = 1e-5,
     progress: Callable[[int, int], None] | None = None,
 ) -> InversionStudy:
     """Invert the single-example updates of ``examples`` test rows against a freshly initialised
     dlsec MLP (the model a first round sends), and score the reconstructions.
 
     The independent classifier is a logistic regression fitted on the training split.
+
+    With ``dp_epsilon``, each update first goes through the DP-FedAvg mechanism as the server
+    would apply it to one client in one round (:class:`DPFedAvg`, ``m = 1``, ``q = 1``, one
+    release): clipped to ``dp_clipping_norm`` and given Gaussian noise of std ``z * C``, ``z``
+    the smallest multiplier for which Opacus's RDP accountant gives ``(dp_epsilon, dp_delta)``.
     """
     from sklearn.linear_model import LogisticRegression
 
@@ -261,10 +288,24 @@ def study_inversion(
     model = MLP(in_features=int(np.prod(data.spec.shape)), num_classes=data.spec.num_classes, hidden=hidden)
     pick = np.random.default_rng(seed).choice(len(test), size=examples, replace=False)
     bounds = (float(np.min(data.x)), float(np.max(data.x)))
+    privacy: dict[str, float] | None = None
+    z = 0.0
+    if dp_epsilon is not None:
+        from dlsec.federated._dp import noise_for_epsilon
+
+        z = noise_for_epsilon(dp_epsilon, sample_rate=1.0, rounds=1, delta=dp_delta)
+        privacy = {
+            "epsilon": float(dp_epsilon),
+            "delta": dp_delta,
+            "noise_multiplier": z,
+            "clipping_norm": dp_clipping_norm,
+        }
     recs, got = [], []
     for i, row in enumerate(pick):
         x, y = torch.from_numpy(test.x[row].copy()), int(test.y[row])
         grads = single_example_gradients(model, x, y)
+        if privacy is not None:
+            grads = _privatise(grads, z, dp_clipping_norm, dp_delta, seed=seed + i)
         result = invert_gradients(
             model,
             grads,
@@ -281,7 +322,7 @@ def study_inversion(
             progress(i + 1, examples)
     truths = test.x[pick]
     rec = np.stack(recs).astype(np.float32)
-    study = InversionStudy(method, truths, rec, test.y[pick], np.asarray(got))
+    study = InversionStudy(method, truths, rec, test.y[pick], np.asarray(got), privacy=privacy)
     predicted = judge.predict(rec.reshape(len(rec), -1))
     for t, r, p, y in zip(truths, rec, predicted, test.y[pick], strict=True):
         study.psnr.append(psnr(r, t, data_range=bounds[1] - bounds[0]))

@@ -101,6 +101,7 @@ def render_html(result: SimulationResult) -> str:
         f"{html.escape(c.dataset)} ({html.escape(c.partition)}), engine {html.escape(c.engine)}. "
         f"Final accuracy <b>{result.final_accuracy:.3f}</b>, backdoor success "
         f"<b>{result.final_backdoor_success:.3f}</b>.</p>"
+        + _privacy_html(result)
         + "".join(charts)
         + "<h2>Rounds</h2><table><tr><th>round</th><th>accuracy</th><th>backdoor</th><th>malicious</th>"
         "<th>excluded</th><th>precision</th><th>recall</th></tr>"
@@ -108,6 +109,19 @@ def render_html(result: SimulationResult) -> str:
         + "</table><h2>Configuration</h2><table>"
         + settings
         + "</table></body></html>"
+    )
+
+
+def _privacy_html(result: SimulationResult) -> str:
+    p = result.privacy
+    if p is None:
+        return ""
+    eps = ", ".join(f"{r.round}: {r.epsilon:.3g}" for r in result.rounds if r.epsilon is not None)
+    return (
+        f"<p>Client-level DP ({html.escape(str(p['mechanism']))}): noise multiplier "
+        f"{float(p['noise_multiplier']):.4g}, sampling rate {float(p['sample_rate']):.4g}, "
+        f"epsilon <b>{float(p['epsilon']):.4g}</b> at delta {float(p['delta']):.3g} "
+        f"({html.escape(str(p['accountant']))}). Epsilon per round: {html.escape(eps)}.</p>"
     )
 
 

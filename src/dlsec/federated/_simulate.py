@@ -15,6 +15,7 @@ benchmark uses it because a matrix of Ray start-ups does not fit a 2-core machin
 from __future__ import annotations
 
 import logging
+import socket
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -28,9 +29,10 @@ from dlsec.core.data import Dataset, load_dataset
 from dlsec.errors import Error, UsageError
 from dlsec.federated._aggregate import Aggregate, Aggregator, build_aggregator
 from dlsec.federated._attacks import Attack, RoundContext, build_attack, malicious_clients, stamp_trigger
+from dlsec.federated._dp import DP_MODES, DPFedAvg, default_delta, noise_for_epsilon
 from dlsec.federated._partition import partition
 
-__all__ = ["FLConfig", "RoundRecord", "SimulationResult", "simulate"]
+__all__ = ["FLConfig", "RoundRecord", "SimulationResult", "check_ray_address", "simulate"]
 
 ENGINES = ("flower", "local")
 
@@ -57,6 +59,18 @@ class FLConfig:
         target: the backdoor's target class.
         engine: ``flower`` (Flower's simulation runtime on Ray) or ``local`` (same functions,
             in process, no Flower).
+        clients_per_round: clients sampled each round (``None``: all of them); sets the
+            sampling rate ``q = m / N`` of the privacy accounting.
+        dp: client-level DP (DP-FedAvg, :class:`DPFedAvg`): ``none``, ``fixed`` or ``adaptive``
+            clipping; it replaces the ``fedavg`` defence (the guarantee is for the mean).
+        noise_multiplier, clipping_norm: ``z`` and the (initial) ``C``.
+        target_epsilon: when set, ``z`` is the smallest multiplier that keeps epsilon after
+            ``rounds`` rounds at most this (Opacus's RDP accountant).
+        delta: the delta epsilon is reported at (``None``: ``1 / N**1.1``).
+        ray_address: with ``engine="flower"``, run on this existing Ray cluster
+            (``host:port``) instead of starting a local one.
+        arch, arch_kwargs: a registered dlsec architecture for the clients' model (``None``:
+            the MLP of ``hidden``); names from a file are never imported.
     """
 
     dataset: str = "builtin:digits"
@@ -76,6 +90,15 @@ class FLConfig:
     root_size: int = 100
     target: int = 0
     engine: str = "flower"
+    clients_per_round: int | None = None
+    dp: str = "none"
+    noise_multiplier: float = 1.0
+    clipping_norm: float = 1.0
+    target_epsilon: float | None = None
+    delta: float | None = None
+    ray_address: str | None = None
+    arch: str | None = None
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -90,6 +113,8 @@ class RoundRecord:
     precision: float | None = None
     recall: float | None = None
     distances: dict[int, float] = field(default_factory=dict)
+    epsilon: float | None = None
+    clipping_norm: float | None = None
 
 
 @dataclass
@@ -98,6 +123,7 @@ class SimulationResult:
 
     config: FLConfig
     rounds: list[RoundRecord]
+    privacy: dict[str, Any] | None = None
 
     @property
     def final_accuracy(self) -> float:
@@ -112,6 +138,7 @@ class SimulationResult:
             "config": asdict(self.config),
             "final_accuracy": self.final_accuracy,
             "final_backdoor_success": self.final_backdoor_success,
+            "privacy": self.privacy,
             "rounds": [
                 {**asdict(r), "distances": {str(k): v for k, v in r.distances.items()}} for r in self.rounds
             ],
@@ -150,7 +177,13 @@ class _Plan:
     _cache: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict, repr=False)
 
     def model(self) -> nn.Module:
-        return _mlp(self.in_features, self.num_classes, self.config.hidden, self.config.seed)
+        c = self.config
+        if c.arch is None:
+            return _mlp(self.in_features, self.num_classes, c.hidden, c.seed)
+        from dlsec.core.arch import build_architecture
+
+        torch.manual_seed(c.seed)
+        return build_architecture(c.arch, c.arch_kwargs, allow_import=False)
 
     def malicious(self, server_round: int) -> list[int]:
         c = self.config
@@ -253,6 +286,9 @@ class _Server:
             hit = model(torch.from_numpy(stamped)).argmax(1).numpy() == self.plan.config.target
             backdoor = float(hit.mean()) if len(hit) else 0.0
         record = RoundRecord(server_round, accuracy, backdoor)
+        if isinstance(self.aggregator, DPFedAvg) and 0 < server_round <= len(self.aggregator.epsilons):
+            record.epsilon = self.aggregator.epsilons[server_round - 1]
+            record.clipping_norm = self.aggregator.clipping_norms[server_round - 1]
         if server_round in self.pending:
             ids, updates, result = self.pending.pop(server_round)
             bad = set(self.plan.malicious(server_round)) & set(ids)
@@ -269,10 +305,14 @@ class _Server:
         return record
 
 
-def _prepare(config: FLConfig) -> tuple[_Plan, Aggregator, Dataset, Dataset]:
+def _prepare(config: FLConfig, dataset: Dataset | None = None) -> tuple[_Plan, Aggregator, Dataset, Dataset]:
     c = config
     if c.engine not in ENGINES:
         raise UsageError(f"unknown engine {c.engine!r}; use flower or local")
+    if c.ray_address is not None:
+        if c.engine != "flower":
+            raise UsageError("a Ray address needs the flower engine (--engine flower)")
+        check_ray_address(c.ray_address)
     if c.num_clients < 2:
         raise UsageError(f"a federation needs at least 2 clients, got {c.num_clients}")
     if c.rounds < 1:
@@ -280,10 +320,37 @@ def _prepare(config: FLConfig) -> tuple[_Plan, Aggregator, Dataset, Dataset]:
     if c.local_epochs < 1 or c.batch_size < 1 or not c.lr > 0:
         raise UsageError("local_epochs, batch_size and lr must be positive")
     attack = build_attack(c.attack)
-    aggregator = build_aggregator(
+    aggregator: Aggregator = build_aggregator(
         c.defense, num_clients=c.num_clients, malicious_fraction=c.malicious_fraction, seed=c.seed
     )
-    data = load_dataset(c.dataset)
+    m = c.num_clients if c.clients_per_round is None else c.clients_per_round
+    if not 1 <= m <= c.num_clients:
+        raise UsageError(f"clients_per_round must lie in 1..{c.num_clients}, got {m}")
+    if m < aggregator.min_clients():
+        raise UsageError(f"{c.defense} needs at least {aggregator.min_clients()} clients per round, got {m}")
+    if c.dp not in DP_MODES:
+        raise UsageError(f"unknown dp mode {c.dp!r}; use none, fixed or adaptive")
+    if c.dp != "none":
+        if c.defense != "fedavg":
+            raise UsageError(
+                f"client-level DP (DP-FedAvg) replaces the mean; it cannot combine with {c.defense} "
+                "(use --defense fedavg)"
+            )
+        delta = default_delta(c.num_clients) if c.delta is None else c.delta
+        q = m / c.num_clients
+        z = c.noise_multiplier
+        if c.target_epsilon is not None:
+            z = noise_for_epsilon(c.target_epsilon, sample_rate=q, rounds=c.rounds, delta=delta)
+        aggregator = DPFedAvg(
+            noise_multiplier=z,
+            clipping_norm=c.clipping_norm,
+            sample_rate=q,
+            delta=delta,
+            adaptive=c.dp == "adaptive",
+            seed=c.seed,
+        )
+        aggregator.update_noise_multiplier(m)  # adaptive: refuse a z the count noise cannot carry
+    data = load_dataset(c.dataset) if dataset is None else dataset
     if not 0 <= c.target < data.spec.num_classes:
         raise UsageError(f"the backdoor target {c.target} is not a class of {c.dataset}")
     train, test = data.split(test_size=0.25, seed=c.seed)
@@ -295,14 +362,22 @@ def _prepare(config: FLConfig) -> tuple[_Plan, Aggregator, Dataset, Dataset]:
     parts = partition(pool, c.num_clients, scheme=c.partition, alpha=c.alpha, seed=c.seed)
     in_features = int(np.prod(data.spec.shape))
     plan = _Plan(c, [(p.x, p.y) for p in parts], in_features, data.spec.num_classes, attack)
+    plan.model()  # an unknown architecture or arguments that do not fit fail here, in one line
     return plan, aggregator, root, test
 
 
-def simulate(config: FLConfig, *, progress: Callable[[RoundRecord], None] | None = None) -> SimulationResult:
+def simulate(
+    config: FLConfig,
+    *,
+    data: Dataset | None = None,
+    progress: Callable[[RoundRecord], None] | None = None,
+) -> SimulationResult:
     """Run a federated simulation and measure every round.
 
     Args:
         config: what to run.
+        data: the dataset itself (else ``config.dataset`` is loaded); split, partitioned and
+            held out as usual.
         progress: called with each round's :class:`RoundRecord` as it is measured.
 
     Raises:
@@ -314,18 +389,33 @@ def simulate(config: FLConfig, *, progress: Callable[[RoundRecord], None] | None
         >>> result.final_accuracy > 0.5
         True
     """
-    plan, aggregator, root, test = _prepare(config)
+    plan, aggregator, root, test = _prepare(config, data)
     server = _Server(plan, aggregator, root, test, progress)
     if config.engine == "local":
         _run_local(server)
     else:
         _run_flower(server)
+    privacy = None
+    if isinstance(aggregator, DPFedAvg):
+        m = config.num_clients if config.clients_per_round is None else config.clients_per_round
+        privacy = {
+            "mechanism": f"DP-FedAvg, {config.dp} clipping",
+            "accountant": "opacus.accountants.RDPAccountant",
+            "noise_multiplier": aggregator.noise_multiplier,
+            "sample_rate": aggregator.sample_rate,
+            "clients_per_round": m,
+            "delta": aggregator.delta,
+            "epsilon": aggregator.epsilons[-1] if aggregator.epsilons else None,
+            "epsilons": list(aggregator.epsilons),
+            "clipping_norms": list(aggregator.clipping_norms),
+            "noise_stds": list(aggregator.noise_stds),
+        }
     if len(server.records) != config.rounds + 1:
         raise UsageError(
             f"the simulation stopped after {len(server.records) - 1} of {config.rounds} rounds; "
             "see Flower's log above"
         )
-    return SimulationResult(config, server.records)
+    return SimulationResult(config, server.records, privacy)
 
 
 def _run_local(server: _Server) -> None:
@@ -341,17 +431,49 @@ def _local_rounds(server: _Server) -> None:
     plan = server.plan
     base = _to_vector(plan.model())
     server.evaluate(0, base)
-    n = plan.config.num_clients
-    for rnd in range(1, plan.config.rounds + 1):
-        sent = [plan.client_update(cid, rnd, base) for cid in range(n)]
+    c = plan.config
+    n = c.num_clients
+    m = n if c.clients_per_round is None else c.clients_per_round
+    for rnd in range(1, c.rounds + 1):
+        ids = list(range(n))
+        if m < n:
+            ids = sorted(np.random.default_rng([c.seed, rnd, 7]).choice(n, size=m, replace=False).tolist())
+        sent = [plan.client_update(cid, rnd, base) for cid in ids]
         updates = torch.stack([s[0] for s in sent])
         reference = server.reference(rnd, base) if server.aggregator.needs_reference else None
         result = server.aggregator(
-            updates, weights=[float(s[2]) for s in sent], client_ids=list(range(n)), reference=reference
+            updates, weights=[float(s[2]) for s in sent], client_ids=ids, reference=reference
         )
-        server.observe(rnd, list(range(n)), updates, result)
+        server.observe(rnd, ids, updates, result)
         base = base + result.update
         server.evaluate(rnd, base)
+
+
+def check_ray_address(address: str) -> None:
+    """Fail fast, in one line, when nothing answers at a Ray address (``host:port``,
+    ``ray://host:port`` or ``auto``); Ray itself retries for minutes."""
+    if address == "auto":
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"--ray {address!r}: give host:port (e.g. 10.0.0.5:6379), ray://host:port or auto")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=3.0):
+            pass
+    except OSError as exc:
+        raise UsageError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}") from None
+
+
+def _backend_config(ray_address: str | None) -> dict[str, Any]:
+    """Flower's Ray backend config: a local Ray of 2 CPUs, or an existing cluster (``ray.init``
+    refuses resource counts when it connects to one, so only the address is passed)."""
+    init_args: dict[str, Any] = {"logging_level": logging.ERROR}
+    if ray_address is None:
+        init_args.update(num_cpus=2, include_dashboard=False)
+    else:
+        init_args["address"] = ray_address
+    return {"client_resources": {"num_cpus": 1, "num_gpus": 0.0}, "init_args": init_args}
 
 
 def _run_flower(server: _Server) -> None:
@@ -364,6 +486,7 @@ def _run_flower(server: _Server) -> None:
 
     plan = server.plan
     n = plan.config.num_clients
+    m = n if plan.config.clients_per_round is None else plan.config.clients_per_round
     client = ClientApp()
 
     @client.train()
@@ -403,7 +526,8 @@ def _run_flower(server: _Server) -> None:
                 reference_fn=lambda rnd, arrays: server.reference(rnd, flatten_arrays(arrays)),
                 on_round=observe,
                 fraction_evaluate=0.0,
-                min_train_nodes=n,
+                fraction_train=m / n,
+                min_train_nodes=m,
                 min_available_nodes=n,
             )
             strategy.start(
@@ -423,10 +547,7 @@ def _run_flower(server: _Server) -> None:
                 server_app=app,
                 client_app=client,
                 num_supernodes=n,
-                backend_config={
-                    "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-                    "init_args": {"num_cpus": 2, "include_dashboard": False, "logging_level": logging.ERROR},
-                },
+                backend_config=_backend_config(plan.config.ray_address),
             )
     finally:
         for lg, level in zip(quiet, levels, strict=True):
