@@ -172,6 +172,7 @@ def bench_pgd(width: int, batch: int, repeats: int, progress: Progress) -> list[
         row: dict[str, Any] = {
             "tool": name,
             "seconds": statistics.median(ts),
+            "wall_seconds": statistics.median(walls[name]),
             "per_dlsec": statistics.median(ts) / base,
         }
         if name != "40 x forward+backward":
@@ -369,9 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         if "pgd" in sections:
             pgd = bench_pgd(width, batch, repeats=2 if args.quick else 3, progress=progress)
         if "lira" in sections:
-            lira = bench_lira(
-                2 if args.quick else 16, 8 if args.quick else width, 256 if args.quick else 900, progress
-            )
+            lira = bench_lira(4 if args.quick else 16, width, 256 if args.quick else 900, progress)
         if "memory" in sections:
             memory = bench_memory(
                 [1000, 10000], "cnn" if args.quick else "resnet18", 256 if args.quick else 64, progress
