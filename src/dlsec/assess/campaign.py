@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from dlsec.assess.backdoor import Backdoor
 from dlsec.assess.explain import ExplainSection
 from dlsec.assess.extraction import Extraction
+from dlsec.assess.federated import FederatedSection
 from dlsec.assess.privacy import Privacy
 from dlsec.assess.text import TextSection
 from dlsec.core.config import load_yaml_model
@@ -178,6 +179,7 @@ class Campaign(_Strict):
     privacy: Privacy = Field(default_factory=Privacy)  # off unless privacy.enabled
     extraction: Extraction = Field(default_factory=Extraction)  # off unless extraction.enabled
     backdoor: Backdoor = Field(default_factory=Backdoor)  # off unless backdoor.enabled
+    federated: FederatedSection = Field(default_factory=FederatedSection)  # off unless federated.enabled
     explain: ExplainSection = Field(default_factory=ExplainSection)  # on unless explain.enabled: false
     text: TextSection = Field(default_factory=TextSection)  # runs when the model and data are text
     gates: list[GateSpec] = Field(default_factory=list)

@@ -470,6 +470,15 @@ def run_assessment(
         )
         report["findings"] += backdoor_findings
 
+    # Federated learning: attacks by malicious clients against defences (off by default).
+    if campaign.federated.enabled:
+        from dlsec.assess.federated import run_federated
+
+        report["federated"], federated_findings = run_federated(
+            data, campaign.federated, step=step, seed=seed, model_file=model_file
+        )
+        report["findings"] += federated_findings
+
     # Explanations: clean vs adversarial attributions of the gallery's rows (on by default).
     gallery_adv = _gallery_adversarial(report, units)
     if campaign.explain.enabled:
@@ -565,6 +574,9 @@ def _not_run(
     scan = (report.get("backdoor") or {}).get("scan") or {}
     if isinstance(scan, dict) and "skipped" in scan:
         out.append({"check": "backdoor trigger scan", "reason": str(scan["skipped"])})
+    federated = report.get("federated") or {}
+    if "skipped" in federated:
+        out.append({"check": "federated learning", "reason": str(federated["skipped"])})
     explained = report.get("explain") or {}
     for part, key in (("explain", "skipped"), ("explain (adversarial attributions)", "skipped_adversarial")):
         if key in explained:
@@ -606,6 +618,10 @@ def _plan(campaign: Campaign, target: Model, access: Access, n: int) -> list[str
         from dlsec.assess.extraction import unit_keys as extraction_keys
 
         keys += extraction_keys(campaign.extraction)
+    if campaign.federated.enabled:
+        from dlsec.assess.federated import unit_keys as federated_keys
+
+        keys += federated_keys(campaign.federated)
     if campaign.explain.enabled and access != Access.DECISION:
         keys.append("explain")
     return keys
