@@ -76,6 +76,18 @@ def assess(
     gpus_per_unit: Annotated[
         float, typer.Option("--gpus-per-unit", help="GPUs each Ray task asks for (default 0).")
     ] = 0.0,
+    amp: Annotated[
+        str | None,
+        typer.Option("--amp", help="Mixed precision for a PyTorch model: bf16 (CPU or CUDA) or fp16 (CUDA)."),
+    ] = None,
+    channels_last: Annotated[
+        bool,
+        typer.Option("--channels-last", help="Run a PyTorch image model in channels-last memory format."),
+    ] = False,
+    compiled: Annotated[
+        bool,
+        typer.Option("--compile", help="Run a PyTorch model through torch.compile (falls back if it fails)."),
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Run a red-team campaign and write report.json, report.html, junit.xml and report.sarif.
@@ -99,6 +111,12 @@ def assess(
         _finish(result, out, json_out)
         return
     loaded, dataset = _model_and_data(ctx, model, data, arch, arch_arg, label_column)
+    if amp is not None or channels_last or compiled:
+        from dlsec.core import WhiteBoxModel
+
+        if not isinstance(loaded, WhiteBoxModel):
+            raise UsageError("--amp, --channels-last and --compile apply to a PyTorch (white-box) model")
+        loaded = loaded.tuned(amp=amp, channels_last=channels_last, compiled=compiled)  # type: ignore[arg-type]
     subset, _ = _pick_split(dataset, split, test_size, split_seed)
     if campaign is not None:
         if access is not None:
