@@ -5,6 +5,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -79,3 +83,33 @@ def test_dp_fedavg_through_flower_matches_the_local_engine() -> None:
     assert flower.privacy["epsilons"] == local.privacy["epsilons"]
     for a, b in zip(flower.rounds, local.rounds, strict=True):
         assert a.accuracy == pytest.approx(b.accuracy, abs=1e-9)
+
+
+@pytest.mark.slow
+def test_a_simulation_runs_on_an_existing_ray_cluster() -> None:
+    """A Ray head started here as its own process (``ray start --block``, stopped by its pid)."""
+    port = _closed_port()
+    ray = Path(sys.executable).with_name("ray")
+    argv = [str(ray), "start", "--head", f"--port={port}", "--num-cpus=2", "--block"]
+    argv += ["--include-dashboard=false", "--disable-usage-stats"]
+    head = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(120):
+            try:
+                check_ray_address(f"127.0.0.1:{port}")
+                break
+            except UsageError:
+                time.sleep(0.5)
+        config = FLConfig(
+            num_clients=3, rounds=1, hidden=(16,), root_size=50, ray_address=f"127.0.0.1:{port}"
+        )
+        result = simulate(config)
+        local = simulate(dataclasses.replace(config, engine="local", ray_address=None))
+        assert [r.round for r in result.rounds] == [0, 1]
+        assert result.final_accuracy == pytest.approx(local.final_accuracy, abs=1e-9)
+    finally:
+        import ray as ray_api
+
+        ray_api.shutdown()
+        head.terminate()
+        head.wait(timeout=60)
