@@ -153,6 +153,10 @@ def serve(
     ] = None,
     webhook: Annotated[str | None, typer.Option("--webhook", help="POST every alert as JSON here.")] = None,
     registry_url: RegistryUrlOpt = None,
+    generators: Annotated[
+        str | None,
+        typer.Option("--generators", help="Built-in generators to serve too (zoo-gan,zoo-vae), C2PA-signed."),
+    ] = None,
     ui: Annotated[
         bool, typer.Option("--ui", help="Serve the web dashboard beside the gateway, under /ui.")
     ] = False,
@@ -176,7 +180,9 @@ def serve(
         "playbook": str(playbook) if playbook else None,
         "webhook": webhook,
     }
-    cfg = load_gateway_config(config, models=models, alias=alias, redis_url=redis_url, **overrides)
+    cfg = load_gateway_config(
+        config, models=models, alias=alias, redis_url=redis_url, generators=generators, **overrides
+    )
     _check_files(cfg)
     if workers < 1:
         raise UsageError("--workers must be at least 1")

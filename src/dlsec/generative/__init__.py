@@ -53,7 +53,14 @@ if TYPE_CHECKING:
         sign_image,
         verify_provenance,
     )
-    from dlsec.generative._sample import SampleFile, read_rgb, render_png, to_rgb, write_samples
+    from dlsec.generative._sample import (
+        SampleFile,
+        read_rgb,
+        render_png,
+        signed_samples,
+        to_rgb,
+        write_samples,
+    )
     from dlsec.generative._watermark import (
         WATERMARK_METHODS,
         DwtDctWatermark,
@@ -110,7 +117,9 @@ _EXPORTS = {
         "_detect",
     ),
     **dict.fromkeys(["LearnedWatermark", "LearnedWatermarkEntry", "load_learned_watermark"], "_learned"),
-    **dict.fromkeys(["SampleFile", "read_rgb", "render_png", "to_rgb", "write_samples"], "_sample"),
+    **dict.fromkeys(
+        ["SampleFile", "read_rgb", "render_png", "signed_samples", "to_rgb", "write_samples"], "_sample"
+    ),
     **dict.fromkeys(
         [
             "WATERMARK_METHODS",
@@ -173,6 +182,7 @@ __all__ = [
     "train_generator",
     "verify_provenance",
     "watermark_capacity",
+    "signed_samples",
     "write_samples",
 ]
 

@@ -6,13 +6,17 @@ import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from dlsec.errors import UsageError
 from dlsec.fsutil import atomic_write_bytes
 
-__all__ = ["SampleFile", "read_rgb", "render_png", "to_rgb", "write_samples"]
+if TYPE_CHECKING:
+    from dlsec.generative._provenance import GeneratorInfo
+
+__all__ = ["SampleFile", "read_rgb", "render_png", "signed_samples", "to_rgb", "write_samples"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,43 @@ def render_png(rgb: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def signed_samples(
+    generator_name: str,
+    *,
+    n: int,
+    seed: int = 0,
+    size: int = 256,
+    watermark: bytes | None = None,
+    watermark_method: str = "dwtdct",
+    home: str | Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[GeneratorInfo, list[tuple[str, bytes]]]:
+    """Draw ``n`` images from a built-in generator, each a C2PA-signed PNG in memory.
+
+    Returns the generator's identity (name, version, weights SHA-256, as in every manifest) and
+    ``(file name, PNG bytes)`` per image. With ``watermark``, a watermark (``watermark_method``:
+    ``"dwtdct"`` or ``"learned"``) is embedded before signing (signing last, so the manifest
+    covers the watermarked pixels). What :func:`write_samples` writes and the gateway serves.
+    """
+    from dlsec.generative._gan import load_generator
+    from dlsec.generative._provenance import GeneratorInfo, sign_image
+    from dlsec.generative._watermark import get_watermark
+
+    marker = get_watermark(watermark_method, home=home) if watermark is not None else None
+    generator = load_generator(generator_name, home=home)
+    info = GeneratorInfo(generator.name, generator.version, generator.weights_sha256)
+    out: list[tuple[str, bytes]] = []
+    for i, image in enumerate(generator.sample(n, seed=seed)):
+        rgb = to_rgb(image, size)
+        if marker is not None and watermark is not None:
+            rgb = marker.embed(rgb, watermark)
+        name = f"{generator.name}-{seed}-{i:04d}.png"
+        out.append((name, sign_image(render_png(rgb), info, title=name, home=home)))
+        if progress is not None:
+            progress(i + 1, n)
+    return info, out
+
+
 def write_samples(
     generator_name: str,
     out: str | Path,
@@ -67,28 +108,22 @@ def write_samples(
     """
     import hashlib
 
-    from dlsec.generative._gan import load_generator
-    from dlsec.generative._provenance import GeneratorInfo, sign_image
-    from dlsec.generative._watermark import get_watermark
-
-    marker = get_watermark(watermark_method, home=home) if watermark is not None else None
-    generator = load_generator(generator_name, home=home)
-    info = GeneratorInfo(generator.name, generator.version, generator.weights_sha256)
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
-    written: list[SampleFile] = []
-    images = generator.sample(n, seed=seed)
-    for i, image in enumerate(images):
-        rgb = to_rgb(image, size)
-        if marker is not None and watermark is not None:
-            rgb = marker.embed(rgb, watermark)
-        name = f"{generator.name}-{seed}-{i:04d}.png"
-        signed = sign_image(render_png(rgb), info, title=name, home=home)
-        path = atomic_write_bytes(folder / name, signed)
-        written.append(SampleFile(path, hashlib.sha256(signed).hexdigest()))
-        if progress is not None:
-            progress(i + 1, n)
-    return written
+    _, images = signed_samples(
+        generator_name,
+        n=n,
+        seed=seed,
+        size=size,
+        watermark=watermark,
+        watermark_method=watermark_method,
+        home=home,
+        progress=progress,
+    )
+    return [
+        SampleFile(atomic_write_bytes(folder / name, signed), hashlib.sha256(signed).hexdigest())
+        for name, signed in images
+    ]
 
 
 def read_rgb(path: str | Path) -> np.ndarray:

@@ -84,6 +84,11 @@ class GatewayConfig(BaseModel):
         True, description="predict on the event loop (small models); false: in a thread pool (large models)"
     )
     redis_url: str | None = None
+    generators: list[str] = Field(
+        default_factory=list,
+        description="built-in generators to serve (zoo-gan, zoo-vae): every image C2PA-signed",
+    )
+    max_images: int = Field(16, ge=1, le=256, description="images per generate request at most")
 
 
 @dataclass
@@ -122,6 +127,15 @@ class Gateway:
         run_playbook: bool = True,
     ) -> None:
         self.config = config
+        self.home = home
+        if config.generators:
+            from dlsec.generative import GENERATORS
+
+            unknown = [g for g in config.generators if g not in GENERATORS]
+            if unknown:
+                raise UsageError(
+                    f"unknown generator {unknown[0]!r}; built-in: {', '.join(sorted(GENERATORS))}"
+                )
         self.registry = Registry.open(registry_url, home=home)
         self.db: Database = self.registry.db
         self.audit: AuditLog = self.registry.audit
@@ -157,6 +171,7 @@ class Gateway:
         self.alert_hooks = list(alert_hooks or [])
         self._state_hooks: set[int] = set()
         self._lock = threading.RLock()
+        self._generate_lock = threading.Lock()
         self._served = {name: _Served(name) for name in config.models}
         self._keys: dict[str, ApiKey] = {}
         self._generation = -2
@@ -339,6 +354,54 @@ class Gateway:
             body["output"] = str(key.output)
             body["probabilities"] = output
         return body
+
+    def generate(self, name: str, key: ApiKey, n: int, seed: int | None, size: int) -> dict[str, Any]:
+        """``n`` images from the served generator ``name``, each a PNG with a signed C2PA manifest
+        (generator name, version, the SHA-256 of its weights), charged to the key's rate and budget
+        like predictions (one per image) and recorded in the audit log with each image's SHA-256."""
+        import base64
+        import hashlib
+        import secrets
+
+        from dlsec.generative import signed_samples
+
+        if name not in self.config.generators:
+            raise ApiError(404, f"generator {name!r} is not served here", reason="unknown-model")
+        if not key.may_use(name):
+            raise ApiError(403, f"this key may not use generator {name!r}", reason="scope")
+        if not 1 <= n <= self.config.max_images:
+            raise ApiError(422, f"n must be from 1 to {self.config.max_images}, got {n}", reason="invalid")
+        if self._actions.get(key.id, "allow") == "block":
+            raise ApiError(403, "this key is blocked", reason="blocked")
+        decision = self.limits.take(key.id, n, key.rate, key.budget, key.used)
+        if not decision.allowed:
+            what = "rate limit exceeded" if decision.reason == "rate" else "prediction budget exhausted"
+            raise ApiError(
+                429, what, reason=decision.reason, headers={"Retry-After": str(decision.retry_after)}
+            )
+        seed = secrets.randbelow(2**31) if seed is None else seed
+        try:
+            with self._generate_lock:  # one generator call at a time: its weights are shared
+                info, images = signed_samples(name, n=n, seed=seed, size=size, home=self.home)
+        except UsageError as exc:
+            raise ApiError(422, str(exc).splitlines()[0], reason="invalid") from None
+        out = [
+            {
+                "name": file,
+                "sha256": hashlib.sha256(png).hexdigest(),
+                "png_base64": base64.b64encode(png).decode(),
+            }
+            for file, png in images
+        ]
+        detail = {
+            "generator": info.name,
+            "version": info.version,
+            "weights_sha256": info.weights_sha256,
+            "seed": seed,
+            "images": [i["sha256"] for i in out],
+        }
+        self.audit.append("gateway.generate", f"generator:{name}", detail, actor=f"apikey:{key.id}")
+        return {**{k: v for k, v in detail.items() if k != "images"}, "images": out}
 
     def _enqueue(self, event: _Event) -> None:
         if len(self._events) >= self.config.queue_size:

@@ -37,6 +37,13 @@ class PredictRequest(BaseModel):
     inputs: list[Any] = Field(description="a batch: nested lists in the model's input shape")
 
 
+class GenerateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    n: int = Field(1, description="how many images (each C2PA-signed)")
+    seed: int | None = Field(None, ge=0, description="the generator's seed (default: random)")
+    size: int = Field(256, ge=8, le=1024, description="output width and height in pixels")
+
+
 class QuarantineRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reason: str | None = None
@@ -97,6 +104,14 @@ async def predict(request: Request, key: ClientKey) -> JSONResponse:
         result = await run_in_threadpool(_predict_sync, gateway, name, key, body.inputs)
     gateway.metrics.served(name, start)
     return JSONResponse(result)  # plain JSON types already: no response-model pass
+
+
+@client.post("/v1/generators/{name}/generate")
+async def generate(name: str, body: GenerateRequest, request: Request, key: ClientKey) -> dict[str, Any]:
+    """Images from a served generator, each a PNG (base64) with a signed C2PA manifest."""
+    gateway = gateway_of(request)
+    gateway.refresh()
+    return await run_in_threadpool(gateway.generate, name, key, body.n, body.seed, body.size)
 
 
 def _predict_sync(gateway: Gateway, name: str, key: ApiKey, inputs: list[Any]) -> dict[str, Any]:

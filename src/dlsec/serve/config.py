@@ -19,6 +19,7 @@ def load_gateway_config(
     models: str | None = None,
     alias: str | None = None,
     redis_url: str | None = None,
+    generators: str | None = None,
     **extra: str | None,
 ) -> GatewayConfig:
     """Read a gateway YAML (if given; errors name the line and field) and apply command-line overrides."""
@@ -35,6 +36,8 @@ def load_gateway_config(
         raw["alias"] = alias
     if redis_url is not None:
         raw["redis_url"] = redis_url
+    if generators is not None:
+        raw["generators"] = [g.strip() for g in generators.split(",") if g.strip()]
     raw.update({k: v for k, v in extra.items() if v is not None})
     if not raw.get("models"):
         raise UsageError("name the models to serve: --models NAME[,NAME] or `models:` in --config")
