@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -90,7 +92,11 @@ def test_a_simulation_runs_on_an_existing_ray_cluster() -> None:
     """A Ray head started here as its own process (``ray start --block``, stopped by its pid)."""
     port = _closed_port()
     ray = Path(sys.executable).with_name("ray")
-    argv = [str(ray), "start", "--head", f"--port={port}", "--num-cpus=2", "--block"]
+    # its own temp dir (short: Ray's socket paths must fit 107 bytes): `ray start` records its
+    # address in TEMP/ray_current_cluster, and a stale record in the shared /tmp/ray would send
+    # every later ray.init() on this machine to a cluster that is gone
+    temp = tempfile.mkdtemp(prefix="dlsec-ray-", dir="/tmp")
+    argv = [str(ray), "start", "--head", f"--port={port}", "--num-cpus=2", "--block", f"--temp-dir={temp}"]
     argv += ["--include-dashboard=false", "--disable-usage-stats"]
     head = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -113,3 +119,4 @@ def test_a_simulation_runs_on_an_existing_ray_cluster() -> None:
         ray_api.shutdown()
         head.terminate()
         head.wait(timeout=60)
+        shutil.rmtree(temp, ignore_errors=True)
