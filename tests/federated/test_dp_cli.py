@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from dlsec.cli import main
+from dlsec.core.cluster import check_ray_address
 from dlsec.errors import UsageError
 from dlsec.federated import FLConfig, epsilon_for, simulate
-from dlsec.federated._simulate import _backend_config, check_ray_address
+from dlsec.federated._simulate import _backend_config
 
 
 def _closed_port() -> int:

@@ -14,11 +14,11 @@ where it runs (the same function, the same inputs, seeded attacks, one thread pe
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from dlsec.core.cluster import check_ray_address
 from dlsec.errors import UsageError
 
 __all__ = ["Engine", "LocalEngine", "RayEngine", "Shared", "UnitTask", "ray_engine"]
@@ -114,7 +114,7 @@ class RayEngine(Engine):
         if self.cpus_per_unit <= 0 or self.gpus_per_unit < 0:
             raise UsageError("each unit needs a positive number of CPUs and a non-negative number of GPUs")
         if self.address is not None:
-            _check_reachable(self.address)
+            check_ray_address(self.address)
         import ray
 
         if not ray.is_initialized():
@@ -181,21 +181,6 @@ class RayEngine(Engine):
 
         if ray.is_initialized():
             ray.shutdown()
-
-
-def _check_reachable(address: str) -> None:
-    """Fail fast, in one line, on an address nothing answers at (Ray itself retries for minutes)."""
-    if address == "auto":
-        return
-    hostport = address.split("://", 1)[-1].rstrip("/")
-    host, sep, port = hostport.rpartition(":")
-    if not sep or not port.isdigit():
-        raise UsageError(f"--ray {address!r}: give host:port (e.g. 10.0.0.5:6379), ray://host:port or auto")
-    try:
-        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=3.0):
-            pass
-    except OSError as exc:
-        raise UsageError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}") from None
 
 
 def ray_engine(

@@ -15,7 +15,6 @@ benchmark uses it because a matrix of Ray start-ups does not fit a 2-core machin
 from __future__ import annotations
 
 import logging
-import socket
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from dlsec.core.cluster import check_ray_address
 from dlsec.core.data import Dataset, load_dataset
 from dlsec.errors import Error, UsageError
 from dlsec.federated._aggregate import Aggregate, Aggregator, build_aggregator
@@ -32,7 +32,7 @@ from dlsec.federated._attacks import Attack, RoundContext, build_attack, malicio
 from dlsec.federated._dp import DP_MODES, DPFedAvg, default_delta, noise_for_epsilon
 from dlsec.federated._partition import partition
 
-__all__ = ["FLConfig", "RoundRecord", "SimulationResult", "check_ray_address", "simulate"]
+__all__ = ["FLConfig", "RoundRecord", "SimulationResult", "simulate"]
 
 ENGINES = ("flower", "local")
 
@@ -447,22 +447,6 @@ def _local_rounds(server: _Server) -> None:
         server.observe(rnd, ids, updates, result)
         base = base + result.update
         server.evaluate(rnd, base)
-
-
-def check_ray_address(address: str) -> None:
-    """Fail fast, in one line, when nothing answers at a Ray address (``host:port``,
-    ``ray://host:port`` or ``auto``); Ray itself retries for minutes."""
-    if address == "auto":
-        return
-    hostport = address.split("://", 1)[-1].rstrip("/")
-    host, sep, port = hostport.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise UsageError(f"--ray {address!r}: give host:port (e.g. 10.0.0.5:6379), ray://host:port or auto")
-    try:
-        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=3.0):
-            pass
-    except OSError as exc:
-        raise UsageError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}") from None
 
 
 def _backend_config(ray_address: str | None) -> dict[str, Any]:
