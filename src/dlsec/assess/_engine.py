@@ -120,6 +120,7 @@ class RayEngine(Engine):
         if not ray.is_initialized():
             if self.address is None:
                 ray.init(
+                    address="local",  # a Ray of our own, even beside a cluster started with `ray start`
                     num_cpus=self.workers,
                     include_dashboard=False,
                     log_to_driver=False,

@@ -450,11 +450,12 @@ def _local_rounds(server: _Server) -> None:
 
 
 def _backend_config(ray_address: str | None) -> dict[str, Any]:
-    """Flower's Ray backend config: a local Ray of 2 CPUs, or an existing cluster (``ray.init``
-    refuses resource counts when it connects to one, so only the address is passed)."""
+    """Flower's Ray backend config: a local Ray of 2 CPUs of its own, or an existing cluster
+    (``ray.init`` refuses resource counts when it connects to one, so only the address is passed)."""
     init_args: dict[str, Any] = {"logging_level": logging.ERROR}
     if ray_address is None:
-        init_args.update(num_cpus=2, include_dashboard=False)
+        # "local": a Ray of our own, even beside a cluster started with `ray start` on this machine
+        init_args.update(address="local", num_cpus=2, include_dashboard=False)
     else:
         init_args["address"] = ray_address
     return {"client_resources": {"num_cpus": 1, "num_gpus": 0.0}, "init_args": init_args}
