@@ -83,7 +83,11 @@ TARGETS: dict[str, Target] = {
     ),
     "membership-metrics": Target(
         ("src/dlsec/attacks/privacy/_metrics.py",),
-        ("tests/privacy/test_membership.py", "tests/privacy/test_bounds.py"),
+        (
+            "tests/privacy/test_membership.py",
+            "tests/privacy/test_bounds.py",
+            "tests/privacy/test_metrics_known.py",
+        ),
     ),
     "audit-log": Target(("src/dlsec/store/_audit.py",), ("tests/release/test_audit.py",)),
     "crypto": Target(("src/dlsec/release/_crypto.py",), ("tests/release/test_crypto.py",)),
