@@ -123,23 +123,26 @@ def test_extraction_alert_revokes_the_key(home, keys, tmp_path):
     reg.close()
 
 
-def test_attack_traffic_triggers_an_incident_that_quarantines_and_rolls_back(home, keys, tmp_path):
-    """The issue's end-to-end incident, through the gateway with monitoring and a playbook."""
-    rng = np.random.default_rng(0)
+def _monitored_gateway(home: Path, tmp_path: Path, rng: np.random.Generator, rows: int, rules: str):
+    """The gateway with the drift playbook and a monitor.yaml of ``rules`` over random reference rows."""
     reference = tmp_path / "reference.npz"
-    np.savez(reference, x=rng.random((4000, 4)).astype(np.float32), y=rng.integers(0, 3, 4000))
+    np.savez(reference, x=rng.random((rows, 4)).astype(np.float32), y=rng.integers(0, 3, rows))
     monitor = tmp_path / "monitor.yaml"
-    monitor.write_text(
-        "window: 40\nert: 10000\nrules:\n  - name: input drift\n    severity: high\n"
-        "    detector: ks\n    params: {correction: fdr}\n"
-    )
-    gateway = make_gateway(
+    monitor.write_text("window: 40\nert: 10000\nrules:\n" + rules)
+    return make_gateway(
         home,
         monitor=str(monitor),
         monitor_reference=str(reference),
         playbook=str(_playbook(tmp_path)),
         extraction=None,
     )
+
+
+def test_attack_traffic_triggers_an_incident_that_quarantines_and_rolls_back(home, keys, tmp_path):
+    """The issue's end-to-end incident, through the gateway with monitoring and a playbook."""
+    rng = np.random.default_rng(0)
+    rules = "  - name: input drift\n    severity: high\n    detector: ks\n    params: {correction: fdr}\n"
+    gateway = _monitored_gateway(home, tmp_path, rng, 4000, rules)
     served = load_model(str(home / "src" / "v2" / "model.safetensors"))
     natural = rng.random((80, 4)).astype(np.float32)
     # Attack traffic: targeted PGD pushing every input toward the class the model gives least often.
@@ -183,20 +186,11 @@ def test_attack_traffic_triggers_an_incident_that_quarantines_and_rolls_back(hom
 def test_a_monitor_detector_that_cannot_run_is_said_once_and_opens_no_incident(home, keys, tmp_path):
     """Served traffic has no true labels: the performance rule cannot run; the gateway says so."""
     rng = np.random.default_rng(1)
-    reference = tmp_path / "reference.npz"
-    np.savez(reference, x=rng.random((2000, 4)).astype(np.float32), y=rng.integers(0, 3, 2000))
-    monitor = tmp_path / "monitor.yaml"
-    monitor.write_text(
-        "window: 40\nert: 10000\nrules:\n  - {name: input drift, severity: high, detector: ks}\n"
+    rules = (
+        "  - {name: input drift, severity: high, detector: ks}\n"
         "  - {name: accuracy, severity: high, detector: performance}\n"
     )
-    gateway = make_gateway(
-        home,
-        monitor=str(monitor),
-        monitor_reference=str(reference),
-        playbook=str(_playbook(tmp_path)),
-        extraction=None,
-    )
+    gateway = _monitored_gateway(home, tmp_path, rng, 2000, rules)
     natural = rng.random((60, 4)).astype(np.float32)
     with TestClient(create_app(gateway)) as c:
         for i in range(0, 60, 20):

@@ -113,7 +113,14 @@ def _shards(n: int, size: int | None) -> list[tuple[int, int]]:
 
 
 def _evasion_unit(
-    attack: Any, target: Model, x: torch.Tensor, y: torch.Tensor, lo: int, hi: int, gallery_key: str | None
+    attack: Any,
+    target: Model,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    lo: int,
+    hi: int,
+    gallery_key: str | None,
+    shard: bool = False,
 ) -> dict[str, Any]:
     """One attack at one budget on rows ``lo:hi`` (a top-level function: it runs on Ray workers too)."""
     result = attack(target, x[lo:hi], y[lo:hi])
@@ -122,12 +129,12 @@ def _evasion_unit(
         "robust": rates.tolist() if result.passes > 1 else rates.bool().tolist(),
         "summary": result.summary(),
         "adv_pred": result.adv_pred[:GALLERY_N].tolist(),
-        # per example, so that shards merge into the summary of one run over all rows
-        "success": result.success.tolist(),
-        "clean_correct": result.clean_correct.tolist(),
-        "norms": result.norms.tolist(),
-        "clean_rate": None if result.clean_rate is None else result.clean_rate.tolist(),
     }
+    if shard:  # per example, so that shards merge into the summary of one run over all rows
+        value["success"] = result.success.tolist()
+        value["clean_correct"] = result.clean_correct.tolist()
+        value["norms"] = result.norms.tolist()
+        value["clean_rate"] = None if result.clean_rate is None else result.clean_rate.tolist()
     if gallery_key is not None:
         value["_arrays"] = {gallery_key: result.x_adv[:GALLERY_N].numpy()}
     return value
@@ -292,7 +299,17 @@ def run_assessment(
                         evasion[skey] = cached
                         step_done()
                     else:
-                        args = (attack, shared_target, shared_x, shared_y, lo, hi, key if i == 0 else None)
+                        gallery_key = key if i == 0 else None
+                        args = (
+                            attack,
+                            shared_target,
+                            shared_x,
+                            shared_y,
+                            lo,
+                            hi,
+                            gallery_key,
+                            len(shards) > 1,
+                        )
                         tasks.append(UnitTask(skey, _evasion_unit, args))
     for key, value in (engine or LocalEngine()).run(tasks):
         evasion[key] = units.put(key, value)
