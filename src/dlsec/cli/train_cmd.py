@@ -17,7 +17,18 @@ from dlsec.cli._app import JsonOpt, app, emit_json, out_console, progress_bar, s
 from dlsec.cli.commands import ArchArgOpt, ArchOpt, LabelColOpt
 from dlsec.comply import erasure  # registers the sisa recipe (an ensemble, trained shard by shard)
 from dlsec.core.arch import parse_arch_kwargs
+from dlsec.errors import UsageError
 from dlsec.train import RECIPES, TrainedModel, train_and_save, train_options
+
+_TEXT_RECIPES = ("text-augment", "text-adversarial")
+_TEXT_FLAGS = {
+    "attack": "--text-attack",
+    "max_change": "--max-change",
+    "n": "--attack-n",
+    "every": "--attack-every",
+    "warmup": "--warmup",
+    "query_budget": "--query-budget",
+}
 
 # Command-line flags of the options whose names differ in messages (the parameter is the key).
 _FLAGS = {
@@ -55,7 +66,10 @@ def train(
     ] = None,
     recipe: Annotated[
         str | None,
-        typer.Option("--recipe", help=f"Training recipe: {', '.join(RECIPES)} (default standard)."),
+        typer.Option(
+            "--recipe",
+            help=f"Training recipe: {', '.join(RECIPES)}; text data: standard, {', '.join(_TEXT_RECIPES)}.",
+        ),
     ] = None,
     config_file: Annotated[
         Path | None,
@@ -150,6 +164,33 @@ def train(
         int | None, typer.Option("--split-seed", help="Seed of the deterministic train/test split.")
     ] = None,
     label_column: LabelColOpt = None,
+    text_column: Annotated[
+        str | None,
+        typer.Option("--text-column", help="Text data: the text column of a CSV (marks it as text)."),
+    ] = None,
+    text_attack: Annotated[
+        str | None,
+        typer.Option(
+            "--text-attack", help="text recipes: pwws, deepwordbug, textfooler or hotflip (default pwws)."
+        ),
+    ] = None,
+    max_change: Annotated[
+        float | None,
+        typer.Option("--max-change", help="text recipes: the attack's budget, fraction of words."),
+    ] = None,
+    attack_n: Annotated[
+        int | None, typer.Option("--attack-n", help="text recipes: training texts attacked per round.")
+    ] = None,
+    attack_every: Annotated[
+        int | None,
+        typer.Option("--attack-every", help="text-adversarial: epochs between rounds (default 1)."),
+    ] = None,
+    warmup: Annotated[
+        int | None, typer.Option("--warmup", help="text-adversarial: clean epochs before the first round.")
+    ] = None,
+    query_budget: Annotated[
+        int | None, typer.Option("--query-budget", help="text-adversarial: model queries per attacked text.")
+    ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Replace a model already in --out and discard its checkpoint.")
     ] = False,
@@ -159,13 +200,90 @@ def train(
 
     Recipes: standard (regularisation options), pgd-at, trades, fast-at (need --eps), dp-sgd
     (needs --epsilon) and sisa (--shards, --slices: erasable with `dlsec erase`). Adversarial
-    recipes report AutoAttack robust accuracy on test rows.
+    recipes report AutoAttack robust accuracy on test rows. On text data (builtin:rotten-tomatoes,
+    a .jsonl, a .csv with --text-column): standard, text-augment (one round of adversarial
+    texts) and text-adversarial (adversarial texts regenerated against the current model every
+    --attack-every epochs); the text model folder is written as `dlsec text train` writes it.
 
     Example:
 
     \b
         dlsec train --data builtin:breast-cancer --epochs 30 --out runs/bc
     """
+    text_only = {
+        "--text-attack": text_attack,
+        "--max-change": max_change,
+        "--attack-n": attack_n,
+        "--attack-every": attack_every,
+        "--warmup": warmup,
+        "--query-budget": query_budget,
+        "--text-column": text_column,
+    }
+    if _is_text_data(data, text_column, recipe):
+        others = {
+            "--config": config_file,
+            "--arch-arg": arch_arg,
+            "--batch-size": batch_size,
+            "--lr": lr,
+            "--optimizer": optimizer,
+            "--momentum": momentum,
+            "--lr-schedule": lr_schedule,
+            "--weight-decay": weight_decay,
+            "--label-smoothing": label_smoothing,
+            "--dropout": dropout,
+            "--augment": augment,
+            "--augment-shift": augment_shift,
+            "--augment-noise": augment_noise,
+            "--early-stopping": early_stopping,
+            "--val-size": val_size,
+            "--eps": eps,
+            "--norm": norm,
+            "--attack-steps": attack_steps,
+            "--step-size": step_size,
+            "--beta": beta,
+            "--alpha": alpha,
+            "--epsilon": epsilon,
+            "--delta": delta,
+            "--max-grad-norm": max_grad_norm,
+            "--augmult": augmult,
+            "--grad-sample-mode": grad_sample_mode,
+            "--shards": shards,
+            "--slices": slices,
+            "--robust-eps": robust_eps,
+            "--split-seed": split_seed,
+        }
+        given = [flag for flag, value in others.items() if value is not None and value is not False]
+        if given:
+            raise UsageError(f"{given[0]} does not apply to text data (text training splits with --seed)")
+        _train_text(
+            out,
+            data,
+            recipe or "standard",
+            arch,
+            epochs,
+            seed,
+            test_size,
+            label_column,
+            text_column,
+            {
+                "attack": text_attack,
+                "max_change": max_change,
+                "n": attack_n,
+                "every": attack_every,
+                "warmup": warmup,
+                "query_budget": query_budget,
+            },
+            robust_n,
+            force,
+            json_out,
+        )
+        return
+    given_text = [flag for flag, value in text_only.items() if value is not None]
+    if given_text:
+        raise UsageError(
+            f"{given_text[0]} applies to text data "
+            "(builtin:rotten-tomatoes, a .jsonl, a .csv with --text-column)"
+        )
     options = train_options(
         config_file,
         recipe=recipe,
@@ -217,6 +335,109 @@ def train(
             options, out, force=force, device=settings(ctx).device, progress=callback
         )
     _report(trained, trained.dataset["name"], weights, card_path, json_out)
+
+
+def _is_text_data(data: str | None, text_column: str | None, recipe: str | None) -> bool:
+    """Text data: a built-in text corpus, a .jsonl, a .csv with --text-column, or a text recipe."""
+    from dlsec.text import BUILTIN_TEXT_DATASETS
+
+    if recipe in _TEXT_RECIPES or text_column is not None:
+        return True
+    if data is None:
+        return False
+    if data.startswith("builtin:"):
+        return data.removeprefix("builtin:") in BUILTIN_TEXT_DATASETS
+    return data.lower().endswith(".jsonl")
+
+
+def _train_text(
+    out: Path,
+    data: str | None,
+    recipe: str,
+    arch: str | None,
+    epochs: int | None,
+    seed: int | None,
+    test_size: float | None,
+    label_column: str | None,
+    text_column: str | None,
+    params: dict[str, Any],
+    robust_n: int | None,
+    force: bool,
+    json_out: bool,
+) -> None:
+    """``dlsec train`` on text data: dlsec.text's trainer with the standard or an adversarial recipe."""
+    from dlsec.text import AdversarialTraining, load_text_dataset, train_text_model
+
+    if recipe not in ("standard", *_TEXT_RECIPES):
+        raise UsageError(
+            f"recipe {recipe!r} does not apply to text data; choose standard, {', '.join(_TEXT_RECIPES)}"
+        )
+    if data is None:
+        raise UsageError("pass --data (builtin:rotten-tomatoes, a .jsonl or a .csv with --text-column)")
+    given = {k: v for k, v in params.items() if v is not None}
+    allowed: set[str] | None = {"standard": set(), "text-augment": {"attack", "max_change", "n"}}.get(recipe)
+    extra = sorted(set(given) - allowed) if allowed is not None else []
+    if extra:
+        raise UsageError(f"{_TEXT_FLAGS[extra[0]]} does not apply to recipe {recipe}")
+    if (out / "model.safetensors").exists() and not force:
+        raise UsageError(
+            f"{out / 'model.safetensors'} exists; pass --force to replace it or pick another --out"
+        )
+    corpus = load_text_dataset(data, text_column=text_column, label_column=label_column)
+    adversarial = None
+    kwargs: dict[str, Any] = {}
+    if recipe == "text-adversarial":
+        adversarial = AdversarialTraining(**{"attack": "pwws", **given})
+    elif recipe == "text-augment":
+        kwargs = {"augment": given.get("attack", "pwws"), "max_change": given.get("max_change", 0.2)}
+        if "n" in given:
+            kwargs["augment_n"] = given["n"]
+    with progress_bar(f"training ({recipe})", enabled=not json_out) as callback:
+        result = train_text_model(
+            corpus,
+            arch=arch or "embedding-bag",
+            out=out,
+            epochs=epochs,
+            seed=seed if seed is not None else 0,
+            test_size=test_size if test_size is not None else 0.25,
+            adversarial=adversarial,
+            robust_n=robust_n,
+            progress=callback,
+            **kwargs,
+        )
+    payload = {
+        "model": str(out),
+        "card": str(out / "model.json"),
+        "recipe": result.recipe,
+        "architecture": arch or "embedding-bag",
+        "data": corpus.name,
+        "seed": seed if seed is not None else 0,
+        **result.metrics,
+        "robustness": result.robustness,
+        "rounds": list(result.rounds),
+    }
+    if json_out:
+        emit_json(payload)
+        return
+    console = out_console()
+    m = result.metrics
+    console.print(
+        f"trained [bold]{escape(str(payload['architecture']))}[/] with {escape(result.recipe)} on "
+        f"{escape(corpus.name)}: test accuracy [bold]{m['test_accuracy']:.4f}[/] "
+        f"(train {m['train_accuracy']:.4f})"
+    )
+    for r in result.rounds:
+        console.print(
+            f"  epoch {r['epoch']}: attacked {r['attacked']}, fooled {r['added']} "
+            f"(success {r['success_rate']:.3f}), all added to training"
+        )
+    if result.robustness is not None:
+        r = result.robustness
+        console.print(
+            f"{escape(r['attack'])} ({r['max_change']:.0%} of words, {r['n']} test texts): robust accuracy "
+            f"[bold]{r['robust_accuracy']:.4f}[/], attack success {r['success_rate']:.3f}"
+        )
+    console.print(f"wrote {escape(str(out))} (config.json, model.safetensors, tokenizer.json, model.json)")
 
 
 def _report(trained: TrainedModel, data_name: str, weights: Path, card_path: Path, json_out: bool) -> None:

@@ -40,7 +40,14 @@ if TYPE_CHECKING:
         load_text_model,
         save_text_model,
     )
-    from dlsec.text.training import TEXT_ARCHS, TextTrainResult, train_text_model
+    from dlsec.text.training import (
+        TEXT_ARCHS,
+        TEXT_RECIPES,
+        AdversarialTraining,
+        TextTrainResult,
+        adversarial_examples,
+        train_text_model,
+    )
     from dlsec.text.wordnet import WordNet
 
 _EXPORTS = {
@@ -72,11 +79,22 @@ _EXPORTS = {
         ),
         "models",
     ),
-    **dict.fromkeys(("TEXT_ARCHS", "TextTrainResult", "train_text_model"), "training"),
+    **dict.fromkeys(
+        (
+            "TEXT_ARCHS",
+            "TEXT_RECIPES",
+            "AdversarialTraining",
+            "TextTrainResult",
+            "adversarial_examples",
+            "train_text_model",
+        ),
+        "training",
+    ),
     "WordNet": "wordnet",
 }
 
 __all__ = [
+    "AdversarialTraining",
     "BUILTIN_TEXT_DATASETS",
     "DeepWordBug",
     "HotFlip",
@@ -86,6 +104,7 @@ __all__ = [
     "ScoreTextModel",
     "TEXT_ARCHS",
     "TEXT_ATTACKS",
+    "TEXT_RECIPES",
     "TextAttack",
     "TextAttackResult",
     "TextClassifier",
@@ -94,6 +113,7 @@ __all__ = [
     "TextTrainResult",
     "TokenizedModel",
     "WordNet",
+    "adversarial_examples",
     "check_model_folder",
     "get_text_attack",
     "load_text_dataset",
