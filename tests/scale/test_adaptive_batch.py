@@ -8,6 +8,9 @@ import pytest
 import torch
 
 from dlsec.attacks import FGSM, PGD
+from dlsec.attacks.evasion.autoattack import AutoAttack
+from dlsec.attacks.evasion.base import Attack
+from dlsec.attacks.evasion.wrappers import EOT, Restarts, Targeted
 from dlsec.core import InputSpec, WhiteBoxModel
 from dlsec.core.model import is_out_of_memory
 from dlsec.errors import UsageError
@@ -98,3 +101,49 @@ def test_other_runtime_errors_are_not_retried() -> None:
 )
 def test_is_out_of_memory(exc: BaseException, expected: bool) -> None:
     assert is_out_of_memory(exc) is expected
+
+
+class CountingOOM(OOMAbove):
+    """:class:`OOMAbove` that counts the batches it refused."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.refused = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > self.limit:
+            self.refused += 1
+        return super().forward(x)
+
+
+def _composites(batch_size: int) -> dict[str, Attack]:
+    return {
+        "autoattack": AutoAttack(eps=0.1, version="standard", seed=2, batch_size=batch_size),
+        "restarts": Restarts(PGD(eps=0.1, steps=3, seed=2, batch_size=batch_size), restarts=2),
+        "eot": EOT(PGD(eps=0.1, steps=3, seed=2, batch_size=batch_size), samples=2),
+    }
+
+
+@pytest.mark.parametrize("name", ["autoattack", "restarts", "eot"])
+def test_composite_attacks_meet_an_oom_once_and_keep_the_size_that_fits(name: str) -> None:
+    x, y = _data()
+    net = CountingOOM(limit=10)
+    result = _composites(32)[name](WhiteBoxModel(net, SPEC, device="cpu"), x, y)
+    # EOT stacks 2 passes per example, so 5 examples is what fits in 10 rows: 32 -> 16 -> 8 -> 4.
+    fits = 4 if name == "eot" else 8
+    assert result.extras["batch_size"] == fits
+    # Every stage (AutoAttack's four attacks, each restart, the scoring) starts at the size
+    # found to fit: the model refuses only the halvings of the first stage, never again.
+    assert net.refused == {8: 2, 4: 3}[fits]
+    # And the result is the one asked for at that size in the first place.
+    again = _composites(fits)[name](WhiteBoxModel(OOMAbove(limit=10), SPEC, device="cpu"), x, y)
+    assert torch.equal(result.x_adv, again.x_adv) and torch.equal(result.adv_pred, again.adv_pred)
+    assert "batch_size" not in again.extras
+
+
+def test_least_likely_targets_are_chosen_in_batches_that_fit() -> None:
+    x, y = _data()
+    attack = Targeted(PGD(eps=0.1, steps=2, batch_size=32), policy="least-likely")
+    small = attack.choose_targets(WhiteBoxModel(OOMAbove(limit=10), SPEC, device="cpu"), x, y)
+    whole = attack.choose_targets(WhiteBoxModel(OOMAbove(limit=1000), SPEC, device="cpu"), x, y)
+    assert torch.equal(small, whole) and not bool((small == y).any())

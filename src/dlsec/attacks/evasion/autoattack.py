@@ -31,7 +31,6 @@ from typing import Any, ClassVar
 
 import torch
 
-from dlsec.attacks.evasion._expectation import expected_scores
 from dlsec.attacks.evasion.base import Attack, Oracle, Prepared, get_attack, register_attack
 from dlsec.attacks.evasion.diagnostics import forward_is_random
 from dlsec.attacks.evasion.wrappers import EOT
@@ -127,9 +126,9 @@ class AutoAttack(Attack):
         def correct(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             """Per example, the fraction of passes that classify ``x`` as ``y``."""
             if passes == 1:
-                return (self._predict_all(scorer, x) == y).double()
+                return (self._predict_all(scorer, x, memory=p.memory) == y).double()
             assert isinstance(p.model, WhiteBoxModel)
-            return expected_scores(p.model, x, y, passes, batch_size=self.batch_size)[1]
+            return self._expected_all(p.model, x, y, passes, p.memory)[1]
 
         # The model's own noise, if any, is drawn from seeded global generators (restored after):
         # the standard version's attacks draw from the seed, the rand version's scoring between

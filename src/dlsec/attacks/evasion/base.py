@@ -237,6 +237,26 @@ class AttackResult:
         }
 
 
+@dataclass
+class BatchMemory:
+    """The largest batch known to fit in device memory, shared by every stage of one call.
+
+    A composite attack (AutoAttack's four attacks, restarts, EOT, the scoring of the result)
+    passes its subsets the same memory, so an out-of-memory error is met once per call: later
+    stages start at the size that fit instead of failing again from ``batch_size``.
+    """
+
+    fits: int | None = None
+
+    def cap(self, size: int) -> int:
+        """``size``, or less when a smaller batch is all that is known to fit."""
+        return size if self.fits is None else min(size, self.fits)
+
+    def shrunk(self, size: int) -> None:
+        """Record that a batch of ``size`` fits after a larger one did not."""
+        self.fits = size if self.fits is None else min(self.fits, size)
+
+
 @dataclass(frozen=True)
 class Prepared:
     """Validated inputs of one attack call, on the model's device (float32)."""
@@ -250,9 +270,11 @@ class Prepared:
     lower: torch.Tensor
     upper: torch.Tensor
     progress: Progress | None = None
+    memory: BatchMemory = field(default_factory=BatchMemory)
 
     def subset(self, index: torch.Tensor) -> Prepared:
-        """The same call restricted to the rows at ``index`` (without progress reporting)."""
+        """The same call restricted to the rows at ``index`` (without progress reporting; the
+        batch size found to fit is shared)."""
         return Prepared(
             self.model,
             self.x_in[index.to(self.x_in.device)],
@@ -262,6 +284,7 @@ class Prepared:
             self.constraints,
             self.lower,
             self.upper,
+            memory=self.memory,
         )
 
 
@@ -404,14 +427,16 @@ class Attack(ABC):
         written into one preallocated output, so memory holds the inputs, the output and one
         batch's work, whatever the number of examples. When a batch runs out of device memory
         the batch size halves and the batch reruns from the same random state (the results are
-        those of the smaller batches); ``extras["batch_size"]`` then reports the size used.
+        those of the smaller batches). Later batches, and every later stage of the same call (the
+        ``memory`` its subsets share), start at the size that fit; ``extras["batch_size"]`` then
+        reports it.
 
         Composite attacks (AutoAttack, restarts) override this, not ``__call__``.
         """
         gen = torch_generator(self.seed)
         n = p.x.shape[0]
         x_adv = torch.empty_like(p.x)
-        queries, size, start = 0, self.batch_size, 0
+        queries, size, start = 0, p.memory.cap(self.batch_size), 0
         mutable = p.constraints.mutable_tensor(p.model.spec, p.x.device) if p.constraints else None
         while start < n:
             sl = slice(start, min(start + size, n))
@@ -425,6 +450,7 @@ class Attack(ABC):
                 if not is_out_of_memory(exc):
                     raise
                 size = self._smaller_batch(size, p.x.device, exc)
+                p.memory.shrunk(size)
                 gen.set_state(drawn)
                 continue
             adv = adv.detach().to(device=xb.device, dtype=torch.float32)
@@ -435,7 +461,7 @@ class Attack(ABC):
             start = sl.stop
             if p.progress is not None:
                 p.progress(start, n, {})
-        return x_adv, queries, ({"batch_size": size} if size != self.batch_size else {})
+        return x_adv, queries, {}
 
     def _smaller_batch(self, size: int, device: torch.device, exc: BaseException) -> int:
         """Half of ``size`` after an out-of-memory error; raises when one example does not fit."""
@@ -465,17 +491,16 @@ class Attack(ABC):
         if passes > 1 and isinstance(p.model, WhiteBoxModel):
             # Scored by the expectation, on draws of their own (not the ones the attack saw).
             with seeded_draws(self.seed + _SCORING_STREAM, p.x.device):
-                clean_pred, clean_rate = expected_scores(
-                    p.model, p.x, p.y, passes, batch_size=self.batch_size
-                )
-                adv_pred, adv_rate = expected_scores(p.model, x_adv, p.y, passes, batch_size=self.batch_size)
+                clean_pred, clean_rate = self._expected_all(p.model, p.x, p.y, passes, p.memory)
+                adv_pred, adv_rate = self._expected_all(p.model, x_adv, p.y, passes, p.memory)
             rates = (adv_rate.cpu(), clean_rate.cpu())
         else:
             passes = 1
             scorer = Oracle(p.model)
-            fits = int(extras.get("batch_size", self.batch_size))  # what the attack found fits
-            clean_pred = self._predict_all(scorer, p.x, fits)
-            adv_pred = self._predict_all(scorer, x_adv, fits)
+            clean_pred = self._predict_all(scorer, p.x, memory=p.memory)
+            adv_pred = self._predict_all(scorer, x_adv, memory=p.memory)
+        if p.memory.fits is not None and p.memory.fits < self.batch_size:
+            extras = {**extras, "batch_size": p.memory.fits}  # the size the whole call ran at
         success = (adv_pred == p.target) if p.target is not None else (adv_pred != p.y)
         # Per batch: x_adv - x over the whole set at once would be one more copy of the set.
         step = self.batch_size
@@ -503,22 +528,58 @@ class Attack(ABC):
             clean_rate=rates[1],
         )
 
-    def _predict_all(self, oracle: Oracle, x: torch.Tensor, size: int | None = None) -> torch.Tensor:
-        """Labels for ``x`` in batches of ``size`` (default ``batch_size``), halving the batch
-        when device memory runs out."""
-        out = torch.empty(len(x), dtype=torch.long, device=x.device)
-        size, start = size or self.batch_size, 0
-        while start < len(x):
-            sl = slice(start, min(start + size, len(x)))
+    def _predict_all(
+        self, oracle: Oracle, x: torch.Tensor, size: int | None = None, *, memory: BatchMemory | None = None
+    ) -> torch.Tensor:
+        """Labels for ``x`` in batches of ``size`` (default ``batch_size``, or less when
+        ``memory`` knows a smaller one fits), halving the batch when device memory runs out."""
+        parts = self._in_batches(lambda sl: (oracle.predict(x[sl]),), len(x), x.device, size, memory)
+        if not parts:
+            return torch.empty(0, dtype=torch.long, device=x.device)
+        return torch.cat([labels for (labels,) in parts])
+
+    def _expected_all(
+        self, model: WhiteBoxModel, x: torch.Tensor, y: torch.Tensor, passes: int, memory: BatchMemory
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:func:`expected_scores` of ``x`` in batches that adapt to device memory like
+        :meth:`_predict_all`'s."""
+        if len(x) == 0:
+            return expected_scores(model, x, y, passes)
+
+        def part(sl: slice) -> tuple[torch.Tensor, torch.Tensor]:
+            return expected_scores(model, x[sl], y[sl], passes, batch_size=sl.stop - sl.start)
+
+        parts = self._in_batches(part, len(x), x.device, None, memory)
+        return torch.cat([v for v, _ in parts]), torch.cat([r for _, r in parts])
+
+    def _in_batches(
+        self,
+        fn: Callable[[slice], tuple[torch.Tensor, ...]],
+        n: int,
+        device: torch.device,
+        size: int | None,
+        memory: BatchMemory | None,
+    ) -> list[tuple[torch.Tensor, ...]]:
+        """``fn`` over ``range(n)`` in slices, in order; a slice that runs out of device
+        memory is retried at half the size, and ``memory`` learns the size that fit."""
+        size = size or self.batch_size
+        if memory is not None:
+            size = memory.cap(size)
+        parts: list[tuple[torch.Tensor, ...]] = []
+        start = 0
+        while start < n:
+            sl = slice(start, min(start + size, n))
             try:
-                out[sl] = oracle.predict(x[sl])
+                parts.append(fn(sl))
             except RuntimeError as exc:
                 if not is_out_of_memory(exc):
                     raise
-                size = self._smaller_batch(size, x.device, exc)
+                size = self._smaller_batch(size, device, exc)
+                if memory is not None:
+                    memory.shrunk(size)
                 continue
             start = sl.stop
-        return out
+        return parts
 
     def _project(
         self, x: torch.Tensor, adv: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor

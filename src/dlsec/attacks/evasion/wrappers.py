@@ -98,7 +98,7 @@ class Restarts(_Wrapper):
             adv, q, extras = self.attack.replace(seed=self.seed + i)._attack(sub)
             kept = {k: v for k, v in extras.items() if k == "eot_samples"}  # how to score the result
             queries += q
-            pred = self._predict_all(scorer, adv)
+            pred = self._predict_all(scorer, adv, memory=p.memory)
             hit = (pred == sub.target) if sub.target is not None else (pred != sub.y)
             norm = self._norm.distance(adv - sub.x)
             better = hit & (norm < best_norm[idx])
@@ -162,6 +162,7 @@ class EOT(_Wrapper):
             p.lower,
             p.upper,
             p.progress,
+            p.memory,
         )
         with seeded_draws(self.seed, p.x.device):
             adv, queries, extras = self.attack._attack(sub)
@@ -231,7 +232,13 @@ class Targeted(_Wrapper):
             return (y_t + shift) % k
         if model.access < Access.SCORE:
             raise UsageError("the least-likely target policy needs scores; the model gives labels only")
-        probs = Oracle(model).probs(torch.as_tensor(x).float()).cpu()
+        x_t = torch.as_tensor(x).float()
+        if isinstance(model, WhiteBoxModel):
+            x_t = x_t.to(model.device)
+        oracle = Oracle(model)
+        # In batches, as the attack itself runs: the whole set at once may not fit in memory.
+        parts = self._in_batches(lambda sl: (oracle.probs(x_t[sl]).cpu(),), len(x_t), x_t.device, None, None)
+        probs = torch.cat([p for (p,) in parts]) if parts else torch.empty(0, k)
         probs.scatter_(1, y_t[:, None], float("inf"))
         return probs.argmin(dim=1)
 
