@@ -60,8 +60,8 @@ TINY_VAE = "test-vae-tiny"
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("gen-learned-home")
+def home(tiny_home: Path) -> Path:
+    return tiny_home  # shared with test_assess_generative.py: the tiny recipes train once
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ from dlsec.assess.backdoor import Backdoor
 from dlsec.assess.explain import ExplainSection
 from dlsec.assess.extraction import Extraction
 from dlsec.assess.federated import FederatedSection
+from dlsec.assess.generative import GenerativeSection
 from dlsec.assess.privacy import Privacy
 from dlsec.assess.text import TextSection
 from dlsec.core.config import load_yaml_model
@@ -182,6 +183,7 @@ class Campaign(_Strict):
     federated: FederatedSection = Field(default_factory=FederatedSection)  # off unless federated.enabled
     explain: ExplainSection = Field(default_factory=ExplainSection)  # on unless explain.enabled: false
     text: TextSection = Field(default_factory=TextSection)  # runs when the model and data are text
+    generative: GenerativeSection = Field(default_factory=GenerativeSection)  # runs on a built-in generator
     gates: list[GateSpec] = Field(default_factory=list)
 
     def fingerprint(self) -> str:

@@ -173,6 +173,8 @@ def line_chart(
 
 
 def _charts(report: dict[str, Any]) -> dict[str, str]:
+    if "clean" not in report:  # a generator: no classifier to chart
+        return {}
     clean = report["clean"]
     names = clean.get("class_names") or [str(i) for i in range(len(clean["confusion_matrix"]))]
     charts = {"per_class": bar_chart(clean["per_class_accuracy"], names, label="accuracy per class")}
@@ -239,10 +241,10 @@ def render_html(report: dict[str, Any], *, gallery: list[dict[str, Any]] | None 
 
     template_text = resources.files("dlsec.assess").joinpath("templates/report.html").read_text("utf-8")
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
-    clean = report["clean"]
+    clean = report.get("clean") or {"confusion_matrix": []}
     names = clean.get("class_names") or [str(i) for i in range(len(clean["confusion_matrix"]))]
     matrix = np.asarray(clean["confusion_matrix"], dtype=float)
-    shades = (matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)).tolist()
+    shades = (matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)).tolist() if matrix.ndim == 2 else []
     from markupsafe import Markup as markup  # jinja2's own dependency
 
     charts = {k: markup(v) for k, v in _charts(report).items()}

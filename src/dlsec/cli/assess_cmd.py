@@ -31,7 +31,9 @@ def assess(
     model: Annotated[
         str,
         typer.Option(
-            "--model", "-m", help="zoo:NAME, a .safetensors file, an .onnx file or a text model folder."
+            "--model",
+            "-m",
+            help="zoo:NAME (or a generator, zoo:zoo-gan), a .safetensors or .onnx file, a text model folder.",
         ),
     ],
     data: Annotated[
@@ -100,13 +102,43 @@ def assess(
     \b
         dlsec assess --model zoo:digits-cnn --data builtin:digits --out runs/assess
     """
+    from dlsec.assess.generative import generator_name
+
+    generator = generator_name(model)
+    if generator is not None:
+        if (
+            ray
+            or workers is not None
+            or gpus_per_unit
+            or arch
+            or arch_arg
+            or amp
+            or channels_last
+            or compiled
+        ):
+            raise UsageError(f"--model {model} is a built-in generator; the classifier options do not apply")
+        result = _assess_generator(
+            ctx, generator, model, data, out, campaign, access, split, test_size, split_seed, json_out
+        )
+        _finish(result, out, json_out)
+        return
     if _is_text(model, data):
         if ray or workers is not None or gpus_per_unit or arch or arch_arg:
             raise UsageError(
                 "--ray, --workers, --gpus-per-unit, --arch and --arch-arg do not apply to text models"
             )
         result = _assess_text(
-            model, data, out, campaign, access, split, test_size, split_seed, label_column, json_out
+            model,
+            data,
+            out,
+            campaign,
+            access,
+            split,
+            test_size,
+            split_seed,
+            label_column,
+            json_out,
+            settings(ctx).home,
         )
         _finish(result, out, json_out)
         return
@@ -159,10 +191,10 @@ def assess(
 
 def _is_text(model: str, data: str) -> bool:
     """Whether the assessment is a text one (a text model folder, text data); mixed kinds are refused."""
-    from dlsec.text import BUILTIN_TEXT_DATASETS
+    from dlsec.text import BUILTIN_TEXT_DATASETS, is_text_zoo_ref
 
     folder = Path(model)
-    text_model = folder.is_dir() and (folder / "config.json").is_file()
+    text_model = is_text_zoo_ref(model) or (folder.is_dir() and (folder / "config.json").is_file())
     text_data = (
         data.startswith("builtin:") and data.removeprefix("builtin:") in BUILTIN_TEXT_DATASETS
     ) or data.lower().endswith(".jsonl")
@@ -189,12 +221,14 @@ def _assess_text(
     split_seed: int,
     label_column: str | None,
     json_out: bool,
+    home: Path | None = None,
 ) -> Assessment:
     from dlsec.assess import run_text_assessment
     from dlsec.core.card import TrainingCard
-    from dlsec.text import load_text_dataset, load_text_model
+    from dlsec.text import load_text_dataset, load_text_model, resolve_text_model
 
-    text_model = load_text_model(model)
+    folder = resolve_text_model(model, home=home)
+    text_model = load_text_model(folder)
     corpus = load_text_dataset(data, label_column=label_column)
     if campaign is not None:
         if access is not None:
@@ -205,7 +239,7 @@ def _assess_text(
     if split not in ("auto", "test", "train", "all"):
         raise UsageError(f"--split must be auto, test, train or all, got {split!r}")
     if split != "all":
-        card = TrainingCard.find(model)
+        card = TrainingCard.find(folder)
         saved = (card.split if card is not None else {}) or {}
         size = float(saved.get("test_size", test_size))
         seed = int(saved.get("seed", split_seed))
@@ -218,9 +252,37 @@ def _assess_text(
             plan,
             out,
             model_ref=model,
-            model_sha256=sha256_file(Path(model) / "model.safetensors"),
-            model_folder=model,
+            model_sha256=sha256_file(folder / "model.safetensors"),
+            model_folder=folder,
             progress=callback,
+        )
+
+
+def _assess_generator(
+    ctx: typer.Context,
+    generator: str,
+    model: str,
+    data: str,
+    out: Path,
+    campaign: Path | None,
+    access: str | None,
+    split: str,
+    test_size: float,
+    split_seed: int,
+    json_out: bool,
+) -> Assessment:
+    """A built-in generator: the generative section (provenance, watermarks, detectors) on real images."""
+    from dlsec.assess import Campaign
+    from dlsec.assess.generative import run_generative_assessment
+    from dlsec.cli.commands import _load_data
+
+    if access is not None:
+        raise UsageError("--access does not apply to a generator (its section is white-box)")
+    real, _ = _pick_split(_load_data(data, None), split, test_size, split_seed)
+    plan = load_campaign(campaign) if campaign is not None else Campaign()
+    with progress_bar("assessing", enabled=not json_out) as callback:
+        return run_generative_assessment(
+            generator, real, plan, out, model_ref=model, home=settings(ctx).home, progress=callback
         )
 
 
@@ -268,7 +330,7 @@ def _finish(
         "report_json": str(out / "report.json"),
         "junit": str(out / "junit.xml"),
         "sarif": str(out / "report.sarif"),
-        "clean_accuracy": report["clean"]["accuracy"],
+        "clean_accuracy": report.get("clean", {}).get("accuracy"),
         "robust_accuracy": {
             norm: dict(zip(map(str, c["eps"]), c["robust_accuracy"], strict=True))
             for norm, c in report.get("robustness", {}).get("curves", {}).items()
@@ -289,16 +351,32 @@ def _finish(
         summary["text_certified_accuracy"] = dict(
             zip(map(str, safer["radii"]), safer["certified_accuracy"], strict=True)
         )
+    generative = report.get("generative") or {}
+    if generative:
+        summary["generative"] = {
+            "provenance_valid": generative["provenance"]["valid"],
+            "samples": generative["provenance"]["samples"],
+            "watermarks": {
+                m: {e: r["bit_accuracy"] for e, r in w["edits"].items()}
+                for m, w in generative["watermarks"].items()
+            },
+            "detectors": {
+                d["detector"]: {"auroc": d["auroc"], "tpr": d["tpr"]} for d in generative["detectors"]
+            },
+        }
     if release is not None:
         summary["release"] = release
     if json_out:
         emit_json(summary)
     else:
         console = out_console()
-        console.print(
-            f"{escape(report['model']['ref'])}: clean accuracy [bold]{report['clean']['accuracy']:.4f}[/] "
-            f"on {report['data']['rows']} examples"
-        )
+        if "clean" in report:
+            console.print(
+                f"{escape(report['model']['ref'])}: clean accuracy "
+                f"[bold]{report['clean']['accuracy']:.4f}[/] on {report['data']['rows']} examples"
+            )
+        if generative:
+            _print_generative(console, report["model"]["ref"], generative)
         for norm, curve in report.get("robustness", {}).get("curves", {}).items():
             pairs = ", ".join(
                 f"{e:g}: {a:.3f}" for e, a in zip(curve["eps"], curve["robust_accuracy"], strict=True)
@@ -361,3 +439,30 @@ def _finish(
                 )
     if not result.passed:
         raise typer.Exit(EXIT_FINDING)
+
+
+def _print_generative(console: Any, ref: str, section: dict[str, Any]) -> None:
+    prov = section["provenance"]
+    console.print(
+        f"{escape(ref)}: {prov['valid']} of {prov['samples']} outputs carry valid C2PA provenance; tampering "
+        + ", ".join(
+            f"{c['case']} {'caught' if c['detected'] else '[red]MISSED[/]'}" for c in prov["tampering"]
+        )
+    )
+    methods = list(section["watermarks"])
+    if methods:
+        table = Table("edit", *(f"{m} bit acc / detected" for m in methods))
+        for edit in section["edits"]:
+            cells = []
+            for m in methods:
+                row = section["watermarks"][m]["edits"].get(edit)
+                cells.append(
+                    "not run" if row is None else f"{row['bit_accuracy']:.3f} / {row['tpr_at_1pct_fpr']:.0%}"
+                )
+            table.add_row(escape(section["edit_labels"][edit]), *cells)
+        console.print(table)
+    for d in section["detectors"]:
+        console.print(
+            f"detector {escape(d['detector'])} ({'seen' if d['seen'] else 'unseen'} generator): "
+            f"AUROC {d['auroc']:.3f}, flags {d['tpr']:.1%} of outputs and {d['fpr']:.1%} of real images"
+        )

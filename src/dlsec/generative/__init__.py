@@ -53,6 +53,13 @@ if TYPE_CHECKING:
         sign_image,
         verify_provenance,
     )
+    from dlsec.generative._robustness import (
+        WATERMARK_EDITS,
+        WatermarkEdit,
+        psnr,
+        register_watermark_edit,
+        watermark_robustness,
+    )
     from dlsec.generative._sample import (
         SampleFile,
         read_rgb,
@@ -117,6 +124,10 @@ _EXPORTS = {
         "_detect",
     ),
     **dict.fromkeys(["LearnedWatermark", "LearnedWatermarkEntry", "load_learned_watermark"], "_learned"),
+    **dict.fromkeys(
+        ["WATERMARK_EDITS", "WatermarkEdit", "psnr", "register_watermark_edit", "watermark_robustness"],
+        "_robustness",
+    ),
     **dict.fromkeys(
         ["SampleFile", "read_rgb", "render_png", "signed_samples", "to_rgb", "write_samples"], "_sample"
     ),
@@ -184,6 +195,11 @@ __all__ = [
     "watermark_capacity",
     "signed_samples",
     "write_samples",
+    "WATERMARK_EDITS",
+    "WatermarkEdit",
+    "psnr",
+    "register_watermark_edit",
+    "watermark_robustness",
 ]
 
 
