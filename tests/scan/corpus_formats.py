@@ -2,7 +2,9 @@
 
 Each builder writes the layout its format's writer produces (field numbers from the formats'
 schemas: TensorFlow Lite ``schema.fbs``, ExecuTorch ``program.fbs``, Core ML ``Model.proto``,
-Paddle ``framework.proto``; Flax's msgpack extension types; PMML 4.4 and OpenVINO IR v11 XML).
+Paddle ``framework.proto``, TensorFlow ``meta_graph.proto``, CNTK ``CNTK.proto``; MXNet's
+``NDArray::Save`` layout and symbol JSON; Flax's msgpack extension types; PMML 4.4 and OpenVINO
+IR v11 XML). Files written by the libraries themselves are in ``tests/scan/fixtures/``.
 ``FORMAT_CASES`` join the corpus table (``tests/scan/corpus.py``); ``format_benign_files``
 writes honest files of each format, which must scan ``safe``; ``UNVETTED`` lists files whose
 code is named but not in the file, which must be ``unscannable`` with kind ``unvetted``.
@@ -14,7 +16,7 @@ import io
 import json
 import struct
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -219,6 +221,216 @@ def pdiparams(dims: tuple[int, ...] = (2, 3)) -> bytes:
     for d in dims:
         n *= d
     return struct.pack("<IQIi", 0, 0, 0, len(desc)) + desc + b"\x00" * (4 * n)
+
+
+def metagraph(
+    graph_ops: list[str], function_ops: tuple[str, ...] = (), assets: tuple[str, ...] = ()
+) -> bytes:
+    """A ``.meta`` file: one ``MetaGraphDef`` (tags, a graph of ``graph_ops``, a library function
+    running ``function_ops``, asset files) as ``tf.compat.v1.train.export_meta_graph`` lays it out."""
+    nodes = b"".join(pb(1, pb(1, f"n{i}".encode()) + pb(2, op.encode())) for i, op in enumerate(graph_ops))
+    body = b"".join(pb(3, pb(1, f"f{i}".encode()) + pb(2, op.encode())) for i, op in enumerate(function_ops))
+    library = pb(2, pb(1, pb(1, pb(1, b"__inference_call")) + body)) if function_ops else b""
+    info = pb(1, pb(4, b"serve") + pb(5, b"2.21.0"))
+    asset_defs = b"".join(
+        pb(6, pb(1, pb(1, f"asset{i}:0".encode())) + pb(2, a.encode())) for i, a in enumerate(assets)
+    )
+    saver = pb(3, pb(1, b"save/Const:0") + pb(2, b"save/control_dependency:0") + pb(3, b"save/restore_all"))
+    return info + pb(2, nodes + library + pb(4, pb(1, 1808))) + saver + asset_defs
+
+
+METAGRAPH_BENIGN = [
+    "Placeholder",
+    "VariableV2",
+    "Const",
+    "MatMul",
+    "Softmax",
+    "SaveV2",
+    "RestoreV2",
+    "Identity",
+]
+
+# -- MXNet -------------------------------------------------------------------------------------
+
+
+def mxnet_symbol(
+    ops: Sequence[tuple[str, dict[str, str]]], subgraph: Sequence[tuple[str, dict[str, str]]] = ()
+) -> bytes:
+    """A symbol JSON as ``Symbol.save`` writes it: ``data``, then one node per op, chained."""
+    nodes: list[dict[str, Any]] = [{"op": "null", "name": "data", "inputs": []}]
+    for i, (op, attrs) in enumerate(ops):
+        nodes.append({"op": "null", "name": f"w{i}", "inputs": []})
+        node: dict[str, Any] = {
+            "op": op,
+            "name": f"op{i}",
+            "attrs": attrs,
+            "inputs": [[len(nodes) - 2, 0, 0]],
+        }
+        nodes.append(node)
+    if subgraph:
+        inner = json.loads(mxnet_symbol(list(subgraph)))
+        nodes.append(
+            {
+                "op": "_foreach",
+                "name": "loop",
+                "attrs": {"num_args": "1"},
+                "inputs": [[0, 0, 0]],
+                "subgraphs": [inner],
+            }
+        )
+    doc = {
+        "nodes": nodes,
+        "arg_nodes": [i for i, n in enumerate(nodes) if n["op"] == "null"],
+        "node_row_ptr": list(range(len(nodes) + 1)),
+        "heads": [[len(nodes) - 1, 0, 0]],
+        "attrs": {"mxnet_version": ["int", 10901]},
+    }
+    return json.dumps(doc, indent=2).encode()
+
+
+MXNET_MLP = [
+    ("FullyConnected", {"num_hidden": "8"}),
+    ("Activation", {"act_type": "relu"}),
+    ("BatchNorm", {"eps": "1e-05"}),
+    ("FullyConnected", {"num_hidden": "2"}),
+]
+
+
+def mxnet_params(arrays: dict[str, tuple[tuple[int, ...], int]], *, extra: bytes = b"") -> bytes:
+    """An ``NDArray::Save`` list of dense float arrays: ``name -> (shape, dtype flag)``."""
+    sizes = {0: 4, 1: 8, 2: 2, 3: 1, 4: 4, 6: 8}
+    out = struct.pack("<QQQ", 0x112, 0, len(arrays))
+    for shape, dtype in arrays.values():
+        n = 1
+        for d in shape:
+            n *= d
+        out += struct.pack("<Iii", 0xF993FAC9, 0, len(shape)) + struct.pack(f"<{len(shape)}q", *shape)
+        out += struct.pack("<iii", 1, 0, dtype) + b"\x00" * (n * sizes[dtype])
+    out += struct.pack("<Q", len(arrays))
+    for name in arrays:
+        out += struct.pack("<Q", len(name.encode())) + name.encode()
+    return out + extra
+
+
+MXNET_MLP_PARAMS = {
+    "arg:op0_weight": ((8, 4), 0),
+    "arg:op0_bias": ((8,), 0),
+    "aux:op2_moving_mean": ((8,), 0),
+}
+
+# -- CNTK --------------------------------------------------------------------------------------
+
+
+def _cntk_value(v: Any) -> bytes:
+    """A ``DictionaryValue``: bool, size_t, string, NDShape (tuple), Vector (list), dict, NDArrayView."""
+    if isinstance(v, bool):
+        return pb(1, 1) + pb(2, 1) + pb(3, int(v))
+    if isinstance(v, int):
+        return pb(1, 1) + pb(2, 3) + pb(5, v)
+    if isinstance(v, str):
+        return pb(1, 1) + pb(2, 6) + pb(8, v.encode())
+    if isinstance(v, tuple):
+        return pb(1, 1) + pb(2, 7) + pb(9, _cntk_shape(v))
+    if isinstance(v, list):
+        return pb(1, 1) + pb(2, 9) + pb(11, b"".join(pb(1, _cntk_value(x)) for x in v))
+    if isinstance(v, dict):
+        return pb(1, 1) + pb(2, 10) + pb(12, cntk_dictionary(v))
+    if isinstance(v, CntkArray):
+        return pb(1, 1) + pb(2, 11) + pb(13, v.proto())
+    raise TypeError(type(v))
+
+
+def _cntk_shape(dims: tuple[int, ...]) -> bytes:
+    return pb(1, b"".join(_varint(d) for d in dims))
+
+
+class CntkArray:
+    """A dense float ``NDArrayView`` of ``shape`` (``values`` overrides how many floats it holds)."""
+
+    def __init__(self, shape: tuple[int, ...], values: int | None = None) -> None:
+        self.shape = shape
+        n = 1
+        for d in shape:
+            n *= d
+        self.values = n if values is None else values
+
+    def proto(self) -> bytes:
+        data = struct.pack(f"<{self.values}f", *([0.5] * self.values))
+        return pb(1, 1) + pb(3, _cntk_shape(self.shape)) + pb(4, pb(1, data))
+
+
+def cntk_dictionary(d: dict[str, Any]) -> bytes:
+    return pb(1, 1) + b"".join(pb(2, pb(1, k.encode()) + pb(2, _cntk_value(v))) for k, v in d.items())
+
+
+def _cntk_variable(
+    uid: str, kind: int, shape: tuple[int, ...], value: CntkArray | None = None
+) -> dict[str, Any]:
+    var: dict[str, Any] = {
+        "version": 1,
+        "type": "Variable",
+        "uid": uid,
+        "kind": kind,
+        "data_type": 1,
+        "is_sparse": False,
+        "name": uid.lower(),
+        "needs_gradient": kind == 3,
+        "shape": shape,
+        "dynamic_axis": [],
+    }
+    if value is not None:
+        var["value"] = value
+    return var
+
+
+def cntk_model(extra_functions: Sequence[dict[str, Any]] = (), weights: CntkArray | None = None) -> bytes:
+    """A CNTK v2 ``Function.save`` of ``times(W, x) + b``, plus ``extra_functions``."""
+    functions: list[dict[str, Any]] = [
+        {
+            "version": 1,
+            "type": "PrimitiveFunction",
+            "op": 13,
+            "uid": "Times6",
+            "name": "",
+            "inputs": ["Parameter4", "Input3"],
+            "attributes": {"outputRank": 1, "inferInputRankToMap": 0},
+        },
+        {
+            "version": 1,
+            "type": "PrimitiveFunction",
+            "op": 8,
+            "uid": "Plus7",
+            "name": "z",
+            "inputs": ["Times6_Output_0", "Parameter5"],
+            "attributes": {},
+        },
+        *extra_functions,
+    ]
+    model = {
+        "version": 1,
+        "type": "CompositeFunction",
+        "uid": "CompositeFunction8",
+        "name": "",
+        "root": functions[-1]["uid"],
+        "inputs": [
+            _cntk_variable("Input3", 0, (3,)),
+            _cntk_variable("Parameter4", 3, (2, 3), weights if weights is not None else CntkArray((2, 3))),
+            _cntk_variable("Parameter5", 3, (2,), CntkArray((2,))),
+        ],
+        "primitive_functions": functions,
+    }
+    return cntk_dictionary(model)
+
+
+def cntk_udf(state: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "version": 1,
+        "type": "UserDefinedFunction",
+        "uid": "UserFunction9",
+        "name": "hook",
+        "inputs": ["Plus7_Output_0"],
+        "user_defined_state": state,
+    }
 
 
 # -- XML ---------------------------------------------------------------------------------------
@@ -607,6 +819,104 @@ FORMAT_CASES: list[tuple[str, str, Callable[[Path], bytes], str, str]] = [
     ),
 ]
 
+FORMAT_CASES += [
+    (
+        "tf_metagraph_pyfunc",
+        "TensorFlow MetaGraph (.meta) whose graph runs PyFunc",
+        _b(lambda: metagraph([*METAGRAPH_BENIGN, "PyFunc"])),
+        "tf.raw_ops.PyFunc",
+        ".meta",
+    ),
+    (
+        "tf_metagraph_library_writefile",
+        "TensorFlow MetaGraph whose library function runs WriteFile",
+        _b(lambda: metagraph(METAGRAPH_BENIGN, ("Const", "WriteFile"))),
+        "tf.raw_ops.WriteFile",
+        ".meta",
+    ),
+    (
+        "tf_metagraph_data_service",
+        "TensorFlow MetaGraph reading from a tf.data service at an address in the graph",
+        _b(lambda: metagraph([*METAGRAPH_BENIGN, "DataServiceDatasetV4"])),
+        "tf.raw_ops.DataServiceDatasetV4",
+        ".meta",
+    ),
+    (
+        "tf_metagraph_asset_traversal",
+        "TensorFlow MetaGraph asset file named ../ (read from outside the assets folder)",
+        _b(lambda: metagraph(METAGRAPH_BENIGN, assets=("vocab.txt", "../../../../etc/passwd"))),
+        "tf-asset-path",
+        ".meta",
+    ),
+    (
+        "mxnet_custom_python_op",
+        "MXNet symbol with a Custom op (runs the Python CustomOpProp registered under op_type)",
+        _b(lambda: mxnet_symbol([*MXNET_MLP, ("Custom", {"op_type": "evil_op"})])),
+        "mxnet.op.Custom.evil_op",
+        "-symbol.json",
+    ),
+    (
+        "mxnet_custom_op_in_subgraph",
+        "MXNet symbol with a Custom op inside a _foreach subgraph",
+        _b(lambda: mxnet_symbol(MXNET_MLP, subgraph=[("Custom", {"op_type": "evil_op"})])),
+        "mxnet.op.Custom.evil_op",
+        "-symbol.json",
+    ),
+    (
+        "mxnet_cvimread_file",
+        "MXNet symbol with _cvimread (reads the file named in its attributes)",
+        _b(lambda: mxnet_symbol([("_cvimread", {"filename": "/etc/shadow"}), *MXNET_MLP])),
+        "mxnet.op._cvimread",
+        "-symbol.json",
+    ),
+    (
+        "mxnet_op_name_redos_cve_2022_24294",
+        "https://nvd.nist.gov/vuln/detail/CVE-2022-24294 (MXNet op name that backtracks the loader's regex)",
+        _b(lambda: mxnet_symbol([*MXNET_MLP, ("(" * 64 + "a+" * 600 + ")" * 64 + "!", {})])),
+        "mxnet-op-name",
+        "-symbol.json",
+    ),
+    (
+        "cntk_python_user_function",
+        "CNTK v2 model with a Python UserFunction (Function.load imports its module and class)",
+        _b(
+            lambda: cntk_model(
+                [cntk_udf({"class": "Backdoor", "module": "evil_pkg.ops", "op_name": "Hook", "state": {}})]
+            )
+        ),
+        "evil_pkg.ops.Backdoor",
+        ".model",
+    ),
+    (
+        "cntk_native_user_function",
+        "CNTK v2 model with a native user function (loads a library and calls its factory)",
+        _b(
+            lambda: cntk_model(
+                [
+                    cntk_udf(
+                        {
+                            "type": "NativeUserDefinedFunction",
+                            "module": "/tmp/libevil.so",
+                            "deserialize_method": "CreateEvil",
+                            "op": "EvilOp",
+                            "user_defined_state": {},
+                        }
+                    )
+                ]
+            )
+        ),
+        "/tmp/libevil.so:CreateEvil",
+        ".model",
+    ),
+    (
+        "cntk_user_function_by_callback",
+        "CNTK v2 user-defined function rebuilt by a deserializer registered in the loading process",
+        _b(lambda: cntk_model([cntk_udf({"op_name": "Hook", "state": {"k": 1}})])),
+        "cntk-user-function",
+        ".model",
+    ),
+]
+
 # Code dlsec names but cannot see: unscannable, kind unvetted (path suffix, builder).
 UNVETTED: dict[str, tuple[str, Callable[[], bytes]]] = {
     "tflite_custom_op": (".tflite", lambda: tflite(["MyCustomKernel"])),
@@ -621,6 +931,12 @@ UNVETTED: dict[str, tuple[str, Callable[[], bytes]]] = {
     "tensorrt_engine": (".engine", lambda: b"ftrt" + b"\x00" * 60),
     "r_rds_cve_2024_27322": (".rds", lambda: b"X\n\x00\x00\x00\x03\x00\x04\x04\x00" + b"\x00" * 32),
     "torch7": (".t7", lambda: b"\x04\x00\x00\x00\x01\x00\x00\x00\x03\x00\x00\x00V 1" + b"\x00" * 16),
+    "tf_metagraph_custom_op": (".meta", lambda: metagraph([*METAGRAPH_BENIGN, "MyVendorKernel"])),
+    "tf_savedmodel_custom_op": (
+        ".pb",
+        lambda: _corpus().saved_model(METAGRAPH_BENIGN, ["Const", "Addons>Foo"]),
+    ),
+    "mxnet_library_op": ("-symbol.json", lambda: mxnet_symbol([*MXNET_MLP, ("my_gemm", {})])),
 }
 
 
@@ -642,6 +958,10 @@ def format_benign_files(folder: Path) -> list[Path]:
         "xgb_model.ubj": xgboost_ubj(),
         "lgbm_model.txt": LIGHTGBM,
         "model.skops": skops(),
+        "model.ckpt.meta": metagraph(METAGRAPH_BENIGN, ("Identity", "MatMul")),
+        "mlp-symbol.json": mxnet_symbol(MXNET_MLP),
+        "mlp-0000.params": mxnet_params(MXNET_MLP_PARAMS),
+        "model.cntk": cntk_model(),
     }
     out = []
     for name, data in files.items():

@@ -14,9 +14,17 @@ import pytest
 from dlsec.scan import detect_format, scan_file
 from tests.scan.corpus import FORMAT_PAYLOADS, Payload, call, shell, write_payload
 from tests.scan.corpus_formats import (
+    MXNET_MLP,
+    MXNET_MLP_PARAMS,
     UNVETTED,
+    CntkArray,
+    cntk_model,
     format_benign_files,
+    metagraph,
+    mxnet_params,
+    mxnet_symbol,
     openvino_ir,
+    pb,
     pdiparams,
     tflite,
 )
@@ -53,6 +61,10 @@ def test_honest_file_of_each_format_passes_and_is_named(tmp_path: Path) -> None:
         "xgb_model.ubj": "xgboost",
         "lgbm_model.txt": "lightgbm",
         "model.skops": "skops",
+        "model.ckpt.meta": "tf-metagraph",
+        "mlp-symbol.json": "mxnet-symbol",
+        "mlp-0000.params": "mxnet-params",
+        "model.cntk": "cntk",
     }
 
 
@@ -68,7 +80,15 @@ def test_code_outside_the_file_is_unvetted_and_named(name: str, tmp_path: Path) 
 
 @pytest.mark.parametrize(
     "name",
-    ["model.tflite", "model.pte", "model.cbm", "flax_params.msgpack", "model.mlmodel", "xgb_model.ubj"],
+    [
+        "model.tflite",
+        "model.pte",
+        "model.cbm",
+        "flax_params.msgpack",
+        "model.mlmodel",
+        "xgb_model.ubj",
+        "mlp-0000.params",
+    ],
 )
 def test_truncated_file_is_unscannable_naming_its_format(name: str, tmp_path: Path) -> None:
     (whole,) = [p for p in format_benign_files(tmp_path / "src") if p.name == name]
@@ -129,3 +149,75 @@ def test_tflite_detected_by_content_not_name(tmp_path: Path) -> None:
     spoof = tmp_path / "model.tflite"
     spoof.write_bytes(call("os", "system", "true", protocol=2))
     assert "os.system" in _hits(scan_file(spoof))
+
+
+def _mxnet_bad_dtype() -> bytes:
+    data = bytearray(mxnet_params({"w": ((2,), 0)}))
+    data[24 + 4 + 4 + 4 + 8 + 8 : 24 + 4 + 4 + 4 + 8 + 8 + 4] = (99).to_bytes(4, "little")  # the dtype flag
+    return bytes(data)
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "why"),
+    [
+        ("past_end", mxnet_params({"w": ((64, 64), 0)})[:200], "truncated in array 0 data"),
+        ("trailing", mxnet_params(MXNET_MLP_PARAMS, extra=b"\x80\x04N."), "4 bytes remain"),
+        ("bad_dtype", _mxnet_bad_dtype(), "unknown dtype 99"),
+        (
+            "legacy",
+            mxnet_params({"w": ((2,), 0)}).replace(b"\xc9\xfa\x93\xf9", b"\x01\x00\x00\x00"),
+            "pre-1.0",
+        ),
+    ],
+)
+def test_mxnet_params_are_walked_to_their_exact_end(name: str, data: bytes, why: str, tmp_path: Path) -> None:
+    path = tmp_path / f"{name}-0000.params"
+    path.write_bytes(data)
+    result = scan_file(path)
+    assert (result.format, result.verdict) == ("mxnet-params", "unscannable"), result.to_dict()
+    assert why in result.error
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "why"),
+    [
+        ("short_array", cntk_model(weights=CntkArray((2, 3), values=5)), "holds 5 values"),
+        ("unknown_field", cntk_model() + pb(9, b"x"), "field 9"),
+        ("mistyped_value", cntk_model().replace(b"CompositeFunction8", b"CompositeFunctio\xff8"), "UTF-8"),
+    ],
+)
+def test_cntk_model_that_does_not_follow_its_schema_is_unscannable(
+    name: str, data: bytes, why: str, tmp_path: Path
+) -> None:
+    path = tmp_path / f"{name}.model"
+    path.write_bytes(data)
+    result = scan_file(path)
+    assert (result.format, result.verdict, result.error_kind) == ("cntk", "unscannable", "malformed"), (
+        result.to_dict()
+    )
+    assert why in result.error
+
+
+def test_cntk_v1_model_is_named_and_unscannable(tmp_path: Path) -> None:
+    path = tmp_path / "legacy.dnn"
+    path.write_bytes("BCN\0".encode("utf-16-le") + "BVersion\0".encode("utf-16-le") + b"\x00" * 32)
+    result = scan_file(path)
+    assert (result.format, result.verdict, result.error_kind) == ("cntk-v1", "unscannable", "unreadable")
+
+
+def test_metagraph_and_mxnet_symbol_inside_a_zip_are_read(tmp_path: Path) -> None:
+    import zipfile
+
+    path = tmp_path / "bundle.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("ckpt/model.ckpt.meta", metagraph(["Placeholder", "PyFunc"]))
+        zf.writestr("mx/net-symbol.json", mxnet_symbol([*MXNET_MLP, ("Custom", {"op_type": "x"})]))
+    hits = _hits(scan_file(path))
+    assert {"tf.raw_ops.PyFunc", "mxnet.op.Custom.x"} <= hits
+
+
+def test_graph_functions_are_not_custom_ops(tmp_path: Path) -> None:
+    # A node may call a function of the graph's own library by name: that is not a custom op.
+    path = tmp_path / "model.meta"
+    path.write_bytes(metagraph(["Placeholder", "__inference_call"], ("Identity",)))
+    assert scan_file(path).verdict == "safe"

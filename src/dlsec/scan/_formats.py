@@ -6,10 +6,12 @@ legacy ``torch.save`` files, joblib), ``torch-zip``, ``torchscript``, ``numpy``,
 (``torch.save`` before 0.4), ``nemo``, ``compressed`` (gzip, bz2, xz, lzma, zlib, zstd, lz4),
 ``gguf``, ``tf-savedmodel``, ``hdf5``, ``json``, ``pmml``, ``openvino`` (IR ``.xml``),
 ``tflite``, ``executorch``, ``flax-msgpack``, ``coreml``, ``coreml-weights``, ``paddle``
-(``.pdmodel``), ``xgboost`` (JSON and UBJSON), ``lightgbm``, ``catboost``, ``skops``, and the
-formats recognised but not read (``tensorrt``, ``rds``, ``torch7``, ``rknn``, ``rar``,
-``executable``) and ``unknown``. Weights files that only their sibling names
-(``openvino-weights``, ``paddle-params``) are found by :func:`sibling_format`.
+(``.pdmodel``), ``xgboost`` (JSON and UBJSON), ``lightgbm``, ``catboost``, ``skops``,
+``tf-metagraph`` (``.meta``), ``mxnet-symbol`` (``*-symbol.json``), ``mxnet-params``,
+``cntk`` (CNTK v2 ``Function.save``), and the formats recognised but not read (``tensorrt``,
+``rds``, ``torch7``, ``rknn``, ``rar``, ``cntk-v1``, ``executable``) and ``unknown``. Weights
+files that only their sibling names (``openvino-weights``, ``paddle-params``) are found by
+:func:`sibling_format`.
 """
 
 from __future__ import annotations
@@ -26,8 +28,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from dlsec.scan._cntk import LEGACY_MAGIC as CNTK_V1_MAGIC
+from dlsec.scan._cntk import looks_like_cntk
 from dlsec.scan._flatbuf import executorch_like, tflite_like
 from dlsec.scan._msgpack import MAP_MARKERS, looks_like_msgpack
+from dlsec.scan._mxnet import PARAMS_MAGIC as MXNET_PARAMS_MAGIC
+from dlsec.scan._mxnet import mxnet_symbol
 from dlsec.scan._onnx import looks_like_onnx
 from dlsec.scan._protomodels import looks_like_coreml, looks_like_paddle, mil_weights_like
 from dlsec.scan._safetensors import looks_like_safetensors
@@ -74,6 +80,7 @@ PICKLE_FORMATS = frozenset(
 # Formats dlsec recognises by their bytes but does not read: each names why.
 OPAQUE_MAGICS: tuple[tuple[bytes, str], ...] = (
     (b"Rar!\x1a\x07", "rar"),
+    (CNTK_V1_MAGIC, "cntk-v1"),
     (b"RKNN", "rknn"),
     (b"ftrt", "tensorrt"),
     (b"RDX2\n", "rds"),
@@ -184,6 +191,8 @@ def detect_head(head: bytes, size: int) -> str:
         return "executorch"
     if head[:4] == b"CBM1":
         return "catboost"
+    if head[:16] == MXNET_PARAMS_MAGIC:
+        return "mxnet-params"
     for magic, name in OPAQUE_MAGICS:
         if head.startswith(magic):
             return name
@@ -251,17 +260,21 @@ def detect_stream(f: IO[bytes], size: int) -> str:
             return "numpy"
         return "numpy-object" if header.dtype.hasobject else "numpy"
     if fmt == "unknown" and head[:1] in (b"\x08", b"\x12", b"\x0a"):
-        from dlsec.scan._savedmodel import looks_like_saved_model
+        from dlsec.scan._savedmodel import looks_like_metagraph, looks_like_saved_model
 
         with buffer_of(f, origin, size) as view:
             if looks_like_onnx(view):
                 return "onnx"
+            if looks_like_cntk(view):
+                return "cntk"
             if looks_like_saved_model(view):
                 return "tf-savedmodel"
             if looks_like_coreml(view):
                 return "coreml"
             if looks_like_paddle(view):
                 return "paddle"
+            if looks_like_metagraph(view):
+                return "tf-metagraph"
             if looks_like_coreml(view, truncated_ok=True):
                 return "coreml"
     if fmt == "unknown" and size <= _MAX_JSON and head.lstrip()[:1] in (b"{", b"["):
@@ -272,6 +285,8 @@ def detect_stream(f: IO[bytes], size: int) -> str:
             doc = json.loads(data)
         except (ValueError, UnicodeDecodeError, RecursionError):
             return "unknown"
+        if mxnet_symbol(doc):
+            return "mxnet-symbol"
         return "xgboost" if xgboost_json(doc) else "json"
     return fmt
 

@@ -29,6 +29,7 @@ from typing import IO, Any
 
 from dlsec.errors import UsageError
 from dlsec.scan._allowlist import DEFAULT_ALLOWLIST, STORAGE_ELEMENT_SIZES, Allowlist
+from dlsec.scan._cntk import scan_cntk
 from dlsec.scan._findings import SEVERITY_ORDER, Finding, Malformed, ScanResult
 from dlsec.scan._flatbuf import scan_catboost, scan_executorch, scan_tflite
 from dlsec.scan._formats import (
@@ -44,6 +45,7 @@ from dlsec.scan._formats import (
 )
 from dlsec.scan._gguf import scan_gguf
 from dlsec.scan._msgpack import scan_msgpack
+from dlsec.scan._mxnet import mxnet_symbol, scan_mxnet_params, scan_mxnet_symbol
 from dlsec.scan._onnx import looks_like_onnx, scan_onnx_buffer
 from dlsec.scan._pickle import (
     DictV,
@@ -56,7 +58,7 @@ from dlsec.scan._pickle import (
 )
 from dlsec.scan._protomodels import scan_coreml, scan_mil_weights, scan_paddle, scan_pdiparams
 from dlsec.scan._safetensors import validate_safetensors
-from dlsec.scan._savedmodel import looks_like_saved_model, scan_saved_model_buffer
+from dlsec.scan._savedmodel import looks_like_saved_model, scan_metagraph_buffer, scan_saved_model_buffer
 from dlsec.scan._treemodels import read_lightgbm, read_ubjson, scan_skops_schema
 from dlsec.scan._xml import openvino_max_weight, parse_xml, scan_openvino, scan_pmml
 
@@ -356,8 +358,10 @@ class _Scan:
             self.gguf(f, member=member)
         elif fmt == "tf-savedmodel":
             data = f.read() if size is None else f.read(size)
-            for finding in scan_saved_model_buffer(memoryview(data), member=member):
+            findings, unvetted = scan_saved_model_buffer(memoryview(data), member=member)
+            for finding in findings:
                 self.ctx.add(finding)
+            self.unvet(unvetted)
         elif fmt == "onnx":
             data = f.read() if size is None else f.read(size)
             for finding in scan_onnx_buffer(memoryview(data), model_dir=None, member=member):
@@ -1063,7 +1067,11 @@ class _Scan:
         if fmt in ("empty", "hdf5"):
             return
         if fmt == "unknown" and info.filename.endswith(".json") and info.file_size <= _MAX_JSON:
-            self.json_hooks(self.read_member(zf, info, where), member=where)
+            data = self.read_member(zf, info, where)
+            if _is_mxnet_symbol(data):
+                self.buffer_format(memoryview(data), "mxnet-symbol", member=where)
+            else:
+                self.json_hooks(data, member=where)
             return
         if fmt == "unknown" and info.flag_bits & 0x1 and not reader_ignores_flag:
             # Inert data is left alone, but this may be ciphertext of anything: nothing was read.
@@ -1375,27 +1383,6 @@ def _read_executable(scan: _Scan, view: memoryview, member: str | None) -> None:
     )
 
 
-def _read_tflite(scan: _Scan, view: memoryview, member: str | None) -> None:
-    findings, unvetted = scan_tflite(view, member=member)
-    for finding in findings:
-        scan.ctx.add(finding)
-    scan.unvet(unvetted)
-
-
-def _read_executorch(scan: _Scan, view: memoryview, member: str | None) -> None:
-    findings, unvetted = scan_executorch(view, member=member)
-    for finding in findings:
-        scan.ctx.add(finding)
-    scan.unvet(unvetted)
-
-
-def _read_coreml(scan: _Scan, view: memoryview, member: str | None) -> None:
-    findings, unvetted = scan_coreml(view, member=member)
-    for finding in findings:
-        scan.ctx.add(finding)
-    scan.unvet(unvetted)
-
-
 def _read_msgpack(scan: _Scan, view: memoryview, member: str | None) -> None:
     def on_pickle(data: memoryview, offset: int) -> None:
         scan.embedded_pickle(data, offset, member)
@@ -1437,15 +1424,53 @@ def _read_paddle(scan: _Scan, view: memoryview, member: str | None) -> None:
         scan.ctx.add(finding)
 
 
+def _graph_reader(read: Any) -> Any:
+    """A reader for a format whose scan returns findings and unvetted parts (custom ops, layers)."""
+
+    def reader(scan: _Scan, view: memoryview, member: str | None) -> None:
+        findings, unvetted = read(view, member=member)
+        for finding in findings:
+            scan.ctx.add(finding)
+        scan.unvet(unvetted)
+
+    return reader
+
+
+def _read_cntk(scan: _Scan, view: memoryview, member: str | None) -> None:
+    for finding in scan_cntk(view, member=member):
+        scan.ctx.add(finding)
+
+
+def _read_cntk_v1(scan: _Scan, view: memoryview, member: str | None) -> None:
+    raise Malformed(
+        "a CNTK v1 (BrainScript) model: its binary layout is not published as a schema and dlsec does not "
+        "read it; load it in CNTK 2 and save it again (Function.save), then scan that",
+        member=member,
+        kind="unreadable",
+    )
+
+
+def _is_mxnet_symbol(data: bytes) -> bool:
+    try:
+        return mxnet_symbol(json.loads(data))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return False
+
+
 _BUFFER_FORMATS: dict[str, Any] = {
-    "tflite": _read_tflite,
-    "executorch": _read_executorch,
+    "tflite": _graph_reader(scan_tflite),
+    "executorch": _graph_reader(scan_executorch),
     "catboost": lambda scan, view, member: scan_catboost(view, member=member),
     "flax-msgpack": _read_msgpack,
-    "coreml": _read_coreml,
+    "coreml": _graph_reader(scan_coreml),
     "coreml-weights": lambda scan, view, member: scan_mil_weights(view, member=member),
     "paddle": _read_paddle,
     "paddle-params": lambda scan, view, member: scan_pdiparams(view, member=member),
+    "tf-metagraph": _graph_reader(scan_metagraph_buffer),
+    "mxnet-symbol": _graph_reader(scan_mxnet_symbol),
+    "mxnet-params": lambda scan, view, member: scan_mxnet_params(view, member=member),
+    "cntk": _read_cntk,
+    "cntk-v1": _read_cntk_v1,
     "pmml": _read_xml,
     "openvino": _read_xml,
     "openvino-weights": _read_openvino_weights,
@@ -1608,7 +1633,7 @@ _EXTENSION_FORMATS: dict[str, frozenset[str]] = {
     ".hdf5": frozenset({"hdf5"}),
     ".keras": frozenset({"keras", "zip", "hdf5"}),
     ".gguf": frozenset({"gguf"}),
-    ".json": frozenset({"json", "xgboost"}),
+    ".json": frozenset({"json", "xgboost", "mxnet-symbol"}),
     ".tflite": frozenset({"tflite"}),
     ".pte": frozenset({"executorch"}),
     ".pmml": frozenset({"pmml"}),

@@ -1,0 +1,63 @@
+"""Model files written by the frameworks themselves (``tests/scan/fixtures/``), not built from schemas.
+
+``benchmarks/fixtures/write_fixtures.py`` wrote them with TensorFlow and MXNet in throwaway venvs
+and recorded in each folder's ``MANIFEST.json`` the library version and, per file, the format,
+verdict and finding the scanner must give. Honest files must be ``safe``; files whose graphs run
+Python, touch files or name code outside the file must be flagged naming it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dlsec.scan import detect_format, scan_file
+
+FIXTURES = Path(__file__).parent / "fixtures"
+CASES: list[tuple[str, str, dict[str, Any]]] = [
+    (folder.name, name, expect)
+    for folder in sorted(p for p in FIXTURES.iterdir() if (p / "MANIFEST.json").is_file())
+    for name, expect in sorted(json.loads((folder / "MANIFEST.json").read_text())["files"].items())
+]
+
+
+def test_every_library_has_honest_and_malicious_files() -> None:
+    by_library: dict[str, set[str]] = {}
+    for library, _name, expect in CASES:
+        by_library.setdefault(library, set()).add(expect["verdict"])
+    assert set(by_library) >= {"tensorflow", "mxnet"}
+    assert all({"safe", "unsafe"} <= verdicts for verdicts in by_library.values()), by_library
+
+
+@pytest.mark.parametrize(("library", "name", "expect"), CASES, ids=[f"{c[0]}/{c[1]}" for c in CASES])
+def test_library_written_file(library: str, name: str, expect: dict[str, Any]) -> None:
+    path = FIXTURES / library / name
+    assert path.stat().st_size < 200_000
+    result = scan_file(path)
+    assert (detect_format(path), result.format) == (expect["format"], expect["format"])
+    assert result.verdict == expect["verdict"], result.to_dict()
+    if "expect" in expect:
+        hits = {f.code for f in result.findings} | {f.import_name for f in result.findings if f.import_name}
+        assert expect["expect"] in hits, result.to_dict()
+    if "error_kind" in expect:
+        assert result.error_kind == expect["error_kind"], result.to_dict()
+
+
+@pytest.mark.parametrize("name", ["checkpoint.meta", "savedmodel_dense.pb"])
+def test_library_written_graph_loses_its_verdict_when_cut(name: str, tmp_path: Path) -> None:
+    data = (FIXTURES / "tensorflow" / name).read_bytes()
+    path = tmp_path / name
+    path.write_bytes(data[: len(data) // 2])
+    assert scan_file(path).verdict == "unscannable"
+
+
+def test_library_written_params_lose_their_verdict_when_one_byte_changes(tmp_path: Path) -> None:
+    data = bytearray((FIXTURES / "mxnet" / "mlp-0000.params").read_bytes())
+    data[32:36] = (40).to_bytes(4, "little")  # the first array's ndim, past what MXNet writes
+    path = tmp_path / "mlp-0000.params"
+    path.write_bytes(bytes(data))
+    result = scan_file(path)
+    assert (result.format, result.verdict) == ("mxnet-params", "unscannable"), result.to_dict()
