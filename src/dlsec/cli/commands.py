@@ -162,9 +162,14 @@ def zoo_cmd(json_out: JsonOpt = False) -> None:
     \b
         dlsec zoo
     """
+    from dlsec.text import TEXT_ZOO
+
     rows = [
         {"name": f"zoo:{e.name}", "dataset": e.dataset, "architecture": e.arch, "description": e.description}
         for e in ZOO.values()
+    ] + [
+        {"name": f"zoo:{e.name}", "dataset": e.dataset, "architecture": e.arch, "description": e.description}
+        for e in TEXT_ZOO.values()
     ]
     if json_out:
         emit_json(rows)

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from dlsec.cli._app import ForceOpt, JsonOpt, app, emit_json, out_console
+from dlsec.cli._app import ForceOpt, JsonOpt, app, emit_json, out_console, settings
 from dlsec.errors import EXIT_FINDING, UsageError
 
 group = typer.Typer(
@@ -91,11 +91,18 @@ def text_train(
     )
 
 
+ModelOpt = Annotated[
+    Path,
+    typer.Option(
+        "--model", help="A text model folder (safetensors + tokenizer.json) or zoo:rotten-tomatoes-bag."
+    ),
+]
+
+
 @group.command("attack")
 def text_attack(
-    model: Annotated[
-        Path, typer.Option("--model", help="A text model folder (safetensors + tokenizer.json).")
-    ],
+    ctx: typer.Context,
+    model: ModelOpt,
     data: DataOpt,
     attack: Annotated[
         str, typer.Option("--attack", help="pwws, textfooler, deepwordbug or hotflip.")
@@ -127,10 +134,11 @@ def text_attack(
         dlsec text attack --model runs/rt-bag --data builtin:rotten-tomatoes --attack pwws --n 200
     """
     from dlsec.core.card import TrainingCard
-    from dlsec.text import get_text_attack, load_text_dataset, load_text_model
+    from dlsec.text import get_text_attack, load_text_dataset, load_text_model, resolve_text_model
 
     if split not in ("test", "all"):
         raise UsageError(f"--split must be test or all, got {split!r}")
+    model = resolve_text_model(model, home=settings(ctx).home)
     text_model = load_text_model(model)
     corpus = load_text_dataset(data, text_column=text_column, label_column=label_column)
     if corpus.num_classes > text_model.num_classes:
@@ -193,9 +201,8 @@ def _print(summary: dict[str, Any], result: Any) -> None:
 
 @group.command("certify")
 def text_certify(
-    model: Annotated[
-        Path, typer.Option("--model", help="A text model folder (safetensors + tokenizer.json).")
-    ],
+    ctx: typer.Context,
+    model: ModelOpt,
     data: DataOpt,
     n: Annotated[int, typer.Option("--n", min=1, help="Texts to certify (the first of the split).")] = 50,
     split: Annotated[str, typer.Option("--split", help="test (the model card's split) or all.")] = "test",
@@ -226,7 +233,7 @@ def text_certify(
     \b
         dlsec text certify --model runs/rt-bag --data builtin:rotten-tomatoes --n 50
     """
-    from dlsec.text import SAFER, WordNet, load_text_model
+    from dlsec.text import SAFER, WordNet, load_text_model, resolve_text_model
 
     try:
         wanted = sorted({int(r) for r in radii.split(",") if r.strip()})
@@ -236,6 +243,7 @@ def text_certify(
         raise UsageError("--radii needs at least one non-negative integer")
     if not 0 < alpha < 0.5:
         raise UsageError(f"--alpha must lie in (0, 0.5), got {alpha}")
+    model = resolve_text_model(model, home=settings(ctx).home)
     text_model = load_text_model(model)
     chosen = _chosen(model, data, split, n, text_column, label_column, text_model.num_classes)
     safer = SAFER(

@@ -49,6 +49,14 @@ if TYPE_CHECKING:
         train_text_model,
     )
     from dlsec.text.wordnet import WordNet
+    from dlsec.text.zoo import (
+        TEXT_ZOO,
+        TextZooEntry,
+        is_text_zoo_ref,
+        register_text_zoo,
+        resolve_text_model,
+        text_zoo_folder,
+    )
 
 _EXPORTS = {
     **dict.fromkeys(
@@ -91,6 +99,17 @@ _EXPORTS = {
         "training",
     ),
     "WordNet": "wordnet",
+    **dict.fromkeys(
+        (
+            "TEXT_ZOO",
+            "TextZooEntry",
+            "is_text_zoo_ref",
+            "register_text_zoo",
+            "resolve_text_model",
+            "text_zoo_folder",
+        ),
+        "zoo",
+    ),
 }
 
 __all__ = [
@@ -105,21 +124,27 @@ __all__ = [
     "TEXT_ARCHS",
     "TEXT_ATTACKS",
     "TEXT_RECIPES",
+    "TEXT_ZOO",
     "TextAttack",
     "TextAttackResult",
     "TextClassifier",
     "TextDataset",
     "TextFooler",
     "TextTrainResult",
+    "TextZooEntry",
     "TokenizedModel",
     "WordNet",
     "adversarial_examples",
     "check_model_folder",
     "get_text_attack",
+    "is_text_zoo_ref",
     "load_text_dataset",
     "load_text_model",
     "register_text_attack",
+    "register_text_zoo",
+    "resolve_text_model",
     "save_text_model",
+    "text_zoo_folder",
     "train_text_model",
     "word_importance",
 ]

@@ -330,8 +330,13 @@ def check_model_folder(folder: str | Path) -> list[str]:
     return problems
 
 
-def load_text_model(folder: str | Path, *, batch_size: int = 64) -> TokenizedModel:
+def load_text_model(
+    folder: str | Path, *, batch_size: int = 64, home: str | Path | None = None
+) -> TokenizedModel:
     """Load a text classifier folder (safetensors weights and ``tokenizer.json``) without running its code.
+
+    ``zoo:NAME`` names a built-in text model (:mod:`dlsec.text.zoo`), trained on first use and
+    cached under ``home``.
 
     Raises:
         UnsafeModelFileError: the folder holds a remote-code hook, Python code or a pickled file.
@@ -342,6 +347,10 @@ def load_text_model(folder: str | Path, *, batch_size: int = 64) -> TokenizedMod
     from safetensors.torch import load_file
     from tokenizers import Tokenizer
 
+    if str(folder).startswith("zoo:"):
+        from dlsec.text.zoo import resolve_text_model
+
+        folder = resolve_text_model(folder, home=home)
     root = Path(folder)
     if not root.is_dir():
         raise ModelLoadError(f"{root}: not a model folder (config.json, model.safetensors, tokenizer.json)")
