@@ -39,7 +39,12 @@ def fl_simulate(
         bool, typer.Option("--per-round", help="Draw the malicious clients afresh each round.")
     ] = False,
     engine: Annotated[
-        str, typer.Option("--engine", help="flower (Ray simulation) or local (same code, no Flower).")
+        str,
+        typer.Option(
+            "--engine",
+            help="flower (Ray simulation), local (same code, no Flower) or deployment "
+            "(a SuperLink and one SuperNode per client as processes on loopback, run with flwr run).",
+        ),
     ] = "flower",
     clients_per_round: Annotated[
         int | None, typer.Option("--clients-per-round", min=1, help="Clients sampled per round (all).")
@@ -62,6 +67,13 @@ def fl_simulate(
         str | None,
         typer.Option("--ray", help="Run Flower's simulation on this existing Ray cluster (host:port)."),
     ] = None,
+    secagg: Annotated[
+        bool,
+        typer.Option(
+            "--secagg",
+            help="Flower's SecAgg+: the server sees only the sum of the updates (FedAvg only).",
+        ),
+    ] = False,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Folder for report.json and report.html.")
     ] = None,
@@ -78,6 +90,7 @@ def fl_simulate(
     \b
         dlsec fl simulate --malicious 0.2 --attack alie --defense krum --out fl-report
         dlsec fl simulate --clients 100 --clients-per-round 10 --dp fixed --target-epsilon 8
+        dlsec fl simulate --clients 3 --malicious 0.34 --attack alie --defense median --engine deployment
     """
     from dlsec.federated import FLConfig, RoundRecord, simulate, write_report
 
@@ -100,6 +113,7 @@ def fl_simulate(
         target_epsilon=target_epsilon,
         delta=delta,
         ray_address=ray,
+        secure_aggregation=secagg,
     )
     with progress_bar(f"{attack} vs {defense}", enabled=not json_out) as callback:
 

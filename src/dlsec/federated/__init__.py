@@ -57,6 +57,7 @@ if TYPE_CHECKING:
         register_attack,
         stamp_trigger,
     )
+    from dlsec.federated._deploy import deploy
     from dlsec.federated._dp import (
         DP_MODES,
         DPFedAvg,
@@ -137,6 +138,7 @@ _EXPORTS = {
     **dict.fromkeys(
         ["DP_MODES", "DPFedAvg", "clip_updates", "default_delta", "epsilon_for", "noise_for_epsilon"], "_dp"
     ),
+    "deploy": "_deploy",
     **dict.fromkeys(["dirichlet_partition", "iid_partition", "partition"], "_partition"),
     **dict.fromkeys(
         [
@@ -202,6 +204,7 @@ __all__ = [
     "clip_updates",
     "coordinate_median",
     "default_delta",
+    "deploy",
     "dirichlet_partition",
     "epsilon_for",
     "flatten_arrays",

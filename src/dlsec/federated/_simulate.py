@@ -31,10 +31,11 @@ from dlsec.federated._aggregate import Aggregate, Aggregator, build_aggregator
 from dlsec.federated._attacks import Attack, RoundContext, build_attack, malicious_clients, stamp_trigger
 from dlsec.federated._dp import DP_MODES, DPFedAvg, default_delta, noise_for_epsilon
 from dlsec.federated._partition import partition
+from dlsec.federated._secagg import check_secure_aggregation
 
 __all__ = ["FLConfig", "RoundRecord", "SimulationResult", "simulate"]
 
-ENGINES = ("flower", "local")
+ENGINES = ("flower", "local", "deployment")
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,10 @@ class FLConfig:
         root_size: rows of the training split kept by the server as its root set (FLTrust's
             trusted data); held out for every defence, so runs stay comparable.
         target: the backdoor's target class.
-        engine: ``flower`` (Flower's simulation runtime on Ray) or ``local`` (same functions,
-            in process, no Flower).
+        engine: ``flower`` (Flower's simulation runtime on Ray), ``local`` (same functions,
+            in process, no Flower) or ``deployment`` (a SuperLink and one SuperNode per client
+            as separate processes on loopback, the run submitted with ``flwr run``:
+            :func:`~dlsec.federated.deploy`).
         clients_per_round: clients sampled each round (``None``: all of them); sets the
             sampling rate ``q = m / N`` of the privacy accounting.
         dp: client-level DP (DP-FedAvg, :class:`DPFedAvg`): ``none``, ``fixed`` or ``adaptive``
@@ -71,6 +74,9 @@ class FLConfig:
             (``host:port``) instead of starting a local one.
         arch, arch_kwargs: a registered dlsec architecture for the clients' model (``None``:
             the MLP of ``hidden``); names from a file are never imported.
+        secure_aggregation: Flower's SecAgg+ (``SecAggPlusWorkflow`` and ``secaggplus_mod``):
+            the server learns only the weighted sum of the clients' weights. FedAvg only (the
+            server sees no individual update to be robust against), in Flower's runtimes.
     """
 
     dataset: str = "builtin:digits"
@@ -99,6 +105,7 @@ class FLConfig:
     ray_address: str | None = None
     arch: str | None = None
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
+    secure_aggregation: bool = False
 
 
 @dataclass
@@ -124,6 +131,8 @@ class SimulationResult:
     config: FLConfig
     rounds: list[RoundRecord]
     privacy: dict[str, Any] | None = None
+    final_model: torch.Tensor | None = field(default=None, repr=False)
+    """The final global weights, flattened (in process only: not in :meth:`to_dict`)."""
 
     @property
     def final_accuracy(self) -> float:
@@ -132,6 +141,15 @@ class SimulationResult:
     @property
     def final_backdoor_success(self) -> float:
         return self.rounds[-1].backdoor_success
+
+    @classmethod
+    def from_dict(cls, payload: dict[str, Any]) -> SimulationResult:
+        """The inverse of :meth:`to_dict` (a deployment's ServerApp sends its result this way)."""
+        rounds = [
+            RoundRecord(**{**r, "distances": {int(k): float(v) for k, v in r["distances"].items()}})
+            for r in payload["rounds"]
+        ]
+        return cls(config_from_dict(payload["config"]), rounds, payload.get("privacy"))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -143,6 +161,11 @@ class SimulationResult:
                 {**asdict(r), "distances": {str(k): v for k, v in r.distances.items()}} for r in self.rounds
             ],
         }
+
+
+def config_from_dict(payload: dict[str, Any]) -> FLConfig:
+    """An :class:`FLConfig` from ``dataclasses.asdict`` of one (JSON-decoded)."""
+    return FLConfig(**{**payload, "hidden": tuple(payload["hidden"])})
 
 
 def _mlp(in_features: int, num_classes: int, hidden: tuple[int, ...], seed: int) -> nn.Module:
@@ -267,6 +290,7 @@ class _Server:
     progress: Callable[[RoundRecord], None] | None
     records: list[RoundRecord] = field(default_factory=list)
     pending: dict[int, tuple[list[int], torch.Tensor, Aggregate]] = field(default_factory=dict)
+    last: torch.Tensor | None = None
 
     def reference(self, server_round: int, base: torch.Tensor) -> torch.Tensor:
         return self.plan.train(self.root.x, self.root.y, base, self.plan._seed(server_round, -2))[0]
@@ -275,6 +299,7 @@ class _Server:
         self.pending[server_round] = (ids, updates, result)
 
     def evaluate(self, server_round: int, vector: torch.Tensor) -> RoundRecord:
+        self.last = vector.detach().clone()
         model = self.plan.model()
         _load_vector(model, vector)
         model.eval()
@@ -299,6 +324,8 @@ class _Server:
             record.precision = len(excluded & bad) / len(excluded) if excluded else None
             record.recall = len(excluded & bad) / len(bad) if bad else None
             record.distances = {cid: float(d) for cid, d in zip(ids, dist.tolist(), strict=True)}
+        elif server_round > 0 and self.plan.config.clients_per_round is None:
+            record.malicious = self.plan.malicious(server_round)  # SecAgg+: no update is seen
         self.records.append(record)
         if self.progress is not None:
             self.progress(record)
@@ -308,7 +335,7 @@ class _Server:
 def _prepare(config: FLConfig, dataset: Dataset | None = None) -> tuple[_Plan, Aggregator, Dataset, Dataset]:
     c = config
     if c.engine not in ENGINES:
-        raise UsageError(f"unknown engine {c.engine!r}; use flower or local")
+        raise UsageError(f"unknown engine {c.engine!r}; use flower, local or deployment")
     if c.ray_address is not None:
         if c.engine != "flower":
             raise UsageError("a Ray address needs the flower engine (--engine flower)")
@@ -319,6 +346,8 @@ def _prepare(config: FLConfig, dataset: Dataset | None = None) -> tuple[_Plan, A
         raise UsageError(f"the number of rounds must be at least 1, got {c.rounds}")
     if c.local_epochs < 1 or c.batch_size < 1 or not c.lr > 0:
         raise UsageError("local_epochs, batch_size and lr must be positive")
+    if c.secure_aggregation:
+        check_secure_aggregation(c)
     attack = build_attack(c.attack)
     aggregator: Aggregator = build_aggregator(
         c.defense, num_clients=c.num_clients, malicious_fraction=c.malicious_fraction, seed=c.seed
@@ -389,12 +418,26 @@ def simulate(
         >>> result.final_accuracy > 0.5
         True
     """
+    if config.engine == "deployment":
+        if data is not None:
+            raise UsageError(
+                "a deployment loads config.dataset in every process; it cannot take a dataset object"
+            )
+        from dlsec.federated._deploy import deploy
+
+        return deploy(config, progress=progress)
     plan, aggregator, root, test = _prepare(config, data)
     server = _Server(plan, aggregator, root, test, progress)
     if config.engine == "local":
         _run_local(server)
     else:
         _run_flower(server)
+    return _result(server)
+
+
+def _result(server: _Server) -> SimulationResult:
+    """The finished run's result, with the privacy accounting of DP-FedAvg."""
+    config, aggregator = server.plan.config, server.aggregator
     privacy = None
     if isinstance(aggregator, DPFedAvg):
         m = config.num_clients if config.clients_per_round is None else config.clients_per_round
@@ -415,7 +458,7 @@ def simulate(
             f"the simulation stopped after {len(server.records) - 1} of {config.rounds} rounds; "
             "see Flower's log above"
         )
-    return SimulationResult(config, server.records, privacy)
+    return SimulationResult(config, server.records, privacy, final_model=server.last)
 
 
 def _run_local(server: _Server) -> None:
@@ -461,34 +504,81 @@ def _backend_config(ray_address: str | None) -> dict[str, Any]:
     return {"client_resources": {"num_cpus": 1, "num_gpus": 0.0}, "init_args": init_args}
 
 
-def _run_flower(server: _Server) -> None:
-    from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
-    from flwr.clientapp import ClientApp
-    from flwr.serverapp import Grid, ServerApp
-    from flwr.simulation import run_simulation
+def _client_reply(plan: _Plan, msg: Any, context: Any) -> Any:
+    """The ClientApp's train step (every Flower runtime): this client's update as new weights.
 
-    from dlsec.federated._strategy import RobustFedAvg, RoundUpdates, flatten_arrays, unflatten_arrays
+    The client is the SuperNode's ``partition-id`` (node config), the round the server's
+    ``server-round`` (train config); the reply carries the id back as a metric.
+    """
+    from flwr.app import Message, MetricRecord, RecordDict
+
+    from dlsec.federated._strategy import flatten_arrays, unflatten_arrays
+
+    torch.set_num_threads(1)
+    cid = int(context.node_config["partition-id"])
+    rnd = int(msg.content["config"]["server-round"])
+    arrays = msg.content["arrays"]
+    base = flatten_arrays(arrays)
+    update, loss, count = plan.client_update(cid, rnd, base)
+    reply = RecordDict(
+        {
+            "arrays": unflatten_arrays(base + update, arrays),
+            "metrics": MetricRecord({"num-examples": count, "train-loss": loss, "partition-id": cid}),
+        }
+    )
+    return Message(content=reply, reply_to=msg)
+
+
+def _serve(server: _Server, grid: Any) -> None:
+    """The ServerApp's body (every Flower runtime): :class:`RobustFedAvg` for ``rounds`` rounds,
+    with the central evaluation after each."""
+    from flwr.app import ArrayRecord, MetricRecord
+
+    from dlsec.federated._strategy import RobustFedAvg, RoundUpdates, flatten_arrays
 
     plan = server.plan
     n = plan.config.num_clients
     m = n if plan.config.clients_per_round is None else plan.config.clients_per_round
-    client = ClientApp()
+    template = ArrayRecord(plan.model().state_dict())
 
-    @client.train()
-    def train(msg: Message, context: Context) -> Message:
-        torch.set_num_threads(1)
-        cid = int(context.node_config["partition-id"])
-        rnd = int(msg.content["config"]["server-round"])  # type: ignore[arg-type]
-        arrays = msg.content["arrays"]
-        base = flatten_arrays(arrays)  # type: ignore[arg-type]
-        update, loss, count = plan.client_update(cid, rnd, base)
-        reply = RecordDict(
-            {
-                "arrays": unflatten_arrays(base + update, arrays),  # type: ignore[arg-type]
-                "metrics": MetricRecord({"num-examples": count, "train-loss": loss, "partition-id": cid}),
-            }
-        )
-        return Message(content=reply, reply_to=msg)
+    def observe(r: RoundUpdates) -> None:
+        server.observe(r.server_round, r.client_ids, r.updates, r.result)
+
+    def evaluate(rnd: int, arrays: ArrayRecord) -> MetricRecord:
+        rec = server.evaluate(rnd, flatten_arrays(arrays))
+        return MetricRecord({"accuracy": rec.accuracy, "backdoor-success": rec.backdoor_success})
+
+    strategy = RobustFedAvg(
+        server.aggregator,
+        reference_fn=lambda rnd, arrays: server.reference(rnd, flatten_arrays(arrays)),
+        on_round=observe,
+        fraction_evaluate=0.0,
+        fraction_train=m / n,
+        min_train_nodes=m,
+        min_available_nodes=n,
+    )
+    strategy.start(grid=grid, initial_arrays=template, num_rounds=plan.config.rounds, evaluate_fn=evaluate)
+
+
+def _run_flower(server: _Server) -> None:
+    from flwr.app import Context, Message
+    from flwr.clientapp import ClientApp
+    from flwr.serverapp import Grid, ServerApp
+    from flwr.simulation import run_simulation
+
+    from dlsec.federated import _secagg
+
+    plan = server.plan
+    n = plan.config.num_clients
+    secure = plan.config.secure_aggregation
+    client: ClientApp = _secagg.client_app(lambda context: plan) if secure else ClientApp()
+
+    if not secure:
+
+        @client.train()
+        def train(msg: Message, context: Context) -> Message:
+            reply: Message = _client_reply(plan, msg, context)
+            return reply
 
     failure: list[BaseException] = []
     app = ServerApp()
@@ -496,28 +586,10 @@ def _run_flower(server: _Server) -> None:
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         try:
-            initial = plan.model()
-            template = ArrayRecord(initial.state_dict())
-
-            def observe(r: RoundUpdates) -> None:
-                server.observe(r.server_round, r.client_ids, r.updates, r.result)
-
-            def evaluate(rnd: int, arrays: ArrayRecord) -> MetricRecord:
-                rec = server.evaluate(rnd, flatten_arrays(arrays))
-                return MetricRecord({"accuracy": rec.accuracy, "backdoor-success": rec.backdoor_success})
-
-            strategy = RobustFedAvg(
-                server.aggregator,
-                reference_fn=lambda rnd, arrays: server.reference(rnd, flatten_arrays(arrays)),
-                on_round=observe,
-                fraction_evaluate=0.0,
-                fraction_train=m / n,
-                min_train_nodes=m,
-                min_available_nodes=n,
-            )
-            strategy.start(
-                grid=grid, initial_arrays=template, num_rounds=plan.config.rounds, evaluate_fn=evaluate
-            )
+            if secure:
+                _secagg.serve(server, grid, context)
+            else:
+                _serve(server, grid)
         except BaseException as exc:  # re-raised in the caller's thread after Flower returns
             failure.append(exc)
 
