@@ -322,3 +322,187 @@ def test_a_signature_stored_inside_the_model_under_another_name_is_not_a_model_f
         "keys": load_verify_keys(a).fingerprints,
         "hybrid": True,
     }
+
+
+# ---------------------------------------------------------------- written against mutation survivors
+# (benchmarks/mutation.py --only signing): the exact statement, the ignore rules, the bundle's
+# canonical bytes and every malformed-bundle message.
+
+
+def _resign(sig: Path, keydir: Path, statement: dict) -> None:
+    """Replace the bundle's statement with ``statement``, signed properly by ``keydir``'s keys."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from dlsec.release._signing import pae
+
+    keys = load_signing_keys(keydir, passphrase=PASS)
+    payload = json.dumps(statement).encode()
+    bundle = _bundle(sig)
+    bundle["dsseEnvelope"]["payload"] = base64.b64encode(payload).decode()
+    first, second = bundle["dsseEnvelope"]["signatures"]
+    first["sig"] = base64.b64encode(keys.ecdsa.sign(pae(payload), ec.ECDSA(hashes.SHA256()))).decode()
+    second["sig"] = base64.b64encode(keys.mldsa.sign(pae(payload))).decode()
+    _write(sig, bundle)
+
+
+def test_the_statement_and_the_bundle_are_exactly_the_model_signing_format(model_dir, keydirs):
+    a, _ = keydirs
+    sig, manifest = sign_model(model_dir, load_signing_keys(a, passphrase=PASS))
+    text = sig.read_text()
+    bundle = json.loads(text)
+    assert text == json.dumps(bundle, indent=2) + "\n"  # the file as written, two-space indent
+    payload = base64.b64decode(bundle["dsseEnvelope"]["payload"])
+    statement = json.loads(payload)
+    # Canonical JSON: sorted keys, no spaces, the bytes the signatures cover.
+    assert payload == json.dumps(statement, sort_keys=True, separators=(",", ":")).encode()
+    assert statement["predicate"]["serialization"] == {
+        "method": "files",
+        "hash_type": "sha256",
+        "allow_symlinks": False,
+        "ignore_paths": [".git", ".gitattributes", ".github", ".gitignore", "model.sig"],
+    }
+    assert statement == manifest.statement()
+    # A single file lists no ignored paths.
+    single = hash_model(model_dir / "config.json")
+    assert single.ignore_paths == ()
+    assert "ignore_paths" not in single.statement()["predicate"]["serialization"]
+    assert list(single.files) == ["."]
+
+
+def test_ignored_paths_leave_out_directories_and_files_and_only_them(tmp_path):
+    root = tmp_path / "m"
+    (root / ".git").mkdir(parents=True)
+    (root / ".git" / "HEAD").write_text("ref")
+    (root / "logs").mkdir()
+    (root / "logs" / "a.txt").write_text("log")
+    for name in ("a.bin", "b.bin", "c.bin"):
+        (root / name).write_bytes(name.encode())
+    # A directory given with or without its trailing slash; the first file in name order.
+    for ignore in (("logs", "a.bin"), ("logs/", "/a.bin")):
+        manifest = hash_model(root, ignore=ignore)
+        assert sorted(manifest.files) == ["b.bin", "c.bin"], ignore
+        assert set(manifest.ignore_paths) >= {".git", "logs", "a.bin"}
+    with pytest.raises(UsageError) as caught:
+        hash_model(root, ignore=("logs", "a.bin", "b.bin", "c.bin"))
+    assert str(caught.value) == f"{root} holds no files to sign"
+
+
+def test_links_and_missing_models_are_refused_with_their_messages(tmp_path):
+    root = tmp_path / "m"
+    (root / "real").mkdir(parents=True)
+    (root / "w.bin").write_bytes(b"w")
+    (tmp_path / "outside").mkdir()
+    (root / "linked").symlink_to(tmp_path / "outside", target_is_directory=True)
+    with pytest.raises(UsageError) as caught:
+        hash_model(root)
+    linked = root / "linked"
+    assert str(caught.value) == f"{linked} is a symbolic link; models with links cannot be signed safely"
+    (root / "linked").unlink()
+    (tmp_path / "alias").symlink_to(root, target_is_directory=True)
+    with pytest.raises(UsageError) as caught:
+        hash_model(tmp_path / "alias")
+    assert str(caught.value) == f"{tmp_path / 'alias'} is a symbolic link; sign the real file or directory"
+    with pytest.raises(UsageError) as caught:
+        hash_model(tmp_path / "nowhere")
+    assert str(caught.value) == f"{tmp_path / 'nowhere'}: no such file or directory"
+
+
+def test_re_signing_with_a_signature_inside_the_model_never_signs_the_old_signature(model_dir, keydirs):
+    a, _ = keydirs
+    custom = model_dir / "release.sig"
+    keys = load_signing_keys(a, passphrase=PASS)
+    sign_model(model_dir, keys, signature=custom)
+    _, manifest = sign_model(model_dir, keys, signature=custom)  # the old bundle is there now
+    assert "release.sig" in manifest.ignore_paths and "release.sig" not in manifest.files
+    assert verify_model(model_dir, load_verify_keys(a), signature=custom).manifest.files == manifest.files
+
+
+def test_changed_files_are_listed_three_by_name_then_counted(tmp_path, keydirs):
+    a, _ = keydirs
+    root = tmp_path / "m"
+    root.mkdir()
+    for i in range(5):
+        (root / f"f{i}.bin").write_bytes(b"%d" % i)
+    sig = _signed(root, a)
+    keys = load_verify_keys(a)
+    for i in range(3):
+        (root / f"f{i}.bin").write_bytes(b"changed")
+    with pytest.raises(FileChangedError) as caught:
+        verify_model(root, keys)
+    assert str(caught.value) == f"{root}: 'f0.bin', 'f1.bin', 'f2.bin' changed since signing"
+    for i in range(5):
+        (root / f"f{i}.bin").write_bytes(b"changed")
+    with pytest.raises(FileChangedError) as caught:
+        verify_model(root, keys)
+    assert str(caught.value) == f"{root}: 'f0.bin', 'f1.bin', 'f2.bin' and 2 more changed since signing"
+    assert sig.exists()
+
+
+def test_each_malformed_bundle_has_its_own_message(model_dir, keydirs):
+    a, _ = keydirs
+    keys = load_verify_keys(a)
+    sig = model_dir / "model.sig"
+    with pytest.raises(SignatureMissingError) as caught:
+        verify_model(model_dir, keys)
+    assert str(caught.value) == f"{sig}: no signature; sign the model with `dlsec sign`"
+    _signed(model_dir, a)
+    good = sig.read_text()
+    bundle_fields = "not a model-signing bundle (bad JSON or missing fields)"
+    cases = [
+        (lambda b: b.update(mediaType="text/plain"), "not a Sigstore bundle v0.3 (media type 'text/plain')"),
+        (lambda b: b["dsseEnvelope"].update(payloadType="text/plain"),
+         "the DSSE payload is not an in-toto statement"),
+        (lambda b: b["dsseEnvelope"].update(signatures=[1, 2]), bundle_fields),
+        (lambda b: b["dsseEnvelope"].update(signatures={}), bundle_fields),
+        (lambda b: b["verificationMaterial"]["publicKey"].update(hint=7), bundle_fields),
+        (lambda b: b.pop("dsseEnvelope"), bundle_fields),
+        (lambda b: b["dsseEnvelope"].update(payload="%%%"), "the payload is not valid base64"),
+    ]  # fmt: skip
+    for change, text in cases:
+        bundle = json.loads(good)
+        change(bundle)
+        _write(sig, bundle)
+        with pytest.raises(MalformedSignatureError) as caught:
+            verify_model(model_dir, keys)
+        assert str(caught.value) == f"{sig}: {text}"
+    sig.unlink()
+    sig.mkdir()  # unreadable as a file
+    with pytest.raises(MalformedSignatureError) as caught:
+        verify_model(model_dir, keys)
+    assert str(caught.value).startswith(f"{sig}: cannot read the signature (")
+
+
+def test_each_malformed_signed_statement_has_its_own_message(model_dir, keydirs):
+    a, _ = keydirs
+    keys = load_verify_keys(a)
+    sig = _signed(model_dir, a)
+    good = json.loads(base64.b64decode(_bundle(sig)["dsseEnvelope"]["payload"]))
+    first = good["predicate"]["resources"][0]["name"]
+
+    def resource(**change: str) -> dict:
+        s = json.loads(json.dumps(good))
+        s["predicate"]["resources"][0].update(change)
+        return s
+
+    wrong_predicate = {**good, "predicateType": "https://example.com/other"}
+    wrong_subject = json.loads(json.dumps(good))
+    wrong_subject["subject"][0]["digest"]["sha256"] = "00" * 32
+    cases = [
+        (wrong_predicate, "not a model-signing v1.0 in-toto statement"),
+        ({**good, "_type": "https://example.com/other"}, "not a model-signing v1.0 in-toto statement"),
+        # The right length under another algorithm's name, and SHA-256 with the wrong length.
+        (resource(algorithm="sha512"), f"resource {first!r} is not a SHA-256 digest"),
+        (resource(digest="00" * 31), f"resource {first!r} is not a SHA-256 digest"),
+        ({k: v for k, v in good.items() if k != "subject"}, "the signed statement is malformed"),
+        (wrong_subject, "the statement's subject digest does not match its resources"),
+    ]
+    for statement, text in cases:
+        _resign(sig, a, statement)
+        with pytest.raises(MalformedSignatureError) as caught:
+            verify_model(model_dir, keys)
+        assert str(caught.value) == f"{sig}: {text}"
+    _resign(sig, a, good)  # the helper itself signs correctly
+    assert verify_model(model_dir, keys).manifest.files == {
+        r["name"]: r["digest"] for r in good["predicate"]["resources"]
+    }

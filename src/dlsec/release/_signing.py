@@ -117,9 +117,9 @@ def _model_files(model: Path, ignore: set[str]) -> list[tuple[str, Path]]:
     files = []
     for root, dirs, names in os.walk(model):
         rel_root = PurePosixPath(Path(root).relative_to(model).as_posix())
-        dirs[:] = sorted(d for d in dirs if str(rel_root / d).removeprefix("./") not in ignore)
+        dirs[:] = sorted(d for d in dirs if str(rel_root / d) not in ignore)  # "." / d is d
         for name in sorted(names + [d for d in dirs if Path(root, d).is_symlink()]):
-            rel = str(rel_root / name).removeprefix("./")
+            rel = str(rel_root / name)
             path = Path(root, name)
             if rel in ignore:
                 continue
