@@ -877,6 +877,17 @@ FORMAT_CASES += [
         "-symbol.json",
     ),
     (
+        "mxnet_params_shape_past_end",
+        "MXNet .params array whose shape needs 2**40 floats (NDArray::Load allocates it before reading)",
+        _b(
+            lambda: mxnet_params(MXNET_MLP_PARAMS).replace(
+                (8).to_bytes(8, "little"), (1 << 40).to_bytes(8, "little"), 1
+            )
+        ),
+        "tensor-out-of-bounds",
+        "-0000.params",
+    ),
+    (
         "cntk_python_user_function",
         "CNTK v2 model with a Python UserFunction (Function.load imports its module and class)",
         _b(

@@ -160,7 +160,7 @@ def _mxnet_bad_dtype() -> bytes:
 @pytest.mark.parametrize(
     ("name", "data", "why"),
     [
-        ("past_end", mxnet_params({"w": ((64, 64), 0)})[:200], "truncated in array 0 data"),
+        ("cut_in_header", mxnet_params({"w": ((64, 64), 0)})[:40], "truncated in array 0 shape"),
         ("trailing", mxnet_params(MXNET_MLP_PARAMS, extra=b"\x80\x04N."), "4 bytes remain"),
         ("bad_dtype", _mxnet_bad_dtype(), "unknown dtype 99"),
         (

@@ -15,7 +15,10 @@ list magic ``0x112`` and a reserved word (uint64 each), the count, each array (m
 ``0xF993FAC9``, or ``0xF993FACA`` for NumPy shape semantics; storage type; the storage shape of
 a sparse array; the shape as an int32 ``ndim`` and int64 dimensions; the context; the dtype;
 each auxiliary array's dtype and shape; the data; the auxiliary data), then the names (a
-count, each a length and bytes). Every record is walked to the exact end of the file.
+count, each a length and bytes). Every record is walked to the exact end of the file. An array
+whose shape needs more bytes than the file has left is a finding: ``NDArray::Load`` allocates
+the declared size before it reads, so such a header exhausts memory (the class of the TFLite and
+OpenVINO out-of-bounds findings).
 """
 
 from __future__ import annotations
@@ -173,11 +176,11 @@ def _count(shape: list[int]) -> int:
     return n
 
 
-def scan_mxnet_params(buf: memoryview, *, member: str | None) -> int:
-    """Walk an MXNet ``.params`` file record by record to its exact end; the number of arrays.
+def scan_mxnet_params(buf: memoryview, *, member: str | None) -> list[Finding]:
+    """Walk an MXNet ``.params`` file record by record to its exact end; findings for sizes past it.
 
     Raises:
-        Malformed: a record does not parse, a size runs past the file, or bytes remain.
+        Malformed: a record does not parse, the file ends inside a header, or bytes remain.
     """
     r = _Reader(buf, member)
     if bytes(buf[:16]) != PARAMS_MAGIC:
@@ -218,9 +221,19 @@ def scan_mxnet_params(buf: memoryview, *, member: str | None) -> int:
         data_shape = storage if storage is not None else shape
         if any(d < 0 for d in data_shape):
             raise r.bad(f"{what} has a negative storage dimension")
-        r.take(_DTYPE_SIZES[dtype] * _count(data_shape), f"{what} data")
-        for j, nbytes in enumerate(aux):
-            r.take(nbytes, f"{what} aux {j} data")
+        need = _DTYPE_SIZES[dtype] * _count(data_shape) + sum(aux)
+        if need > len(buf) - r.pos:
+            return [
+                Finding(
+                    "high",
+                    "tensor-out-of-bounds",
+                    f"{what} declares {need} bytes of data (shape {tuple(data_shape)}) but "
+                    f"{len(buf) - r.pos} remain in the file: MXNet allocates that much before reading",
+                    offset=r.pos,
+                    member=member,
+                )
+            ]
+        r.take(need, f"{what} data")
     names = r.unpack("<Q", "name count")
     if names not in (0, count):
         raise r.bad(f"{names} names for {count} arrays")
@@ -233,4 +246,4 @@ def scan_mxnet_params(buf: memoryview, *, member: str | None) -> int:
             raise r.bad(f"name {i} is not text") from None
     if r.pos != len(buf):
         raise r.bad(f"{len(buf) - r.pos} bytes remain after the last name")
-    return int(count)
+    return []

@@ -1419,11 +1419,6 @@ def _read_openvino_weights(scan: _Scan, view: memoryview, member: str | None) ->
         )
 
 
-def _read_paddle(scan: _Scan, view: memoryview, member: str | None) -> None:
-    for finding in scan_paddle(view, member=member):
-        scan.ctx.add(finding)
-
-
 def _graph_reader(read: Any) -> Any:
     """A reader for a format whose scan returns findings and unvetted parts (custom ops, layers)."""
 
@@ -1436,9 +1431,14 @@ def _graph_reader(read: Any) -> Any:
     return reader
 
 
-def _read_cntk(scan: _Scan, view: memoryview, member: str | None) -> None:
-    for finding in scan_cntk(view, member=member):
-        scan.ctx.add(finding)
+def _findings_reader(read: Any) -> Any:
+    """A reader for a format whose scan returns its findings."""
+
+    def reader(scan: _Scan, view: memoryview, member: str | None) -> None:
+        for finding in read(view, member=member):
+            scan.ctx.add(finding)
+
+    return reader
 
 
 def _read_cntk_v1(scan: _Scan, view: memoryview, member: str | None) -> None:
@@ -1464,12 +1464,12 @@ _BUFFER_FORMATS: dict[str, Any] = {
     "flax-msgpack": _read_msgpack,
     "coreml": _graph_reader(scan_coreml),
     "coreml-weights": lambda scan, view, member: scan_mil_weights(view, member=member),
-    "paddle": _read_paddle,
+    "paddle": _findings_reader(scan_paddle),
     "paddle-params": lambda scan, view, member: scan_pdiparams(view, member=member),
     "tf-metagraph": _graph_reader(scan_metagraph_buffer),
     "mxnet-symbol": _graph_reader(scan_mxnet_symbol),
-    "mxnet-params": lambda scan, view, member: scan_mxnet_params(view, member=member),
-    "cntk": _read_cntk,
+    "mxnet-params": _findings_reader(scan_mxnet_params),
+    "cntk": _findings_reader(scan_cntk),
     "cntk-v1": _read_cntk_v1,
     "pmml": _read_xml,
     "openvino": _read_xml,
