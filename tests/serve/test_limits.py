@@ -5,13 +5,14 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 
 import pytest
 
 from dlsec.errors import UsageError
-from dlsec.serve.limits import BUDGET_RETRY, MemoryLimits, RedisLimits
+from dlsec.serve.limits import BUDGET_RETRY, MemoryLimits, RedisLimits, open_limits
 from dlsec.store._apikeys import Rate, parse_output, parse_rate
 from tests._needs import missing, need_module
 
@@ -145,6 +146,11 @@ def _retry_known_answers(limits, clock=None) -> None:  # noqa: ANN001
         clock.t += 30.0
         later = limits.take("r", 1, rate, None, 0)
         assert (later.allowed, later.reason, later.retry_after) == (False, "rate", 30)
+    # A wait under a second is announced as one second, never zero (nor two).
+    fast = Rate(10, 1.0)
+    assert all(limits.take("f", 1, fast, None, 0).allowed for _ in range(10))
+    soon = limits.take("f", 1, fast, None, 0)
+    assert (soon.allowed, soon.reason, soon.retry_after) == (False, "rate", 1)
 
 
 def test_retry_after_is_the_time_to_the_next_token_or_the_budget_constant():
@@ -154,4 +160,22 @@ def test_retry_after_is_the_time_to_the_next_token_or_the_budget_constant():
 def test_redis_retry_after_matches_the_memory_store(redis_url):
     limits = RedisLimits(redis_url, prefix="retry")
     _retry_known_answers(limits)
-    assert limits.usage() == {"b": 0, "r": 1}  # refusals spend nothing
+    assert limits.usage() == {"b": 0, "f": 10, "r": 1}  # refusals spend nothing
+
+
+def test_redis_keys_live_under_the_dlsec_prefix_and_open_limits_picks_the_store(redis_url):
+    import redis
+
+    fresh = open_limits(redis_url)
+    assert isinstance(fresh, RedisLimits) and isinstance(open_limits(None), MemoryLimits)
+    assert fresh.usage() == {}  # no key seen yet: nothing asked of Redis
+    assert fresh.take("prefixed", 3, None, 10, 0).allowed
+    assert redis.Redis.from_url(redis_url).get("dlsec:used:prefixed") == b"3"
+    assert fresh.usage() == {"prefixed": 3}
+
+
+def test_redis_without_its_package_is_a_one_line_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "redis", None)  # import redis raises ImportError
+    with pytest.raises(UsageError) as caught:
+        RedisLimits("redis://127.0.0.1:1/0")
+    assert str(caught.value) == "--redis-url needs the redis package: pip install 'dlsec[redis]'"
