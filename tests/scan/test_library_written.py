@@ -1,6 +1,7 @@
 """Model files written by the frameworks themselves (``tests/scan/fixtures/``), not built from schemas.
 
-``benchmarks/fixtures/write_fixtures.py`` wrote them with TensorFlow and MXNet in throwaway venvs
+``benchmarks/fixtures/write_fixtures.py`` wrote them with TensorFlow, MXNet, XGBoost, LightGBM,
+CatBoost, skops, coremltools, Flax, PaddlePaddle and OpenVINO in throwaway venvs
 and recorded in each folder's ``MANIFEST.json`` the library version and, per file, the format,
 verdict and finding the scanner must give. Honest files must be ``safe``; files whose graphs run
 Python, touch files or name code outside the file must be flagged naming it.
@@ -28,8 +29,9 @@ def test_every_library_has_honest_and_malicious_files() -> None:
     by_library: dict[str, set[str]] = {}
     for library, _name, expect in CASES:
         by_library.setdefault(library, set()).add(expect["verdict"])
-    assert set(by_library) >= {"tensorflow", "mxnet"}
-    assert all({"safe", "unsafe"} <= verdicts for verdicts in by_library.values()), by_library
+    assert all("safe" in verdicts for verdicts in by_library.values()), by_library
+    # Libraries that can write a graph that runs code or touches files wrote one.
+    assert all("unsafe" in by_library[lib] for lib in ("tensorflow", "mxnet", "skops", "paddle")), by_library
 
 
 @pytest.mark.parametrize(("library", "name", "expect"), CASES, ids=[f"{c[0]}/{c[1]}" for c in CASES])
@@ -37,7 +39,9 @@ def test_library_written_file(library: str, name: str, expect: dict[str, Any]) -
     path = FIXTURES / library / name
     assert path.stat().st_size < 200_000
     result = scan_file(path)
-    assert (detect_format(path), result.format) == (expect["format"], expect["format"])
+    assert result.format == expect["format"], result.to_dict()
+    if expect["format"] not in ("openvino-weights", "paddle-params"):  # named by the model beside them
+        assert detect_format(path) == expect["format"]
     assert result.verdict == expect["verdict"], result.to_dict()
     if "expect" in expect:
         hits = {f.code for f in result.findings} | {f.import_name for f in result.findings if f.import_name}

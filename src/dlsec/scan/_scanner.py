@@ -59,7 +59,7 @@ from dlsec.scan._pickle import (
 from dlsec.scan._protomodels import scan_coreml, scan_mil_weights, scan_paddle, scan_pdiparams
 from dlsec.scan._safetensors import validate_safetensors
 from dlsec.scan._savedmodel import looks_like_saved_model, scan_metagraph_buffer, scan_saved_model_buffer
-from dlsec.scan._treemodels import read_lightgbm, read_ubjson, scan_skops_schema
+from dlsec.scan._treemodels import UBJSON_LENGTH_MARKERS, read_lightgbm, read_ubjson, scan_skops_schema
 from dlsec.scan._xml import openvino_max_weight, parse_xml, scan_openvino, scan_pmml
 
 __all__ = ["scan_file", "scan_paths", "scan_bytes", "make_allowlist", "expand_paths"]
@@ -1483,7 +1483,7 @@ _BUFFER_FORMATS: dict[str, Any] = {
 
 
 def _read_xgboost(view: memoryview, member: str | None) -> None:
-    if bytes(view[:1]) == b"{" and len(view) > 1 and view[1] in b"iU":
+    if bytes(view[:1]) == b"{" and len(view) > 1 and view[1] in UBJSON_LENGTH_MARKERS:
         read_ubjson(view, member=member)
         return
     try:

@@ -18,7 +18,14 @@ from typing import Any
 
 from dlsec.scan._findings import Finding, Malformed
 
-__all__ = ["looks_like_lightgbm", "looks_like_ubjson", "read_lightgbm", "read_ubjson", "scan_skops_schema"]
+__all__ = [
+    "UBJSON_LENGTH_MARKERS",
+    "looks_like_lightgbm",
+    "looks_like_ubjson",
+    "read_lightgbm",
+    "read_ubjson",
+    "scan_skops_schema",
+]
 
 _MAX_DEPTH = 128
 _UBJ_FIXED = {b"i": 1, b"U": 1, b"I": 2, b"l": 4, b"L": 8, b"d": 4, b"D": 8, b"C": 1}
@@ -117,14 +124,23 @@ class _Ubj:
 
 
 def looks_like_ubjson(head: bytes) -> bool:
-    """XGBoost's UBJSON model: an object whose first key is ``learner`` or ``version``."""
+    """XGBoost's UBJSON model: an object whose first key is ``learner`` or ``version``.
+
+    The key's length may be any UBJSON integer: XGBoost 1.x and 2.x write ``U``, 3.x writes
+    ``L`` (int64).
+    """
     if len(head) < 4 or head[:1] != b"{":
         return False
     for key in (b"learner", b"version"):
-        for marker in (b"i", b"U"):
-            if head[1:3] == marker + bytes([len(key)]) and head[3 : 3 + len(key)] == key:
+        for marker, fmt in _LENGTH_MARKERS.items():
+            size = struct.calcsize(fmt)
+            if head[1:2] == marker and head[2 : 2 + size + len(key)] == struct.pack(fmt, len(key)) + key:
                 return True
     return False
+
+
+_LENGTH_MARKERS = {b"i": ">b", b"U": ">B", b"I": ">h", b"l": ">i", b"L": ">q"}
+UBJSON_LENGTH_MARKERS = b"".join(_LENGTH_MARKERS)
 
 
 def read_ubjson(buf: memoryview, *, member: str | None) -> None:
