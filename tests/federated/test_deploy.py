@@ -142,3 +142,17 @@ def test_a_failing_deployment_stops_every_process_and_says_why():
     with pytest.raises(UsageError, match="did not finish within 3 s|did not submit|did not listen"):
         deploy(SMALL, timeout=3)
     assert _flower_processes_under_us() == []
+
+
+@pytest.mark.slow
+def test_secure_aggregation_in_a_deployment_equals_its_simulation():
+    """SecAgg+ across processes: the masks cancel exactly and each client seeds the stochastic
+    rounding of its quantisation, so the deployment's rounds equal Flower's simulation."""
+    config = dataclasses.replace(SMALL, malicious_fraction=0.0, attack="none", defense="fedavg")
+    config = dataclasses.replace(config, secure_aggregation=True)
+    deployed = deploy(config, timeout=500)
+    assert _flower_processes_under_us() == []
+    simulated = simulate(config)
+    assert [r.accuracy for r in deployed.rounds] == [r.accuracy for r in simulated.rounds]
+    assert all(r.distances == {} for r in deployed.rounds)  # the server saw no single update
+    assert deployed.rounds[2].accuracy > deployed.rounds[0].accuracy + 0.3

@@ -88,8 +88,8 @@ def test_bad_dp_input_is_a_usage_error() -> None:
         DPFedAvg(noise_multiplier=1.0, clipping_norm=0.0)
     with pytest.raises(UsageError, match="dp mode"):
         simulate(FLConfig(engine="local", dp="strong"))
-    with pytest.raises(UsageError, match="DP-FedAvg"):
-        simulate(FLConfig(engine="local", dp="fixed", defense="median"))
+    with pytest.raises(UsageError, match="cannot combine with flame: its own noise"):
+        simulate(FLConfig(engine="local", dp="fixed", defense="flame"))
     with pytest.raises(UsageError, match="clients_per_round"):
         simulate(FLConfig(engine="local", clients_per_round=11))
     with pytest.raises(UsageError, match="adaptive clipping"):

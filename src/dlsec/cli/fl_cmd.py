@@ -50,7 +50,12 @@ def fl_simulate(
         int | None, typer.Option("--clients-per-round", min=1, help="Clients sampled per round (all).")
     ] = None,
     dp: Annotated[
-        str, typer.Option("--dp", help="Client-level DP (DP-FedAvg): none, fixed or adaptive clipping.")
+        str,
+        typer.Option(
+            "--dp",
+            help="Client-level DP: none, fixed or adaptive clipping (DP-FedAvg with fedavg; with a "
+            "robust defence, noise at the rule's sensitivity).",
+        ),
     ] = "none",
     noise_multiplier: Annotated[
         float, typer.Option("--noise-multiplier", min=0.0, help="DP noise multiplier z.")
@@ -149,7 +154,7 @@ def fl_simulate(
     if result.privacy is not None:
         p = result.privacy
         console.print(
-            f"DP-FedAvg ({escape(dp)} clipping): z={p['noise_multiplier']:.4g}, q={p['sample_rate']:.4g}; "
+            f"{escape(p['mechanism'])}: z={p['noise_multiplier']:.4g}, q={p['sample_rate']:.4g}; "
             f"epsilon {p['epsilon']:.3g} at delta {p['delta']:.3g} after {rounds} rounds (Opacus RDP)"
         )
     if out is not None:

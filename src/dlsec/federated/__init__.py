@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     from dlsec.federated._dp import (
         DP_MODES,
         DPFedAvg,
+        RobustDP,
         clip_updates,
         default_delta,
         epsilon_for,
@@ -136,7 +137,16 @@ _EXPORTS = {
         "_attacks",
     ),
     **dict.fromkeys(
-        ["DP_MODES", "DPFedAvg", "clip_updates", "default_delta", "epsilon_for", "noise_for_epsilon"], "_dp"
+        [
+            "DP_MODES",
+            "DPFedAvg",
+            "RobustDP",
+            "clip_updates",
+            "default_delta",
+            "epsilon_for",
+            "noise_for_epsilon",
+        ],
+        "_dp",
     ),
     "deploy": "_deploy",
     **dict.fromkeys(["dirichlet_partition", "iid_partition", "partition"], "_partition"),
@@ -191,6 +201,7 @@ __all__ = [
     "MultiKrum",
     "NoAttack",
     "NormClipDP",
+    "RobustDP",
     "RobustFedAvg",
     "RoundContext",
     "RoundRecord",

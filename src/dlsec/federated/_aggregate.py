@@ -98,10 +98,23 @@ class Aggregator:
     name: ClassVar[str] = "base"
     honest_majority: ClassVar[bool] = False
     needs_reference: ClassVar[bool] = False
+    #: the rule keeps state across rounds from the clients' past updates (FoolsGold)
+    keeps_history: ClassVar[bool] = False
+    #: why client-level DP cannot be calibrated on this rule, where it cannot (FLAME)
+    dp_refusal: ClassVar[str | None] = None
 
     def min_clients(self) -> int:
         """The fewest clients this rule can aggregate."""
         return 1
+
+    def output_bound(self, n: int, clip: float, reference: torch.Tensor | None) -> float | None:
+        """The largest L2 norm this rule's output can have (its own data-independent noise aside)
+        over ``n`` updates of L2 norm at most ``clip``; ``None`` where none is known.
+
+        Client-level DP on a robust rule (:class:`~dlsec.federated.RobustDP`) calibrates its
+        noise to twice this bound.
+        """
+        return None
 
     def aggregate(
         self, updates: torch.Tensor, weights: torch.Tensor, ids: list[int], reference: torch.Tensor | None
@@ -188,6 +201,9 @@ class FedAvg(Aggregator):
         w = _normalised(weights)
         return Aggregate(w @ updates, frozenset(), w)
 
+    def output_bound(self, n: int, clip: float, reference: torch.Tensor | None) -> float | None:
+        return clip  # a convex combination
+
 
 def _partitioned(updates: torch.Tensor, kth: tuple[int, ...]) -> torch.Tensor:
     """``(d, n)``: each coordinate's ``n`` values, partitioned so that the ``kth`` ranks hold
@@ -217,6 +233,11 @@ class Median(Aggregator):
     ) -> Aggregate:
         n = updates.shape[0]
         return Aggregate(coordinate_median(updates), frozenset(), torch.full((n,), 1.0 / n))
+
+    def output_bound(self, n: int, clip: float, reference: torch.Tensor | None) -> float | None:
+        # at least h = ceil(n/2) values of each coordinate are at least |median| in magnitude, so
+        # h * |median|^2 <= sum_i |x_i|^2 <= n * clip^2 (tight: n=3, rows (1,1,0), (1,0,1), (0,1,1))
+        return clip * math.sqrt(n / math.ceil(n / 2))
 
 
 @register_aggregator("trimmed-mean")
@@ -253,6 +274,11 @@ class TrimmedMean(Aggregator):
         cut = outside.sum(dim=1)
         share = 1.0 - cut.float() / d
         return Aggregate(mean, _excluded(ids, share >= 0.5), share / share.sum())
+
+    def output_bound(self, n: int, clip: float, reference: torch.Tensor | None) -> float | None:
+        # each coordinate is a mean of n - 2k values: its square is at most their mean square
+        k = int(self.beta * n)
+        return clip * math.sqrt(n / (n - 2 * k))
 
 
 def squared_distances(updates: torch.Tensor) -> torch.Tensor:
@@ -314,6 +340,9 @@ class Krum(Aggregator):
         kept[chosen] = True
         w = kept.float() / kept.sum()
         return Aggregate(w @ updates, _excluded(ids, kept), w)
+
+    def output_bound(self, n: int, clip: float, reference: torch.Tensor | None) -> float | None:
+        return clip  # one update, or the mean of several
 
 
 @register_aggregator("multi-krum")
@@ -381,6 +410,11 @@ class Bulyan(Aggregator):
         kept[picked] = True
         return Aggregate(update, _excluded(ids, kept), kept.float() / kept.sum())
 
+    def output_bound(self, n: int, clip: float, reference: torch.Tensor | None) -> float | None:
+        # per coordinate a mean of n - 4f of the n - 2f picked values (as the trimmed mean)
+        picked, kept = n - 2 * self.num_malicious, n - 4 * self.num_malicious
+        return clip * math.sqrt(picked / kept) if kept >= 1 else None
+
 
 @register_aggregator("norm-clip")
 @dataclass
@@ -412,6 +446,9 @@ class NormClipDP(Aggregator):
         w = _normalised(weights)
         update = (w * scale) @ updates + _noise(self, updates.shape[1], self.noise)
         return Aggregate(update, _excluded(ids, scale >= 1.0), w * scale)
+
+    def output_bound(self, n: int, clip: float, reference: torch.Tensor | None) -> float | None:
+        return clip  # weights summing to 1, each scaled by at most 1 (the noise is data-independent)
 
 
 def _noise(owner: NormClipDP | FLAME, d: int, std: float) -> torch.Tensor:
@@ -448,6 +485,10 @@ class FLTrust(Aggregator):
         update = (w * ref_norm / norms) @ updates
         return Aggregate(update, _excluded(ids, kept), w)
 
+    def output_bound(self, n: int, clip: float, reference: torch.Tensor | None) -> float | None:
+        # a convex combination of updates rescaled to |g_0| (the server's, not a client's, data)
+        return None if reference is None else float(reference.float().norm())
+
 
 @register_aggregator("foolsgold")
 @dataclass
@@ -464,6 +505,7 @@ class FoolsGold(Aggregator):
     """
 
     kappa: float = 1.0
+    keeps_history: ClassVar[bool] = True
     history_: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
 
     def aggregate(
@@ -496,6 +538,9 @@ class FoolsGold(Aggregator):
         w = alpha / alpha.sum()
         return Aggregate(w @ updates, _excluded(ids, kept), w)
 
+    def output_bound(self, n: int, clip: float, reference: torch.Tensor | None) -> float | None:
+        return clip  # a convex combination (its weights come from the clients' histories)
+
 
 @register_aggregator("flame")
 @dataclass
@@ -514,6 +559,10 @@ class FLAME(Aggregator):
     """
 
     lam: float = 0.001
+    dp_refusal: ClassVar[str | None] = (
+        "its own noise has the median update norm (client data) as its scale, so the release is not "
+        "a Gaussian mechanism of fixed variance that the accountant can bound"
+    )
     seed: int = 0
     honest_majority: ClassVar[bool] = True
     _rng: torch.Generator | None = field(default=None, init=False, repr=False)

@@ -29,7 +29,7 @@ from dlsec.core.data import Dataset, load_dataset
 from dlsec.errors import Error, UsageError
 from dlsec.federated._aggregate import Aggregate, Aggregator, build_aggregator
 from dlsec.federated._attacks import Attack, RoundContext, build_attack, malicious_clients, stamp_trigger
-from dlsec.federated._dp import DP_MODES, DPFedAvg, default_delta, noise_for_epsilon
+from dlsec.federated._dp import DP_MODES, DPFedAvg, RobustDP, default_delta, noise_for_epsilon
 from dlsec.federated._partition import partition
 from dlsec.federated._secagg import check_secure_aggregation
 
@@ -64,8 +64,10 @@ class FLConfig:
             :func:`~dlsec.federated.deploy`).
         clients_per_round: clients sampled each round (``None``: all of them); sets the
             sampling rate ``q = m / N`` of the privacy accounting.
-        dp: client-level DP (DP-FedAvg, :class:`DPFedAvg`): ``none``, ``fixed`` or ``adaptive``
-            clipping; it replaces the ``fedavg`` defence (the guarantee is for the mean).
+        dp: client-level DP: ``none``, ``fixed`` or ``adaptive`` clipping. With ``fedavg`` it is
+            DP-FedAvg (:class:`DPFedAvg`, noise ``z * C / m``); with a robust defence each update
+            is clipped, aggregated by the rule and noised at the rule's sensitivity
+            (:class:`RobustDP`); FLAME, and FoolsGold with client sampling, are refused.
         noise_multiplier, clipping_norm: ``z`` and the (initial) ``C``.
         target_epsilon: when set, ``z`` is the smallest multiplier that keeps epsilon after
             ``rounds`` rounds at most this (Opacus's RDP accountant).
@@ -360,24 +362,22 @@ def _prepare(config: FLConfig, dataset: Dataset | None = None) -> tuple[_Plan, A
     if c.dp not in DP_MODES:
         raise UsageError(f"unknown dp mode {c.dp!r}; use none, fixed or adaptive")
     if c.dp != "none":
-        if c.defense != "fedavg":
-            raise UsageError(
-                f"client-level DP (DP-FedAvg) replaces the mean; it cannot combine with {c.defense} "
-                "(use --defense fedavg)"
-            )
         delta = default_delta(c.num_clients) if c.delta is None else c.delta
         q = m / c.num_clients
         z = c.noise_multiplier
         if c.target_epsilon is not None:
             z = noise_for_epsilon(c.target_epsilon, sample_rate=q, rounds=c.rounds, delta=delta)
-        aggregator = DPFedAvg(
-            noise_multiplier=z,
-            clipping_norm=c.clipping_norm,
-            sample_rate=q,
-            delta=delta,
-            adaptive=c.dp == "adaptive",
-            seed=c.seed,
-        )
+        dp_options: dict[str, Any] = {
+            "noise_multiplier": z,
+            "clipping_norm": c.clipping_norm,
+            "sample_rate": q,
+            "delta": delta,
+            "adaptive": c.dp == "adaptive",
+            "seed": c.seed,
+        }
+        # the mean keeps DP-FedAvg's C/m; a robust rule gets noise calibrated to its own sensitivity
+        rule = aggregator
+        aggregator = DPFedAvg(**dp_options) if c.defense == "fedavg" else RobustDP(**dp_options, rule=rule)
         aggregator.update_noise_multiplier(m)  # adaptive: refuse a z the count noise cannot carry
     data = load_dataset(c.dataset) if dataset is None else dataset
     if not 0 <= c.target < data.spec.num_classes:
@@ -442,7 +442,11 @@ def _result(server: _Server) -> SimulationResult:
     if isinstance(aggregator, DPFedAvg):
         m = config.num_clients if config.clients_per_round is None else config.clients_per_round
         privacy = {
-            "mechanism": f"DP-FedAvg, {config.dp} clipping",
+            "mechanism": (
+                f"DP-FedAvg, {config.dp} clipping"
+                if config.defense == "fedavg"
+                else f"clipped {config.defense} with Gaussian noise at its sensitivity, {config.dp} clipping"
+            ),
             "accountant": "opacus.accountants.RDPAccountant",
             "noise_multiplier": aggregator.noise_multiplier,
             "sample_rate": aggregator.sample_rate,
@@ -452,6 +456,7 @@ def _result(server: _Server) -> SimulationResult:
             "epsilons": list(aggregator.epsilons),
             "clipping_norms": list(aggregator.clipping_norms),
             "noise_stds": list(aggregator.noise_stds),
+            "sensitivities": list(aggregator.sensitivities),
         }
     if len(server.records) != config.rounds + 1:
         raise UsageError(
