@@ -157,6 +157,14 @@ def serve(
         str | None,
         typer.Option("--generators", help="Built-in generators to serve too (zoo-gan,zoo-vae), C2PA-signed."),
     ] = None,
+    detect_generated: Annotated[
+        str | None,
+        typer.Option(
+            "--detect-generated",
+            help="Score image inputs and /v1/detect/generated uploads with this synthetic-image detector "
+            "(spectrum-gan, spectrum-vae); flagged images raise alerts.",
+        ),
+    ] = None,
     ui: Annotated[
         bool, typer.Option("--ui", help="Serve the web dashboard beside the gateway, under /ui.")
     ] = False,
@@ -179,6 +187,7 @@ def serve(
         "monitor_reference": reference,
         "playbook": str(playbook) if playbook else None,
         "webhook": webhook,
+        "detect_generated": detect_generated,
     }
     cfg = load_gateway_config(
         config, models=models, alias=alias, redis_url=redis_url, generators=generators, **overrides
@@ -221,3 +230,11 @@ def _check_files(cfg: GatewayConfig) -> None:
         from dlsec.respond import load_playbook
 
         load_playbook(cfg.playbook)
+    if cfg.detect_generated is not None:
+        from dlsec.generative import SYNTHETIC_DETECTORS
+
+        if cfg.detect_generated not in SYNTHETIC_DETECTORS:
+            raise UsageError(
+                f"--detect-generated {cfg.detect_generated}: unknown detector; built-in: "
+                + ", ".join(sorted(SYNTHETIC_DETECTORS))
+            )

@@ -89,6 +89,11 @@ class GatewayConfig(BaseModel):
         description="built-in generators to serve (zoo-gan, zoo-vae): every image C2PA-signed",
     )
     max_images: int = Field(16, ge=1, le=256, description="images per generate request at most")
+    detect_generated: str | None = Field(
+        None,
+        description="a synthetic-image detector (spectrum-gan, spectrum-vae) that scores every image input "
+        "and every image sent to /v1/detect/generated; a flagged one raises an alert",
+    )
 
 
 @dataclass
@@ -136,6 +141,16 @@ class Gateway:
                 raise UsageError(
                     f"unknown generator {unknown[0]!r}; built-in: {', '.join(sorted(GENERATORS))}"
                 )
+        self.synthetic: Any = None
+        if config.detect_generated is not None:
+            from dlsec.generative import SYNTHETIC_DETECTORS, load_synthetic_detector
+
+            if config.detect_generated not in SYNTHETIC_DETECTORS:
+                raise UsageError(
+                    f"unknown synthetic-image detector {config.detect_generated!r}; built-in: "
+                    + ", ".join(sorted(SYNTHETIC_DETECTORS))
+                )
+            self.synthetic = load_synthetic_detector(config.detect_generated, home=home)
         self.registry = Registry.open(registry_url, home=home)
         self.db: Database = self.registry.db
         self.audit: AuditLog = self.registry.audit
@@ -179,6 +194,7 @@ class Gateway:
         # The request path appends to a deque (no lock, no thread wake-up); the worker collects
         # what is there a few dozen times a second.
         self._events: deque[_Event] = deque()
+        self._alerts: deque[dict[str, Any]] = deque()  # raised on the request path, published by the worker
         self._busy = False
         self._worker = threading.Thread(target=self._work, name="dlsec-gateway-worker", daemon=True)
         self._stopped = threading.Event()
@@ -403,6 +419,82 @@ class Gateway:
         self.audit.append("gateway.generate", f"generator:{name}", detail, actor=f"apikey:{key.id}")
         return {**{k: v for k, v in detail.items() if k != "images"}, "images": out}
 
+    def detect_generated(self, key: ApiKey, data: bytes) -> dict[str, Any]:
+        """Score one uploaded image (PNG or JPEG bytes) with the synthetic-image detector.
+
+        Charged to the key's rate and budget like one prediction; every score goes to the audit log
+        with the image's SHA-256, and a flagged image raises an alert (source ``synthetic-image``).
+        """
+        if self.synthetic is None:
+            raise ApiError(
+                404,
+                "no synthetic-image detector here (dlsec serve --detect-generated NAME)",
+                reason="disabled",
+            )
+        if self._actions.get(key.id, "allow") == "block":
+            raise ApiError(403, "this key is blocked", reason="blocked")
+        rgb = _decode_image(data)
+        decision = self.limits.take(key.id, 1, key.rate, key.budget, key.used)
+        if not decision.allowed:
+            what = "rate limit exceeded" if decision.reason == "rate" else "prediction budget exhausted"
+            raise ApiError(
+                429, what, reason=decision.reason, headers={"Retry-After": str(decision.retry_after)}
+            )
+        score = float(self.synthetic.score([rgb])[0])
+        threshold = float(self.synthetic.threshold_)
+        digest = hashlib.sha256(data).hexdigest()
+        result = {
+            "detector": self.config.detect_generated,
+            "score": score,
+            "threshold": threshold,
+            "generated": score > threshold,
+            "sha256": digest,
+        }
+        self.audit.append("gateway.detect", f"image:{digest}", result, actor=f"apikey:{key.id}")
+        if result["generated"]:
+            self._alerts.append(
+                {
+                    "source": "synthetic-image",
+                    "signal": str(self.config.detect_generated),
+                    "severity": "medium",
+                    "subject": f"apikey:{key.id}",
+                    "key_id": key.id,
+                    "upload_sha256": digest,
+                    "score": score,
+                    "threshold": threshold,
+                }
+            )
+        return result
+
+    def _score_synthetic(self, events: list[_Event]) -> None:
+        """Score the image inputs of predictions; a batch with flagged rows raises one alert."""
+        for e in events:
+            images = _image_rows(e.x)
+            if images is None:
+                continue
+            try:
+                scores = np.asarray(self.synthetic.score(images))
+            except Exception:  # noqa: BLE001 - detection must never stop the worker
+                log.exception("synthetic-image detection failed")
+                continue
+            flagged = scores > self.synthetic.threshold_
+            if flagged.any():
+                self.raise_alert(
+                    {
+                        "source": "synthetic-image",
+                        "signal": str(self.config.detect_generated),
+                        "severity": "medium",
+                        "subject": f"model:{e.model}",
+                        "key_id": e.key_id,
+                        "model": e.model,
+                        "version": e.version,
+                        "flagged": int(flagged.sum()),
+                        "rows": len(scores),
+                        "max_score": float(scores.max()),
+                        "threshold": float(self.synthetic.threshold_),
+                    }
+                )
+
     def _enqueue(self, event: _Event) -> None:
         if len(self._events) >= self.config.queue_size:
             self.metrics.dropped.inc()
@@ -424,6 +516,10 @@ class Gateway:
                 batch.append(self._events.popleft())
             if batch and self.watcher is not None:
                 self.watcher.submit([(e.key_id, e.model, e.version, e.x, e.probs) for e in batch])
+            if batch and self.synthetic is not None:
+                self._score_synthetic(batch)
+            while self._alerts:
+                self.raise_alert(self._alerts.popleft())
             pending += batch
             if self.watcher is not None:
                 for alerts, actions in self.watcher.results(wait=1.0 if stopping else 0.0):
@@ -497,7 +593,7 @@ class Gateway:
         deadline = time.monotonic() + timeout
         watcher = self.watcher
         while time.monotonic() < deadline and (
-            self._events or self._busy or (watcher is not None and watcher.inflight)
+            self._events or self._alerts or self._busy or (watcher is not None and watcher.inflight)
         ):
             time.sleep(0.01)
         time.sleep(2 * self.TICK)
@@ -517,6 +613,32 @@ class Gateway:
             {"index": e.index, "ts": e.ts, "subject": e.subject, **e.details}
             for e in self.registry.audit.recent("gateway.alert", limit=limit)
         ]
+
+
+def _image_rows(x: np.ndarray) -> list[np.ndarray] | None:
+    """A batch (N, C, H, W) of grey or RGB images in [0, 1] as the detector's inputs; else None."""
+    if x.ndim != 4 or x.shape[1] not in (1, 3) or min(x.shape[2:]) < 8:
+        return None
+    if x.shape[1] == 1:
+        return list(np.clip(x[:, 0], 0, 1))
+    return list(np.round(np.clip(x.transpose(0, 2, 3, 1), 0, 1) * 255).astype(np.uint8))
+
+
+def _decode_image(data: bytes) -> np.ndarray:
+    """PNG or JPEG bytes as an RGB uint8 array; anything else is a 422 naming the problem."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    if not (data.startswith(b"\x89PNG\r\n\x1a\n") or data.startswith(b"\xff\xd8\xff")):
+        raise ApiError(422, "unsupported image format (send a PNG or JPEG)", reason="invalid")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.width * image.height > 4096 * 4096:
+                raise ApiError(422, "image too large (at most 4096x4096 pixels)", reason="invalid")
+            return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError):
+        raise ApiError(422, "corrupt image (it does not decode)", reason="invalid") from None
 
 
 def _to_array(inputs: list[Any], model: Model) -> np.ndarray:

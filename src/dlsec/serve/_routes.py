@@ -44,6 +44,11 @@ class GenerateRequest(BaseModel):
     size: int = Field(256, ge=8, le=1024, description="output width and height in pixels")
 
 
+class DetectRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    image_base64: str = Field(description="a PNG or JPEG image, base64-encoded")
+
+
 class QuarantineRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reason: str | None = None
@@ -112,6 +117,20 @@ async def generate(name: str, body: GenerateRequest, request: Request, key: Clie
     gateway = gateway_of(request)
     gateway.refresh()
     return await run_in_threadpool(gateway.generate, name, key, body.n, body.seed, body.size)
+
+
+@client.post("/v1/detect/generated")
+async def detect_generated(body: DetectRequest, request: Request, key: ClientKey) -> dict[str, Any]:
+    """Score an uploaded image with the synthetic-image detector; a flagged image raises an alert."""
+    import base64
+
+    gateway = gateway_of(request)
+    gateway.refresh()
+    try:
+        data = base64.b64decode(body.image_base64, validate=True)
+    except ValueError:  # binascii.Error, and non-ASCII text
+        raise ApiError(422, "image_base64 is not valid base64", reason="invalid") from None
+    return await run_in_threadpool(gateway.detect_generated, key, data)
 
 
 def _predict_sync(gateway: Gateway, name: str, key: ApiKey, inputs: list[Any]) -> dict[str, Any]:
