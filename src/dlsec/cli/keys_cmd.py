@@ -7,13 +7,14 @@ prompt. Key generation is recorded in the audit log.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 
 from dlsec.cli._app import ForceOpt, JsonOpt, PassFileOpt, _passphrase, app, emit_json, out_console, settings
 from dlsec.core.home import default_key_dir
+from dlsec.errors import UsageError
 from dlsec.release import generate_signing_keys, load_signing_keys, load_verify_keys, sign_model, verify_model
 
 keys_app = typer.Typer(help="Signing keys (and, with the gateway, API keys).", no_args_is_help=True)
@@ -153,3 +154,158 @@ def verify(
         f"verified {escape(str(model))}: {len(verified.manifest.files)} file(s) match, {kind} signature by "
         f"{verified.key_fingerprints['ecdsa-p256'][:16]}..."
     )
+
+
+c2pa_app = typer.Typer(
+    help="The C2PA signing key and X.509 chain that stamp generated images, and the trust list.",
+    no_args_is_help=True,
+)
+keys_app.add_typer(c2pa_app, name="c2pa")
+
+
+def _audit(
+    registry_url: str | None, home: Path | None, action: str, subject: str, details: dict[str, Any]
+) -> None:
+    from dlsec.store import Registry
+
+    registry = Registry.open(registry_url, home=home)
+    try:
+        registry.audit.append(action, subject, details, publish=True)
+    finally:
+        registry.close()
+
+
+def _print_signer(info: dict[str, Any]) -> None:
+    console = out_console()
+    signer = info["signer"]
+    state = "[green]valid[/]" if info["valid"] else "[yellow]expiring: rotate it[/]"
+    trusted = "[green]in the trust list[/]" if info["trusted"] else "[red]NOT in the trust list[/]"
+    console.print(f"signer {escape(signer['subject'])} ({state}, chain {trusted})")
+    console.print(f"  issuer {escape(signer['issuer'])}, until {signer['not_after']}")
+    console.print(f"  sha256 {signer['sha256']}")
+    console.print(f"  key    {escape(info['key_file'])} (mode {info['key_mode']})")
+    console.print(f"trust list ({len(info['trust'])} root(s)):")
+    for root in info["trust"]:
+        mark = " (current chain)" if root["current"] else ""
+        console.print(f"  {root['sha256'][:32]}...  {escape(root['subject'])}{mark}")
+
+
+@c2pa_app.command("create")
+def c2pa_create(
+    ctx: typer.Context,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an existing signer (same as rotate).")
+    ] = False,
+    registry_url: RegistryUrlOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Create the C2PA signing key (0600) and a root, CA and signer certificate; trust the root.
+
+    Example:
+
+    \b
+        dlsec keys c2pa create
+    """
+    from dlsec.generative import c2pa_key_dir, c2pa_signer_info, ensure_c2pa_signer, rotate_c2pa_signer
+
+    home = settings(ctx).home
+    folder = c2pa_key_dir(home)
+    if (folder / "signer.key.pem").exists() and not force:
+        raise UsageError(
+            f"a C2PA signer exists under {folder}; rotate it (dlsec keys c2pa rotate) or pass --force"
+        )
+    if force:
+        info = rotate_c2pa_signer(home)
+    else:
+        ensure_c2pa_signer(home)
+        info = c2pa_signer_info(home)
+    _audit(registry_url, home, "keys.c2pa.create", str(folder), {"signer_sha256": info["signer"]["sha256"]})
+    if json_out:
+        emit_json(info)
+        return
+    _print_signer(info)
+
+
+@c2pa_app.command("rotate")
+def c2pa_rotate(
+    ctx: typer.Context,
+    retire_old: Annotated[
+        bool,
+        typer.Option(
+            "--retire-old",
+            help="Remove the old roots from the trust list (a compromised key): images they signed become "
+            "untrusted.",
+        ),
+    ] = False,
+    registry_url: RegistryUrlOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Replace the C2PA signing key and chain; the old roots stay trusted unless --retire-old.
+
+    Example:
+
+    \b
+        dlsec keys c2pa rotate --retire-old
+    """
+    from dlsec.generative import rotate_c2pa_signer
+
+    home = settings(ctx).home
+    info = rotate_c2pa_signer(home, retire_old=retire_old)
+    _audit(
+        registry_url,
+        home,
+        "keys.c2pa.rotate",
+        info["folder"],
+        {"signer_sha256": info["signer"]["sha256"], "retired": info["retired"]},
+    )
+    if json_out:
+        emit_json(info)
+        return
+    _print_signer(info)
+    if info["retired"]:
+        out_console().print(
+            f"retired {len(info['retired'])} old root(s): images they signed now verify as untrusted"
+        )
+
+
+@c2pa_app.command("show")
+def c2pa_show(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+    """Show the C2PA signer certificate, its key file and the trust list.
+
+    Example:
+
+    \b
+        dlsec keys c2pa show
+    """
+    from dlsec.generative import c2pa_signer_info
+
+    info = c2pa_signer_info(settings(ctx).home)
+    if json_out:
+        emit_json(info)
+        return
+    _print_signer(info)
+
+
+@c2pa_app.command("trust")
+def c2pa_trust(
+    ctx: typer.Context,
+    root: Annotated[Path, typer.Argument(help="A root CA certificate (PEM) whose chains to accept.")],
+    registry_url: RegistryUrlOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Add a root CA certificate to the C2PA trust list (images its chains sign then verify).
+
+    Example:
+
+    \b
+        dlsec keys c2pa trust partner-root.pem
+    """
+    from dlsec.generative import trust_c2pa_root
+
+    home = settings(ctx).home
+    added = trust_c2pa_root(root, home)
+    _audit(registry_url, home, "keys.c2pa.trust", added["file"], {"root_sha256": added["sha256"]})
+    if json_out:
+        emit_json(added)
+        return
+    out_console().print(f"trusted {escape(added['subject'])} (sha256 {added['sha256']})")

@@ -1,7 +1,8 @@
 """C2PA provenance for generated images: sign a manifest into each PNG, verify it with c2pa-python.
 
-Signing credentials live under ``<home>/keys/c2pa/`` and are created on first use with
-pyca/cryptography (nothing is hand-rolled; c2pa-python's native library signs and verifies)::
+Signing credentials live under ``<home>/keys/c2pa/``, created on first use (or by ``dlsec keys c2pa
+create``), rotated by ``dlsec keys c2pa rotate``, with pyca/cryptography (nothing is hand-rolled;
+c2pa-python's native library signs and verifies)::
 
     signer.chain.pem   the end-entity certificate, then the intermediate CA (what C2PA embeds)
     signer.key.pem     the end-entity ECDSA P-256 key, PKCS#8 (mode 0600)
@@ -27,7 +28,6 @@ outside the trust list each raise their own :class:`~dlsec.errors.SecurityFindin
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import io
 import json
 import os
@@ -50,8 +50,11 @@ __all__ = [
     "ProvenanceReport",
     "UntrustedSignerError",
     "c2pa_key_dir",
+    "c2pa_signer_info",
     "ensure_c2pa_signer",
     "new_c2pa_chain",
+    "rotate_c2pa_signer",
+    "trust_c2pa_root",
     "sign_image",
     "verify_provenance",
 ]
@@ -234,12 +237,120 @@ def ensure_c2pa_signer(home: str | Path | None = None) -> tuple[bytes, bytes]:
         chain_pem, key_pem = chain_path.read_bytes(), key_path.read_bytes()
         if _leaf_still_valid(chain_pem, key_pem):
             return chain_pem, key_pem
+    return _install_chain(folder)
+
+
+def _install_chain(folder: Path) -> tuple[bytes, bytes]:
+    """A new chain under ``folder``: its root joins the trust list, then the key (0600) and chain."""
     root_pem, chain_pem, key_pem = new_c2pa_chain()
-    trust = folder / TRUST_DIR
-    atomic_write_bytes(trust / f"{hashlib.sha256(root_pem).hexdigest()[:16]}.pem", root_pem)
-    atomic_write_bytes(key_path, key_pem, mode=0o600)
-    atomic_write_bytes(chain_path, chain_pem)
+    atomic_write_bytes(folder / TRUST_DIR / f"{_fingerprint(root_pem)[:16]}.pem", root_pem)
+    atomic_write_bytes(folder / KEY_FILE, key_pem, mode=0o600)
+    atomic_write_bytes(folder / CHAIN_FILE, chain_pem)
     return chain_pem, key_pem
+
+
+def _fingerprint(pem: bytes) -> str:
+    """SHA-256 of a PEM certificate's DER bytes (what ``openssl x509 -fingerprint -sha256`` prints)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    return x509.load_pem_x509_certificate(pem).fingerprint(hashes.SHA256()).hex()
+
+
+def _describe(cert: Any) -> dict[str, Any]:
+    from cryptography.hazmat.primitives import hashes
+
+    return {
+        "subject": cert.subject.rfc4514_string(),
+        "issuer": cert.issuer.rfc4514_string(),
+        "serial": format(cert.serial_number, "x"),
+        "not_before": cert.not_valid_before_utc.isoformat(timespec="seconds"),
+        "not_after": cert.not_valid_after_utc.isoformat(timespec="seconds"),
+        "sha256": cert.fingerprint(hashes.SHA256()).hex(),
+    }
+
+
+def c2pa_signer_info(home: str | Path | None = None) -> dict[str, Any]:
+    """What signs generated images: the end-entity and CA certificates, the key file's mode, the
+    trust list (each root's subject and fingerprint, and whether the current chain leads to it).
+
+    Raises:
+        KeyFileError: no signer yet (``dlsec keys c2pa create``), or unreadable credentials.
+    """
+    from cryptography import x509
+
+    folder = c2pa_key_dir(home)
+    chain_path, key_path = folder / CHAIN_FILE, folder / KEY_FILE
+    if not (chain_path.is_file() and key_path.is_file()):
+        raise KeyFileError(f"no C2PA signer under {folder}; create one with: dlsec keys c2pa create")
+    chain_pem = chain_path.read_bytes()
+    valid = _leaf_still_valid(chain_pem, key_path.read_bytes())
+    certs = x509.load_pem_x509_certificates(chain_pem)
+    issuer_of_chain = certs[-1].issuer
+    trust = []
+    for path in sorted((folder / TRUST_DIR).glob("*.pem")):
+        try:
+            root = x509.load_pem_x509_certificate(path.read_bytes())
+        except ValueError as exc:
+            raise KeyFileError(f"{path}: unreadable trust anchor ({exc})") from exc
+        trust.append({**_describe(root), "file": str(path), "current": root.subject == issuer_of_chain})
+    return {
+        "folder": str(folder),
+        "signer": _describe(certs[0]),
+        "chain": [_describe(c) for c in certs[1:]],
+        "key_file": str(key_path),
+        "key_mode": oct(key_path.stat().st_mode & 0o777),
+        "valid": valid,
+        "trusted": any(t["current"] for t in trust),
+        "trust": trust,
+    }
+
+
+def rotate_c2pa_signer(home: str | Path | None = None, *, retire_old: bool = False) -> dict[str, Any]:
+    """Replace the C2PA signing key and chain with a fresh one (new root, intermediate and leaf).
+
+    The new root joins the trust list. The old roots stay trusted, so that images signed before
+    still verify, unless ``retire_old`` (a compromised key): then they leave the trust list and
+    images signed under them verify as signed by an untrusted signer.
+    """
+    folder = c2pa_key_dir(home)
+    old = sorted((folder / TRUST_DIR).glob("*.pem")) if retire_old else []
+    _install_chain(folder)
+    info = c2pa_signer_info(home)
+    current = {t["file"] for t in info["trust"] if t["current"]}
+    retired = []
+    for path in old:
+        if str(path) not in current:
+            path.unlink()
+            retired.append(path.name)
+    return {**c2pa_signer_info(home), "retired": retired}
+
+
+def trust_c2pa_root(pem: str | Path, home: str | Path | None = None) -> dict[str, Any]:
+    """Add a root CA certificate (PEM) to the C2PA trust list; returns its description.
+
+    Raises:
+        KeyFileError: not a readable PEM certificate, or not a CA certificate.
+    """
+    from cryptography import x509
+
+    path = Path(pem)
+    try:
+        data = path.read_bytes()
+        cert = x509.load_pem_x509_certificate(data)
+    except (OSError, ValueError) as exc:
+        raise KeyFileError(f"{path}: not a readable PEM certificate ({exc})") from exc
+    try:
+        ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        ca = False
+    if not ca:
+        raise KeyFileError(
+            f"{path}: not a CA certificate (basicConstraints CA:TRUE); trust roots, not signers"
+        )
+    fingerprint = _fingerprint(data)
+    target = atomic_write_bytes(c2pa_key_dir(home) / TRUST_DIR / f"{fingerprint[:16]}.pem", data)
+    return {**_describe(cert), "file": str(target)}
 
 
 def _trust_anchors(home: str | Path | None, extra: list[Path] | None) -> str:
