@@ -161,6 +161,7 @@ def library_written(folder: Path) -> tuple[list[Path], list[Path]]:
         dest = folder / manifest.parent.name
         dest.mkdir(parents=True)
         for name, expect in sorted(json.loads(manifest.read_text())["files"].items()):
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
             path = Path(shutil.copy(manifest.parent / name, dest / name))
             (benign if expect["verdict"] == "safe" else malicious).append(path)
     return malicious, benign
@@ -169,8 +170,6 @@ def library_written(folder: Path) -> tuple[list[Path], list[Path]]:
 def corpus_rows(
     tools: list[tuple[str, Verdict]], folder: Path, formats: set[str] | None = None
 ) -> list[dict[str, Any]]:
-    from dlsec.scan import detect_format
-
     marker = folder / "PWNED"
     bad_dir = folder / "malicious"
     bad_dir.mkdir()
@@ -181,8 +180,8 @@ def corpus_rows(
     lib_bad, lib_good = library_written(folder / "library")
     malicious, benign = malicious + lib_bad, benign + lib_good
     if formats is not None:
-        malicious = [p for p in malicious if detect_format(p) in formats]
-        benign = [p for p in benign if detect_format(p) in formats]
+        malicious = [p for p in malicious if scan_file(p).format in formats]
+        benign = [p for p in benign if scan_file(p).format in formats]
     rows = []
     with Progress(transient=True) as progress:
         for name, verdict in tools:
@@ -212,13 +211,11 @@ def corpus_rows(
 def _by_format(
     malicious: list[Path], benign: list[Path], seen: dict[Path, tuple[bool, bool]]
 ) -> dict[str, list[int]]:
-    """format -> [malicious caught, malicious, benign flagged, benign] (format as dlsec detects it)."""
-    from dlsec.scan import detect_format
-
+    """format -> [malicious caught, malicious, benign flagged, benign] (format as dlsec names it)."""
     table: dict[str, list[int]] = {}
     for paths, bad in ((malicious, True), (benign, False)):
         for path in paths:
-            row = table.setdefault(detect_format(path), [0, 0, 0, 0])
+            row = table.setdefault(scan_file(path).format, [0, 0, 0, 0])
             flagged = seen[path][0]
             if bad:
                 row[0] += flagged

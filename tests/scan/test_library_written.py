@@ -18,6 +18,8 @@ import pytest
 from dlsec.scan import detect_format, scan_file
 
 FIXTURES = Path(__file__).parent / "fixtures"
+# Named by the file beside them (the model, the checkpoint index), not by their own bytes.
+_SIBLING_FORMATS = ("openvino-weights", "paddle-params", "tf-checkpoint-data", "tf-fingerprint")
 CASES: list[tuple[str, str, dict[str, Any]]] = [
     (folder.name, name, expect)
     for folder in sorted(p for p in FIXTURES.iterdir() if (p / "MANIFEST.json").is_file())
@@ -40,7 +42,7 @@ def test_library_written_file(library: str, name: str, expect: dict[str, Any]) -
     assert path.stat().st_size < 200_000
     result = scan_file(path)
     assert result.format == expect["format"], result.to_dict()
-    if expect["format"] not in ("openvino-weights", "paddle-params"):  # named by the model beside them
+    if expect["format"] not in _SIBLING_FORMATS:
         assert detect_format(path) == expect["format"]
     assert result.verdict == expect["verdict"], result.to_dict()
     if "expect" in expect:
@@ -65,3 +67,13 @@ def test_library_written_params_lose_their_verdict_when_one_byte_changes(tmp_pat
     path.write_bytes(bytes(data))
     result = scan_file(path)
     assert (result.format, result.verdict) == ("mxnet-params", "unscannable"), result.to_dict()
+
+
+@pytest.mark.parametrize("folder", ["savedmodel", "tf1"])
+def test_whole_tensorflow_folder_scans_safe(folder: str) -> None:
+    # Every file TensorFlow writes for a SavedModel or a TF1 checkpoint is read, none is "unknown".
+    from dlsec.scan import scan_paths
+
+    results = scan_paths([FIXTURES / "tensorflow" / folder])
+    assert len(results) >= 4
+    assert {r.path: r.verdict for r in results if r.verdict != "safe"} == {}

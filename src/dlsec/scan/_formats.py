@@ -8,10 +8,11 @@ legacy ``torch.save`` files, joblib), ``torch-zip``, ``torchscript``, ``numpy``,
 ``tflite``, ``executorch``, ``flax-msgpack``, ``coreml``, ``coreml-weights``, ``paddle``
 (``.pdmodel``), ``xgboost`` (JSON and UBJSON), ``lightgbm``, ``catboost``, ``skops``,
 ``tf-metagraph`` (``.meta``), ``mxnet-symbol`` (``*-symbol.json``), ``mxnet-params``,
-``cntk`` (CNTK v2 ``Function.save``), and the formats recognised but not read (``tensorrt``,
+``cntk`` (CNTK v2 ``Function.save``), ``tf-checkpoint-index`` and ``tf-checkpoint-state``
+(TensorFlow checkpoints), and the formats recognised but not read (``tensorrt``,
 ``rds``, ``torch7``, ``rknn``, ``rar``, ``cntk-v1``, ``executable``) and ``unknown``. Weights
-files that only their sibling names (``openvino-weights``, ``paddle-params``) are found by
-:func:`sibling_format`.
+files that only their sibling names (``openvino-weights``, ``paddle-params``,
+``tf-checkpoint-data``, ``tf-fingerprint``) are found by :func:`sibling_format`.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from dlsec.scan._mxnet import mxnet_symbol
 from dlsec.scan._onnx import looks_like_onnx
 from dlsec.scan._protomodels import looks_like_coreml, looks_like_paddle, mil_weights_like
 from dlsec.scan._safetensors import looks_like_safetensors
+from dlsec.scan._tfckpt import TABLE_MAGIC, checkpoint_data_index, looks_like_fingerprint
 from dlsec.scan._treemodels import looks_like_lightgbm, looks_like_ubjson, xgboost_json
 from dlsec.scan._xml import openvino_max_weight, xml_root
 
@@ -193,6 +195,8 @@ def detect_head(head: bytes, size: int) -> str:
         return "catboost"
     if head[:16] == MXNET_PARAMS_MAGIC:
         return "mxnet-params"
+    if head.startswith(b'model_checkpoint_path: "'):
+        return "tf-checkpoint-state"
     for magic, name in OPAQUE_MAGICS:
         if head.startswith(magic):
             return name
@@ -277,6 +281,12 @@ def detect_stream(f: IO[bytes], size: int) -> str:
                 return "tf-metagraph"
             if looks_like_coreml(view, truncated_ok=True):
                 return "coreml"
+    if fmt == "unknown" and size >= 48:
+        f.seek(origin + size - 8)
+        tail = f.read(8)
+        f.seek(origin)
+        if tail == TABLE_MAGIC:
+            return "tf-checkpoint-index"
     if fmt == "unknown" and size <= _MAX_JSON and head.lstrip()[:1] in (b"{", b"["):
         f.seek(origin)
         data = f.read(size)
@@ -299,6 +309,12 @@ def sibling_format(path: Path, size: int) -> str | None:
             return "openvino-weights"
     if path.suffix.lower() == ".pdiparams" or path.with_suffix(".pdmodel").is_file():
         return "paddle-params"
+    if checkpoint_data_index(path) is not None:
+        return "tf-checkpoint-data"
+    if path.name == "fingerprint.pb" and size <= _SNIFF:
+        with open(path, "rb") as f:
+            if looks_like_fingerprint(memoryview(f.read(_SNIFF))):
+                return "tf-fingerprint"
     return None
 
 

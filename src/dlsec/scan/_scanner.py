@@ -59,6 +59,12 @@ from dlsec.scan._pickle import (
 from dlsec.scan._protomodels import scan_coreml, scan_mil_weights, scan_paddle, scan_pdiparams
 from dlsec.scan._safetensors import validate_safetensors
 from dlsec.scan._savedmodel import looks_like_saved_model, scan_metagraph_buffer, scan_saved_model_buffer
+from dlsec.scan._tfckpt import (
+    scan_checkpoint_data,
+    scan_checkpoint_index,
+    scan_checkpoint_state,
+    scan_fingerprint,
+)
 from dlsec.scan._treemodels import UBJSON_LENGTH_MARKERS, read_lightgbm, read_ubjson, scan_skops_schema
 from dlsec.scan._xml import openvino_max_weight, parse_xml, scan_openvino, scan_pmml
 
@@ -1435,10 +1441,14 @@ def _findings_reader(read: Any) -> Any:
     """A reader for a format whose scan returns its findings."""
 
     def reader(scan: _Scan, view: memoryview, member: str | None) -> None:
-        for finding in read(view, member=member):
-            scan.ctx.add(finding)
+        _add_all(scan, read(view, member=member))
 
     return reader
+
+
+def _add_all(scan: _Scan, findings: list[Finding]) -> None:
+    for finding in findings:
+        scan.ctx.add(finding)
 
 
 def _read_cntk_v1(scan: _Scan, view: memoryview, member: str | None) -> None:
@@ -1470,6 +1480,14 @@ _BUFFER_FORMATS: dict[str, Any] = {
     "mxnet-symbol": _graph_reader(scan_mxnet_symbol),
     "mxnet-params": _findings_reader(scan_mxnet_params),
     "cntk": _findings_reader(scan_cntk),
+    "tf-checkpoint-index": lambda scan, view, member: _add_all(
+        scan, scan_checkpoint_index(view, member=member, path=scan.path)
+    ),
+    "tf-checkpoint-data": lambda scan, view, member: _add_all(
+        scan, scan_checkpoint_data(view, member=member, path=scan.path)
+    ),
+    "tf-checkpoint-state": _findings_reader(scan_checkpoint_state),
+    "tf-fingerprint": _findings_reader(scan_fingerprint),
     "cntk-v1": _read_cntk_v1,
     "pmml": _read_xml,
     "openvino": _read_xml,
