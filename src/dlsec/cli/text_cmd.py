@@ -92,11 +92,25 @@ def text_train(
 
 
 ModelOpt = Annotated[
-    Path,
+    str,
     typer.Option(
-        "--model", help="A text model folder (safetensors + tokenizer.json) or zoo:rotten-tomatoes-bag."
+        "--model",
+        help="A text model folder (safetensors + tokenizer.json), zoo:rotten-tomatoes-bag, or a gateway "
+        "URL http(s)://HOST:PORT/v1/models/NAME (key from $DLSEC_API_KEY; charged to its budget).",
     ),
 ]
+
+
+def _text_model(ctx: typer.Context, model: str) -> tuple[Any, Path | None]:
+    """The model under attack and its folder (``None`` behind a gateway: the split defaults apply)."""
+    from dlsec.text import load_text_model, resolve_text_model
+
+    if model.startswith(("http://", "https://")):
+        from dlsec.serve import connect_text
+
+        return connect_text(model), None
+    folder = resolve_text_model(model, home=settings(ctx).home)
+    return load_text_model(folder), folder
 
 
 @group.command("attack")
@@ -134,19 +148,18 @@ def text_attack(
         dlsec text attack --model runs/rt-bag --data builtin:rotten-tomatoes --attack pwws --n 200
     """
     from dlsec.core.card import TrainingCard
-    from dlsec.text import get_text_attack, load_text_dataset, load_text_model, resolve_text_model
+    from dlsec.text import get_text_attack, load_text_dataset
 
     if split not in ("test", "all"):
         raise UsageError(f"--split must be test or all, got {split!r}")
-    model = resolve_text_model(model, home=settings(ctx).home)
-    text_model = load_text_model(model)
+    text_model, folder = _text_model(ctx, model)
     corpus = load_text_dataset(data, text_column=text_column, label_column=label_column)
     if corpus.num_classes > text_model.num_classes:
         raise UsageError(
             f"{corpus.name} has {corpus.num_classes} classes, the model {text_model.num_classes}"
         )
     if split == "test":
-        card = TrainingCard.find(model)
+        card = TrainingCard.find(folder) if folder is not None else None
         saved = (card.split if card is not None else {}) or {}
         corpus = corpus.split(test_size=float(saved.get("test_size", 0.25)), seed=int(saved.get("seed", 0)))[
             1
@@ -156,7 +169,7 @@ def text_attack(
         attack, max_change=max_change, query_budget=query_budget, keep_stopwords=keep_stopwords, seed=seed
     )
     result = atk(text_model, chosen.texts, chosen.y)
-    summary: dict[str, Any] = {"model": str(model), "data": chosen.name, **result.summary()}
+    summary: dict[str, Any] = {"model": str(folder or model), "data": chosen.name, **result.summary()}
     if out is not None:
         from dlsec.fsutil import atomic_write_text
 
@@ -197,6 +210,11 @@ def _print(summary: dict[str, Any], result: Any) -> None:
         console.print(
             f"{summary['truncated']} text(s) were longer than the model's maximum and were truncated"
         )
+    if summary.get("stopped"):
+        console.print(
+            f"partial: stopped after {summary['attacked']} of {summary['n']} texts "
+            f"({escape(summary['stopped'])}); the rest were not attacked"
+        )
 
 
 @group.command("certify")
@@ -233,7 +251,7 @@ def text_certify(
     \b
         dlsec text certify --model runs/rt-bag --data builtin:rotten-tomatoes --n 50
     """
-    from dlsec.text import SAFER, WordNet, load_text_model, resolve_text_model
+    from dlsec.text import SAFER, WordNet
 
     try:
         wanted = sorted({int(r) for r in radii.split(",") if r.strip()})
@@ -243,9 +261,8 @@ def text_certify(
         raise UsageError("--radii needs at least one non-negative integer")
     if not 0 < alpha < 0.5:
         raise UsageError(f"--alpha must lie in (0, 0.5), got {alpha}")
-    model = resolve_text_model(model, home=settings(ctx).home)
-    text_model = load_text_model(model)
-    chosen = _chosen(model, data, split, n, text_column, label_column, text_model.num_classes)
+    text_model, folder = _text_model(ctx, model)
+    chosen = _chosen(folder, data, split, n, text_column, label_column, text_model.num_classes)
     safer = SAFER(
         n0=n0,
         n=samples,
@@ -257,7 +274,7 @@ def text_certify(
     cert = safer.certify(text_model, chosen.texts)
     accuracy = cert.certified_accuracy(chosen.y, wanted)
     payload: dict[str, Any] = {
-        "model": str(model),
+        "model": str(folder or model),
         "data": chosen.name,
         "texts": len(chosen),
         **safer.settings(),
@@ -285,7 +302,7 @@ def text_certify(
 
 
 def _chosen(
-    model: Path,
+    model: Path | None,
     data: str,
     split: str,
     n: int,
@@ -303,7 +320,7 @@ def _chosen(
     if corpus.num_classes > num_classes:
         raise UsageError(f"{corpus.name} has {corpus.num_classes} classes, the model {num_classes}")
     if split == "test":
-        card = TrainingCard.find(model)
+        card = TrainingCard.find(model) if model is not None else None
         saved = (card.split if card is not None else {}) or {}
         test_size, seed = float(saved.get("test_size", 0.25)), int(saved.get("seed", 0))
         corpus = corpus.split(test_size=test_size, seed=seed)[1]

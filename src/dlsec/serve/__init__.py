@@ -14,6 +14,6 @@ Example:
 
 from dlsec.serve._gateway import Gateway, GatewayConfig
 from dlsec.serve.app import create_app
-from dlsec.serve.client import connect
+from dlsec.serve.client import connect, connect_text
 
-__all__ = ["Gateway", "GatewayConfig", "connect", "create_app"]
+__all__ = ["Gateway", "GatewayConfig", "connect", "connect_text", "create_app"]

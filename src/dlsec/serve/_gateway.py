@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -35,6 +35,7 @@ from dlsec.core.model import Model
 from dlsec.errors import Error, SpecError, UsageError
 from dlsec.monitor.extraction import DetectorConfig
 from dlsec.serve._middleware import ApiError, Metrics
+from dlsec.serve._text import is_text, load_served, served_spec, text_probs, to_texts, truncated_rows
 from dlsec.serve._watch import MonitorSpec, Watcher
 from dlsec.serve.limits import LimitStore
 from dlsec.store import (
@@ -48,6 +49,9 @@ from dlsec.store import (
     authenticate,
     parse_rate,
 )
+
+if TYPE_CHECKING:
+    from dlsec.text import TextClassifier
 
 __all__ = ["Gateway", "GatewayConfig"]
 
@@ -84,6 +88,7 @@ class GatewayConfig(BaseModel):
         True, description="predict on the event loop (small models); false: in a thread pool (large models)"
     )
     redis_url: str | None = None
+    max_text_chars: int = Field(20_000, ge=1, description="longest text a text model's request may hold")
     generators: list[str] = Field(
         default_factory=list,
         description="built-in generators to serve (zoo-gan, zoo-vae): every image C2PA-signed",
@@ -100,7 +105,7 @@ class GatewayConfig(BaseModel):
 class _Served:
     name: str
     version: int | None = None
-    model: Model | None = None
+    model: Model | TextClassifier | None = None
     status: str = "unavailable"
     reason: str = "not loaded yet"
     root_digest: str | None = None
@@ -116,6 +121,7 @@ class _Event:
     output: list[Any]
     latency_ms: float
     ts: float = field(default_factory=time.time)  # formatted when the log is written
+    texts: list[str] | None = None  # a text model's inputs (``x`` is then empty)
 
 
 class Gateway:
@@ -218,7 +224,11 @@ class Gateway:
         if self.watcher is None or self.config.monitor is None:
             return
         with self._lock:
-            served = {(s.name, s.version) for s in self._served.values() if s.model is not None and s.version}
+            served = {
+                (s.name, s.version)
+                for s in self._served.values()
+                if s.model is not None and s.version and not is_text(s.model)
+            }
         fresh = sorted(served - self._prepared)
         if fresh:
             self._prepared |= set(fresh)
@@ -273,10 +283,8 @@ class Gateway:
             return
         if slot.model is not None and slot.version == version and slot.root_digest == root_digest:
             return
-        from dlsec.core.loading import load_model
-
         try:
-            model = load_model(f"registry:{slot.name}@{version}", home=self.registry.home)
+            model = load_served(self.registry, slot.name, version)
         except Error as exc:
             slot.model, slot.version, slot.status = None, version, "unavailable"
             slot.reason = f"version {version} refused: {exc}"
@@ -294,7 +302,7 @@ class Gateway:
                     "version": s.version,
                     "status": s.status,
                     "reason": s.reason or None,
-                    "spec": s.model.spec.to_dict() if s.model is not None else None,
+                    "spec": served_spec(s.model) if s.model is not None else None,
                 }
                 for s in self._served.values()
             ]
@@ -353,7 +361,8 @@ class Gateway:
             unavailable = slot.reason
         if model is None or version is None:
             raise ApiError(503, f"model {name!r} is unavailable: {unavailable}", reason="unavailable")
-        x = _to_array(inputs, model)
+        texts = None if isinstance(model, Model) else to_texts(inputs, self.config.max_text_chars)
+        x = _to_array(inputs, model) if isinstance(model, Model) else np.zeros((len(inputs), 0), np.float32)
         decision = self.limits.take(key.id, len(x), rate, key.budget, key.used)
         if not decision.allowed:
             what = "rate limit exceeded" if decision.reason == "rate" else "prediction budget exhausted"
@@ -361,11 +370,13 @@ class Gateway:
                 429, what, reason=decision.reason, headers={"Retry-After": str(decision.retry_after)}
             )
         with torch.inference_mode():
-            probs = _probabilities(model, x)
+            probs = _probabilities(model, x) if isinstance(model, Model) else text_probs(model, texts or [])
         output = _apply_policy(probs, key.output)
         latency = (time.perf_counter() - t0) * 1000
-        self._enqueue(_Event(key.id, name, version, x, probs, output, latency))
+        self._enqueue(_Event(key.id, name, version, x, probs, output, latency, texts=texts))
         body: dict[str, Any] = {"model": name, "version": version, "predictions": probs.argmax(1).tolist()}
+        if texts is not None:
+            body["truncated"] = truncated_rows(model, texts)
         if key.output.kind != "label":
             body["output"] = str(key.output)
             body["probabilities"] = output
@@ -515,7 +526,9 @@ class Gateway:
             while self._events:
                 batch.append(self._events.popleft())
             if batch and self.watcher is not None:
-                self.watcher.submit([(e.key_id, e.model, e.version, e.x, e.probs) for e in batch])
+                numeric = [(e.key_id, e.model, e.version, e.x, e.probs) for e in batch if e.texts is None]
+                if numeric:
+                    self.watcher.submit(numeric)
             if batch and self.synthetic is not None:
                 self._score_synthetic(batch)
             while self._alerts:
@@ -575,10 +588,14 @@ class Gateway:
                 "model": e.model,
                 "version": e.version,
                 "rows": len(e.x),
-                "input_sha256": hashlib.sha256(np.ascontiguousarray(e.x).tobytes()).hexdigest(),
+                "input_sha256": hashlib.sha256(
+                    np.ascontiguousarray(e.x).tobytes() if e.texts is None else json.dumps(e.texts).encode()
+                ).hexdigest(),
                 "output": json.dumps(e.output),
                 "latency_ms": e.latency_ms,
-                "inputs": json.dumps(e.x.tolist()) if self.config.log_inputs else None,
+                "inputs": json.dumps(e.x.tolist() if e.texts is None else e.texts)
+                if self.config.log_inputs
+                else None,
             }
             for e in events
         ]

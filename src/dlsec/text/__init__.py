@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from dlsec.text.certify import SAFER, SaferCertificate
     from dlsec.text.corpus import BUILTIN_TEXT_DATASETS, TextDataset, load_text_dataset
     from dlsec.text.models import (
+        QueryRefusedError,
         ScoreTextModel,
         TextClassifier,
         TokenizedModel,
@@ -78,6 +79,7 @@ _EXPORTS = {
     **dict.fromkeys(("BUILTIN_TEXT_DATASETS", "TextDataset", "load_text_dataset"), "corpus"),
     **dict.fromkeys(
         (
+            "QueryRefusedError",
             "ScoreTextModel",
             "TextClassifier",
             "TokenizedModel",
@@ -118,6 +120,7 @@ __all__ = [
     "DeepWordBug",
     "HotFlip",
     "PWWS",
+    "QueryRefusedError",
     "SAFER",
     "SaferCertificate",
     "ScoreTextModel",

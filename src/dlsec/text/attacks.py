@@ -43,7 +43,7 @@ import numpy as np
 
 from dlsec.core.model import Access
 from dlsec.errors import UsageError
-from dlsec.text.models import TextClassifier, TokenizedModel
+from dlsec.text.models import QueryRefusedError, TextClassifier, TokenizedModel
 from dlsec.text.wordnet import WordNet
 from dlsec.text.words import STOPWORDS, Words, mark_changes
 
@@ -102,6 +102,10 @@ class TextAttackResult:
         words: per text, its number of words.
         exhausted: per text, whether the query budget ran out.
         truncated: texts the model's tokenizer truncated (white-box models; else 0).
+        stopped: why the attack stopped early, when the model refused a query
+            (:class:`~dlsec.text.models.QueryRefusedError`, e.g. a gateway key's budget); the
+            result is then partial: texts from the one it stopped on are left unattacked.
+        attacked: how many texts (from the first) the attack went through; ``None``: all.
     """
 
     texts: tuple[str, ...]
@@ -122,6 +126,8 @@ class TextAttackResult:
     seed: int
     truncated: int = 0
     extras: dict[str, Any] = field(default_factory=dict)
+    stopped: str | None = None
+    attacked: int | None = None
 
     @property
     def clean_accuracy(self) -> float:
@@ -163,6 +169,8 @@ class TextAttackResult:
             "mean_words_changed": float(self.changed_fraction[won].mean()) if won.any() else float("nan"),
             "budget_exhausted": int(self.exhausted.sum()),
             "truncated": self.truncated,
+            "stopped": self.stopped,
+            "attacked": len(self.y) if self.attacked is None else self.attacked,
             **self.extras,
         }
 
@@ -215,6 +223,7 @@ class TextOracle:
         self.query_budget = query_budget
         self.queries = 0
         self.found: Words | None = None
+        self.found_probs: np.ndarray | None = None  # the model's answer on ``found``
         self._clean = clean
 
     @property
@@ -264,7 +273,9 @@ class TextOracle:
         out[keep] = probs[:, self.label]
         fooled = probs.argmax(axis=1) != self.label
         if self.found is None and fooled.any():
-            self.found = candidates[keep[int(np.flatnonzero(fooled)[0])]]
+            first = int(np.flatnonzero(fooled)[0])
+            self.found = candidates[keep[first]]
+            self.found_probs = probs[first]
         return out
 
 
@@ -342,9 +353,12 @@ class TextAttack(ABC):
         n_words = np.zeros(len(texts), dtype=np.int64)
         parsed = [Words.of(t) for t in texts]
         final = list(parsed)
+        adv_pred = clean_pred.copy()
+        stopped: str | None = None
+        attacked: int | None = None
         for i, (words, label) in enumerate(zip(parsed, y.tolist(), strict=True)):
             n_words[i] = len(words)
-            if clean_pred[i] != label:
+            if stopped is not None or clean_pred[i] != label:
                 continue
             oracle = TextOracle(
                 model,
@@ -360,13 +374,16 @@ class TextAttack(ABC):
                     self.run(oracle, np.random.default_rng(rng.integers(2**63)))
                 except _BudgetSpent:
                     exhausted[i] = True
+                except QueryRefusedError as exc:  # the model stopped answering: keep what was found
+                    stopped, attacked = str(exc), i
+                    oracle.found = None
             queries[i] += oracle.queries
-            if oracle.found is not None:
+            if oracle.found is not None and oracle.found_probs is not None:
                 if not oracle.allowed(oracle.found):  # the oracle only keeps allowed candidates
                     raise AssertionError("a candidate outside the constraints was kept")
                 final[i] = oracle.found
                 adv[i] = oracle.found.text()
-        adv_pred = model.predict(adv) if adv else np.zeros(0, dtype=np.int64)
+                adv_pred[i] = int(oracle.found_probs.argmax())
         changed = tuple(
             tuple(k for k, slot in enumerate(f.slots) if f.pieces[slot] != p.pieces[slot])
             for p, f in zip(parsed, final, strict=True)
@@ -391,6 +408,8 @@ class TextAttack(ABC):
             seed=self.seed,
             truncated=truncated,
             extras=self.extras(model),
+            stopped=stopped,
+            attacked=attacked,
         )
 
     def extras(self, model: TextClassifier) -> dict[str, Any]:

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 __all__ = [
+    "QueryRefusedError",
     "TextClassifier",
     "ScoreTextModel",
     "TokenizedModel",
@@ -54,6 +55,13 @@ __all__ = [
 EMBEDDING_BAG_TYPE = "dlsec-embedding-bag"
 _PICKLED = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".joblib", ".dill", ".npy", ".msgpack")
 _REMOTE_KEYS = ("auto_map", "trust_remote_code", "custom_pipelines")
+
+
+class QueryRefusedError(UsageError):
+    """The model refused a query it would otherwise answer (a gateway key's budget or rate limit).
+
+    A text attack stops at it and keeps what it found so far, naming the reason in its result.
+    """
 
 
 class TextClassifier(ABC):
