@@ -188,3 +188,173 @@ def test_key_files_and_arguments_are_checked(tmp_path: Path) -> None:
     encrypt_file(src, tmp_path / "o.enc", passphrase="p", **FAST)
     with pytest.raises(UsageError, match="exists"):
         encrypt_file(src, tmp_path / "o.enc", passphrase="p", **FAST)
+
+
+# ------------------------------------------------------------- written against mutation survivors
+# (benchmarks/mutation.py --only crypto): every header field's bounds, each with its message; the
+# identity file's bounds; the key derivation against an independent scrypt; the key-file layout.
+
+
+def _tamper_message(what: str) -> str:
+    return f"not a dlsec-encrypted file, or its header was tampered with ({what})"
+
+
+def _header(
+    *, magic: bytes = b"DLSECENC", version: int = 1, mode: int = 1, log2: int = 12, reserved: int = 0
+) -> bytes:
+    from dlsec.release._crypto import _FIXED
+
+    return _FIXED.pack(magic, version, mode, log2, reserved, b"\x00" * 7)
+
+
+def _scrypt_part(log_n: int = 10, r: int = 8, p: int = 1) -> bytes:
+    from dlsec.release._crypto import _PASS
+
+    return _PASS.pack(b"s" * 16, log_n, r, p)
+
+
+@pytest.mark.parametrize(
+    ("data", "what"),
+    [
+        (_header()[:-1], "too short"),
+        (_header(magic=b"DLSECENX") + _scrypt_part(), "bad magic, version or chunk size"),
+        (_header(version=2) + _scrypt_part(), "bad magic, version or chunk size"),
+        (_header(reserved=1) + _scrypt_part(), "bad magic, version or chunk size"),
+        (_header(log2=11) + _scrypt_part(), "bad magic, version or chunk size"),
+        (_header(log2=27) + _scrypt_part(), "bad magic, version or chunk size"),
+        (_header() + _scrypt_part()[:-1], "truncated"),
+        (_header(mode=2) + b"\x00" * 100, "truncated"),
+        (_header() + _scrypt_part(log_n=9), "unreasonable scrypt parameters"),
+        (_header() + _scrypt_part(log_n=23), "unreasonable scrypt parameters"),
+        (_header() + _scrypt_part(r=0), "unreasonable scrypt parameters"),
+        (_header() + _scrypt_part(r=33), "unreasonable scrypt parameters"),
+        (_header() + _scrypt_part(p=0), "unreasonable scrypt parameters"),
+        (_header() + _scrypt_part(p=17), "unreasonable scrypt parameters"),
+        (_header(mode=3) + _scrypt_part(), "unknown mode 3"),
+    ],
+)
+def test_each_bad_header_field_is_refused_with_its_reason(tmp_path: Path, data: bytes, what: str) -> None:
+    path = tmp_path / "bad.enc"
+    path.write_bytes(data)
+    with pytest.raises(DecryptionError) as caught:
+        read_header(path)
+    assert str(caught.value) == _tamper_message(what)
+
+
+@pytest.mark.parametrize(("log2", "log_n", "r", "p"), [(12, 10, 1, 1), (26, 22, 32, 16)])
+def test_header_bounds_are_inclusive(tmp_path: Path, log2: int, log_n: int, r: int, p: int) -> None:
+    path = tmp_path / "edge.enc"
+    path.write_bytes(_header(log2=log2) + _scrypt_part(log_n, r, p))
+    header = read_header(path)
+    assert (header.mode, header.chunk_size, header.scrypt_log_n, header.scrypt_r, header.scrypt_p) == (
+        "passphrase",
+        1 << log2,
+        log_n,
+        r,
+        p,
+    )
+
+
+def test_the_file_key_is_scrypt_as_specified() -> None:
+    import hashlib
+
+    from dlsec.release._crypto import _scrypt
+
+    salt = bytes(range(16))
+    expected = hashlib.scrypt(b"pass", salt=salt, n=1 << 10, r=8, p=1, dklen=32)  # an independent scrypt
+    assert _scrypt(b"pass", salt, 10, 8, 1) == expected
+
+
+def test_a_passphrase_as_bytes_is_the_same_as_its_utf8_text(tmp_path: Path) -> None:
+    src = tmp_path / "plain.bin"
+    src.write_bytes(b"weights" * 100)
+    encrypt_file(src, tmp_path / "a.enc", passphrase="pässword", **FAST)
+    decrypt_file(tmp_path / "a.enc", tmp_path / "a.out", passphrase="pässword".encode())
+    assert (tmp_path / "a.out").read_bytes() == src.read_bytes()
+    with pytest.raises(UsageError) as caught:
+        encrypt_file(src, tmp_path / "b.enc", passphrase=b"")
+    assert str(caught.value) == "the passphrase is empty"
+    (tmp_path / "exists.out").write_bytes(b"keep me")
+    with pytest.raises(UsageError, match="exists"):  # decrypting never overwrites by default
+        decrypt_file(tmp_path / "a.enc", tmp_path / "exists.out", passphrase="pässword")
+    assert (tmp_path / "exists.out").read_bytes() == b"keep me"
+
+
+def _identity_file(path: Path, blob: bytes) -> Path:
+    import base64
+
+    path.write_bytes(
+        b"-----BEGIN DLSEC IDENTITY-----\n" + base64.encodebytes(blob) + b"-----END DLSEC IDENTITY-----\n"
+    )
+    return path
+
+
+def test_recipient_key_files_have_the_documented_names_layout_and_defaults(tmp_path: Path) -> None:
+    import base64
+    import hashlib
+    import re
+
+    from dlsec.release._crypto import _ID_HEAD, _ID_PEM, _PEM_BLOCK
+
+    pub, key = generate_recipient_keys(tmp_path / "alice", passphrase="pw")  # the default N = 2**17
+    assert (pub.name, key.name) == ("alice.pub.pem", "alice.key.pem")
+    data = pub.read_bytes()
+    blocks = [m.group(0) for m in _PEM_BLOCK.finditer(data)]
+    assert len(blocks) == 2 and data == b"".join(blocks)  # two PEM blocks, nothing between them
+    match = _ID_PEM.search(key.read_bytes())
+    assert match is not None
+    _, _, log_n, r, p, _ = _ID_HEAD.unpack(
+        base64.b64decode(b"".join(match.group(1).split()))[: _ID_HEAD.size]
+    )
+    assert (log_n, r, p) == (17, 8, 1)
+    recipient = load_recipient(pub)
+    raw = recipient.x25519.public_bytes_raw() + recipient.mlkem.public_bytes_raw()
+    assert (
+        recipient.key_id == hashlib.sha256(b"dlsec-recipient/1" + raw).digest()[:16]
+    )  # the file format's id
+    with pytest.raises(UsageError) as caught:
+        generate_recipient_keys(tmp_path / "bob", passphrase="pw", scrypt_log_n=23)
+    assert str(caught.value) == "scrypt_log_n must be in [10, 22]"
+    with pytest.raises(KeyFileError) as caught:
+        load_recipient(tmp_path)  # a directory
+    assert re.fullmatch(
+        rf"{re.escape(str(tmp_path))}: cannot read the recipient public key \(.+\)", str(caught.value)
+    )
+
+
+def test_identity_files_are_checked_field_by_field(tmp_path: Path) -> None:
+    from dlsec.release._crypto import _ID_HEAD
+
+    pub, key = generate_recipient_keys(tmp_path / "id", passphrase="pw", scrypt_log_n=10)
+    assert load_identity(key, passphrase="pw").recipient().key_id == load_recipient(pub).key_id
+    # A character outside base64 is refused, never skipped.
+    text = key.read_bytes().replace(b"-----\n", b"-----\n!", 1)
+    (tmp_path / "junk.key.pem").write_bytes(text)
+    with pytest.raises(KeyFileError) as caught:
+        load_identity(tmp_path / "junk.key.pem", passphrase="pw")
+    assert str(caught.value).endswith(": not a dlsec identity (expected a DLSEC IDENTITY block)")
+
+    def head(*, magic: bytes = b"DLSECID1", log_n: int = 10, r: int = 8, p: int = 1) -> bytes:
+        return _ID_HEAD.pack(magic, b"s" * 16, log_n, r, p, b"n" * 12)
+
+    unsupported = ": not a dlsec identity, or an unsupported version"
+    for blob, error, text in [
+        (head() + b"t" * 15, KeyFileError, ": not a dlsec identity (expected a DLSEC IDENTITY block)"),
+        (
+            head() + b"t" * 16,
+            DecryptionError,
+            ": wrong passphrase for this identity (or a tampered key file)",
+        ),
+        (head(magic=b"DLSECID2") + b"t" * 16, KeyFileError, unsupported),
+        (head(log_n=9) + b"t" * 16, KeyFileError, unsupported),
+        (head(r=0) + b"t" * 16, KeyFileError, unsupported),
+        (head(r=33) + b"t" * 16, KeyFileError, unsupported),
+        (head(p=0) + b"t" * 16, KeyFileError, unsupported),
+        (head(p=17) + b"t" * 16, KeyFileError, unsupported),
+        (head(r=1, p=1) + b"t" * 16, DecryptionError, ": wrong passphrase"),  # bounds are inclusive
+        (head(r=32, p=16) + b"t" * 16, DecryptionError, ": wrong passphrase"),
+    ]:
+        path = _identity_file(tmp_path / "crafted.key.pem", blob)
+        with pytest.raises(error) as caught:
+            load_identity(path, passphrase="pw")
+        assert str(caught.value).startswith(f"{path}{text}"), (blob[8:], str(caught.value))
