@@ -239,6 +239,30 @@ def metagraph(
     return info + pb(2, nodes + library + pb(4, pb(1, 1808))) + saver + asset_defs
 
 
+def keras_metadata(layers: list[tuple[str, dict[str, Any]]]) -> bytes:
+    """A Keras 2 SavedModel's ``keras_metadata.pb``: one ``SavedObject`` node per layer (JSON metadata)."""
+    nodes = b""
+    for i, (class_name, config) in enumerate(layers):
+        meta = json.dumps({"name": config.get("name", f"l{i}"), "class_name": class_name, "config": config})
+        node = (
+            pb(2, i + 1)
+            + pb(3, f"root.layer-{i}".encode())
+            + pb(4, b"_tf_keras_layer")
+            + pb(5, meta.encode())
+        )
+        nodes += pb(1, node + pb(6, pb(1, 2) + pb(2, 1)))
+    return nodes
+
+
+KERAS_LAMBDA = {
+    "name": "lambda",
+    "function": {
+        "class_name": "__lambda__",
+        "config": {"code": "4wEAAAAAAAAAAAAAAAEAAAADAAAA8wYAAAB8AFMAKQFO", "defaults": None},
+    },
+    "function_type": "lambda",
+}
+
 METAGRAPH_BENIGN = [
     "Placeholder",
     "VariableV2",
@@ -849,6 +873,13 @@ FORMAT_CASES += [
         ".meta",
     ),
     (
+        "keras2_savedmodel_lambda",
+        "Keras 2 SavedModel keras_metadata.pb with a Lambda layer (marshalled bytecode, no safe_mode)",
+        _b(lambda: keras_metadata([("Dense", {"name": "dense", "units": 2}), ("Lambda", KERAS_LAMBDA)])),
+        "keras-lambda",
+        ".pb",
+    ),
+    (
         "mxnet_custom_python_op",
         "MXNet symbol with a Custom op (runs the Python CustomOpProp registered under op_type)",
         _b(lambda: mxnet_symbol([*MXNET_MLP, ("Custom", {"op_type": "evil_op"})])),
@@ -973,6 +1004,9 @@ def format_benign_files(folder: Path) -> list[Path]:
         "mlp-symbol.json": mxnet_symbol(MXNET_MLP),
         "mlp-0000.params": mxnet_params(MXNET_MLP_PARAMS),
         "model.cntk": cntk_model(),
+        "keras_metadata.pb": keras_metadata(
+            [("InputLayer", {"name": "x"}), ("Dense", {"name": "dense", "units": 2})]
+        ),
     }
     out = []
     for name, data in files.items():

@@ -65,6 +65,7 @@ def test_honest_file_of_each_format_passes_and_is_named(tmp_path: Path) -> None:
         "mlp-symbol.json": "mxnet-symbol",
         "mlp-0000.params": "mxnet-params",
         "model.cntk": "cntk",
+        "keras_metadata.pb": "keras-metadata",
     }
 
 

@@ -8,7 +8,8 @@ legacy ``torch.save`` files, joblib), ``torch-zip``, ``torchscript``, ``numpy``,
 ``tflite``, ``executorch``, ``flax-msgpack``, ``coreml``, ``coreml-weights``, ``paddle``
 (``.pdmodel``), ``xgboost`` (JSON and UBJSON), ``lightgbm``, ``catboost``, ``skops``,
 ``tf-metagraph`` (``.meta``), ``mxnet-symbol`` (``*-symbol.json``), ``mxnet-params``,
-``cntk`` (CNTK v2 ``Function.save``), ``tf-checkpoint-index`` and ``tf-checkpoint-state``
+``cntk`` (CNTK v2 ``Function.save``), ``keras-metadata`` (a Keras 2 SavedModel's
+``keras_metadata.pb``), ``tf-checkpoint-index`` and ``tf-checkpoint-state``
 (TensorFlow checkpoints), and the formats recognised but not read (``tensorrt``,
 ``rds``, ``torch7``, ``rknn``, ``rar``, ``cntk-v1``, ``executable``) and ``unknown``. Weights
 files that only their sibling names (``openvino-weights``, ``paddle-params``,
@@ -264,7 +265,11 @@ def detect_stream(f: IO[bytes], size: int) -> str:
             return "numpy"
         return "numpy-object" if header.dtype.hasobject else "numpy"
     if fmt == "unknown" and head[:1] in (b"\x08", b"\x12", b"\x0a"):
-        from dlsec.scan._savedmodel import looks_like_metagraph, looks_like_saved_model
+        from dlsec.scan._savedmodel import (
+            looks_like_keras_metadata,
+            looks_like_metagraph,
+            looks_like_saved_model,
+        )
 
         with buffer_of(f, origin, size) as view:
             if looks_like_onnx(view):
@@ -279,6 +284,8 @@ def detect_stream(f: IO[bytes], size: int) -> str:
                 return "paddle"
             if looks_like_metagraph(view):
                 return "tf-metagraph"
+            if looks_like_keras_metadata(view):
+                return "keras-metadata"
             if looks_like_coreml(view, truncated_ok=True):
                 return "coreml"
     if fmt == "unknown" and size >= 48:

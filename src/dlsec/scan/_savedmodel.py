@@ -8,6 +8,12 @@ function library (field 2) of ``FunctionDef``s whose bodies are ``NodeDef``s too
 that run Python, touch files or open connections are findings (:data:`RISKY_OPS`, one list for
 both formats). Checkpoint save and restore ops, present in every SavedModel, are not.
 
+Keras 2 SavedModels carry ``keras_metadata.pb`` beside the graph: a ``SavedMetadata`` of
+``SavedObject`` nodes (``node_id`` 2, ``node_path`` 3, ``identifier`` 4 such as
+``_tf_keras_layer``, ``metadata`` 5 as JSON, ``version`` 6). ``tf.keras.models.load_model``
+rebuilds each layer from that JSON, Lambda layers' marshalled bytecode included; the JSON is
+returned for the Keras config checks.
+
 An op TensorFlow does not register (:data:`dlsec.scan._opnames.TF_OPS`) and that is not a
 function of the graph's own library is a custom op: its kernel is native code from a library
 loaded with ``tf.load_op_library`` outside the file, named as code dlsec does not vet. Asset
@@ -25,6 +31,8 @@ from dlsec.scan._opnames import TF_OPS, TF_VERSION
 
 __all__ = [
     "RISKY_OPS",
+    "keras_metadata",
+    "looks_like_keras_metadata",
     "looks_like_metagraph",
     "looks_like_saved_model",
     "scan_metagraph_buffer",
@@ -268,3 +276,41 @@ def scan_metagraph_buffer(buf: memoryview, *, member: str | None) -> tuple[list[
         return _scan_metas(buf, [(0, len(buf))], member=member)
     except _Bad as exc:  # pragma: no cover - looks_like_metagraph walked the same fields
         raise Malformed(f"not a readable TensorFlow MetaGraph ({exc})", member=member) from None
+
+
+_KERAS_NODE = {2: _VARINT, 3: _LEN, 4: _LEN, 5: _LEN, 6: _LEN}
+
+
+def looks_like_keras_metadata(buf: memoryview) -> bool:
+    """A Keras ``SavedMetadata``: nodes whose fields are the schema's and whose identifier is Keras's."""
+    if not len(buf) or buf[0] != 0x0A:
+        return False
+    try:
+        nodes = list(_fields(buf, 0, len(buf)))
+        if not nodes or any((f, w) != (1, _LEN) for f, w, _, _ in nodes):
+            return False
+        for _f, _w, s, e in nodes:
+            fields = list(_fields(buf, s, e))
+            if any(_KERAS_NODE.get(f) != w for f, w, _, _ in fields):
+                return False
+            idents = [_text(buf, a, b) for f, _, a, b in fields if f == 4]
+            if len(idents) != 1 or not idents[0].startswith("_tf_keras_"):
+                return False
+    except _Bad:
+        return False
+    return True
+
+
+def keras_metadata(buf: memoryview, *, member: str | None) -> list[tuple[str, str]]:
+    """``(node path, metadata JSON)`` of each node of a ``keras_metadata.pb``.
+
+    Raises:
+        Malformed: the bytes are not a Keras SavedMetadata.
+    """
+    if not looks_like_keras_metadata(buf):
+        raise Malformed("not a readable Keras SavedModel metadata (SavedMetadata)", member=member)
+    out: list[tuple[str, str]] = []
+    for s, e in _children(buf, 0, len(buf), 1):
+        path = next((_text(buf, a, b) for a, b in _children(buf, s, e, 3)), "?")
+        out.extend((path, _text(buf, a, b)) for a, b in _children(buf, s, e, 5))
+    return out

@@ -58,7 +58,12 @@ from dlsec.scan._pickle import (
 )
 from dlsec.scan._protomodels import scan_coreml, scan_mil_weights, scan_paddle, scan_pdiparams
 from dlsec.scan._safetensors import validate_safetensors
-from dlsec.scan._savedmodel import looks_like_saved_model, scan_metagraph_buffer, scan_saved_model_buffer
+from dlsec.scan._savedmodel import (
+    keras_metadata,
+    looks_like_saved_model,
+    scan_metagraph_buffer,
+    scan_saved_model_buffer,
+)
 from dlsec.scan._tfckpt import (
     scan_checkpoint_data,
     scan_checkpoint_index,
@@ -1460,6 +1465,15 @@ def _read_cntk_v1(scan: _Scan, view: memoryview, member: str | None) -> None:
     )
 
 
+def _read_keras_metadata(scan: _Scan, view: memoryview, member: str | None) -> None:
+    for path, text in keras_metadata(view, member=member):
+        try:
+            doc = json.loads(text)
+        except (ValueError, RecursionError):
+            raise Malformed(f"Keras metadata of {path[:80]!r} is not JSON", member=member) from None
+        scan.keras_config(doc, member)
+
+
 def _is_mxnet_symbol(data: bytes) -> bool:
     try:
         return mxnet_symbol(json.loads(data))
@@ -1477,6 +1491,7 @@ _BUFFER_FORMATS: dict[str, Any] = {
     "paddle": _findings_reader(scan_paddle),
     "paddle-params": lambda scan, view, member: scan_pdiparams(view, member=member),
     "tf-metagraph": _graph_reader(scan_metagraph_buffer),
+    "keras-metadata": _read_keras_metadata,
     "mxnet-symbol": _graph_reader(scan_mxnet_symbol),
     "mxnet-params": _findings_reader(scan_mxnet_params),
     "cntk": _findings_reader(scan_cntk),
