@@ -358,3 +358,37 @@ def test_identity_files_are_checked_field_by_field(tmp_path: Path) -> None:
         with pytest.raises(error) as caught:
             load_identity(path, passphrase="pw")
         assert str(caught.value).startswith(f"{path}{text}"), (blob[8:], str(caught.value))
+
+
+def test_key_files_with_the_wrong_keys_or_contents_are_named(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, x25519
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from dlsec.release._crypto import _ID_HEAD, _scrypt
+
+    def pem(key: object) -> bytes:
+        return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)  # type: ignore[attr-defined]
+
+    x_pub = pem(x25519.X25519PrivateKey.generate().public_key())
+    ec_pub = pem(ec.generate_private_key(ec.SECP256R1()).public_key())
+    bad_block = b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"
+    for name, data, text in [
+        ("garbage.pub.pem", x_pub + bad_block, "a PEM block is not a public key"),
+        ("ec.pub.pem", x_pub + ec_pub, "expected one X25519 and one ML-KEM-768 public key"),
+        ("two-x.pub.pem", x_pub + x_pub, "expected one X25519 and one ML-KEM-768 public key"),
+    ]:
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(KeyFileError) as caught:
+            load_recipient(tmp_path / name)
+        assert str(caught.value) == f"{tmp_path / name}: {text}"
+    with pytest.raises(KeyFileError) as caught:
+        load_identity(tmp_path, passphrase="pw")  # a directory
+    assert str(caught.value).startswith(f"{tmp_path}: cannot read the identity (")
+    # Sealed properly under the passphrase, but not the 96 bytes of two private keys.
+    head = _ID_HEAD.pack(b"DLSECID1", b"s" * 16, 10, 8, 1, b"n" * 12)
+    sealed = AESGCM(_scrypt(b"pw", b"s" * 16, 10, 8, 1)).encrypt(b"n" * 12, b"k" * 95, head)
+    path = _identity_file(tmp_path / "short.key.pem", head + sealed)
+    with pytest.raises(KeyFileError) as caught:
+        load_identity(path, passphrase="pw")
+    assert str(caught.value) == f"{path}: unexpected identity contents"
