@@ -77,3 +77,38 @@ def test_whole_tensorflow_folder_scans_safe(folder: str) -> None:
     results = scan_paths([FIXTURES / "tensorflow" / folder])
     assert len(results) >= 4
     assert {r.path: r.verdict for r in results if r.verdict != "safe"} == {}
+
+
+def _varints(data: bytes, pos: int, n: int) -> tuple[list[int], int]:
+    out = []
+    for _ in range(n):
+        value = shift = 0
+        while True:
+            byte = data[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                break
+        out.append(value)
+    return out, pos
+
+
+def test_checkpoint_index_with_a_compressed_block_is_unscannable(tmp_path: Path) -> None:
+    # The footer's index handle leads to the first data block; its trailer's first byte is the
+    # compression type. TensorFlow writes 0 (none); 1 (Snappy) is not read, so not vetted.
+    data = bytearray((FIXTURES / "tensorflow" / "tf1" / "model.ckpt-3.index").read_bytes())
+    (_meta_off, _meta_size, index_off, _index_size), _ = _varints(bytes(data), len(data) - 48, 4)
+    (_shared, fresh, _length), pos = _varints(bytes(data), index_off, 3)
+    (block_off, block_size), _ = _varints(bytes(data), pos + fresh, 2)
+    assert data[block_off + block_size] == 0
+    data[block_off + block_size] = 1
+    path = tmp_path / "model.ckpt-3.index"
+    path.write_bytes(bytes(data))
+    result = scan_file(path)
+    assert (result.format, result.verdict, result.error_kind) == (
+        "tf-checkpoint-index",
+        "unscannable",
+        "unreadable",
+    )
+    assert "compressed" in result.error
