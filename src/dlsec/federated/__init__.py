@@ -41,6 +41,7 @@ if TYPE_CHECKING:
         ATTACKS,
         DBA,
         IPM,
+        AGRTailored,
         Attack,
         Backdoor,
         FreeRider,
@@ -113,6 +114,7 @@ _EXPORTS = {
     **dict.fromkeys(
         [
             "ALIE",
+            "AGRTailored",
             "ATTACKS",
             "DBA",
             "DPFedAvg",
@@ -172,6 +174,7 @@ _EXPORTS = {
 
 __all__ = [
     "AGGREGATORS",
+    "AGRTailored",
     "ALIE",
     "ATTACKS",
     "Aggregate",

@@ -98,6 +98,8 @@ class Aggregator:
     name: ClassVar[str] = "base"
     honest_majority: ClassVar[bool] = False
     needs_reference: ClassVar[bool] = False
+    #: the rule selects whole updates and drops the rest (Krum, Multi-Krum)
+    selects: ClassVar[bool] = False
     #: the rule keeps state across rounds from the clients' past updates (FoolsGold)
     keeps_history: ClassVar[bool] = False
     #: why client-level DP cannot be calibrated on this rule, where it cannot (FLAME)
@@ -321,6 +323,7 @@ class Krum(Aggregator):
 
     num_malicious: int = 0
     honest_majority: ClassVar[bool] = True
+    selects: ClassVar[bool] = True
 
     def min_clients(self) -> int:
         _check_f(self.name, self.num_malicious)

@@ -16,12 +16,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar, TypeVar
+from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 import numpy as np
 import torch
 
 from dlsec.errors import UsageError
+
+if TYPE_CHECKING:
+    from dlsec.federated._aggregate import Aggregate, Aggregator
 
 __all__ = [
     "ATTACKS",
@@ -72,12 +75,14 @@ class RoundContext:
         num_malicious: colluding malicious clients in the round (``m``).
         rank: this client's position among the colluders (0..m-1).
         seed: a seed for this client and round.
+        shared_seed: a seed all colluders share this round (for what they must agree on).
     """
 
     num_clients: int
     num_malicious: int
     rank: int
     seed: int
+    shared_seed: int = 0
 
 
 class Attack:
@@ -86,6 +91,8 @@ class Attack:
     name: ClassVar[str] = "base"
     omniscient: ClassVar[bool] = False
     backdoor: ClassVar[bool] = False
+    #: the attack is built knowing the server's rule (its ``rule`` option)
+    tailored: ClassVar[bool] = False
 
     def poison(
         self, x: np.ndarray, y: np.ndarray, *, num_classes: int, ctx: RoundContext
@@ -246,6 +253,67 @@ class MinSum(_Shejwalkar):
 
     def accept(self, candidate: torch.Tensor, benign: torch.Tensor, pair: torch.Tensor) -> bool:
         return bool((benign - candidate).pow(2).sum() <= pair.pow(2).sum(dim=1).max())
+
+
+@register_attack("agr-tailored")
+@dataclass
+class AGRTailored(Attack):
+    """The AGR-tailored attack (Shejwalkar and Houmansadr, NDSS 2021, section IV-B): every
+    colluder sends ``mu - gamma * std`` of the colluders' benign updates, with ``gamma`` optimised
+    against the server's own rule, which the attacker runs on a simulated round of ``n``
+    updates: the ``m`` malicious copies, the ``m`` benign updates it knows, and ``n - 2m``
+    draws from ``N(mu, std^2)`` standing for the honest clients it does not see (the paper's
+    partial-knowledge setting; seeded so all colluders agree).
+
+    For rules that select updates ``gamma`` is the largest that keeps the malicious copies
+    selected (Krum's one choice is malicious; Multi-Krum keeps all of them); for the others it
+    climbs while the distance between the rule's output and ``mu`` grows (the paper's
+    Algorithm 1 with its objective). A stateful rule (FoolsGold) is simulated without its
+    history.
+
+    Args:
+        rule: the server's aggregation rule (set by the simulation from the defence).
+        gamma_init: the search's first ``gamma``.
+    """
+
+    rule: Aggregator | None = None
+    gamma_init: float = 10.0
+    omniscient: ClassVar[bool] = True
+    tailored: ClassVar[bool] = True
+
+    def craft(self, own: torch.Tensor, colluders: torch.Tensor, ctx: RoundContext) -> torch.Tensor:
+        if self.rule is None:
+            raise UsageError("agr-tailored needs the server's rule; run it through simulate()")
+        benign = colluders.float()
+        mu, std = _stats(benign)
+        m, n = benign.shape[0], ctx.num_clients
+        g = torch.Generator().manual_seed(ctx.shared_seed)
+        unseen = mu + std * torch.randn((max(0, n - 2 * m), mu.shape[0]), generator=g)
+        others = torch.cat([benign, unseen])[: max(0, n - m)]
+        ids = list(range(m + others.shape[0]))
+        reference = mu if self.rule.needs_reference else None  # FLTrust: the benign mean stands in
+
+        rule = self.rule
+
+        def run(gamma: float) -> Aggregate:
+            rows = torch.cat([(mu - gamma * std).expand(m, -1), others])
+            return rule(rows, client_ids=ids, reference=reference)
+
+        if rule.selects:
+
+            def ok(gamma: float) -> bool:  # as many malicious copies selected as can be
+                kept = set(ids) - run(gamma).excluded
+                return len(kept & set(range(m))) == min(m, len(kept))
+
+        else:
+            previous = [-1.0]
+
+            def ok(gamma: float) -> bool:
+                loss = float((run(gamma).update - mu).norm())
+                better, previous[0] = loss > previous[0], loss
+                return better
+
+        return (mu - _gamma_search(ok, gamma=self.gamma_init) * std).float()
 
 
 def stamp_trigger(x: np.ndarray, *, part: int | None = None, value: float = 1.0) -> np.ndarray:

@@ -270,6 +270,7 @@ class _Plan:
             num_malicious=len(bad),
             rank=bad.index(client),
             seed=self._seed(server_round, client),
+            shared_seed=self._seed(server_round, -3),
         )
         px, py = self.attack.poison(x, y, num_classes=self.num_classes, ctx=ctx)
         own, loss = self.train(px, py, base, ctx.seed)
@@ -350,10 +351,15 @@ def _prepare(config: FLConfig, dataset: Dataset | None = None) -> tuple[_Plan, A
         raise UsageError("local_epochs, batch_size and lr must be positive")
     if c.secure_aggregation:
         check_secure_aggregation(c)
-    attack = build_attack(c.attack)
     aggregator: Aggregator = build_aggregator(
         c.defense, num_clients=c.num_clients, malicious_fraction=c.malicious_fraction, seed=c.seed
     )
+    attack = build_attack(c.attack)
+    if attack.tailored:  # the attacker's own copy of the server's rule (no shared state)
+        rule = build_aggregator(
+            c.defense, num_clients=c.num_clients, malicious_fraction=c.malicious_fraction, seed=c.seed
+        )
+        attack = build_attack(c.attack, rule=rule)
     m = c.num_clients if c.clients_per_round is None else c.clients_per_round
     if not 1 <= m <= c.num_clients:
         raise UsageError(f"clients_per_round must lie in 1..{c.num_clients}, got {m}")
@@ -376,8 +382,8 @@ def _prepare(config: FLConfig, dataset: Dataset | None = None) -> tuple[_Plan, A
             "seed": c.seed,
         }
         # the mean keeps DP-FedAvg's C/m; a robust rule gets noise calibrated to its own sensitivity
-        rule = aggregator
-        aggregator = DPFedAvg(**dp_options) if c.defense == "fedavg" else RobustDP(**dp_options, rule=rule)
+        robust = aggregator
+        aggregator = DPFedAvg(**dp_options) if c.defense == "fedavg" else RobustDP(**dp_options, rule=robust)
         aggregator.update_noise_multiplier(m)  # adaptive: refuse a z the count noise cannot carry
     data = load_dataset(c.dataset) if dataset is None else dataset
     if not 0 <= c.target < data.spec.num_classes:
