@@ -55,7 +55,8 @@ def keys(home: Path) -> dict[str, str]:
         "client": store.create(role="client", models=["reviews"])[0],
         "other": store.create(role="client", models=["clf"])[0],
         "label": store.create(role="client", models=["reviews"], output="label")[0],
-        "budget": store.create(role="client", models=["reviews"], budget=40)[0],
+        "budget-1": store.create(role="client", models=["reviews"], budget=40)[0],
+        "budget-4": store.create(role="client", models=["reviews"], budget=40)[0],
         "attacker": store.create(role="client", models=["reviews"])[0],
     }
     store.db.dispose()
@@ -126,23 +127,25 @@ def test_pwws_through_the_gateway_equals_the_local_attack_and_is_charged(client,
     assert client.gateway.limits.usage()[key_id] == int(got.queries.sum()) == remote.fn.queries
 
 
-def test_the_keys_budget_stops_an_attack_through_the_gateway(client, keys):
-    unlimited = DeepWordBug(max_change=1.0, edits_per_kind=3, seed=0)
+@pytest.mark.parametrize("lockstep", [1, 4])
+def test_the_keys_budget_stops_an_attack_through_the_gateway(client, keys, lockstep):
+    unlimited = DeepWordBug(max_change=1.0, edits_per_kind=3, seed=0, lockstep=lockstep)
     texts, labels = TEXTS * 3, np.tile(LABELS, 3)
-    remote = connect_text(URL, api_key=keys["budget"], http=client)
+    key = keys[f"budget-{lockstep}"]
+    remote = connect_text(URL, api_key=key, http=client)
     result = unlimited(remote, texts, labels)
-    key_id = client.gateway.key(keys["budget"]).id
+    key_id = client.gateway.key(key).id
     charged = client.gateway.limits.usage()[key_id]
     assert result.stopped is not None and "budget" in result.stopped
     assert charged == remote.fn.queries <= 40  # the gateway never answered past the budget
     k = result.attacked
-    assert k is not None and 0 < k < len(texts)
+    assert k is not None and 0 <= k < len(texts) and (k > 0 or lockstep > 1)
     # the texts before the stop were attacked as without a budget; none after it was
     full = unlimited(load_text_model(_folder(client)), texts, labels)
     assert result.adv_texts[:k] == full.adv_texts[:k]
     assert result.adv_texts[k:] == texts[k:]
     assert result.summary()["stopped"] == result.stopped and result.summary()["attacked"] == k
-    r = client.post("/v1/models/reviews/predict", json={"inputs": ["x"] * 41}, headers=auth(keys["budget"]))
+    r = client.post("/v1/models/reviews/predict", json={"inputs": ["x"] * 41}, headers=auth(key))
     assert r.status_code == 429 and r.json()["reason"] == "budget"
 
 

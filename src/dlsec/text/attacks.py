@@ -22,7 +22,12 @@ A subclass writes only the search.
   embeddings ranks every (word, replacement) flip by its first-order gain in loss, and the
   best few are checked with one batched query per step.
 
-The model's queries are batched: every candidate of one step goes to the model in one call.
+The model's queries are batched: every candidate of one step goes to the model in one call,
+and ``lockstep`` texts are attacked together, each step's candidates of all of them in one call.
+A search is a generator that yields the texts it wants scored and receives their probabilities
+(``yield from oracle.score(...)``), so the base class can interleave the searches of several
+texts without changing what any of them does: a text's queries, its random draws and its
+result are the same whichever texts it runs beside (a test checks it against ``lockstep=1``).
 
 Example:
     >>> attack = PWWS(max_change=0.2)                               # doctest: +SKIP
@@ -35,7 +40,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -63,6 +68,9 @@ __all__ = [
 
 TEXT_ATTACKS: dict[str, type[TextAttack]] = {}
 UNK = "[UNK]"
+
+#: A search step: yields the texts to score, receives their probabilities ``(n, K)``.
+Queries = Generator[list[str], np.ndarray, None]
 
 
 def register_text_attack(name: str) -> Callable[[type[TextAttack]], type[TextAttack]]:
@@ -228,9 +236,10 @@ class TextOracle:
 
     @property
     def clean(self) -> np.ndarray:
-        """The model's probabilities on the clean text (from the attack's clean query, or one probe)."""
+        """The model's probabilities on the clean text (from the attack's clean query, or one query)."""
         if self._clean is None:
-            self._clean = self.probe([self.original.text()])[0]
+            self.queries += 1
+            self._clean = self.model.probs([self.original.text()])[0]
         return self._clean
 
     def changed(self, words: Words) -> tuple[int, ...]:
@@ -246,30 +255,37 @@ class TextOracle:
         """Word indices a candidate may change."""
         return [k for k in range(len(self.original)) if k not in self.protected]
 
-    def _ask(self, texts: list[str]) -> np.ndarray:
+    def _ask(self, texts: list[str]) -> Generator[list[str], np.ndarray, np.ndarray]:
         room = None if self.query_budget is None else self.query_budget - self.queries
         if room is not None and room < len(texts):
             if room > 0:
                 self.queries += room
-                self.model.probs(texts[:room])
+                yield texts[:room]
             raise _BudgetSpent
         self.queries += len(texts)
-        return self.model.probs(texts)
+        probs = yield texts
+        return probs
 
-    def probe(self, texts: list[str]) -> np.ndarray:
-        """Probabilities for probe texts (importance by deletion or ``[UNK]``); counted, not candidates."""
-        return self._ask(texts) if texts else np.zeros((0, self.model.num_classes))
+    def probe(self, texts: list[str]) -> Generator[list[str], np.ndarray, np.ndarray]:
+        """Probabilities for probe texts (importance by deletion or ``[UNK]``); counted, not candidates.
 
-    def score(self, candidates: Sequence[Words]) -> np.ndarray:
+        A generator: ``probs = yield from oracle.probe(texts)``.
+        """
+        if not texts:
+            return np.zeros((0, self.model.num_classes))
+        return (yield from self._ask(texts))
+
+    def score(self, candidates: Sequence[Words]) -> Generator[list[str], np.ndarray, np.ndarray]:
         """The true-class probability of each candidate; ``inf`` for one the constraints refuse.
 
-        The first candidate (in order) that fools the model is kept in :attr:`found`.
+        The first candidate (in order) that fools the model is kept in :attr:`found`. A
+        generator: ``scores = yield from oracle.score(candidates)``.
         """
         out = np.full(len(candidates), np.inf)
         keep = [i for i, c in enumerate(candidates) if self.allowed(c)]
         if not keep:
             return out
-        probs = self._ask([candidates[i].text() for i in keep])
+        probs = yield from self._ask([candidates[i].text() for i in keep])
         out[keep] = probs[:, self.label]
         fooled = probs.argmax(axis=1) != self.label
         if self.found is None and fooled.any():
@@ -289,7 +305,8 @@ class TextAttack(ABC):
         keep_names: never change a capitalised word that does not start a sentence (a
             named-entity stand-in without a tagger).
         seed: seeds any random choice (DeepWordBug's edits).
-        batch_size: texts per model call.
+        lockstep: texts attacked together, their candidates sent to the model in one call
+            (1: one text after another). The results do not depend on it.
     """
 
     name: ClassVar[str] = "text-attack"
@@ -303,7 +320,10 @@ class TextAttack(ABC):
         keep_stopwords: bool = True,
         keep_names: bool = False,
         seed: int = 0,
+        lockstep: int = 16,
     ) -> None:
+        if lockstep < 1:
+            raise UsageError(f"lockstep must be positive, got {lockstep}")
         if not 0.0 < max_change <= 1.0:
             raise UsageError(f"max_change must be in (0, 1], got {max_change}")
         if query_budget is not None and query_budget < 1:
@@ -313,6 +333,7 @@ class TextAttack(ABC):
         self.keep_stopwords = keep_stopwords
         self.keep_names = keep_names
         self.seed = seed
+        self.lockstep = lockstep
 
     def _protected(self, words: Words) -> frozenset[int]:
         out: set[int] = set()
@@ -354,11 +375,10 @@ class TextAttack(ABC):
         parsed = [Words.of(t) for t in texts]
         final = list(parsed)
         adv_pred = clean_pred.copy()
-        stopped: str | None = None
-        attacked: int | None = None
+        jobs: list[tuple[int, TextOracle, int]] = []
         for i, (words, label) in enumerate(zip(parsed, y.tolist(), strict=True)):
             n_words[i] = len(words)
-            if stopped is not None or clean_pred[i] != label:
+            if clean_pred[i] != label:
                 continue
             oracle = TextOracle(
                 model,
@@ -370,14 +390,12 @@ class TextAttack(ABC):
                 clean=clean_probs[i],
             )
             if oracle.limit >= 1 and oracle.changeable():
-                try:
-                    self.run(oracle, np.random.default_rng(rng.integers(2**63)))
-                except _BudgetSpent:
-                    exhausted[i] = True
-                except QueryRefusedError as exc:  # the model stopped answering: keep what was found
-                    stopped, attacked = str(exc), i
-                    oracle.found = None
+                jobs.append((i, oracle, int(rng.integers(2**63))))
+        stopped, attacked = self._search(model, jobs, exhausted)
+        for i, oracle, _ in jobs:
             queries[i] += oracle.queries
+            if attacked is not None and i >= attacked:
+                continue  # the model stopped answering: from here on, nothing counts as attacked
             if oracle.found is not None and oracle.found_probs is not None:
                 if not oracle.allowed(oracle.found):  # the oracle only keeps allowed candidates
                     raise AssertionError("a candidate outside the constraints was kept")
@@ -412,13 +430,58 @@ class TextAttack(ABC):
             attacked=attacked,
         )
 
+    def _search(
+        self, model: TextClassifier, jobs: list[tuple[int, TextOracle, int]], exhausted: np.ndarray
+    ) -> tuple[str | None, int | None]:
+        """Run the searches, ``lockstep`` at a time, each step's queries of all in one model call.
+
+        Returns why and at which text the model stopped answering (``None, None`` if it did not):
+        a refusal stops every search, and the texts from the first unfinished one on are left
+        unattacked, so what was attacked is a prefix of the texts, as one text at a time.
+        """
+        waiting = list(reversed(jobs))
+        active: dict[int, tuple[Queries, list[str]]] = {}
+
+        def advance(i: int, search: Queries, answer: np.ndarray | None) -> None:
+            try:
+                request = next(search) if answer is None else search.send(answer)
+            except StopIteration:
+                return
+            except _BudgetSpent:
+                exhausted[i] = True
+                return
+            active[i] = (search, request)
+
+        while waiting or active:
+            while waiting and len(active) < self.lockstep:
+                i, oracle, seed = waiting.pop()
+                advance(i, self.run(oracle, np.random.default_rng(seed)), None)
+            if not active:
+                continue
+            order = sorted(active)
+            texts = [t for i in order for t in active[i][1]]
+            try:
+                probs = model.probs(texts)
+            except QueryRefusedError as exc:
+                return str(exc), order[0]
+            start = 0
+            for i in order:
+                search, request = active.pop(i)
+                advance(i, search, probs[start : start + len(request)])
+                start += len(request)
+        return None, None
+
     def extras(self, model: TextClassifier) -> dict[str, Any]:
         """Attack-specific facts recorded in the result (e.g. which similarity was used)."""
         return {}
 
     @abstractmethod
-    def run(self, oracle: TextOracle, rng: np.random.Generator) -> None:
-        """Search for a candidate that fools the model; :attr:`TextOracle.found` holds it."""
+    def run(self, oracle: TextOracle, rng: np.random.Generator) -> Queries:
+        """Search for a candidate that fools the model; :attr:`TextOracle.found` holds it.
+
+        A generator: every query goes through the oracle with ``yield from`` (``scores = yield
+        from oracle.score(candidates)``), so that the base class can batch several searches.
+        """
 
 
 # --------------------------------------------------------------------------- helpers
@@ -432,7 +495,7 @@ def _cased(original: str, new: str) -> str:
     return new
 
 
-def _unk_saliency(oracle: TextOracle) -> np.ndarray:
+def _unk_saliency(oracle: TextOracle) -> Generator[list[str], np.ndarray, np.ndarray]:
     """Drop in the true-class probability when each word is replaced by ``[UNK]``.
 
     Only the words a candidate may change are probed; the others score ``-inf``.
@@ -441,11 +504,11 @@ def _unk_saliency(oracle: TextOracle) -> np.ndarray:
     out = np.full(len(oracle.original), -np.inf)
     probes = [oracle.original.replace(k, UNK).text() for k in keys]
     if keys:
-        out[keys] = oracle.clean[oracle.label] - oracle.probe(probes)[:, oracle.label]
+        out[keys] = oracle.clean[oracle.label] - (yield from oracle.probe(probes))[:, oracle.label]
     return out
 
 
-def _deletion_importance(oracle: TextOracle) -> np.ndarray:
+def _deletion_importance(oracle: TextOracle) -> Generator[list[str], np.ndarray, np.ndarray]:
     """TextFooler's importance: the drop in the true class when a word is deleted, plus the rise
     of the new class where deletion changes the prediction (changeable words only, else ``-inf``)."""
     keys = oracle.changeable()
@@ -453,7 +516,7 @@ def _deletion_importance(oracle: TextOracle) -> np.ndarray:
     if not keys:
         return out
     p0, label = oracle.clean, oracle.label
-    probs = oracle.probe([oracle.original.replace(k, "").text() for k in keys])
+    probs = yield from oracle.probe([oracle.original.replace(k, "").text() for k in keys])
     score = p0[label] - probs[:, label]
     pred = probs.argmax(axis=1)
     flip = pred != label
@@ -474,7 +537,17 @@ def word_importance(model: TextClassifier, text: str, label: int, *, method: str
         raise UsageError(f"method must be deletion or unk, got {method!r}")
     words = Words.of(text)
     oracle = TextOracle(model, words, label, limit=len(words), protected=frozenset(), query_budget=None)
-    return _deletion_importance(oracle) if method == "deletion" else _unk_saliency(oracle)
+    return _answered(model, _deletion_importance(oracle) if method == "deletion" else _unk_saliency(oracle))
+
+
+def _answered(model: TextClassifier, search: Generator[list[str], np.ndarray, np.ndarray]) -> np.ndarray:
+    """Run a query generator against ``model`` alone and return what it returns."""
+    try:
+        request = next(search)
+        while True:
+            request = search.send(model.probs(request))
+    except StopIteration as done:
+        return np.asarray(done.value)
 
 
 class _WordNetAttack(TextAttack):
@@ -533,10 +606,10 @@ class PWWS(_WordNetAttack):
 
     name = "pwws"
 
-    def run(self, oracle: TextOracle, rng: np.random.Generator) -> None:
+    def run(self, oracle: TextOracle, rng: np.random.Generator) -> Queries:
         words = oracle.original
         p0 = float(oracle.clean[oracle.label])
-        saliency = _unk_saliency(oracle)
+        saliency = yield from _unk_saliency(oracle)
         best: dict[int, tuple[float, Words]] = {}
         cands: list[Words] = []
         owner: list[int] = []
@@ -544,7 +617,7 @@ class PWWS(_WordNetAttack):
             for syn in self.synonyms(words.word(k)):
                 cands.append(words.replace(k, syn))
                 owner.append(k)
-        scores = oracle.score(cands)
+        scores = yield from oracle.score(cands)
         if oracle.found is not None:
             return
         for k, c, s in zip(owner, cands, scores, strict=True):
@@ -562,7 +635,7 @@ class PWWS(_WordNetAttack):
         for k in order[: oracle.limit]:
             swap = best[k][1]
             current = current.replace(k, swap.pieces[swap.slots[k]])
-            oracle.score([current])
+            yield from oracle.score([current])
             if oracle.found is not None:
                 return
 
@@ -614,9 +687,9 @@ class TextFooler(_WordNetAttack):
                 out.append((s, cos))
         return out
 
-    def run(self, oracle: TextOracle, rng: np.random.Generator) -> None:
+    def run(self, oracle: TextOracle, rng: np.random.Generator) -> Queries:
         words = oracle.original
-        importance = _deletion_importance(oracle)
+        importance = yield from _deletion_importance(oracle)
         current, p_cur = words, float(oracle.clean[oracle.label])
         for k in sorted(oracle.changeable(), key=lambda k: -importance[k]):
             if len(oracle.changed(current)) >= oracle.limit:
@@ -625,7 +698,7 @@ class TextFooler(_WordNetAttack):
             if not pairs:
                 continue
             cands = [current.replace(k, s) for s, _ in pairs]
-            scores = oracle.score(cands)
+            scores = yield from oracle.score(cands)
             if oracle.found is not None:
                 return
             j = int(np.argmin(scores))
@@ -674,9 +747,9 @@ class DeepWordBug(TextAttack):
             out.append(word[:i] + str(rng.choice(list(_LETTERS))) + word[i:])
         return [e for e in dict.fromkeys(out) if e and e != word]
 
-    def run(self, oracle: TextOracle, rng: np.random.Generator) -> None:
+    def run(self, oracle: TextOracle, rng: np.random.Generator) -> Queries:
         words = oracle.original
-        saliency = _unk_saliency(oracle)
+        saliency = yield from _unk_saliency(oracle)
         current, p_cur = words, float(oracle.clean[oracle.label])
         for k in sorted(oracle.changeable(), key=lambda k: -saliency[k]):
             if len(oracle.changed(current)) >= oracle.limit:
@@ -684,7 +757,7 @@ class DeepWordBug(TextAttack):
             cands = [current.replace(k, e) for e in self.edits(words.word(k), rng)]
             if not cands:
                 continue
-            scores = oracle.score(cands)
+            scores = yield from oracle.score(cands)
             if oracle.found is not None:
                 return
             j = int(np.argmin(scores))
@@ -721,7 +794,7 @@ class HotFlip(_WordNetAttack):
         vocab = model.tokenizer.get_vocab()
         return sorted((w, i) for w, i in vocab.items() if w.isalpha() and w.islower() and len(w) > 1)
 
-    def run(self, oracle: TextOracle, rng: np.random.Generator) -> None:
+    def run(self, oracle: TextOracle, rng: np.random.Generator) -> Queries:
         import torch
 
         model = oracle.model
@@ -771,7 +844,7 @@ class HotFlip(_WordNetAttack):
                 return
             flips.sort(key=lambda f: -f[0])
             cands = [current.replace(k, s) for _, k, s in flips[: self.beam]]
-            scores = oracle.score(cands)
+            scores = yield from oracle.score(cands)
             if oracle.found is not None:
                 return
             current = cands[int(np.argmin(scores))]
