@@ -17,6 +17,10 @@ Usage:
     python benchmarks/mutation.py --only merkle --only allowlist
     python benchmarks/mutation.py --max-children 2 --timeout 1800 --json out.json
     python benchmarks/mutation.py --only merkle --survivors   # the diff of each survivor
+    python benchmarks/mutation.py --only pickle-scanner --mutants '*_pickle.x_scan_pickle__*'
+
+``--mutants GLOB`` (repeatable, fnmatch on mutmut's names) mutates only the functions it names:
+the way to measure the code that decides a verdict in a module too large to finish in one run.
 
 Each module's run is bounded by ``--timeout`` seconds (mutmut is killed; the mutants it had not
 checked count as not run, and the row says so).
@@ -25,6 +29,7 @@ checked count as not run, and the row says so).
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import re
@@ -191,7 +196,7 @@ def results(dest: Path) -> dict[str, str]:
 
 
 def run_module(name: str, target: Target, *, max_children: int, timeout: float, keep: Path | None,
-               survivors: bool, equivalent: dict[str, str]) -> Row:  # fmt: skip
+               survivors: bool, equivalent: dict[str, str], only: tuple[str, ...] = ()) -> Row:  # fmt: skip
     row = Row(name)
     work = Path(tempfile.mkdtemp(prefix=f"dlsec-mutation-{name}-")) if keep is None else keep / name
     work.mkdir(parents=True, exist_ok=True)
@@ -199,11 +204,14 @@ def run_module(name: str, target: Target, *, max_children: int, timeout: float, 
         scratch_copy(work)
         write_config(work, target)
         t0 = time.monotonic()
-        done = mutmut(work, "run", "--max-children", str(max_children), timeout=timeout)
+        done = mutmut(work, "run", "--max-children", str(max_children), *only, timeout=timeout)
         row.seconds = time.monotonic() - t0
         if done.returncode == -signal.SIGTERM:
             row.note = f"stopped after {timeout:.0f} s"
         status = results(work)
+        if only:
+            status = {m: v for m, v in status.items() if any(fnmatch.fnmatchcase(m, g) for g in only)}
+            row.note = (row.note + "; " if row.note else "") + "only " + ", ".join(only)
         if not status:
             row.note = "mutmut ran no mutant: " + " ".join(done.stdout.strip().splitlines()[-3:])[-300:]
             return row
@@ -248,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--survivors", action="store_true", help="print the diff of each survivor")
     parser.add_argument("--json", type=Path, help="write the rows and survivors as JSON")
     parser.add_argument("--check", action="store_true", help="exit 1 when a module is under its target")
+    parser.add_argument("--mutants", action="append", default=[], help="only mutants matching this glob")
     args = parser.parse_args(argv)
     equivalent = equivalent_mutants()
     rows = []
@@ -255,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
         target = TARGETS[name]
         print(f"== {name}: {', '.join(target.sources)} against {', '.join(target.tests)}", flush=True)
         row = run_module(name, target, max_children=args.max_children, timeout=args.timeout,
-                         keep=args.keep, survivors=args.survivors, equivalent=equivalent)  # fmt: skip
+                         keep=args.keep, survivors=args.survivors, equivalent=equivalent,
+                         only=tuple(args.mutants))  # fmt: skip
         rows.append(row)
         for line in row.survived:
             print(f"   survived {line}", flush=True)
