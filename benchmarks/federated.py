@@ -4,12 +4,18 @@
     python benchmarks/federated.py                # the issue's setting: 100 clients, 30 rounds
     python benchmarks/federated.py --cost-only    # only the aggregation cost (100 x 1M parameters)
     python benchmarks/federated.py --dp-only      # DP-FedAvg: accuracy and epsilon, inversion under DP
+    python benchmarks/federated.py --throughput-only  # dlsec's Flower simulation vs a bare one
 
 The matrix runs on builtin:digits (20% malicious, Dirichlet 0.5) with the in-process engine,
 which calls the same client and aggregation code as the Flower simulation (the tests check that
 both give the same numbers); a matrix of Ray start-ups does not fit a small machine. Each cell
 is the final global accuracy and backdoor success rate. The cost section times each rule on 100
 random updates of 1M parameters, median of repeats, as a ratio to FedAvg's weighted mean.
+The throughput section runs the same model, data, local SGD and central evaluation twice
+through ``flwr.simulation.run_simulation`` on the same Ray backend: once as dlsec's apps (honest
+clients, RobustFedAvg with the FedAvg rule, the per-round measurements) and once as a bare Flower
+ClientApp/ServerApp with Flower's own FedAvg, and reports client updates per second for each,
+with and without the start-up (Ray, actors, data) before round 1.
 Prints Markdown tables; ``--out FILE`` also writes the numbers as JSON.
 """
 
@@ -123,6 +129,111 @@ def dp_section(clients: int, per_round: int, rounds: int, epsilon: float) -> dic
     return out
 
 
+def _bare_flower(config: FLConfig) -> dict[str, float]:
+    """A bare Flower simulation of ``config``'s model and data: a plain PyTorch ClientApp and
+    Flower's FedAvg with a central evaluation (what a Flower user would write), timed."""
+    import numpy as np
+    from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+    from flwr.clientapp import ClientApp
+    from flwr.serverapp import Grid, ServerApp
+    from flwr.serverapp.strategy import FedAvg
+    from flwr.simulation import run_simulation
+    from torch import nn
+
+    from dlsec.core import load_dataset
+    from dlsec.core.arch import MLP
+    from dlsec.federated import partition
+    from dlsec.federated._simulate import _backend_config
+
+    data = load_dataset(config.dataset)
+    train, test = data.split(test_size=0.25, seed=config.seed)
+    order = np.random.default_rng(config.seed).permutation(len(train))
+    pool = train.subset(np.sort(order[config.root_size :]))
+    parts = [
+        (p.x, p.y) for p in partition(pool, config.num_clients, scheme=config.partition, seed=config.seed)
+    ]
+    in_features, classes = int(np.prod(data.spec.shape)), data.spec.num_classes
+
+    def model() -> nn.Module:
+        torch.manual_seed(config.seed)
+        return MLP(in_features=in_features, num_classes=classes, hidden=config.hidden)
+
+    client = ClientApp()
+
+    @client.train()
+    def train_fn(msg: Message, context: Context) -> Message:
+        torch.set_num_threads(1)
+        x, y = parts[int(context.node_config["partition-id"])]
+        net = model()
+        net.load_state_dict(msg.content["arrays"].to_torch_state_dict())  # type: ignore[union-attr]
+        opt = torch.optim.SGD(net.parameters(), lr=config.lr)
+        xt, yt = torch.tensor(x), torch.tensor(y)
+        for _ in range(config.local_epochs):
+            for idx in torch.randperm(len(yt)).split(config.batch_size):
+                opt.zero_grad()
+                nn.functional.cross_entropy(net(xt[idx]), yt[idx]).backward()
+                opt.step()
+        reply = {"arrays": ArrayRecord(net.state_dict()), "metrics": MetricRecord({"num-examples": len(y)})}
+        return Message(content=RecordDict(reply), reply_to=msg)
+
+    stamps: list[float] = []
+    app = ServerApp()
+
+    @app.main()
+    def main_fn(grid: Grid, context: Context) -> None:
+        def evaluate(rnd: int, arrays: ArrayRecord) -> MetricRecord:
+            net = model()
+            net.load_state_dict(arrays.to_torch_state_dict())
+            with torch.no_grad():
+                acc = float((net(torch.from_numpy(test.x)).argmax(1).numpy() == test.y).mean())
+            stamps.append(time.perf_counter())
+            return MetricRecord({"accuracy": acc})
+
+        strategy = FedAvg(fraction_evaluate=0.0, min_available_nodes=config.num_clients)
+        strategy.start(
+            grid=grid,
+            initial_arrays=ArrayRecord(model().state_dict()),
+            num_rounds=config.rounds,
+            evaluate_fn=evaluate,
+        )
+
+    start = time.perf_counter()
+    run_simulation(
+        server_app=app,
+        client_app=client,
+        num_supernodes=config.num_clients,
+        backend_config=_backend_config(None),
+    )
+    return {"wall": time.perf_counter() - start, "rounds_seconds": stamps[-1] - stamps[0]}
+
+
+def throughput(config: FLConfig) -> dict[str, Any]:
+    """Client updates per second: dlsec's Flower simulation against a bare one."""
+    with _progress() as bar:
+        task = bar.add_task("dlsec on Flower", total=2)
+        stamps: list[float] = []
+        start = time.perf_counter()
+        simulate(config, progress=lambda record: stamps.append(time.perf_counter()))
+        ours = {"wall": time.perf_counter() - start, "rounds_seconds": stamps[-1] - stamps[0]}
+        bar.update(task, advance=1, description="bare Flower")
+        bare = _bare_flower(config)
+        bar.update(task, advance=1)
+    updates = config.num_clients * config.rounds
+    rows = {}
+    for name, run in (("dlsec", ours), ("bare Flower", bare)):
+        rows[name] = {
+            **run,
+            "updates_per_s": updates / run["wall"],
+            "updates_per_s_rounds": updates / run["rounds_seconds"],
+        }
+    return {
+        "config": dataclasses.asdict(config),
+        "runs": rows,
+        "ratio": rows["dlsec"]["updates_per_s"] / rows["bare Flower"]["updates_per_s"],
+        "ratio_rounds": rows["dlsec"]["updates_per_s_rounds"] / rows["bare Flower"]["updates_per_s_rounds"],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="20 clients, 6 rounds")
@@ -134,8 +245,36 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=None, help="override the number of rounds")
     parser.add_argument("--dp-only", action="store_true", help="only DP-FedAvg and inversion under DP")
     parser.add_argument("--epsilon", type=float, default=8.0, help="the DP section's target epsilon")
+    parser.add_argument("--throughput-only", action="store_true", help="dlsec's simulation vs a bare one")
     parser.add_argument("--out", type=Path, default=None, help="also write the numbers as JSON")
     args = parser.parse_args()
+    if args.throughput_only:
+        clients, rounds = (10, 5) if args.quick else (20, 10)
+        config = FLConfig(
+            num_clients=args.clients or clients,
+            rounds=args.rounds or rounds,
+            partition="dirichlet",
+            alpha=0.5,
+            engine="flower",
+        )
+        result = throughput(config)
+        print(
+            f"\n### Simulation throughput: {config.num_clients} clients x {config.rounds} rounds, "
+            "builtin:digits MLP, Flower's simulation on a local Ray (2 CPUs, 1 per client)\n"
+        )
+        print("| run | wall s | updates/s | rounds only: s | updates/s |\n|---|---|---|---|---|")
+        for name, run in result["runs"].items():
+            print(
+                f"| {name} | {run['wall']:.1f} | {run['updates_per_s']:.2f} | "
+                f"{run['rounds_seconds']:.1f} | {run['updates_per_s_rounds']:.2f} |"
+            )
+        print(
+            f"\ndlsec / bare: {result['ratio']:.2f}x with start-up, "
+            f"{result['ratio_rounds']:.2f}x over the rounds\n"
+        )
+        if args.out is not None:
+            atomic_write_text(args.out, json.dumps({"throughput": result}, indent=2) + "\n")
+        return
     if args.dp_only:
         torch.set_num_threads(1)
         clients, per_round, rounds = (20, 10, 6) if args.quick else (100, 20, 30)
