@@ -28,7 +28,7 @@ import re
 import struct
 from typing import Any
 
-from dlsec.scan._findings import Finding, Malformed
+from dlsec.scan._findings import Finding, Malformed, Severity
 from dlsec.scan._opnames import MXNET_OPS, MXNET_VERSION
 
 __all__ = ["PARAMS_MAGIC", "mxnet_symbol", "scan_mxnet_params", "scan_mxnet_symbol"]
@@ -41,7 +41,7 @@ _AUX_COUNT = {0: 0, 1: 1, 2: 2}  # default, row_sparse (indices), csr (indptr, i
 _DEVICES = {1, 2, 3, 5}  # cpu, gpu, cpu_pinned, cpu_shared
 _MAX_NDIM = 32
 _OP_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
-_RISKY: dict[str, tuple[str, str]] = {
+_RISKY: dict[str, tuple[Severity, str]] = {
     "Custom": ("critical", "runs the Python operator registered as {op_type!r} (mx.operator.register)"),
     "_npi_Custom": ("critical", "runs the Python operator registered as {op_type!r} (mx.operator.register)"),
     "_CustomFunction": ("critical", "runs a Python autograd Function"),
@@ -112,7 +112,7 @@ def scan_mxnet_symbol(buf: memoryview, *, member: str | None) -> tuple[list[Find
             text = what.format(op_type=op_type, filename=attrs.get("filename", "?")[:120])
             findings.append(
                 Finding(
-                    severity,  # type: ignore[arg-type]
+                    severity,
                     "mxnet-op",
                     f"node {name!r} ({where}) uses the {op} op, which {text} when the graph is bound",
                     import_name=f"mxnet.op.{op}" + (f".{op_type}" if "op_type" in attrs else ""),
