@@ -58,6 +58,7 @@ def keys(home: Path) -> dict[str, str]:
         "budget-1": store.create(role="client", models=["reviews"], budget=40)[0],
         "budget-4": store.create(role="client", models=["reviews"], budget=40)[0],
         "attacker": store.create(role="client", models=["reviews"])[0],
+        "cli": store.create(role="client", models=["reviews"], budget=25)[0],
     }
     store.db.dispose()
     return out
@@ -176,3 +177,30 @@ def test_text_attack_cli_on_an_unreachable_gateway_exits_2_with_one_line(monkeyp
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert "did not answer" in err and len(err.splitlines()) == 1 and "dlsec_not_a_real_key" not in err
+
+
+def test_dlsec_text_attack_runs_through_a_live_gateway_on_the_keys_budget(
+    home, keys, monkeypatch, tmp_path, capsys
+):
+    from dlsec.cli import main
+    from dlsec.serve.live import LiveServer
+
+    data = tmp_path / "texts.jsonl"
+    data.write_text(
+        "".join(
+            json.dumps({"text": t, "label": ["neg", "pos"][y]}) + "\n"
+            for t, y in zip(TEXTS, LABELS, strict=True)
+        ),
+        encoding="utf-8",
+    )
+    gateway = make_gateway(home, models=["reviews"])
+    with LiveServer(create_app(gateway)) as url:
+        monkeypatch.setenv("DLSEC_API_KEY", keys["cli"])
+        args = ["text", "attack", "--model", f"{url}/v1/models/reviews", "--data", str(data)]
+        args += ["--attack", "deepwordbug", "--max-change", "1.0", "--split", "all", "--json"]
+        assert main(args) == 0
+        summary = json.loads(capsys.readouterr().out)["summary"]
+        key_id = gateway.key(keys["cli"]).id
+        assert len(TEXTS) < gateway.limits.usage()[key_id] <= 25  # past the clean query, within budget
+    assert summary["stopped"] is not None and "budget" in summary["stopped"]
+    assert summary["attacked"] < summary["n"] == len(TEXTS)
