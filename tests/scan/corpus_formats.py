@@ -959,6 +959,40 @@ FORMAT_CASES += [
     ),
 ]
 
+_SSTI = "{{ cycler.__init__.__globals__.os.popen('touch MARKER').read() }}"
+_CVE_SSTI = "https://nvd.nist.gov/vuln/detail/CVE-2024-34359"
+FORMAT_CASES += [
+    (
+        "hf_tokenizer_config_chat_template_ssti",
+        f"{_CVE_SSTI} class in a Hugging Face tokenizer_config.json chat_template (the template "
+        "apply_chat_template renders; ModelAudit's jinja2_template scanner reads these too)",
+        lambda m: json.dumps({"chat_template": _SSTI.replace("MARKER", str(m))}).encode(),
+        "template-injection",
+        ".json",
+    ),
+    (
+        "hf_named_chat_templates_ssti",
+        f"{_CVE_SSTI} class hidden in the second of a tokenizer's named chat templates (tool_use)",
+        lambda m: json.dumps(
+            {
+                "chat_template": [
+                    {"name": "default", "template": "{{ messages[0]['content'] }}"},
+                    {"name": "tool_use", "template": "{{ (cycler|attr('__in' ~ 'it__')) }}"},
+                ]
+            }
+        ).encode(),
+        "template-injection",
+        ".json",
+    ),
+    (
+        "hf_chat_template_jinja_ssti",
+        f"{_CVE_SSTI} class in transformers' chat_template.jinja, the file it saves templates to",
+        lambda m: _SSTI.replace("MARKER", str(m)).encode(),
+        "template-injection",
+        ".jinja",
+    ),
+]
+
 # Code dlsec names but cannot see: unscannable, kind unvetted (path suffix, builder).
 UNVETTED: dict[str, tuple[str, Callable[[], bytes]]] = {
     "tflite_custom_op": (".tflite", lambda: tflite(["MyCustomKernel"])),
@@ -980,6 +1014,15 @@ UNVETTED: dict[str, tuple[str, Callable[[], bytes]]] = {
     ),
     "mxnet_library_op": ("-symbol.json", lambda: mxnet_symbol([*MXNET_MLP, ("my_gemm", {})])),
 }
+
+
+# The shape of the templates tokenizers ship (loops, conditions, raise_exception, filters).
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] not in ['user', 'assistant'] %}"
+    "{{ raise_exception('unknown role') }}{% endif %}"
+    "{{ '<|' + message['role'] + '|>\\n' + message['content'] | trim + eos_token }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}"
+)
 
 
 def format_benign_files(folder: Path) -> list[Path]:
@@ -1007,6 +1050,8 @@ def format_benign_files(folder: Path) -> list[Path]:
         "keras_metadata.pb": keras_metadata(
             [("InputLayer", {"name": "x"}), ("Dense", {"name": "dense", "units": 2})]
         ),
+        "tokenizer_config.json": json.dumps({"chat_template": CHAT_TEMPLATE, "eos_token": "</s>"}).encode(),
+        "chat_template.jinja": CHAT_TEMPLATE.encode(),
     }
     out = []
     for name, data in files.items():

@@ -66,6 +66,8 @@ def test_honest_file_of_each_format_passes_and_is_named(tmp_path: Path) -> None:
         "mlp-0000.params": "mxnet-params",
         "model.cntk": "cntk",
         "keras_metadata.pb": "keras-metadata",
+        "tokenizer_config.json": "json",
+        "chat_template.jinja": "chat-template",
     }
 
 

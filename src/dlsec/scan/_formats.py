@@ -11,9 +11,10 @@ legacy ``torch.save`` files, joblib), ``torch-zip``, ``torchscript``, ``numpy``,
 ``cntk`` (CNTK v2 ``Function.save``), ``keras-metadata`` (a Keras 2 SavedModel's
 ``keras_metadata.pb``), ``tf-checkpoint-index`` and ``tf-checkpoint-state``
 (TensorFlow checkpoints), and the formats recognised but not read (``tensorrt``,
-``rds``, ``torch7``, ``rknn``, ``rar``, ``cntk-v1``, ``executable``) and ``unknown``. Weights
-files that only their sibling names (``openvino-weights``, ``paddle-params``,
-``tf-checkpoint-data``, ``tf-fingerprint``) are found by :func:`sibling_format`.
+``rds``, ``torch7``, ``rknn``, ``rar``, ``cntk-v1``, ``ggml`` (llama.cpp before GGUF),
+``executable``) and ``unknown``. Weights files that only their sibling names
+(``openvino-weights``, ``paddle-params``, ``tf-checkpoint-data``, ``tf-fingerprint``) and
+transformers' ``chat_template.jinja`` (``chat-template``) are found by :func:`sibling_format`.
 """
 
 from __future__ import annotations
@@ -92,6 +93,13 @@ OPAQUE_MAGICS: tuple[tuple[bytes, str], ...] = (
     (b"RDA3\n", "rds"),
     (b"X\n\x00\x00\x00\x02", "rds"),
     (b"X\n\x00\x00\x00\x03", "rds"),
+    # llama.cpp before GGUF wrote its magic as a little-endian uint32 ("ggjt" -> b"tjgg");
+    # ModelAudit's tables spell the same names in upper case, so both orders are recognised.
+    *(
+        (m, "ggml")
+        for name in (b"ggml", b"ggmf", b"ggjt", b"ggla", b"ggsa")
+        for m in (name[::-1], name.upper())
+    ),
     (b"\x7fELF", "executable"),
     (b"MZ", "executable"),
     (b"\xcf\xfa\xed\xfe", "executable"),
@@ -318,6 +326,8 @@ def sibling_format(path: Path, size: int) -> str | None:
         return "paddle-params"
     if checkpoint_data_index(path) is not None:
         return "tf-checkpoint-data"
+    if path.suffix.lower() == ".jinja":
+        return "chat-template"  # transformers' chat_template.jinja, a text file named by its loader
     if path.name == "fingerprint.pb" and size <= _SNIFF:
         with open(path, "rb") as f:
             if looks_like_fingerprint(memoryview(f.read(_SNIFF))):

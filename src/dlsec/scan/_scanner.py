@@ -43,7 +43,7 @@ from dlsec.scan._formats import (
     looks_like_proto01_pickle,
     sibling_format,
 )
-from dlsec.scan._gguf import scan_gguf
+from dlsec.scan._gguf import check_template, scan_gguf
 from dlsec.scan._msgpack import scan_msgpack
 from dlsec.scan._mxnet import mxnet_symbol, scan_mxnet_params, scan_mxnet_symbol
 from dlsec.scan._onnx import looks_like_onnx, scan_onnx_buffer
@@ -691,6 +691,10 @@ class _Scan:
                     f"trust_remote_code ({str(node[key])[:120]})",
                     member=member,
                 )
+            if "chat_template" in node:
+                _add_all(
+                    self, _chat_template_findings(node["chat_template"], f"{path}.chat_template", member)
+                )
 
     def mar_manifest(
         self, zf: zipfile.ZipFile, by_name: list[zipfile.ZipInfo], *, member: str | None
@@ -831,6 +835,9 @@ class _Scan:
         fmt = detect_head(head, size)
         if fmt == "unknown" and name.endswith(".json") and size <= _MAX_JSON:
             self.json_hooks(handle.read(), member=where)
+            return
+        if fmt == "unknown" and name.lower().endswith(".jinja") and size <= _MAX_JSON:
+            _read_chat_template(self, memoryview(handle.read()), where)
             return
         if fmt == "unknown" and head[:1] in (b"\x08", b"\x12", b"\x0a") and size <= _READ_WHOLE:
             fmt = detect_stream(handle, size)  # ONNX, a SavedModel graph, Core ML, Paddle
@@ -1083,6 +1090,9 @@ class _Scan:
                 self.buffer_format(memoryview(data), "mxnet-symbol", member=where)
             else:
                 self.json_hooks(data, member=where)
+            return
+        if fmt == "unknown" and info.filename.lower().endswith(".jinja") and info.file_size <= _MAX_JSON:
+            _read_chat_template(self, memoryview(self.read_member(zf, info, where)), where)
             return
         if fmt == "unknown" and info.flag_bits & 0x1 and not reader_ignores_flag:
             # Inert data is left alone, but this may be ciphertext of anything: nothing was read.
@@ -1474,6 +1484,53 @@ def _read_keras_metadata(scan: _Scan, view: memoryview, member: str | None) -> N
         scan.keras_config(doc, member)
 
 
+def _chat_template_findings(value: Any, where: str, member: str | None) -> list[Finding]:
+    """A Hugging Face ``chat_template``: one Jinja2 string, or a list of ``{name, template}``.
+
+    ``apply_chat_template`` renders it; the class of CVE-2024-34359 (GGUF) applies to any
+    renderer that is not sandboxed, so it is checked as a GGUF template is.
+    """
+    templates: list[tuple[str, Any]] = []
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            name = item.get("name") if isinstance(item, dict) else None
+            label = f"{where}[{name!r}]" if isinstance(name, str) else f"{where}[{i}]"
+            templates.append((label, item.get("template") if isinstance(item, dict) else item))
+    else:
+        templates.append((where, value))
+    findings = []
+    for label, text in templates:
+        if text is None:
+            continue
+        if not isinstance(text, str):
+            raise Malformed(f"{label.lstrip('.')} is not a string ({type(text).__name__})", member=member)
+        findings += [
+            Finding("high", "template-injection", f"{label.lstrip('.')}: {reason}", member=member)
+            for reason in check_template(text)
+        ]
+    return findings
+
+
+def _read_chat_template(scan: _Scan, view: memoryview, member: str | None) -> None:
+    try:
+        text = bytes(view).decode("utf-8")
+    except UnicodeDecodeError:
+        raise Malformed("a .jinja chat template that is not UTF-8 text", member=member) from None
+    _add_all(scan, _chat_template_findings(text, "chat template", member))
+
+
+def _read_ggml(scan: _Scan, view: memoryview, member: str | None) -> None:
+    magic = bytes(view[:4])
+    name = magic.decode("ascii") if magic.isupper() else magic[::-1].decode("ascii")
+    raise Malformed(
+        f"a legacy llama.cpp {name.upper()} file (before GGUF, 2023): its header is the model's own "
+        "hyperparameters, not self-describing, so dlsec does not read it; convert it to GGUF "
+        "(llama.cpp's convert_llama_ggml_to_gguf.py) and scan that",
+        member=member,
+        kind="unreadable",
+    )
+
+
 def _is_mxnet_symbol(data: bytes) -> bool:
     try:
         return mxnet_symbol(json.loads(data))
@@ -1510,6 +1567,8 @@ _BUFFER_FORMATS: dict[str, Any] = {
     "xgboost": lambda scan, view, member: _read_xgboost(view, member),
     "lightgbm": lambda scan, view, member: read_lightgbm(view, member=member),
     "rar": _read_rar,
+    "ggml": _read_ggml,
+    "chat-template": _read_chat_template,
     "executable": _read_executable,
     **{kind: _opaque(kind) for kind in _OPAQUE},
 }
