@@ -38,6 +38,7 @@ if TYPE_CHECKING:
         LearnedWatermarkEntry,
         load_learned_watermark,
     )
+    from dlsec.generative._monitor import SyntheticImageDetector, window_images
     from dlsec.generative._provenance import (
         DIGITAL_SOURCE_TYPE,
         ContentTamperedError,
@@ -129,6 +130,7 @@ _EXPORTS = {
         ],
         "_detect",
     ),
+    **dict.fromkeys(["SyntheticImageDetector", "window_images"], "_monitor"),
     **dict.fromkeys(["LearnedWatermark", "LearnedWatermarkEntry", "load_learned_watermark"], "_learned"),
     **dict.fromkeys(
         ["WATERMARK_EDITS", "WatermarkEdit", "psnr", "register_watermark_edit", "watermark_robustness"],
@@ -164,6 +166,7 @@ __all__ = [
     "SYNTHETIC_DETECTORS",
     "SpectrumDetector",
     "SyntheticDetectorEntry",
+    "SyntheticImageDetector",
     "WATERMARK_METHODS",
     "WatermarkMethod",
     "get_watermark",
@@ -202,6 +205,7 @@ __all__ = [
     "train_generator",
     "verify_provenance",
     "watermark_capacity",
+    "window_images",
     "signed_samples",
     "write_samples",
     "WATERMARK_EDITS",

@@ -17,12 +17,15 @@ Example:
 
 from dlsec.monitor._base import (
     DETECTORS,
+    ENTRY_POINT_GROUP,
     CannotRun,
     Detector,
     DetectorResult,
     ExampleDetector,
     Window,
+    detector_class,
     get_detector,
+    known_detectors,
     register_detector,
 )
 from dlsec.monitor._features import embedding_fn, model_probs
@@ -63,6 +66,7 @@ from dlsec.monitor.shifts import SHIFTS, shift_dataset
 __all__ = [
     "AttributionDetector",
     "DETECTORS",
+    "ENTRY_POINT_GROUP",
     "SHIFTS",
     "Alert",
     "CannotRun",
@@ -94,9 +98,11 @@ __all__ = [
     "holm_adjust",
     "leaf_ert",
     "default_monitor_config",
+    "detector_class",
     "embedding_fn",
     "expected_calibration_error",
     "get_detector",
+    "known_detectors",
     "load_monitor_config",
     "make_window",
     "model_probs",

@@ -5,13 +5,20 @@ Every detector follows scikit-learn: keyword-only hyperparameters stored as give
 :class:`~dlsec.errors.NotFittedError` when scored too early. ``score(window)`` returns a
 :class:`DetectorResult`. A detector declares which parts of a window it reads (``requires``):
 the inputs ``x``, the model's class probabilities ``probs`` and/or the (delayed) labels ``y``.
+
+Detectors of packages above monitor (the synthetic-image detector of :mod:`dlsec.generative`)
+are declared under the ``dlsec.monitor_detectors`` entry-point group (``pyproject.toml``) and
+imported the first time their name is looked up (:func:`detector_class`), as model schemes are:
+monitor imports none of them, and a declared detector whose package fails to import is an error
+naming it, never a rule quietly dropped.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -26,10 +33,13 @@ __all__ = [
     "CannotRun",
     "Detector",
     "DetectorResult",
+    "ENTRY_POINT_GROUP",
     "ExampleDetector",
     "Window",
+    "detector_class",
     "detector_params",
     "get_detector",
+    "known_detectors",
     "register_detector",
 ]
 
@@ -143,6 +153,15 @@ class Detector:
     name: str = "detector"
     requires: ClassVar[tuple[Part, ...]] = ("x",)
     needs_model: ClassVar[bool] = False
+
+    @classmethod
+    def check_params(cls, params: Mapping[str, Any]) -> None:
+        """Refuse bad values of settings before anything runs (``monitor.yaml`` names the line).
+
+        The default accepts everything; a detector whose settings have a closed set of values
+        overrides it and raises :class:`~dlsec.errors.UsageError` with a one-line reason.
+        """
+        del params
 
     def fit(self, reference: Window | np.ndarray | torch.Tensor) -> Detector:
         """Learn the reference distribution; returns ``self``."""
@@ -304,6 +323,7 @@ class ExampleDetector(Detector):
 
 DETECTORS: dict[str, type[Detector]] = {}
 D = TypeVar("D", bound=type[Detector])
+ENTRY_POINT_GROUP = "dlsec.monitor_detectors"
 
 
 def register_detector(name: str) -> Callable[[D], D]:
@@ -312,12 +332,45 @@ def register_detector(name: str) -> Callable[[D], D]:
     return register_in(DETECTORS, name, "a detector named")
 
 
+def known_detectors() -> list[str]:
+    """The registered detectors' names and those declared under :data:`ENTRY_POINT_GROUP`, sorted."""
+    return sorted(set(DETECTORS) | {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})
+
+
+def detector_class(name: str) -> type[Detector]:
+    """The detector class registered as ``name``, importing its package if an entry point declares it.
+
+    An entry point names ``module:attribute``; loading it imports the module, whose
+    :func:`register_detector` decorator files the class (a class loaded but not registered under
+    ``name`` is filed here).
+
+    Raises:
+        UsageError: ``name`` is neither registered nor declared, or its package fails to import
+            (one line naming the entry point and the import error: the rule fails closed).
+    """
+    if name not in DETECTORS:
+        for ep in entry_points(group=ENTRY_POINT_GROUP, name=name):
+            try:
+                loaded = ep.load()
+            except Exception as exc:  # any import failure of the plugin: refuse the rule
+                reason = " ".join(str(exc).split()) or type(exc).__name__
+                raise UsageError(
+                    f"detector {name!r} (entry point {ep.value}) failed to load: {reason}"
+                ) from None
+            if not (isinstance(loaded, type) and issubclass(loaded, Detector)):
+                raise UsageError(f"detector {name!r}: entry point {ep.value} is not a Detector class")
+            DETECTORS.setdefault(name, loaded)
+            break
+    if name not in DETECTORS:
+        raise UsageError(f"unknown detector {name!r}; known: {', '.join(known_detectors())}")
+    return DETECTORS[name]
+
+
 def get_detector(name: str, **params: Any) -> Detector:
     """A registered detector by name, configured by ``params``."""
-    if name not in DETECTORS:
-        raise UsageError(f"unknown detector {name!r}; known: {', '.join(sorted(DETECTORS))}")
+    cls = detector_class(name)
     try:
-        return DETECTORS[name](**params)
+        return cls(**params)
     except TypeError as exc:
         raise UsageError(f"detector {name!r}: {exc}") from None
 

@@ -36,7 +36,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from dlsec.core.model import Model
 from dlsec.errors import UsageError
-from dlsec.monitor._base import DETECTORS, CannotRun, Detector, DetectorResult, Window, settable_params
+from dlsec.monitor._base import (
+    DETECTORS,
+    CannotRun,
+    Detector,
+    DetectorResult,
+    Window,
+    detector_class,
+    settable_params,
+)
 from dlsec.monitor._features import embedding_fn, model_probs
 from dlsec.monitor.online import Alert, OnlineMonitor, Severity
 
@@ -87,8 +95,11 @@ class RuleSpec(_Strict):
     @classmethod
     def _known(cls, value: str | None) -> str | None:
         _ensure_registered()
-        if value is not None and value not in DETECTORS:
-            raise ValueError(f"unknown detector {value!r}; known: {', '.join(sorted(DETECTORS))}")
+        if value is not None:
+            try:
+                detector_class(value)  # imports a detector declared by a package above monitor
+            except UsageError as exc:
+                raise ValueError(str(exc)) from None
         return value
 
     @field_validator("features")
@@ -118,6 +129,10 @@ class RuleSpec(_Strict):
             raise ValueError(
                 f"unknown setting {unknown[0]!r} for {detector} (known: {', '.join(known) or 'none'})"
             )
+        try:
+            DETECTORS[detector].check_params(value)
+        except UsageError as exc:
+            raise ValueError(f"{detector}: {exc}") from None
         return value
 
     @field_validator("all_of", "any_of")
