@@ -211,18 +211,24 @@ def corpus_rows(
 def _by_format(
     malicious: list[Path], benign: list[Path], seen: dict[Path, tuple[bool, bool]]
 ) -> dict[str, list[int]]:
-    """format -> [malicious caught, malicious, benign flagged, benign] (format as dlsec names it)."""
+    """format -> [malicious caught, malicious, benign flagged, benign, flagged only by erroring].
+
+    The format is the one dlsec names; a tool's verdict that came only from failing to read the
+    file (dlsec: ``unscannable``) is counted in the fifth place, so each row says how many files of
+    the format the tool read and how many it only refused.
+    """
     table: dict[str, list[int]] = {}
     for paths, bad in ((malicious, True), (benign, False)):
         for path in paths:
-            row = table.setdefault(scan_file(path).format, [0, 0, 0, 0])
-            flagged = seen[path][0]
+            row = table.setdefault(scan_file(path).format, [0, 0, 0, 0, 0])
+            flagged, only_error = seen[path]
             if bad:
                 row[0] += flagged
                 row[1] += 1
             else:
                 row[2] += flagged
                 row[3] += 1
+            row[4] += flagged and only_error
     return table
 
 
@@ -395,14 +401,18 @@ def print_corpus(rows: list[dict[str, Any]], notes: list[str]) -> None:
 
 
 def print_per_format(rows: list[dict[str, Any]]) -> None:
-    print("Per format (as dlsec detects it): malicious caught / total, false positives / benign total\n")
+    print(
+        "Per format (as dlsec detects it): malicious caught / total · false positives / benign total; "
+        "(e N): N of the flagged files were flagged only because the tool failed on them "
+        "(dlsec: unscannable), so it did not read them\n"
+    )
     print("| format | " + " | ".join(row["tool"] for row in rows) + " |")
     print("|---|" + "---:|" * len(rows))
     for fmt in sorted(rows[0]["by_format"]):
         cells = []
         for row in rows:
-            caught, bad, fp, good = row["by_format"].get(fmt, [0, 0, 0, 0])
-            cells.append(f"{caught}/{bad} · {fp}/{good}")
+            caught, bad, fp, good, errored = row["by_format"].get(fmt, [0, 0, 0, 0, 0])
+            cells.append(f"{caught}/{bad} · {fp}/{good}" + (f" (e {errored})" if errored else ""))
         print(f"| {fmt} | " + " | ".join(cells) + " |")
     print()
     for row in rows:
