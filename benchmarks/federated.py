@@ -8,14 +8,19 @@
 
 The matrix runs on builtin:digits (20% malicious, Dirichlet 0.5) with the in-process engine,
 which calls the same client and aggregation code as the Flower simulation (the tests check that
-both give the same numbers); a matrix of Ray start-ups does not fit a small machine. Each cell
-is the final global accuracy and backdoor success rate. The cost section times each rule on 100
-random updates of 1M parameters, median of repeats, as a ratio to FedAvg's weighted mean.
-The throughput section runs the same model, data, local SGD and central evaluation twice
-through ``flwr.simulation.run_simulation`` on the same Ray backend: once as dlsec's apps (honest
-clients, RobustFedAvg with the FedAvg rule, the per-round measurements) and once as a bare Flower
-ClientApp/ServerApp with Flower's own FedAvg, and reports client updates per second for each,
-with and without the start-up (Ray, actors, data) before round 1.
+both give the same numbers); a matrix of Ray start-ups does not fit a small machine. Each client
+runs 5 local epochs of SGD at batch 4 and learning rate 0.3 (``--local-epochs``,
+``--batch-size``, ``--lr``): with these FedAvg without attack reaches 0.95 at the full setting,
+where 2 epochs at batch 16 and 0.5 (about 12 examples a client: one step an epoch) stopped at
+0.86. Each cell is the final global accuracy and backdoor success rate, with the accuracy drop
+from the same defence without attack and the malicious share of the updates the rule kept. The
+cost section times each rule on 100 random updates of 1M parameters, median of repeats, as a
+ratio to FedAvg's weighted mean. The throughput section runs the same model, data, local SGD and
+central evaluation twice through ``flwr.simulation.run_simulation`` on the same Ray backend:
+once as dlsec's apps (honest clients, RobustFedAvg with the FedAvg rule, the per-round
+measurements) and once as a bare Flower ClientApp/ServerApp with Flower's own FedAvg, and
+reports client updates per second for each, with and without the start-up (Ray, actors, data)
+before round 1.
 Prints Markdown tables; ``--out FILE`` also writes the numbers as JSON.
 """
 
@@ -49,8 +54,8 @@ def _progress() -> Progress:
     )
 
 
-def matrix(base: FLConfig, attacks: list[str], defences: list[str]) -> dict[str, dict[str, dict[str, float]]]:
-    cells: dict[str, dict[str, dict[str, float]]] = {a: {} for a in attacks}
+def matrix(base: FLConfig, attacks: list[str], defences: list[str]) -> dict[str, dict[str, dict[str, Any]]]:
+    cells: dict[str, dict[str, dict[str, Any]]] = {a: {} for a in attacks}
     with _progress() as bar:
         task = bar.add_task("attack x defence", total=len(attacks) * len(defences))
         for attack in attacks:
@@ -62,14 +67,45 @@ def matrix(base: FLConfig, attacks: list[str], defences: list[str]) -> dict[str,
                 cells[attack][defence] = {
                     "accuracy": result.final_accuracy,
                     "backdoor": result.final_backdoor_success,
+                    "malicious_kept": malicious_kept(result),
+                    "curve": [r.accuracy for r in result.rounds],
                     "seconds": time.perf_counter() - start,
                 }
                 bar.console.print(
                     f"{attack} vs {defence}: accuracy {result.final_accuracy:.3f}, "
-                    f"backdoor {result.final_backdoor_success:.3f}"
+                    f"backdoor {result.final_backdoor_success:.3f}, "
+                    f"malicious share of the kept updates {cells[attack][defence]['malicious_kept']:.2f}"
                 )
                 bar.advance(task)
     return cells
+
+
+def malicious_kept(result: Any) -> float:
+    """The malicious share of the updates the rule kept (not excluded), averaged over the rounds
+    (0.2 when a rule keeps everyone at 20% malicious; Krum picking a malicious update scores 1)."""
+    shares = []
+    for record in result.rounds[1:]:
+        kept = set(record.distances) - set(record.excluded)
+        if kept:
+            shares.append(len(kept & set(record.malicious)) / len(kept))
+    return statistics.fmean(shares) if shares else 0.0
+
+
+def markdown_drop(cells: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """Each cell's accuracy drop in points from the same defence without attack, and whether it
+    meets the issue's direction (a drop of at least 10 points or backdoor success of at least 50%)."""
+    defences = list(next(iter(cells.values())))
+    lines = ["| attack | " + " | ".join(defences) + " |", "|---|" + "---|" * len(defences)]
+    for attack, row in cells.items():
+        if attack == "none":
+            continue
+        marks = []
+        for d in defences:
+            drop = 100 * (cells["none"][d]["accuracy"] - row[d]["accuracy"])
+            hit = drop >= 10 or row[d]["backdoor"] >= 0.5
+            marks.append(f"{drop:+.1f}{' **yes**' if hit else ''}")
+        lines.append(f"| {attack} | " + " | ".join(marks) + " |")
+    return "\n".join(lines)
 
 
 def cost(n: int = 100, d: int = 1_000_000, repeats: int = 2, f: float = 0.2) -> dict[str, dict[str, float]]:
@@ -97,7 +133,7 @@ def cost(n: int = 100, d: int = 1_000_000, repeats: int = 2, f: float = 0.2) -> 
     return out
 
 
-def markdown_matrix(cells: dict[str, dict[str, dict[str, float]]], key: str) -> str:
+def markdown_matrix(cells: dict[str, dict[str, dict[str, Any]]], key: str) -> str:
     defences = list(next(iter(cells.values())))
     lines = ["| attack | " + " | ".join(defences) + " |", "|---|" + "---|" * len(defences)]
     for attack, row in cells.items():
@@ -246,6 +282,9 @@ def main() -> None:
     parser.add_argument("--dp-only", action="store_true", help="only DP-FedAvg and inversion under DP")
     parser.add_argument("--epsilon", type=float, default=8.0, help="the DP section's target epsilon")
     parser.add_argument("--throughput-only", action="store_true", help="dlsec's simulation vs a bare one")
+    parser.add_argument("--lr", type=float, default=0.3, help="the clients' local SGD learning rate")
+    parser.add_argument("--local-epochs", type=int, default=5, help="the clients' local epochs")
+    parser.add_argument("--batch-size", type=int, default=4, help="the clients' local batch size")
     parser.add_argument("--out", type=Path, default=None, help="also write the numbers as JSON")
     args = parser.parse_args()
     if args.throughput_only:
@@ -311,7 +350,9 @@ def main() -> None:
             rounds=rounds,
             partition="dirichlet",
             alpha=0.5,
-            lr=0.5,
+            lr=args.lr,
+            local_epochs=args.local_epochs,
+            batch_size=args.batch_size,
             engine="local",
         )
         attacks = args.attacks or list(ATTACKS)
@@ -321,11 +362,20 @@ def main() -> None:
         report["matrix"] = {"config": dataclasses.asdict(base), "cells": cells}
         print(
             f"\n### Attack x defence on builtin:digits ({clients} clients, 20% malicious, Dirichlet 0.5, "
-            f"{rounds} rounds; {time.perf_counter() - start:.0f} s)\n"
+            f"{rounds} rounds; local SGD: {base.local_epochs} epochs, batch {base.batch_size}, "
+            f"lr {base.lr:g}; {time.perf_counter() - start:.0f} s)\n"
         )
         print("Final global accuracy:\n\n" + markdown_matrix(cells, "accuracy") + "\n")
         print("Backdoor success rate (triggered non-target test inputs classified as the target):\n")
         print(markdown_matrix(cells, "backdoor") + "\n")
+        if "none" in cells and len(cells) > 1:
+            print(
+                "Accuracy drop in points from the same defence without attack "
+                "(**yes**: a drop of at least 10 points or backdoor success of at least 50%):\n"
+            )
+            print(markdown_drop(cells) + "\n")
+        print("Malicious share of the updates each rule kept, mean over rounds (0.20 = kept them all):\n")
+        print(markdown_matrix(cells, "malicious_kept") + "\n")
     if not args.matrix_only:
         torch.set_num_threads(threads)
         rows = cost()
