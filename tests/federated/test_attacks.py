@@ -3,6 +3,8 @@ shared properties (seeded reproducibility, excluded clients a subset of the clie
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -95,6 +97,33 @@ def test_malicious_clients_fixed_or_per_round_and_seeded():
     assert malicious_clients(20, 0.0, seed=3) == []
     with pytest.raises(UsageError, match=r"\[0, 1\)"):
         malicious_clients(20, 1.0, seed=3)
+
+
+@pytest.mark.parametrize("per_round", [False, True])
+def test_in_a_round_the_drawn_malicious_clients_send_alie_of_their_own_benign_updates(per_round):
+    """The wiring of a simulation round: exactly that round's malicious clients send ALIE's
+    ``mu - z * std`` of the benign updates of that round's malicious set (n = 10, m = 2), and
+    every other client sends its own honest update."""
+    n = 10
+    honest = FLConfig(
+        num_clients=n, malicious_fraction=0.2, engine="local", hidden=(8,), root_size=50, per_round=per_round
+    )
+    plan_alie, _, _, _ = _prepare(dataclasses.replace(honest, attack="alie"))
+    plan_none, _, _, _ = _prepare(honest)
+    torch.manual_seed(0)
+    base = torch.randn(sum(p.numel() for p in plan_alie.model().state_dict().values())) * 0.1
+    drawn = []
+    for rnd in (1, 2):
+        bad = plan_alie.malicious(rnd)
+        drawn.append(bad)
+        assert len(bad) == 2
+        clean = torch.stack([plan_none.client_update(c, rnd, base)[0] for c in range(n)])
+        sent = torch.stack([plan_alie.client_update(c, rnd, base)[0] for c in range(n)])
+        expected = clean[bad].mean(0) - alie_z(n, 2) * clean[bad].std(0)
+        for c in range(n):
+            target = expected if c in bad else clean[c]
+            assert torch.allclose(sent[c], target, atol=1e-6), (rnd, c)
+    assert (drawn[0] != drawn[1]) == per_round
 
 
 def test_unknown_attack_is_a_usage_error():
