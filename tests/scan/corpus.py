@@ -456,6 +456,26 @@ def _c_operator_methodcaller(m: Path) -> bytes:
     )
 
 
+def _obj_then_pop(m: Path) -> bytes:
+    # OBJ(smtplib.SMTP, host) whose result is popped: the call runs at load, and a scanner that
+    # keeps only calls whose results are used loses it (fickling's test for GHSA-mxhj-88fx-4pcv).
+    return proto(4) + MARK + sglobal("smtplib", "SMTP") + u("127.0.0.1") + OBJ + POP + NONE + STOP
+
+
+def _reduce_then_build(m: Path) -> bytes:
+    # A stdlib call (a listening socket server) followed by BUILD, so its result is "used" by a
+    # __setstate__ that a scanner trusting stdlib imports does not analyse.
+    return (
+        proto(4)
+        + sglobal("socketserver", "TCPServer")
+        + const((("127.0.0.1", 0), None))
+        + REDUCE
+        + EMPTY_DICT
+        + BUILD
+        + STOP
+    )
+
+
 def _scanner_deactivation(m: Path) -> bytes:
     # fickling's load-time hook removed first, then the payload that hook would have stopped.
     return (
@@ -1140,6 +1160,24 @@ BYPASSES: list[Payload] = [
         "fickling_pty_spawn_obj", "https://github.com/trailofbits/fickling/pull/108", _obj_pty, "pty.spawn"
     ),
     Payload("fickling_pty_spawn_build", _GH_FK + "GHSA-r7v6-mfhq-g3m2", _pty_build, "pty.spawn"),
+    Payload(
+        "fickling_obj_call_popped_ghsa_mxhj",
+        _GH_FK + "GHSA-mxhj-88fx-4pcv (an OBJ call whose result is popped vanished from the AST)",
+        _obj_then_pop,
+        "smtplib.SMTP",
+    ),
+    Payload(
+        "fickling_reduce_then_build_ghsa_mhc9",
+        _GH_FK + "GHSA-mhc9-48gj-9gp3 (REDUCE+BUILD on a stdlib call treated as safe: socketserver)",
+        _reduce_then_build,
+        "socketserver.TCPServer",
+    ),
+    Payload(
+        "fickling_aix_support_read_cmd_output_ghsa_5hwf",
+        _GH_FK + "GHSA-5hwf-rc88-82xm (uuid, _osx_support and _aix_support missing from UNSAFE_IMPORTS)",
+        _fn("_aix_support", "_read_cmd_output", _SH),
+        "_aix_support._read_cmd_output",
+    ),
     Payload(
         "fickling_scanner_deactivation",
         "https://github.com/trailofbits/fickling/pull/249 (a pickle removes fickling's load hook first)",
