@@ -154,7 +154,8 @@ def _retry_known_answers(limits, clock=None) -> None:  # noqa: ANN001
 
 
 def test_retry_after_is_the_time_to_the_next_token_or_the_budget_constant():
-    _retry_known_answers(MemoryLimits(clock=Clock()))
+    clock = Clock()
+    _retry_known_answers(MemoryLimits(clock=clock), clock)
 
 
 def test_redis_retry_after_matches_the_memory_store(redis_url):
