@@ -383,6 +383,10 @@ def test_ignored_paths_leave_out_directories_and_files_and_only_them(tmp_path):
         manifest = hash_model(root, ignore=ignore)
         assert sorted(manifest.files) == ["b.bin", "c.bin"], ignore
         assert set(manifest.ignore_paths) >= {".git", "logs", "a.bin"}
+    # Only slashes are stripped from an ignore path, never other characters at its ends.
+    (root / "X.binX").write_bytes(b"x")
+    assert sorted(hash_model(root, ignore=("X.binX", "logs")).files) == ["a.bin", "b.bin", "c.bin"]
+    (root / "X.binX").unlink()
     with pytest.raises(UsageError) as caught:
         hash_model(root, ignore=("logs", "a.bin", "b.bin", "c.bin"))
     assert str(caught.value) == f"{root} holds no files to sign"
@@ -431,6 +435,10 @@ def test_changed_files_are_listed_three_by_name_then_counted(tmp_path, keydirs):
     with pytest.raises(FileChangedError) as caught:
         verify_model(root, keys)
     assert str(caught.value) == f"{root}: 'f0.bin', 'f1.bin', 'f2.bin' changed since signing"
+    (root / "f3.bin").write_bytes(b"changed")  # four: the fourth is counted, not named
+    with pytest.raises(FileChangedError) as caught:
+        verify_model(root, keys)
+    assert str(caught.value) == f"{root}: 'f0.bin', 'f1.bin', 'f2.bin' and 1 more changed since signing"
     for i in range(5):
         (root / f"f{i}.bin").write_bytes(b"changed")
     with pytest.raises(FileChangedError) as caught:
@@ -506,3 +514,16 @@ def test_each_malformed_signed_statement_has_its_own_message(model_dir, keydirs)
     assert verify_model(model_dir, keys).manifest.files == {
         r["name"]: r["digest"] for r in good["predicate"]["resources"]
     }
+
+
+def test_a_signature_moved_into_the_model_after_signing_is_not_a_model_file(model_dir, keydirs, tmp_path):
+    """Signed elsewhere, so the statement's ignore list does not name it; verification still leaves
+    the signature file itself out of the files it hashes."""
+    a, _ = keydirs
+    outside = tmp_path / "elsewhere.sig"
+    _, manifest = sign_model(model_dir, load_signing_keys(a, passphrase=PASS), signature=outside)
+    assert "release.sig" not in manifest.ignore_paths
+    inside = model_dir / "release.sig"
+    inside.write_bytes(outside.read_bytes())
+    verified = verify_model(model_dir, load_verify_keys(a), signature=inside)
+    assert verified.manifest.files == manifest.files and "release.sig" not in verified.manifest.files
