@@ -120,6 +120,13 @@ def test_demo_report_matches_dlsec_attack(capsys, tmp_path):
     states = {i["kind"]: i["state"] for i in comply["evidence"]["items"]}
     assert states["access-control"] == states["incident-response"] == states["signature"] == "ok"
     assert shipped["comply"]["failing"] == 0
+    # And the generative step: zoo-gan's samples signed and verified (the manifest names the
+    # generator's weights), the learned watermark read back after JPEG 50, spectrum-gan's scores.
+    generated = result["generative_demo"]
+    assert generated["provenance"]["verified"] == 4
+    assert generated["provenance"]["manifest_weights_sha256"] == generated["generator"]["weights_sha256"]
+    assert generated["watermark"]["detected"] == 4 and min(generated["watermark"]["bit_accuracy"]) >= 0.9
+    assert generated["detector"]["flagged"] >= 3
     curve = report["robustness"]["curves"]["linf"]
     attacked = run_json(
         capsys,

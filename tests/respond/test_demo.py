@@ -34,15 +34,29 @@ def test_demo_stages_report_progress_and_ship_what_passed(tmp_path, monkeypatch)
         return Assessment(report={"model": {"sha256": model_sha256}}, gates=[])
 
     served = []
+    generated = []
+
+    def generative(out, *, stage, **kwargs):
+        with stage("generative: stand-in"):
+            generated.append((out, kwargs))
+        return {"generated": True}
+
     monkeypatch.setattr(dlsec.assess, "run_assessment", assess)
     monkeypatch.setattr(demo, "gateway_demo", lambda *a, **k: served.append(a) or {"served": a[1]})
+    monkeypatch.setattr(demo, "generative_demo", generative)
     result = run_demo(tmp_path / "out", examples=12, stage=stage)
     assert opened == [
         "training zoo:digits-cnn (first use only)",
         "assessing",
         "serving: a client and an extraction attacker",
         "compliance evidence: model card, ML-BOM, six control maps",
+        "generative: stand-in",
     ]
+    # The generative step signs with the demo's throwaway keys, next to the release.
+    assert generated == [
+        (tmp_path / "out" / "generative", {"home": None, "keys_home": tmp_path / "out" / "release"})
+    ]
+    assert result.generative == {"generated": True}
     assert ("assessing", (1, 1)) in seen
     assert result.assessment.passed and result.release is not None
     assert result.release["ref"] == "digits-cnn@1" and result.release["audit"]["ok"]

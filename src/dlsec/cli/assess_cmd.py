@@ -314,7 +314,26 @@ def demo(
         device=opts.device,
         stage=lambda description: progress_bar(description, enabled=not json_out),
     )
-    _finish(result.assessment, out, json_out, release=result.release)
+    _finish(result.assessment, out, json_out, release=result.release, generated=result.generative)
+
+
+def _print_generated(console: Any, generated: dict[str, Any]) -> None:
+    """The demo's generative step in three lines: provenance, watermark, detector."""
+    prov, mark, det = generated["provenance"], generated["watermark"], generated["detector"]
+    name = generated["generator"]["name"]
+    console.print(
+        f"generative: {prov['verified']} {escape(name)} samples signed with C2PA and verified "
+        f"(weights {str(prov['manifest_weights_sha256'])[:12]}...); {escape(generated['out'])}"
+    )
+    accuracy = ", ".join(f"{a:.3f}" for a in mark["bit_accuracy"])
+    console.print(
+        f"  {escape(mark['method'])} watermark after {mark['edit']}: detected in {mark['detected']}/"
+        f"{mark['n']} (bit accuracy {accuracy})"
+    )
+    console.print(
+        f"  {escape(det['name'])} flags {det['flagged']}/{det['n']} as generated "
+        f"(scores {', '.join(f'{s:.2f}' for s in det['scores'])}; threshold {det['threshold']:.2f})"
+    )
 
 
 def _finish(
@@ -323,6 +342,7 @@ def _finish(
     json_out: bool,
     *,
     release: dict[str, Any] | None = None,
+    generated: dict[str, Any] | None = None,
 ) -> None:
     report = result.report
     summary: dict[str, Any] = {
@@ -366,6 +386,8 @@ def _finish(
         }
     if release is not None:
         summary["release"] = release
+    if generated is not None:
+        summary["generative_demo"] = generated
     if json_out:
         emit_json(summary)
     else:
@@ -437,6 +459,8 @@ def _finish(
                     f"{len(comply['frameworks'])} frameworks, {comply['gaps']} gap(s), {comply['failing']} "
                     f"failing; model card, ML-BOM and maps in {escape(comply['out'])} (not legal advice)"
                 )
+        if generated is not None:
+            _print_generated(console, generated)
     if not result.passed:
         raise typer.Exit(EXIT_FINDING)
 
