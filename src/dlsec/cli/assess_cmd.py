@@ -327,7 +327,7 @@ def _print_generated(console: Any, generated: dict[str, Any]) -> None:
     )
     accuracy = ", ".join(f"{a:.3f}" for a in mark["bit_accuracy"])
     console.print(
-        f"  {escape(mark['method'])} watermark after {mark['edit']}: detected in {mark['detected']}/"
+        f"  watermark ({escape(mark['method'])}) after {mark['edit']}: detected in {mark['detected']}/"
         f"{mark['n']} (bit accuracy {accuracy})"
     )
     console.print(
