@@ -2,8 +2,11 @@
 row for every scanner in the installed ModelAudit's registry, and every dlsec format the table
 names is the format of a real corpus or library-written file that scans as the table says.
 
-ModelAudit lives in ``.venv-modelaudit`` (its NumPy pin clashes with the project's): its registry
-is read by that interpreter. Without it the registry test skips, or fails under ``CI``.
+The scanner ids of ModelAudit 0.2.54 (the version the benchmark compares with) are pinned in
+``modelaudit_scanners.json``, so the table is checked against them on every run. Where ModelAudit
+is installed (``make bench-setup`` puts it in ``.venv-modelaudit``: its NumPy pin clashes with the
+project's), the pinned list is also checked against its live registry, which says when a new
+version adds scanners; ``make test`` does not install it, so that check skips there.
 """
 
 from __future__ import annotations
@@ -18,13 +21,13 @@ from pathlib import Path
 import pytest
 
 from dlsec.scan import scan_file
-from tests._needs import missing
 from tests.scan.corpus import ALL_MALICIOUS, benign_files, write_payload
 from tests.scan.corpus_formats import UNVETTED, format_benign_files
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "scanner.md"
 FIXTURES = ROOT / "tests" / "scan" / "fixtures"
+PINNED = Path(__file__).with_name("modelaudit_scanners.json")
 _READS = {"safe", "unsafe"}
 
 _REGISTRY_SCRIPT = (
@@ -63,7 +66,7 @@ def modelaudit_registry() -> dict[str, object]:
     python = Path(os.environ.get("DLSEC_BENCH_MODELAUDIT", ROOT / ".venv-modelaudit" / "bin" / "modelaudit"))
     python = python.parent / "python"
     if not python.exists():
-        missing(f"ModelAudit is not installed ({python} is missing: `make bench-setup` installs it)")
+        pytest.skip(f"ModelAudit is not installed ({python} is missing: `make bench-setup` installs it)")
     env = {**os.environ, "PROMPTFOO_DISABLE_TELEMETRY": "1", "NO_ANALYTICS": "1"}
     out = subprocess.run(
         [str(python), "-c", _REGISTRY_SCRIPT], capture_output=True, text=True, env=env, timeout=120
@@ -73,12 +76,21 @@ def modelaudit_registry() -> dict[str, object]:
 
 
 def test_every_modelaudit_scanner_has_a_row() -> None:
-    registry = modelaudit_registry()
-    scanners = set(registry["scanners"])  # type: ignore[call-overload]
-    assert len(scanners) >= 40, registry  # the registry really was read
+    pinned = json.loads(PINNED.read_text())
+    scanners = set(pinned["scanners"])
+    assert pinned["version"] == "0.2.54" and len(scanners) == 45
     table = coverage_table()
-    assert sorted(scanners - set(table)) == [], f"ModelAudit {registry['version']}: scanners without a row"
-    assert sorted(set(table) - scanners) == [], f"ModelAudit {registry['version']}: rows of no scanner"
+    assert sorted(scanners - set(table)) == [], f"ModelAudit {pinned['version']}: scanners without a row"
+    assert sorted(set(table) - scanners) == [], f"ModelAudit {pinned['version']}: rows of no scanner"
+
+
+def test_the_pinned_scanner_list_is_the_installed_modelaudits() -> None:
+    registry = modelaudit_registry()
+    assert len(registry["scanners"]) >= 40, registry  # type: ignore[arg-type]  # really read
+    pinned = json.loads(PINNED.read_text())
+    if registry["version"] != pinned["version"]:
+        pytest.skip(f"ModelAudit {registry['version']} installed; the table is for {pinned['version']}")
+    assert registry["scanners"] == pinned["scanners"]
 
 
 def test_every_row_says_what_dlsec_does() -> None:
