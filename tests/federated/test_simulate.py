@@ -181,3 +181,30 @@ def test_every_defence_runs_a_round_of_the_simulation(defense):
     result = simulate(config)
     assert all(set(r.excluded) <= set(range(7)) for r in result.rounds)
     assert result.rounds[2].accuracy > result.rounds[0].accuracy
+
+
+def test_a_runtime_that_fails_to_start_is_one_error_and_leaves_no_waiting_server(monkeypatch):
+    """Ray failing to start (as it does on an overloaded machine) must end the run with one
+    UsageError, and the ServerApp thread, which polls for nodes that never come, must end too
+    (it is not a daemon: left waiting, the process never exits)."""
+    import threading
+    import time
+
+    from dlsec.federated import _simulate
+
+    def broken(address):
+        return {
+            "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+            "init_args": {"address": "local", "num_cpus": -1, "include_dashboard": False},
+        }
+
+    monkeypatch.setattr(_simulate, "_backend_config", broken)
+    before = set(threading.enumerate())
+    with pytest.raises(
+        UsageError, match="the Flower simulation runtime failed: ValueError: Resource quantities"
+    ):
+        simulate(dataclasses.replace(TINY, engine="flower"))
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and set(threading.enumerate()) - before:
+        time.sleep(0.2)
+    assert not [t for t in set(threading.enumerate()) - before if not t.daemon]

@@ -15,6 +15,7 @@ benchmark uses it because a matrix of Ray start-ups does not fit a 2-core machin
 from __future__ import annotations
 
 import logging
+import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -571,6 +572,29 @@ def _serve(server: _Server, grid: Any) -> None:
     strategy.start(grid=grid, initial_arrays=template, num_rounds=plan.config.rounds, evaluate_fn=evaluate)
 
 
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0]
+
+
+def _stop_with(grid: Any, stopped: threading.Event) -> None:
+    """Make ``grid`` raise once ``stopped`` is set: when Flower's runtime fails to start (Ray
+    timing out on a loaded machine), ``run_simulation`` raises in the caller while the ServerApp
+    thread, which is not a daemon, waits for replies that never come (the in-memory grid polls
+    ``pull_messages`` with no timeout), and the process would never exit; its next poll raises
+    instead and the thread ends."""
+
+    def stoppable(call: Callable[..., Any]) -> Callable[..., Any]:
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            if stopped.is_set():
+                raise UsageError("the Flower simulation runtime stopped")
+            return call(*args, **kwargs)
+
+        return checked
+
+    for name in ("get_node_ids", "push_messages", "pull_messages"):
+        setattr(grid, name, stoppable(getattr(grid, name)))
+
+
 def _run_flower(server: _Server) -> None:
     from flwr.app import Context, Message
     from flwr.clientapp import ClientApp
@@ -592,10 +616,12 @@ def _run_flower(server: _Server) -> None:
             return reply
 
     failure: list[BaseException] = []
+    stopped = threading.Event()
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
+        _stop_with(grid, stopped)
         try:
             if secure:
                 _secagg.serve(server, grid, context)
@@ -617,6 +643,14 @@ def _run_flower(server: _Server) -> None:
                 num_supernodes=n,
                 backend_config=_backend_config(plan.config.ray_address),
             )
+    except RuntimeError as exc:  # the runtime (Ray, the actors) failed: end the waiting ServerApp
+        stopped.set()
+        cause: BaseException = exc
+        while cause.__cause__ is not None:  # Flower wraps the backend's error twice
+            cause = cause.__cause__
+        raise UsageError(
+            f"the Flower simulation runtime failed: {type(cause).__name__}: {_first_line(cause)}"
+        ) from exc
     finally:
         for lg, level in zip(quiet, levels, strict=True):
             lg.setLevel(level)
