@@ -392,3 +392,68 @@ def test_key_files_with_the_wrong_keys_or_contents_are_named(tmp_path: Path) -> 
     with pytest.raises(KeyFileError) as caught:
         load_identity(path, passphrase="pw")
     assert str(caught.value) == f"{path}: unexpected identity contents"
+
+
+# ------------------------------------------------- the file format, read by an independent reader
+# Written from the module docstring's specification with pyca/cryptography's primitives only, so
+# any change to the key derivation, the nonces or the associated data breaks compatibility here
+# even when dlsec's own encrypt and decrypt change together (mutation survivors).
+
+
+def _reference_open(data: bytes, secret_of: object) -> bytes:
+    import hashlib
+    import struct
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    magic, version, mode, log2, reserved, prefix = struct.unpack(">8sBBBB7s", data[:19])
+    assert (magic, version, reserved) == (b"DLSECENC", 1, 0)
+    head_len = 19 + (19 if mode == 1 else 16 + 32 + 1088)
+    header, body = data[:head_len], data[head_len:]
+    secret = secret_of(mode, header[19:])  # type: ignore[operator]
+    info = b"dlsec-enc/1 file key" + hashlib.sha256(header).digest()
+    aead = AESGCM(HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(secret))
+    record = (1 << log2) + 16
+    records = [body[i : i + record] for i in range(0, len(body), record)] or [b""]
+    out = []
+    for i, sealed in enumerate(records):
+        final = i == len(records) - 1
+        flag = b"\x01" if final else b"\x00"
+        nonce = prefix + i.to_bytes(4, "big") + flag
+        out.append(aead.decrypt(nonce, sealed, i.to_bytes(8, "big") + flag))
+    return b"".join(out)
+
+
+@pytest.mark.parametrize("size", [0, CHUNK, 2 * CHUNK + 5])
+def test_a_passphrase_file_opens_with_an_independent_reader(tmp_path: Path, size: int) -> None:
+    import hashlib
+    import struct
+
+    src = tmp_path / "plain.bin"
+    src.write_bytes(os.urandom(size))
+    enc = encrypt_file(src, tmp_path / "p.enc", passphrase="pass", **FAST)
+
+    def scrypt_secret(mode: int, rest: bytes) -> bytes:
+        assert mode == 1
+        salt, log_n, r, p = struct.unpack(">16sBBB", rest)
+        assert (log_n, r, p) == (10, 8, 1)
+        return hashlib.scrypt(b"pass", salt=salt, n=1 << log_n, r=r, p=p, dklen=32)
+
+    assert _reference_open(enc.read_bytes(), scrypt_secret) == src.read_bytes()
+
+
+def test_a_recipient_file_opens_with_an_independent_reader(tmp_path: Path, identity: Identity) -> None:
+    from cryptography.hazmat.primitives.asymmetric import x25519
+
+    src = tmp_path / "plain.bin"
+    src.write_bytes(os.urandom(CHUNK + 9))
+    enc = encrypt_file(src, tmp_path / "r.enc", recipient=identity.recipient(), chunk_size=CHUNK)
+
+    def kem_secret(mode: int, rest: bytes) -> bytes:
+        assert mode == 2 and len(rest) == 16 + 32 + 1088
+        ephemeral = x25519.X25519PublicKey.from_public_bytes(rest[16:48])
+        return identity.x25519.exchange(ephemeral) + identity.mlkem.decapsulate(rest[48:])
+
+    assert _reference_open(enc.read_bytes(), kem_secret) == src.read_bytes()
