@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -37,7 +36,6 @@ __all__ = [
     "text_zoo_folder",
 ]
 
-log = logging.getLogger(__name__)
 
 _CACHE_FORMAT = 1
 
@@ -101,25 +99,10 @@ def _folder(name: str, home: str | Path | None) -> Path:
 
 
 def _trusted(entry: TextZooEntry, folder: Path) -> bool:
-    from dlsec.core.card import CARD_FILE, TrainingCard
-    from dlsec.fsutil import sha256_file
+    from dlsec.zoo import cached_card
 
-    weights, card_path = folder / "model.safetensors", folder / CARD_FILE
-    needed = (weights, card_path, folder / "config.json", folder / "tokenizer.json")
-    if not all(p.is_file() for p in needed):
-        return False
-    try:
-        card = TrainingCard.read(card_path)
-    except ModelLoadError:
-        log.warning("zoo:%s: unreadable cache card; retraining", entry.name)
-        return False
-    if card.zoo.get("recipe_hash") != entry.recipe_hash:
-        log.warning("zoo:%s: cache made by another recipe; retraining", entry.name)
-        return False
-    if card.weights_sha256 != sha256_file(weights):
-        log.warning("zoo:%s: cached weights do not match their recorded SHA-256; retraining", entry.name)
-        return False
-    return True
+    also = ("config.json", "tokenizer.json")
+    return cached_card(entry.name, entry.recipe_hash, folder, also=also) is not None
 
 
 def text_zoo_folder(

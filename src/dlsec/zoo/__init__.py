@@ -9,6 +9,7 @@ Example:
 from dlsec.zoo._zoo import (
     ZOO,
     ZooEntry,
+    cached_card,
     load_zoo_model,
     load_zoo_ref,
     model_file,
@@ -20,6 +21,7 @@ from dlsec.zoo._zoo import (
 __all__ = [
     "ZOO",
     "ZooEntry",
+    "cached_card",
     "load_zoo_model",
     "load_zoo_ref",
     "model_file",

@@ -191,20 +191,27 @@ def model_file(
     return path / "model.safetensors" if path.is_dir() else path
 
 
-def _cached_card(entry: ZooEntry, folder: Path) -> TrainingCard | None:
+def cached_card(
+    name: str, recipe_hash: str, folder: Path, *, also: tuple[str, ...] = ()
+) -> TrainingCard | None:
+    """The card of a cached zoo folder, or None when the cache cannot be trusted (retrain it).
+
+    Trusted means: the weights, the card and the files named in ``also`` are there, the card was
+    written by the same recipe (its hash) and the weights have the SHA-256 the card records.
+    """
     weights, card_path = folder / "model.safetensors", folder / CARD_FILE
-    if not weights.is_file() or not card_path.is_file():
+    if not all(p.is_file() for p in (weights, card_path, *(folder / n for n in also))):
         return None
     try:
         card = TrainingCard.read(card_path)
     except ModelLoadError:
-        log.warning("zoo:%s: unreadable cache card; retraining", entry.name)
+        log.warning("zoo:%s: unreadable cache card; retraining", name)
         return None
-    if card.zoo.get("recipe_hash") != entry.recipe_hash:
-        log.warning("zoo:%s: cache made by another recipe; retraining", entry.name)
+    if card.zoo.get("recipe_hash") != recipe_hash:
+        log.warning("zoo:%s: cache made by another recipe; retraining", name)
         return None
     if card.weights_sha256 != sha256_file(weights):
-        log.warning("zoo:%s: cached weights do not match their recorded SHA-256; retraining", entry.name)
+        log.warning("zoo:%s: cached weights do not match their recorded SHA-256; retraining", name)
         return None
     return card
 
@@ -252,7 +259,7 @@ def zoo_card(
     """The training card of zoo model ``name``, training and caching the model first if needed."""
     entry = _entry(name)
     folder = zoo_path(name, home=home)
-    card = _cached_card(entry, folder)
+    card = cached_card(entry.name, entry.recipe_hash, folder)
     if card is None:
         card = _train_entry(entry, folder, device, progress)
     return card
