@@ -457,3 +457,65 @@ def test_a_recipient_file_opens_with_an_independent_reader(tmp_path: Path, ident
         return identity.x25519.exchange(ephemeral) + identity.mlkem.decapsulate(rest[48:])
 
     assert _reference_open(enc.read_bytes(), kem_secret) == src.read_bytes()
+
+
+class _Trickle(io.RawIOBase):
+    """A raw stream that reads or takes at most ``step`` bytes per call, as pipes and sockets may."""
+
+    def __init__(self, data: bytes = b"", step: int = 7) -> None:
+        self.data, self.step, self.pos, self.out = data, step, 0, bytearray()
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:  # type: ignore[no-untyped-def, override]
+        n = min(len(b), self.step, len(self.data) - self.pos)
+        b[:n] = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return n
+
+    def write(self, b) -> int:  # type: ignore[no-untyped-def, override]
+        n = min(len(b), self.step - 2)
+        self.out += bytes(b[:n])
+        return n
+
+
+def test_short_reads_and_writes_lose_no_byte(tmp_path: Path) -> None:
+    src = tmp_path / "plain.bin"
+    src.write_bytes(os.urandom(2 * CHUNK + 333))
+    enc = encrypt_file(src, tmp_path / "p.enc", passphrase="pass", **FAST)
+    source, sink = _Trickle(enc.read_bytes(), step=7), _Trickle(step=7)
+    decrypt_stream(source, sink, passphrase="pass")
+    assert bytes(sink.out) == src.read_bytes()
+
+
+def test_cut_and_tampered_chunks_have_their_messages(tmp_path: Path) -> None:
+    src = tmp_path / "plain.bin"
+    src.write_bytes(os.urandom(CHUNK + 100))
+    enc = encrypt_file(src, tmp_path / "p.enc", passphrase="pass", **FAST)
+    data = enc.read_bytes()
+    cut = io.BytesIO(data[: len(data) - 100 - 16 + 10])  # the last record shorter than its tag
+    with pytest.raises(DecryptionError) as caught:
+        decrypt_stream(cut, io.BytesIO(), passphrase="pass", label="m.enc")
+    assert str(caught.value) == "m.enc: truncated or tampered (chunk 1 is incomplete)"
+    flipped = bytearray(data)
+    flipped[-1] ^= 1
+    with pytest.raises(DecryptionError) as caught:
+        decrypt_stream(io.BytesIO(bytes(flipped)), io.BytesIO(), passphrase="pass")
+    assert str(caught.value) == (
+        "<stream>: wrong key or passphrase, or the file was tampered with (chunk 1 does not authenticate)"
+    )
+
+
+def test_chunk_sizes_are_powers_of_two_from_4_kib_to_64_mib(tmp_path: Path) -> None:
+    src = tmp_path / "plain.bin"
+    src.write_bytes(b"w" * 10)
+    for size in (5000, 3 * 4096, 1 << 11, 1 << 27):
+        with pytest.raises(UsageError, match="chunk_size must be a power of two between 4 KiB and 64 MiB"):
+            encrypt_file(src, tmp_path / "o.enc", passphrase="p", chunk_size=size, scrypt_log_n=10)
+    for size in (1 << 12, 1 << 26):
+        enc = encrypt_file(src, tmp_path / f"{size}.enc", passphrase="p", chunk_size=size, scrypt_log_n=10)
+        assert read_header(enc).chunk_size == size

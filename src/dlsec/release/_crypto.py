@@ -268,15 +268,21 @@ def _tampered(what: str) -> DecryptionError:
     return DecryptionError(f"not a dlsec-encrypted file, or its header was tampered with ({what})")
 
 
+def _read_exactly(f: IO[bytes], n: int) -> bytes:
+    """``n`` bytes of ``f``, fewer only at its end (a pipe or socket may return less per read)."""
+    buf = bytearray(n)
+    return bytes(buf[: _read_full(f, buf)])
+
+
 def _read_header(f: IO[bytes]) -> EncryptedHeader:
-    fixed = f.read(_FIXED.size)
+    fixed = _read_exactly(f, _FIXED.size)
     if len(fixed) < _FIXED.size:
         raise _tampered("too short")
     magic, version, mode, log2, reserved, prefix = _FIXED.unpack(fixed)
     if magic != MAGIC or version != VERSION or reserved != 0 or log2 not in _CHUNK_LOG2:
         raise _tampered("bad magic, version or chunk size")
     if mode == MODE_PASSPHRASE:
-        rest = f.read(_PASS.size)
+        rest = _read_exactly(f, _PASS.size)
         if len(rest) < _PASS.size:
             raise _tampered("truncated")
         salt, log_n, r, p = _PASS.unpack(rest)
@@ -293,7 +299,7 @@ def _read_header(f: IO[bytes]) -> EncryptedHeader:
             scrypt_p=p,
         )
     if mode == MODE_RECIPIENT:
-        rest = f.read(_RECIP_LEN)
+        rest = _read_exactly(f, _RECIP_LEN)
         if len(rest) < _RECIP_LEN:
             raise _tampered("truncated")
         return EncryptedHeader(
