@@ -514,8 +514,70 @@ def test_chunk_sizes_are_powers_of_two_from_4_kib_to_64_mib(tmp_path: Path) -> N
     src = tmp_path / "plain.bin"
     src.write_bytes(b"w" * 10)
     for size in (5000, 3 * 4096, 1 << 11, 1 << 27):
-        with pytest.raises(UsageError, match="chunk_size must be a power of two between 4 KiB and 64 MiB"):
+        with pytest.raises(UsageError) as caught:
             encrypt_file(src, tmp_path / "o.enc", passphrase="p", chunk_size=size, scrypt_log_n=10)
+        assert str(caught.value) == "chunk_size must be a power of two between 4 KiB and 64 MiB"
     for size in (1 << 12, 1 << 26):
         enc = encrypt_file(src, tmp_path / f"{size}.enc", passphrase="p", chunk_size=size, scrypt_log_n=10)
         assert read_header(enc).chunk_size == size
+
+
+def test_argument_and_key_messages_are_exact(tmp_path: Path, identity: Identity) -> None:
+    src = tmp_path / "plain.bin"
+    src.write_bytes(b"weights")
+    messages = {
+        "give either a passphrase or a recipient public key (--recipient)": {},
+        "scrypt_log_n must be in [10, 22]": {"passphrase": "p", "scrypt_log_n": 23},
+    }
+    for message, kwargs in messages.items():
+        with pytest.raises(UsageError) as caught:
+            encrypt_file(src, tmp_path / "o.enc", **kwargs)  # type: ignore[arg-type]
+        assert str(caught.value) == message
+    enc = encrypt_file(src, tmp_path / "r.enc", recipient=identity.recipient(), chunk_size=CHUNK)
+    _, key = generate_recipient_keys(tmp_path / "keys" / "bob", passphrase="bob pass")
+    with pytest.raises(UsageError) as caught:
+        decrypt_file(enc, tmp_path / "out.bin", identity=key)
+    assert str(caught.value) == "the identity file needs its passphrase"
+    missing = tmp_path / "keys" / "nobody.key.pem"
+    with pytest.raises(KeyFileError) as caught:
+        load_identity(missing, passphrase="x")
+    assert str(caught.value) == f"{missing}: cannot read the identity (No such file or directory)"
+    with pytest.raises(KeyFileError) as caught:
+        load_recipient(tmp_path / "keys" / "nobody.pub.pem")
+    assert "(No such file or directory)" in str(caught.value) and "Errno" not in str(caught.value)
+
+
+def test_a_tampered_encapsulation_and_a_tampered_file_name_their_source(
+    tmp_path: Path, identity: Identity
+) -> None:
+    src = tmp_path / "plain.bin"
+    src.write_bytes(b"weights" * 10)
+    enc = encrypt_file(src, tmp_path / "r.enc", recipient=identity.recipient(), chunk_size=CHUNK)
+    data = bytearray(enc.read_bytes())
+    data[19 + 16 + 32 + 5] ^= 1  # inside the ML-KEM ciphertext: decapsulation gives another secret
+    data[19 + 16 + 3] ^= 1  # inside the X25519 ephemeral key
+    bad = tmp_path / "bad.enc"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(DecryptionError) as caught:
+        decrypt_file(bad, tmp_path / "out.bin", identity=identity)
+    assert str(caught.value).startswith(f"{bad}: ")
+    assert not (tmp_path / "out.bin").exists()
+
+
+def test_the_default_scrypt_cost_is_2_to_the_17(tmp_path: Path) -> None:
+    src = tmp_path / "plain.bin"
+    src.write_bytes(b"w")
+    enc = encrypt_file(src, tmp_path / "p.enc", passphrase="p")
+    assert read_header(enc).scrypt_log_n == 17
+
+
+def test_the_chunk_count_limit_holds_when_reading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dlsec.release import _crypto
+
+    src = tmp_path / "plain.bin"
+    src.write_bytes(os.urandom(CHUNK + 1))  # two chunks
+    enc = encrypt_file(src, tmp_path / "p.enc", passphrase="pass", **FAST)
+    monkeypatch.setattr(_crypto, "_MAX_CHUNKS", 1)
+    with pytest.raises(DecryptionError) as caught:
+        decrypt_stream(io.BytesIO(enc.read_bytes()), io.BytesIO(), passphrase="pass", label="m")
+    assert str(caught.value) == "m: truncated or tampered (chunk 1 is incomplete)"
