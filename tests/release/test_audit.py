@@ -7,6 +7,7 @@ import json
 import pytest
 from sqlalchemy import delete, text, update
 
+from dlsec.errors import UsageError
 from dlsec.store import AuditLog, open_database
 from dlsec.store import _merkle as merkle
 from dlsec.store._db import audit_checkpoints, audit_entries
@@ -166,3 +167,72 @@ def test_long_subjects_are_kept_and_overlong_actors_refused(log, monkeypatch):
     with pytest.raises(UsageError, match="DLSEC_ACTOR"):
         log.append("registry.add", "model@99", {})
     assert len(log.entries()) == 13  # nothing half-written
+
+
+# ---------------------------------------------------------------- written against mutation survivors
+# (benchmarks/mutation.py --only audit-log): the whole verdict of each case, not just ``ok``: the
+# entries read, the checkpoints checked, the first bad entry, the reason, and the root replayed
+# up to the failure (checked against an independent tree root of the same leaves).
+
+
+def _root(log: AuditLog, n: int) -> str:
+    return merkle.tree_root([e.leaf() for e in log.entries()[:n]]).hex()
+
+
+def test_each_verdict_is_exact(log, tmp_path):
+    assert log.verify().to_dict() == {
+        "ok": True, "entries": 12, "checkpoints_checked": 12, "first_bad_entry": None, "reason": None,
+        "root": _root(log, 12),
+    }  # fmt: skip
+    with log.db.write() as conn:
+        conn.execute(delete(audit_checkpoints).where(audit_checkpoints.c.size > 10))
+    assert log.verify().to_dict() == {
+        "ok": False, "entries": 12, "checkpoints_checked": 10, "first_bad_entry": 10,
+        "reason": "entries from 10 on are not covered by a signed checkpoint", "root": _root(log, 12),
+    }  # fmt: skip
+
+    deleted = AuditLog(open_database(home=tmp_path / "deleted"))
+    for i in range(6):
+        deleted.append("a", f"s{i}", {})
+    with deleted.db.write() as conn:
+        conn.execute(delete(audit_entries).where(audit_entries.c.idx == 3))
+    assert deleted.verify().to_dict() == {
+        "ok": False, "entries": 5, "checkpoints_checked": 3, "first_bad_entry": 3,
+        "reason": "entry 3 is missing (deleted): found index 4 at position 3", "root": _root(deleted, 3),
+    }  # fmt: skip
+
+    forged = AuditLog(open_database(home=tmp_path / "forged"))
+    for i in range(6):
+        forged.append("a", f"s{i}", {})
+    with forged.db.write() as conn:
+        conn.execute(update(audit_checkpoints).where(audit_checkpoints.c.size == 5).values(signature="AAAA"))
+    assert forged.verify().to_dict() == {
+        "ok": False, "entries": 6, "checkpoints_checked": 0, "first_bad_entry": 4,
+        "reason": "checkpoint at size 5 has an invalid signature", "root": _root(forged, 0),
+    }  # fmt: skip
+
+
+def test_a_checkpoint_kept_elsewhere_catches_truncation(log, tmp_path):
+    log.checkpoint()
+    kept = tmp_path / "kept-checkpoint.json"
+    kept.write_bytes((log.db.root / "audit-checkpoint.json").read_bytes())
+    with log.db.write() as conn:  # truncate the log, its checkpoints and the copy beside it
+        conn.execute(delete(audit_entries).where(audit_entries.c.idx >= 10))
+        conn.execute(delete(audit_checkpoints).where(audit_checkpoints.c.size > 10))
+    (log.db.root / "audit-checkpoint.json").unlink()
+    assert log.verify().ok  # nothing inside the database can tell
+    assert log.verify(checkpoint_file=kept).to_dict() == {
+        "ok": False, "entries": 10, "checkpoints_checked": 10, "first_bad_entry": 10,
+        "reason": "the log has 10 entries but the latest checkpoint covers 12", "root": _root(log, 10),
+    }  # fmt: skip
+    with pytest.raises(UsageError) as caught:
+        log.verify(checkpoint_file=tmp_path / "nowhere.json")
+    assert str(caught.value) == f"{tmp_path / 'nowhere.json'}: no such checkpoint file"
+
+
+def test_verification_uses_the_public_key_it_is_given(log, tmp_path):
+    other = AuditLog(open_database(home=tmp_path / "other"))
+    other.append("a", "s", {})
+    result = log.verify(public_key=other.db.root / "audit-key.pub.pem")
+    assert not result.ok and result.reason == "checkpoint at size 1 has an invalid signature"
+    assert log.verify(public_key=log.db.root / "audit-key.pub.pem").ok
