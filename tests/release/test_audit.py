@@ -236,3 +236,74 @@ def test_verification_uses_the_public_key_it_is_given(log, tmp_path):
     result = log.verify(public_key=other.db.root / "audit-key.pub.pem")
     assert not result.ok and result.reason == "checkpoint at size 1 has an invalid signature"
     assert log.verify(public_key=log.db.root / "audit-key.pub.pem").ok
+
+
+def test_latest_checkpoint_and_checkpoint_table_verdicts_are_exact(log, tmp_path):
+    log.checkpoint()  # the copy beside the database now covers all 12 entries
+    assert log.verify().ok
+    latest = log.db.root / "audit-checkpoint.json"
+    good = latest.read_text()
+    record = json.loads(good)
+    # A correctly signed latest checkpoint whose root the database's checkpoint of that size lacks.
+    import base64
+
+    from dlsec.store._audit import _checkpoint_message
+
+    other_root = "11" * 32
+    signature = log._signing_key().sign(_checkpoint_message(12, other_root, record["ts"]))
+    latest.write_text(
+        json.dumps({**record, "root": other_root, "signature": base64.b64encode(signature).decode()})
+    )
+    assert (
+        log.verify().to_dict()["reason"]
+        == "the latest checkpoint (size 12) is not in the database's checkpoints"
+    )
+    latest.write_text(json.dumps({**record, "signature": "AAAA"}))
+    assert log.verify().to_dict()["reason"] == (
+        f"{latest}: the latest checkpoint is unreadable or its signature is invalid"
+    )
+
+    fresh = AuditLog(open_database(home=tmp_path / "fresh"))
+    for i in range(4):
+        fresh.append("a", f"s{i}", {})
+    fresh.checkpoint()
+    with fresh.db.write() as conn:  # the database's own checkpoints say 4, its entries stop at 2
+        conn.execute(delete(audit_entries).where(audit_entries.c.idx >= 2))
+    assert fresh.verify().to_dict() == {
+        "ok": False, "entries": 2, "checkpoints_checked": 2, "first_bad_entry": 2,
+        "reason": "the log has 2 entries but a checkpoint was signed at size 4", "root": _root(fresh, 2),
+    }  # fmt: skip
+    bare = AuditLog(open_database(home=tmp_path / "bare"))
+    for i in range(3):
+        bare.append("a", f"s{i}", {})
+    with bare.db.write() as conn:
+        conn.execute(delete(audit_checkpoints))
+    (bare.db.root / "audit-checkpoint.json").unlink(missing_ok=True)
+    assert bare.verify().to_dict() == {
+        "ok": False, "entries": 3, "checkpoints_checked": 0, "first_bad_entry": 0,
+        "reason": "entries from 0 on are not covered by a signed checkpoint", "root": _root(bare, 3),
+    }  # fmt: skip
+
+
+def test_an_interval_between_checkpoints_is_named_in_the_reason(tmp_path):
+    log = AuditLog(open_database(home=tmp_path))
+    for i in range(6):
+        log.append("a", f"s{i}", {"i": i})
+    with log.db.write() as conn:  # keep only the checkpoints at 2 and 6
+        conn.execute(delete(audit_checkpoints).where(audit_checkpoints.c.size.not_in([2, 6])))
+    entries = log.entries()
+    forged = entries[4].__class__(
+        4, entries[4].ts, "mallory", entries[4].action, entries[4].subject, {"i": 4}
+    )
+    with log.db.write() as conn:
+        conn.execute(
+            update(audit_entries)
+            .where(audit_entries.c.idx == 4)
+            .values(actor="mallory", leaf_hash=forged.leaf().hex())
+        )
+    result = log.verify()
+    assert (result.first_bad, result.checkpoints) == (2, 2)
+    assert result.reason == (
+        "the log up to entry 5 does not match the checkpoint signed at size 6: an entry from 2 to 5 was "
+        "altered, inserted or reordered"
+    )
