@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 
 import numpy as np
@@ -58,6 +59,11 @@ ATTACKS = [
 )
 def test_lockstep_results_equal_one_text_at_a_time(trained, make, query_budget):
     model, data = trained
+    # One text per forward pass: a BLAS kernel may round a row differently with the batch's size,
+    # and ties between equal words (a bag of words scores "good good bad" and "good bad good"
+    # alike) then break differently. What is compared is the lockstep bookkeeping, not BLAS.
+    model = copy.copy(model)
+    model.batch_size = 1
     alone = make(max_change=0.5, query_budget=query_budget, seed=3, lockstep=1)(model, data.texts, data.y)
     together = make(max_change=0.5, query_budget=query_budget, seed=3, lockstep=16)(model, data.texts, data.y)
     assert _fields(together) == _fields(alone)
