@@ -99,7 +99,12 @@ TARGETS: dict[str, Target] = {
     "dp": Target(("src/dlsec/train/_dp.py",), ("tests/train/test_dp.py",)),
     "pickle-scanner": Target(
         ("src/dlsec/scan/_pickle.py", "src/dlsec/scan/_opcodes.py"),
-        ("tests/scan/test_scanner.py", "tests/scan/test_verdicts.py", "tests/scan/test_frames.py"),
+        (
+            "tests/scan/test_scanner.py",
+            "tests/scan/test_verdicts.py",
+            "tests/scan/test_frames.py",
+            "tests/scan/test_verdict_mutants.py",
+        ),
         1.0,
     ),
 }
