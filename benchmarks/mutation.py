@@ -84,7 +84,12 @@ TARGETS: dict[str, Target] = {
     ),
     "auth": Target(
         ("src/dlsec/serve/auth.py", "src/dlsec/store/_apikeys.py"),
-        ("tests/serve/test_auth.py", "tests/serve/test_gateway.py", "tests/serve/test_limits.py"),
+        (
+            "tests/serve/test_auth.py",
+            "tests/serve/test_key_acceptance.py",
+            "tests/serve/test_gateway.py",
+            "tests/serve/test_limits.py",
+        ),
     ),
     "membership-metrics": Target(
         ("src/dlsec/attacks/privacy/_metrics.py",),
