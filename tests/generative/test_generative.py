@@ -10,8 +10,6 @@ import dataclasses
 import hashlib
 import io
 import json
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +27,7 @@ from dlsec.generative import (
     ManifestMissingError,
     UntrustedSignerError,
     WatermarkCapacityError,
+    assemble_png,
     bit_accuracy,
     detect_watermark,
     embed_watermark,
@@ -36,6 +35,7 @@ from dlsec.generative import (
     load_generator,
     message_bits,
     new_c2pa_chain,
+    png_chunks,
     read_rgb,
     render_png,
     sign_image,
@@ -119,32 +119,15 @@ def test_signing_keys_are_private_and_their_root_trusted(home: Path, signed: Pat
     assert len(list((folder / "trust").glob("*.pem"))) == 1
 
 
-def _chunks(png: bytes) -> list[tuple[bytes, bytes]]:
-    out, pos = [], 8
-    while pos < len(png):
-        (length,) = struct.unpack(">I", png[pos : pos + 4])
-        out.append((png[pos + 4 : pos + 8], png[pos + 8 : pos + 8 + length]))
-        pos += 12 + length
-    return out
-
-
-def _png(chunks: list[tuple[bytes, bytes]]) -> bytes:
-    body = b"".join(
-        struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        for kind, data in chunks
-    )
-    return b"\x89PNG\r\n\x1a\n" + body
-
-
 def test_one_changed_pixel_is_tampering(home: Path, signed: Path, tmp_path: Path) -> None:
     png = signed.read_bytes()
-    manifest = [c for c in _chunks(png) if c[0] == b"caBX"]
+    manifest = [c for c in png_chunks(png) if c[0] == b"caBX"]
     assert len(manifest) == 1
     pixels = read_rgb(signed)
     pixels[10, 10, 0] ^= 1
-    fresh = _chunks(render_png(pixels))
+    fresh = png_chunks(render_png(pixels))
     tampered = tmp_path / "tampered.png"
-    tampered.write_bytes(_png([fresh[0], *manifest, *fresh[1:]]))  # the manifest kept, after IHDR
+    tampered.write_bytes(assemble_png([fresh[0], *manifest, *fresh[1:]]))  # the manifest kept, after IHDR
     assert np.array_equal(read_rgb(tampered), pixels)
     with pytest.raises(ContentTamperedError, match="content changed"):
         verify_provenance(tampered, home=home)
@@ -152,7 +135,7 @@ def test_one_changed_pixel_is_tampering(home: Path, signed: Path, tmp_path: Path
 
 def test_stripped_manifest_is_a_finding(home: Path, signed: Path, tmp_path: Path) -> None:
     stripped = tmp_path / "stripped.png"
-    stripped.write_bytes(_png([c for c in _chunks(signed.read_bytes()) if c[0] != b"caBX"]))
+    stripped.write_bytes(assemble_png([c for c in png_chunks(signed.read_bytes()) if c[0] != b"caBX"]))
     assert np.array_equal(read_rgb(stripped), read_rgb(signed))
     with pytest.raises(ManifestMissingError, match="no C2PA manifest"):
         verify_provenance(stripped, home=home)
@@ -249,7 +232,9 @@ def test_cli_exit_codes(home: Path, signed: Path, tmp_path: Path, capsys: pytest
     assert len(files) == 2
     assert main([*base, "verify", *(f["path"] for f in files)]) == 0
     stripped = tmp_path / "stripped.png"
-    stripped.write_bytes(_png([c for c in _chunks(Path(files[0]["path"]).read_bytes()) if c[0] != b"caBX"]))
+    stripped.write_bytes(
+        assemble_png([c for c in png_chunks(Path(files[0]["path"]).read_bytes()) if c[0] != b"caBX"])
+    )
     capsys.readouterr()
     assert main([*base, "verify", files[1]["path"], str(stripped)]) == 1
     assert "no C2PA manifest" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from sqlalchemy import delete, text, update
@@ -52,6 +53,14 @@ def test_every_inclusion_and_consistency_proof_verifies_and_wrong_ones_do_not():
                 assert not merkle.verify_consistency(m, n, merkle.leaf_hash(b"x"), root, proof)
 
 
+def _new_log(home: Path, n: int) -> AuditLog:
+    """A fresh log in its own home with ``n`` entries ``("a", "s0", {})``, ``("a", "s1", {})``, ..."""
+    audit = AuditLog(open_database(home=home))
+    for i in range(n):
+        audit.append("a", f"s{i}", {})
+    return audit
+
+
 @pytest.fixture
 def log(tmp_path) -> AuditLog:
     audit = AuditLog(open_database(home=tmp_path))
@@ -99,9 +108,7 @@ def test_deleted_inserted_and_reordered_entries_are_detected(log, tmp_path):
         conn.execute(delete(audit_entries).where(audit_entries.c.idx == 3))
     assert _bad(log) == 3
 
-    other = AuditLog(open_database(home=tmp_path / "b"))
-    for i in range(5):
-        other.append("a", f"s{i}", {})
+    other = _new_log(tmp_path / "b", 5)
     with other.db.write() as conn:  # swap the contents of rows 1 and 2 (indices stay in place)
         rows = {r.idx: r for r in conn.execute(audit_entries.select().where(audit_entries.c.idx.in_([1, 2])))}
         for a, b in ((1, 2), (2, 1)):
@@ -111,9 +118,7 @@ def test_deleted_inserted_and_reordered_entries_are_detected(log, tmp_path):
             conn.execute(update(audit_entries).where(audit_entries.c.idx == a).values(**values))
     assert _bad(other) == 1
 
-    third = AuditLog(open_database(home=tmp_path / "c"))
-    for i in range(4):
-        third.append("a", f"s{i}", {})
+    third = _new_log(tmp_path / "c", 4)
     with third.db.write() as conn:  # an entry appended behind the log's back
         conn.execute(
             audit_entries.insert(),
@@ -191,9 +196,7 @@ def test_each_verdict_is_exact(log, tmp_path):
         "reason": "entries from 10 on are not covered by a signed checkpoint", "root": _root(log, 12),
     }  # fmt: skip
 
-    deleted = AuditLog(open_database(home=tmp_path / "deleted"))
-    for i in range(6):
-        deleted.append("a", f"s{i}", {})
+    deleted = _new_log(tmp_path / "deleted", 6)
     with deleted.db.write() as conn:
         conn.execute(delete(audit_entries).where(audit_entries.c.idx == 3))
     assert deleted.verify().to_dict() == {
@@ -201,9 +204,7 @@ def test_each_verdict_is_exact(log, tmp_path):
         "reason": "entry 3 is missing (deleted): found index 4 at position 3", "root": _root(deleted, 3),
     }  # fmt: skip
 
-    forged = AuditLog(open_database(home=tmp_path / "forged"))
-    for i in range(6):
-        forged.append("a", f"s{i}", {})
+    forged = _new_log(tmp_path / "forged", 6)
     with forged.db.write() as conn:
         conn.execute(update(audit_checkpoints).where(audit_checkpoints.c.size == 5).values(signature="AAAA"))
     assert forged.verify().to_dict() == {
@@ -263,9 +264,7 @@ def test_latest_checkpoint_and_checkpoint_table_verdicts_are_exact(log, tmp_path
         f"{latest}: the latest checkpoint is unreadable or its signature is invalid"
     )
 
-    fresh = AuditLog(open_database(home=tmp_path / "fresh"))
-    for i in range(4):
-        fresh.append("a", f"s{i}", {})
+    fresh = _new_log(tmp_path / "fresh", 4)
     fresh.checkpoint()
     with fresh.db.write() as conn:  # the database's own checkpoints say 4, its entries stop at 2
         conn.execute(delete(audit_entries).where(audit_entries.c.idx >= 2))
@@ -273,9 +272,7 @@ def test_latest_checkpoint_and_checkpoint_table_verdicts_are_exact(log, tmp_path
         "ok": False, "entries": 2, "checkpoints_checked": 2, "first_bad_entry": 2,
         "reason": "the log has 2 entries but a checkpoint was signed at size 4", "root": _root(fresh, 2),
     }  # fmt: skip
-    bare = AuditLog(open_database(home=tmp_path / "bare"))
-    for i in range(3):
-        bare.append("a", f"s{i}", {})
+    bare = _new_log(tmp_path / "bare", 3)
     with bare.db.write() as conn:
         conn.execute(delete(audit_checkpoints))
     (bare.db.root / "audit-checkpoint.json").unlink(missing_ok=True)

@@ -29,10 +29,8 @@ too small for a method, a gradient attack on a method without gradients) is list
 
 from __future__ import annotations
 
-import struct
 import tempfile
-import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from dlsec.assess._finding import finding
 from dlsec.errors import UsageError
 
 if TYPE_CHECKING:
@@ -101,30 +100,30 @@ class GenerativeSection(BaseModel):
     def _watermarks(cls, value: list[str]) -> list[str]:
         from dlsec.generative import WATERMARK_METHODS
 
-        unknown = [m for m in value if m not in WATERMARK_METHODS]
-        if unknown:
-            raise ValueError(f"unknown watermark {unknown[0]!r}; choose from {', '.join(WATERMARK_METHODS)}")
-        return list(dict.fromkeys(value))
+        return _known(value, WATERMARK_METHODS, "watermark")
 
     @field_validator("edits")
     @classmethod
     def _edits(cls, value: list[str]) -> list[str]:
         from dlsec.generative import WATERMARK_EDITS
 
-        unknown = [e for e in value if e not in WATERMARK_EDITS]
-        if unknown:
-            raise ValueError(f"unknown edit {unknown[0]!r}; choose from {', '.join(WATERMARK_EDITS)}")
-        return list(dict.fromkeys(value))
+        return _known(value, WATERMARK_EDITS, "edit")
 
     @field_validator("detectors")
     @classmethod
     def _detectors(cls, value: list[str]) -> list[str]:
         from dlsec.generative import SYNTHETIC_DETECTORS
 
-        unknown = [d for d in value if d not in SYNTHETIC_DETECTORS]
-        if unknown:
-            raise ValueError(f"unknown detector {unknown[0]!r}; choose from {', '.join(SYNTHETIC_DETECTORS)}")
-        return list(dict.fromkeys(value))
+        return _known(value, SYNTHETIC_DETECTORS, "detector")
+
+
+def _known(value: list[str], choices: Iterable[str], what: str) -> list[str]:
+    """``value`` without repeats, in order, or a one-line error naming the first unknown entry."""
+    names = list(choices)
+    unknown = [v for v in value if v not in names]
+    if unknown:
+        raise ValueError(f"unknown {what} {unknown[0]!r}; choose from {', '.join(names)}")
+    return list(dict.fromkeys(value))
 
 
 def generator_name(model_ref: str) -> str | None:
@@ -138,29 +137,14 @@ def generator_name(model_ref: str) -> str | None:
 # --------------------------------------------------------------------------- provenance
 
 
-def _chunks(png: bytes) -> list[tuple[bytes, bytes]]:
-    out, pos = [], 8
-    while pos + 8 <= len(png):
-        (length,) = struct.unpack(">I", png[pos : pos + 4])
-        out.append((png[pos + 4 : pos + 8], png[pos + 8 : pos + 8 + length]))
-        pos += 12 + length
-    return out
-
-
-def _png(chunks: list[tuple[bytes, bytes]]) -> bytes:
-    body = b"".join(
-        struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        for kind, data in chunks
-    )
-    return b"\x89PNG\r\n\x1a\n" + body
-
-
 def _tamper_cases(signed: bytes, info: Any, work: Path) -> dict[str, tuple[bytes, type[Exception]]]:
     """Tampered copies of a signed PNG, each with the verdict verification must reach."""
     from dlsec.generative import (
         ContentTamperedError,
         ManifestMissingError,
         UntrustedSignerError,
+        assemble_png,
+        png_chunks,
         read_rgb,
         render_png,
         sign_image,
@@ -169,13 +153,16 @@ def _tamper_cases(signed: bytes, info: Any, work: Path) -> dict[str, tuple[bytes
     source = work / "signed.png"
     source.write_bytes(signed)
     pixels = read_rgb(source)
-    manifest = [c for c in _chunks(signed) if c[0] == b"caBX"]
+    manifest = [c for c in png_chunks(signed) if c[0] == b"caBX"]
     changed = pixels.copy()
     changed[changed.shape[0] // 2, changed.shape[1] // 2, 0] ^= 1
-    fresh = _chunks(render_png(changed))
+    fresh = png_chunks(render_png(changed))
     return {
-        "pixel changed": (_png([fresh[0], *manifest, *fresh[1:]]), ContentTamperedError),
-        "manifest stripped": (_png([c for c in _chunks(signed) if c[0] != b"caBX"]), ManifestMissingError),
+        "pixel changed": (assemble_png([fresh[0], *manifest, *fresh[1:]]), ContentTamperedError),
+        "manifest stripped": (
+            assemble_png([c for c in png_chunks(signed) if c[0] != b"caBX"]),
+            ManifestMissingError,
+        ),
         # The same pixels signed by a valid chain made elsewhere (its own home and root).
         "foreign signer": (sign_image(render_png(pixels), info, home=work / "foreign"), UntrustedSignerError),
     }
@@ -489,31 +476,29 @@ def generative_findings(section: dict[str, Any], cfg: GenerativeSection) -> list
     if bad:
         reasons = sorted({f.get("error", "invalid") for f in bad})
         findings.append(
-            {
-                "code": "generative-provenance",
-                "severity": "high",
-                "title": f"{len(bad)} of {prov['samples']} generated images carry no valid C2PA provenance",
-                "detail": f"verification failed ({', '.join(reasons)}): {bad[0].get('reason', '')}; "
+            finding(
+                "generative-provenance",
+                "high",
+                f"{len(bad)} of {prov['samples']} generated images carry no valid C2PA provenance",
+                f"verification failed ({', '.join(reasons)}): {bad[0].get('reason', '')}; "
                 "check the signing chain and the trust list (dlsec keys c2pa show)",
-                "evidence": {"invalid": [{k: f.get(k) for k in ("file", "error")} for f in bad[:10]]},
-                "owasp": OWASP,
-                "atlas": ATLAS_HARM,
-            }
+                {"invalid": [{k: f.get(k) for k in ("file", "error")} for f in bad[:10]]},
+                owasp=OWASP,
+                atlas=ATLAS_HARM,
+            )
         )
     missed = [c for c in prov["tampering"] if not c["detected"]]
     if missed:
         findings.append(
-            {
-                "code": "generative-tampering-undetected",
-                "severity": "high",
-                "title": "Provenance verification accepts tampered images: "
-                + ", ".join(c["case"] for c in missed),
-                "detail": "a tampered copy of a signed output verified as valid; verification does not "
-                "fail closed",
-                "evidence": {"cases": missed},
-                "owasp": OWASP,
-                "atlas": ATLAS_HARM,
-            }
+            finding(
+                "generative-tampering-undetected",
+                "high",
+                "Provenance verification accepts tampered images: " + ", ".join(c["case"] for c in missed),
+                "a tampered copy of a signed output verified as valid; verification does not fail closed",
+                {"cases": missed},
+                owasp=OWASP,
+                atlas=ATLAS_HARM,
+            )
         )
     for method, result in section["watermarks"].items():
         removed = {e: r for e, r in result["edits"].items() if r["tpr_at_1pct_fpr"] < cfg.min_tpr}
@@ -525,41 +510,41 @@ def generative_findings(section: dict[str, Any], cfg: GenerativeSection) -> list
             for r in removed.values()
         )
         findings.append(
-            {
-                "code": f"generative-watermark-{method}",
-                "severity": "high" if everyday else "medium",
-                "title": f"The {method} watermark is removed by "
+            finding(
+                f"generative-watermark-{method}",
+                "high" if everyday else "medium",
+                f"The {method} watermark is removed by "
                 + (
                     f"everyday edits ({', '.join(removed[e]['label'] for e in everyday)})"
                     if everyday
                     else "a removal attack"
                 ),
-                "detail": f"detection at 1% false positives falls below {cfg.min_tpr:.0%} of the marked "
+                f"detection at 1% false positives falls below {cfg.min_tpr:.0%} of the marked "
                 f"images: {listing}",
-                "evidence": {
+                {
                     "method": method,
                     "edits": {
                         e: {k: r[k] for k in ("bit_accuracy", "tpr_at_1pct_fpr")} for e, r in removed.items()
                     },
                 },
-                "owasp": OWASP,
-                "atlas": ATLAS_EVADE,
-            }
+                owasp=OWASP,
+                atlas=ATLAS_EVADE,
+            )
         )
     dets = section["detectors"]
     if dets and max(d["tpr"] for d in dets) < cfg.detector_min_tpr:
         best = max(dets, key=lambda d: d["tpr"])
         findings.append(
-            {
-                "code": "generative-detector-blind",
-                "severity": "medium",
-                "title": "The synthetic-image detectors miss this generator's outputs "
+            finding(
+                "generative-detector-blind",
+                "medium",
+                "The synthetic-image detectors miss this generator's outputs "
                 f"(best: {best['detector']} flags {best['tpr']:.0%})",
-                "detail": "at each detector's shipped threshold (1% false positives on real images) fewer "
+                "at each detector's shipped threshold (1% false positives on real images) fewer "
                 f"than {cfg.detector_min_tpr:.0%} of the outputs are flagged; its outputs pass as real",
-                "evidence": {d["detector"]: {k: d[k] for k in ("auroc", "tpr", "fpr", "seen")} for d in dets},
-                "owasp": OWASP,
-                "atlas": ATLAS_EVADE,
-            }
+                {d["detector"]: {k: d[k] for k in ("auroc", "tpr", "fpr", "seen")} for d in dets},
+                owasp=OWASP,
+                atlas=ATLAS_EVADE,
+            )
         )
     return findings

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from dlsec.assess._engine import Engine, LocalEngine, Shared, UnitTask
+from dlsec.assess._finding import certification_finding, finding
 from dlsec.assess.campaign import Campaign
 from dlsec.assess.certify import Certificate, RandomizedSmoothing, certified_accuracy
 from dlsec.assess.explain import AdversarialGallery
@@ -521,15 +522,15 @@ def run_assessment(
         if scan.verdict != "safe":
             report["findings"].insert(
                 0,
-                {
-                    "code": "model-file",
-                    "severity": "high",
-                    "title": f"The model file is {scan.verdict} ({scan.format})",
-                    "detail": "; ".join(f.reason for f in scan.findings[:3]) or (scan.error or ""),
-                    "evidence": scan.to_dict(),
-                    "owasp": "ML06 AI Supply Chain Attacks",
-                    "atlas": "AML.T0010 AI Supply Chain Compromise",
-                },
+                finding(
+                    "model-file",
+                    "high",
+                    f"The model file is {scan.verdict} ({scan.format})",
+                    "; ".join(f.reason for f in scan.findings[:3]) or (scan.error or ""),
+                    scan.to_dict(),
+                    owasp="ML06 AI Supply Chain Attacks",
+                    atlas="AML.T0010 AI Supply Chain Compromise",
+                ),
             )
     report["findings"] = _findings(report) + report["findings"]
     report["not_run"] = _not_run(campaign, target, report, model_file)
@@ -652,16 +653,16 @@ def _findings(report: dict[str, Any]) -> list[dict[str, Any]]:
         eps, acc = curve["eps"][mid], curve["robust_accuracy"][mid]
         if acc < clean - 0.05:
             findings.append(
-                {
-                    "code": f"evasion-{norm}",
-                    "severity": "high" if acc < 0.5 else "medium",
-                    "title": f"Evasion: {norm} eps={eps:g} lowers accuracy from {clean:.1%} to {acc:.1%}",
-                    "detail": f"worst case over {', '.join(curve['attacks'])}; consider adversarial training "
+                finding(
+                    f"evasion-{norm}",
+                    "high" if acc < 0.5 else "medium",
+                    f"Evasion: {norm} eps={eps:g} lowers accuracy from {clean:.1%} to {acc:.1%}",
+                    f"worst case over {', '.join(curve['attacks'])}; consider adversarial training "
                     "(dlsec train --recipe pgd-at) and re-assess",
-                    "evidence": {"norm": norm, "eps": eps, "robust_accuracy": acc, "clean_accuracy": clean},
-                    "owasp": "ML01 Input Manipulation Attack",
-                    "atlas": "AML.T0015 Evade AI Model",
-                }
+                    {"norm": norm, "eps": eps, "robust_accuracy": acc, "clean_accuracy": clean},
+                    owasp="ML01 Input Manipulation Attack",
+                    atlas="AML.T0015 Evade AI Model",
+                )
             )
     rows = report.get("corruptions", {}).get("results", [])
     if rows:
@@ -670,32 +671,26 @@ def _findings(report: dict[str, Any]) -> list[dict[str, Any]]:
         if hurt:
             listing = ", ".join(f"{r['corruption']} {r['accuracy']:.1%}" for r in hurt)
             findings.append(
-                {
-                    "code": "corruption",
-                    "severity": "low",
-                    "title": f"Corruptions at severity {top} drop accuracy by more than 20 points",
-                    "detail": f"{listing} (clean {clean:.1%}); natural corruptions an attacker can "
+                finding(
+                    "corruption",
+                    "low",
+                    f"Corruptions at severity {top} drop accuracy by more than 20 points",
+                    f"{listing} (clean {clean:.1%}); natural corruptions an attacker can "
                     "also induce: consider augmentation",
-                    "evidence": {"results": hurt},
-                    "owasp": "ML01 Input Manipulation Attack",
-                    "atlas": "AML.T0043 Craft Adversarial Data",
-                }
+                    {"results": hurt},
+                    owasp="ML01 Input Manipulation Attack",
+                    atlas="AML.T0043 Craft Adversarial Data",
+                )
             )
-    cert = report.get("certification")
-    if cert and len(cert["radii"]) > 1 and cert["certified_accuracy"][1] < 0.5:
-        findings.append(
-            {
-                "code": "certification",
-                "severity": "info",
-                "title": f"Certified accuracy at L2 radius {cert['radii'][1]:g} is "
-                f"{cert['certified_accuracy'][1]:.1%}",
-                "detail": f"randomised smoothing, sigma {cert['sigma']:g}, {cert['examples']} examples; few "
-                "predictions carry a certificate at this radius",
-                "evidence": {k: cert[k] for k in ("radii", "certified_accuracy", "abstain_rate")},
-                "owasp": "ML01 Input Manipulation Attack",
-                "atlas": "AML.T0015 Evade AI Model",
-            }
-        )
+    low = certification_finding(
+        "certification",
+        report.get("certification"),
+        subject=lambda r: f"Certified accuracy at L2 radius {r:g}",
+        method=lambda c: f"randomised smoothing, sigma {c['sigma']:g}, {c['examples']} examples",
+        atlas="AML.T0015 Evade AI Model",
+    )
+    if low is not None:
+        findings.append(low)
     return findings
 
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from dlsec.assess._finding import certification_finding, finding
 from dlsec.errors import UsageError
 
 if TYPE_CHECKING:
@@ -371,15 +372,15 @@ def run_text_assessment(
         report["model_folder"] = {"path": str(model_folder), "safe": not problems, "findings": problems}
         if problems:
             report["findings"].append(
-                {
-                    "code": "model-folder",
-                    "severity": "high",
-                    "title": "The model folder holds remote-code hooks or pickled files",
-                    "detail": "; ".join(problems[:3]),
-                    "evidence": {"findings": problems},
-                    "owasp": "ML06 AI Supply Chain Attacks",
-                    "atlas": "AML.T0010 AI Supply Chain Compromise",
-                }
+                finding(
+                    "model-folder",
+                    "high",
+                    "The model folder holds remote-code hooks or pickled files",
+                    "; ".join(problems[:3]),
+                    {"findings": problems},
+                    owasp="ML06 AI Supply Chain Attacks",
+                    atlas="AML.T0010 AI Supply Chain Compromise",
+                )
             )
     report["findings"] = _findings(report) + report["findings"]
     report["not_run"] = _not_run(campaign, target, access, model_folder)
@@ -430,43 +431,37 @@ def _findings(report: dict[str, Any]) -> list[dict[str, Any]]:
                 key=lambda kv: kv[1]["success_rate"][i] if kv[1]["success_rate"][i] is not None else -1.0,
             )[0]
             findings.append(
-                {
-                    "code": "text-evasion",
-                    "severity": "high" if acc < 0.5 else "medium",
-                    "title": f"Text evasion: changing at most {budget:.0%} of the words lowers accuracy "
+                finding(
+                    "text-evasion",
+                    "high" if acc < 0.5 else "medium",
+                    f"Text evasion: changing at most {budget:.0%} of the words lowers accuracy "
                     f"from {clean:.1%} to {acc:.1%}",
-                    "detail": f"worst case over {', '.join(curve['attacks'])} (strongest: {best}); consider "
+                    f"worst case over {', '.join(curve['attacks'])} (strongest: {best}); consider "
                     "adversarial augmentation (dlsec text train --augment pwws) and re-assess",
-                    "evidence": {"max_change": budget, "robust_accuracy": acc, "clean_accuracy": clean},
-                    "owasp": "ML01 Input Manipulation Attack",
-                    "atlas": "AML.T0043 Craft Adversarial Data",
-                }
+                    {"max_change": budget, "robust_accuracy": acc, "clean_accuracy": clean},
+                    owasp="ML01 Input Manipulation Attack",
+                    atlas="AML.T0043 Craft Adversarial Data",
+                )
             )
     if section.get("truncated"):
         findings.append(
-            {
-                "code": "text-truncated",
-                "severity": "info",
-                "title": f"{section['truncated']} text(s) were longer than the model's maximum and truncated",
-                "detail": "words past the maximum length do not reach the model; attacks there are free",
-                "evidence": {"truncated": section["truncated"]},
-                "owasp": "ML01 Input Manipulation Attack",
-                "atlas": "AML.T0043 Craft Adversarial Data",
-            }
+            finding(
+                "text-truncated",
+                "info",
+                f"{section['truncated']} text(s) were longer than the model's maximum and truncated",
+                "words past the maximum length do not reach the model; attacks there are free",
+                {"truncated": section["truncated"]},
+                owasp="ML01 Input Manipulation Attack",
+                atlas="AML.T0043 Craft Adversarial Data",
+            )
         )
-    safer = section.get("safer")
-    if safer and len(safer["radii"]) > 1 and safer["certified_accuracy"][1] < 0.5:
-        findings.append(
-            {
-                "code": "text-certification",
-                "severity": "info",
-                "title": f"SAFER certified accuracy at {safer['radii'][1]} substituted word(s) is "
-                f"{safer['certified_accuracy'][1]:.1%}",
-                "detail": f"randomised smoothing over synonym substitutions, {safer['examples']} texts; few "
-                "predictions carry a certificate at this radius",
-                "evidence": {k: safer[k] for k in ("radii", "certified_accuracy", "abstain_rate")},
-                "owasp": "ML01 Input Manipulation Attack",
-                "atlas": "AML.T0043 Craft Adversarial Data",
-            }
-        )
+    low = certification_finding(
+        "text-certification",
+        section.get("safer"),
+        subject=lambda r: f"SAFER certified accuracy at {r} substituted word(s)",
+        method=lambda c: f"randomised smoothing over synonym substitutions, {c['examples']} texts",
+        atlas="AML.T0043 Craft Adversarial Data",
+    )
+    if low is not None:
+        findings.append(low)
     return findings

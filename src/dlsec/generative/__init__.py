@@ -137,7 +137,17 @@ _EXPORTS = {
         "_robustness",
     ),
     **dict.fromkeys(
-        ["SampleFile", "read_rgb", "render_png", "signed_samples", "to_rgb", "write_samples"], "_sample"
+        [
+            "SampleFile",
+            "assemble_png",
+            "png_chunks",
+            "read_rgb",
+            "render_png",
+            "signed_samples",
+            "to_rgb",
+            "write_samples",
+        ],
+        "_sample",
     ),
     **dict.fromkeys(
         [
@@ -182,6 +192,8 @@ __all__ = [
     "ProvenanceError",
     "ProvenanceReport",
     "SampleFile",
+    "assemble_png",
+    "png_chunks",
     "UntrustedSignerError",
     "WatermarkCapacityError",
     "WatermarkMissingError",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +18,16 @@ from dlsec.fsutil import atomic_write_bytes
 if TYPE_CHECKING:
     from dlsec.generative._provenance import GeneratorInfo
 
-__all__ = ["SampleFile", "read_rgb", "render_png", "signed_samples", "to_rgb", "write_samples"]
+__all__ = [
+    "SampleFile",
+    "assemble_png",
+    "png_chunks",
+    "read_rgb",
+    "render_png",
+    "signed_samples",
+    "to_rgb",
+    "write_samples",
+]
 
 
 @dataclass(frozen=True)
@@ -47,6 +58,32 @@ def render_png(rgb: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(rgb), "RGB").save(buf, "PNG")
     return buf.getvalue()
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_chunks(png: bytes) -> list[tuple[bytes, bytes]]:
+    """The ``(type, data)`` chunks of a PNG, in order (CRCs not checked; a cut final chunk is dropped)."""
+    out, pos = [], len(PNG_SIGNATURE)
+    while pos + 8 <= len(png):
+        (length,) = struct.unpack(">I", png[pos : pos + 4])
+        out.append((png[pos + 4 : pos + 8], png[pos + 8 : pos + 8 + length]))
+        pos += 12 + length
+    return out
+
+
+def assemble_png(chunks: list[tuple[bytes, bytes]]) -> bytes:
+    """PNG bytes from ``(type, data)`` chunks, each with its length and a correct CRC.
+
+    How tampered copies of a signed image are made: chunks dropped, reordered or replaced, the
+    file still well-formed, so only provenance verification can tell.
+    """
+    body = b"".join(
+        struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        for kind, data in chunks
+    )
+    return PNG_SIGNATURE + body
 
 
 def signed_samples(
