@@ -724,3 +724,23 @@ def test_auto_mode_counts_only_layers_with_parameters():
     assert DPSGD(epsilon=1.0).resolve_mode(one) == "hooks"
     assert DPSGD(epsilon=1.0, augmult=2).resolve_mode(nn.Linear(4, 2)) == "hooks"
     assert DPSGD(epsilon=1.0, grad_sample_mode="functorch").resolve_mode(nn.Linear(4, 2)) == "functorch"
+
+
+def test_opacus_warnings_are_hidden_during_training_only():
+    recipe = DPSGD(epsilon=3.0, delta=1e-3)
+    state = _state(recipe)
+    quiet = {"Full backward hook is firing", "Optimal order is the largest alpha"}
+
+    def hidden():
+        return [f[1].pattern for f in warnings.filters if f[0] == "ignore" and f[1] is not None]
+
+    with warnings.catch_warnings():
+        before = hidden()
+        assert not quiet & set(before)
+        recipe.prepare(state)
+        try:
+            assert quiet <= set(hidden())
+        finally:
+            recipe.cleanup(state)
+        # Closed with the run (imports in between may add filters of their own, not these).
+        assert not quiet & set(hidden())
