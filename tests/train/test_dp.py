@@ -744,3 +744,26 @@ def test_opacus_warnings_are_hidden_during_training_only():
             recipe.cleanup(state)
         # Closed with the run (imports in between may add filters of their own, not these).
         assert not quiet & set(hidden())
+
+
+@pytest.mark.filterwarnings("ignore:Full backward hook is firing")
+def test_the_noise_generator_lives_on_the_models_device(monkeypatch):
+    # On a GPU, Opacus draws the noise on the parameters' device: a CPU generator would fail
+    # there. Checked here through the device asked for (CPU tests cannot see the difference).
+    import dlsec.train._dp as dp
+
+    asked = []
+    real = dp.torch_generator
+
+    missing = object()
+
+    def spy(seed, device=missing):
+        asked.append(device)
+        return real(seed) if device is missing else real(seed, device=device)
+
+    monkeypatch.setattr(dp, "torch_generator", spy)
+    recipe = DPSGD(epsilon=3.0, delta=1e-3)
+    state = _state(recipe)
+    recipe.prepare(state)
+    recipe.cleanup(state)
+    assert asked == [state.model.device] and isinstance(asked[0], torch.device)
