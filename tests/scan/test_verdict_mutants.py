@@ -450,6 +450,8 @@ def test_a_view_dlsec_cannot_read_is_unverifiable() -> None:
         (pid(), const(0), const((2,)), const((True,)), ("0", "(2,)", "(True,)")),
         (pid(), const("0"), const((2,)), const((1,)), ("0", "(2,)", "(1,)")),
         (pid(), b"G" + struct.pack(">d", 0.0), const((2,)), const((1,)), ("0.0", "(2,)", "(1,)")),
+        (pid(), const(0), const(2), const((1,)), ("0", "2", "(1,)")),
+        (pid(), const(0), const((2,)), const(1), ("0", "(2,)", "1")),
     ],
 )
 def test_a_view_that_is_not_plain_non_negative_integers_is_unverifiable(
@@ -526,6 +528,22 @@ def test_v2_counts_its_typed_storage_in_elements_whatever_follows() -> None:
     assert got == []
 
 
+@pytest.mark.parametrize(
+    "storage",
+    [
+        MARK + u("storage") + sglobal("torch", "FloatStorage") + u("0") + u("cpu") + TUPLE + BINPERSID,
+        pid(numel=1).replace(const(1), const(True)),
+        pid(numel=1).replace(const(1), u("1")),
+        PERSID + b"0123456789\n",
+        const(7) + BINPERSID,
+    ],
+)
+def test_a_storage_whose_size_is_not_a_plain_count_is_unverifiable(storage: bytes) -> None:
+    got = view_findings("_rebuild_tensor", storage, const(0), const((1,)), const((1,)))
+    assert [f[1] for f in got] == ["unknown-persistent-id", "tensor-unverifiable"]
+    assert got[-1] == unverifiable("_rebuild_tensor", "0", "(1,)", "(1,)")
+
+
 def test_a_legacy_storage_view_bounds_the_tensor_by_its_own_size() -> None:
     view = MARK + u("base") + const(2) + const(4) + TUPLE
     assert (
@@ -533,6 +551,10 @@ def test_a_legacy_storage_view_bounds_the_tensor_by_its_own_size() -> None:
     )
     got = view_findings("_rebuild_tensor", pid(numel=100, view=view), const(0), const((5,)), const((1,)))
     assert got == [oob("_rebuild_tensor", 0, [5], [1], 4, 4)]
+    # A view record that is not (key, offset, size) with an integer size: the storage's own count.
+    for other in (MARK + u("base") + const(2) + u("4") + TUPLE, MARK + u("base") + const(4) + TUPLE):
+        got = view_findings("_rebuild_tensor", pid(numel=100, view=other), const(0), const((5,)), const((1,)))
+        assert got == []
 
 
 # -- container_method ------------------------------------------------------------------------------
