@@ -755,9 +755,14 @@ def test_a_persistent_id_s_reason_shows_it() -> None:
 
 def test_a_legacy_tar_may_name_only_the_keys_it_defines() -> None:
     keys = frozenset({3})
-    for data in (p4(PERSID + b"3\n"), p4(u(" +3") + BINPERSID), p4(const(3) + BINPERSID)):
+    for data, key in (
+        (p4(PERSID + b"3\n"), "3"),
+        (p4(u(" +3") + BINPERSID), " +3"),
+        (p4(const(3) + BINPERSID), 3),
+    ):
         stream, ctx = scan(data, tar_keys=keys)
         assert found(ctx) == [] and stream.storage_ids == [], data
+        assert isinstance(stream.value, Persistent) and stream.value.pid == key
         assert isinstance(stream.value, Persistent) and stream.value.offset == at(
             data, "BINPERSID" if b"Q" in data else "PERSID"
         )
