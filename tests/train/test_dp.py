@@ -437,7 +437,7 @@ def test_bounds_normalisation_per_channel_takes_the_channels_extremes():
     assert out.lower == spec.lower and out.upper == spec.upper and out.shape == spec.shape
 
 
-def _state(recipe, n=40, batch_size=10, epochs=2, seed=7, module=None):
+def _state(recipe, n=40, batch_size=10, epochs=2, seed=7, module=None, label_smoothing=0.0):
     from dlsec.core.loop import make_optimizer
     from dlsec.core.model import WhiteBoxModel
     from dlsec.core.recipe import TrainState
@@ -447,7 +447,9 @@ def _state(recipe, n=40, batch_size=10, epochs=2, seed=7, module=None):
     module = module if module is not None else nn.Linear(4, 2)
     spec = InputSpec(shape=(4,), num_classes=2, kind="tabular")
     model = WhiteBoxModel(module, bounds_normalisation(spec), device="cpu")
-    config = recipe.default_config(batch_size=batch_size, epochs=epochs, seed=seed)
+    config = recipe.default_config(
+        batch_size=batch_size, epochs=epochs, seed=seed, label_smoothing=label_smoothing
+    )
     gen = torch.Generator().manual_seed(1)
     x = torch.rand(n, 4, generator=gen)
     y = (x[:, 0] > 0.5).long()
@@ -470,7 +472,7 @@ def test_a_run_stepped_by_hand_uses_and_records_the_calibrated_noise():
     from opacus.optimizers import DPOptimizer
 
     recipe = DPSGD(epsilon=3.0, delta=1e-3, max_grad_norm=0.7)
-    state = _state(recipe)
+    state = _state(recipe, label_smoothing=0.1)
     original = state.module
     recipe.prepare(state)
     try:
@@ -490,6 +492,7 @@ def test_a_run_stepped_by_hand_uses_and_records_the_calibrated_noise():
         assert opt.generator is extra["noise_gen"]
         assert state.module is extra["dp_step"].gsm and state.module is not original
         assert extra["dp_step"].mode == "hooks"  # a linear model
+        assert (extra["dp_step"].label_smoothing, extra["dp_step"].augmult) == (0.1, 1)
         # The noise generator is seeded with the first draw of the run's generator (seed 7).
         first = int(torch.randint(0, 2**31 - 1, (1,), generator=torch.Generator().manual_seed(7)))
         assert torch.equal(extra["noise_gen"].get_state(), torch.Generator().manual_seed(first).get_state())
@@ -587,6 +590,7 @@ def test_augmult_views_are_averaged_and_counted_once(monkeypatch):
         return 1.5, 2
 
     try:
+        assert state.extra["dp_step"].augmult == 3
         monkeypatch.setitem(state.extra, "dp_step", step)
         x = torch.arange(8.0).reshape(2, 4)
         assert recipe.train_step(state, x, torch.tensor([0, 1])) == (1.5, 2)
