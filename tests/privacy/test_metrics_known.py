@@ -253,3 +253,13 @@ def test_roc_curve_and_auc_refuse_bad_scores_exactly() -> None:
 def test_metrics_flatten_their_inputs() -> None:
     m = membership_metrics(MEMBERS.reshape(2, 2), OTHERS.reshape(4, 1), fprs=(0.25,), bootstrap=0)
     assert (m.n_members, m.n_non_members, m.auc) == (4, 4, pytest.approx(12 / 16))
+
+
+def test_defaults_are_200_resamples_seed_0_at_95_percent() -> None:
+    draw = np.random.default_rng(5)
+    members, others = draw.normal(0.5, 1.0, 30), draw.normal(0.0, 1.0, 30)
+    default = membership_metrics(members, others, fprs=(0.5,))
+    explicit = membership_metrics(members, others, fprs=(0.5,), bootstrap=200, seed=0, confidence=0.95)
+    assert default == explicit and default.confidence == 0.95
+    assert default != membership_metrics(members, others, fprs=(0.5,), bootstrap=199, seed=0)
+    assert default != membership_metrics(members, others, fprs=(0.5,), bootstrap=200, seed=1)
