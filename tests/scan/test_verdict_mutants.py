@@ -226,9 +226,13 @@ def test_calls_off_the_allowlist_are_graded_by_what_they_reach() -> None:
     reason = "REDUCE calls os.system, which is not on the allowlist and runs or reaches arbitrary code"
     assert found(ctx)[1:] == [("critical", "unsafe-call", reason, "os.system", at(data, "REDUCE"))]
     data = p4(sglobal("foo", "bar") + EMPTY_TUPLE + REDUCE)
-    _, ctx = scan(data)
+    stream, ctx = scan(data)
     reason = "REDUCE calls foo.bar, which is not on the allowlist"
     assert found(ctx)[1:] == [("high", "unsafe-call", reason, "foo.bar", at(data, "REDUCE"))]
+    assert isinstance(stream.value, Instance) and stream.value.allowed is False
+    # What it made is no allowed object: BUILD on it is reported too.
+    _, ctx = scan(p4(sglobal("foo", "bar") + EMPTY_TUPLE + REDUCE + const(1) + BUILD))
+    assert [f.code for f in ctx.findings] == ["unsafe-global", "unsafe-call", "build-on-non-instance"]
 
 
 @pytest.mark.parametrize(
