@@ -63,6 +63,8 @@ def test_tpr_at_fpr_takes_the_best_within_the_rate() -> None:
     assert tpr_at_fpr(fpr, tpr, 0.05) == 0.3
     assert tpr_at_fpr(fpr, tpr, 0.2) == 0.9
     assert tpr_at_fpr(fpr, tpr, -1.0) == 0.0  # no threshold allowed
+    # the tolerance's edge is inside: an FPR of exactly target + 1e-12 counts
+    assert tpr_at_fpr(np.array([0.0, 0.1 + 1e-12]), np.array([0.2, 0.7]), 0.1) == 0.7
 
 
 def test_stack_labels_members_one_and_refuses_bad_scores() -> None:
@@ -263,3 +265,12 @@ def test_defaults_are_200_resamples_seed_0_at_95_percent() -> None:
     assert default == explicit and default.confidence == 0.95
     assert default != membership_metrics(members, others, fprs=(0.5,), bootstrap=199, seed=0)
     assert default != membership_metrics(members, others, fprs=(0.5,), bootstrap=200, seed=1)
+
+
+def test_a_rate_one_tolerance_below_an_fpr_reaches_it() -> None:
+    # 0.25 - 1e-12 + 1e-12 is exactly 0.25 in floating point, which 2 of 8 non-members reach.
+    others = np.array([0.9, 0.8, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1])
+    rate = 0.25 - 1e-12
+    m = membership_metrics(np.array([0.85, 0.75]), others, fprs=(rate,), bootstrap=0)
+    row = m.tpr_at_fpr[f"{rate:g}"]
+    assert (row["tpr"], row["threshold"], row["false_positives"]) == (1.0, 0.75, 2)
