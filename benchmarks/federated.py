@@ -261,6 +261,29 @@ def _throughput_run(config: FLConfig, which: str) -> dict[str, float]:
     }
 
 
+def _throughput_subprocess(which: str, args: list[str], out: Console) -> dict[str, float]:
+    """:func:`_throughput_run` in a fresh process; once more if it fails (Ray's start-up can
+    time out on a loaded machine), then the child's last lines of output and an exit."""
+    import subprocess
+    import sys
+    import tempfile
+
+    for attempt in (1, 2):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "run.json"
+            done = subprocess.run(
+                [sys.executable, __file__, "--throughput-run", which, *args, "--out", str(path)],
+                capture_output=True,
+                text=True,
+            )
+            if done.returncode == 0:
+                run: dict[str, float] = json.loads(path.read_text())
+                return run
+        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-5:])
+        out.print(f"{which} run failed (attempt {attempt} of 2):\n{tail}")
+    raise SystemExit(f"the {which} throughput run failed twice")
+
+
 def throughput(config: FLConfig, repeats: int = 2) -> dict[str, Any]:
     """Client updates per second: dlsec's Flower simulation against a bare one.
 
@@ -270,10 +293,6 @@ def throughput(config: FLConfig, repeats: int = 2) -> dict[str, Any]:
     wall time from the data on, the rounds (from the round-0 evaluation: Ray's actors start and
     import the ClientApp inside round 1), and the steady rounds 2..R.
     """
-    import subprocess
-    import sys
-    import tempfile
-
     order = [("dlsec", "bare") if i % 2 == 0 else ("bare", "dlsec") for i in range(repeats)]
     runs: dict[str, list[dict[str, float]]] = {"dlsec": [], "bare Flower": []}
     args = ["--clients", str(config.num_clients), "--rounds", str(config.rounds)]
@@ -282,14 +301,7 @@ def throughput(config: FLConfig, repeats: int = 2) -> dict[str, Any]:
         for pair in order:
             for which in pair:
                 bar.update(task, description=f"{which} on Flower")
-                with tempfile.TemporaryDirectory() as tmp:
-                    path = Path(tmp) / "run.json"
-                    subprocess.run(
-                        [sys.executable, __file__, "--throughput-run", which, *args, "--out", str(path)],
-                        check=True,
-                        capture_output=True,
-                    )
-                    run = json.loads(path.read_text())
+                run = _throughput_subprocess(which, args, bar.console)
                 runs["bare Flower" if which == "bare" else "dlsec"].append(run)
                 bar.console.print(f"{which}: " + ", ".join(f"{k} {v:.1f} s" for k, v in run.items()))
                 bar.advance(task)
