@@ -19,7 +19,7 @@ import pytest
 from starlette.requests import Request
 
 from dlsec.serve._middleware import ApiError
-from dlsec.serve.auth import current_key, require_admin, require_client, require_operator
+from dlsec.serve.auth import _requires, current_key, require_admin, require_client, require_operator
 from dlsec.store import ROLES, ApiKey, authenticate
 from dlsec.store._apikeys import OutputPolicy
 
@@ -213,6 +213,25 @@ def test_the_key_table_is_refreshed_first_when_due() -> None:
 
 @pytest.mark.parametrize(("dependency", "needs"), [(require_operator, "operator"), (require_admin, "admin")])
 def test_role_dependencies_refuse_lower_roles_with_403(dependency: Any, needs: str) -> None:
+    assert dependency.__name__ == dependency.__qualname__ == f"require_{needs}"
+    assert dependency.__doc__ == f"The caller's API key if its role is at least {needs}, or 403."
+    for role in ROLES:
+        key = record(role)
+        if ROLES.index(role) >= ROLES.index(needs):
+            assert asyncio.run(dependency(key)) is key
+            continue
+        with pytest.raises(ApiError) as caught:
+            asyncio.run(dependency(key))
+        err = caught.value
+        assert (err.status, err.reason, err.headers) == (403, "role", {})
+        assert err.message == f"this key's role ({role}) may not do this; it needs {needs}"
+
+
+@pytest.mark.parametrize("needs", ROLES)
+def test_the_role_dependency_factory_builds_each_check(needs: str) -> None:
+    # require_operator and require_admin were built at import; build them (and the others) here,
+    # so that the factory itself runs under test.
+    dependency: Any = _requires(needs)
     assert dependency.__name__ == dependency.__qualname__ == f"require_{needs}"
     assert dependency.__doc__ == f"The caller's API key if its role is at least {needs}, or 403."
     for role in ROLES:
