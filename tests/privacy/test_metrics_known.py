@@ -274,3 +274,10 @@ def test_a_rate_one_tolerance_below_an_fpr_reaches_it() -> None:
     m = membership_metrics(np.array([0.85, 0.75]), others, fprs=(rate,), bootstrap=0)
     row = m.tpr_at_fpr[f"{rate:g}"]
     assert (row["tpr"], row["threshold"], row["false_positives"]) == (1.0, 0.75, 2)
+
+
+def test_log_spaced_roc_reads_the_first_point_below_the_curve() -> None:
+    # A curve that starts above FPR 0: the grid's 0 lies before every point and reads the first.
+    roc = _log_spaced_roc(np.array([0.5, 1.0]), np.array([0.3, 1.0]))
+    assert roc["fpr"][0] == 0.5 and roc["tpr"][0] == 0.3
+    assert roc["fpr"][1] == 0.5 and roc["fpr"][-1] == 1.0 and roc["tpr"][-1] == 1.0
