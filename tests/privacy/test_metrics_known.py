@@ -255,6 +255,29 @@ def test_roc_curve_and_auc_refuse_bad_scores_exactly() -> None:
 def test_metrics_flatten_their_inputs() -> None:
     m = membership_metrics(MEMBERS.reshape(2, 2), OTHERS.reshape(4, 1), fprs=(0.25,), bootstrap=0)
     assert (m.n_members, m.n_non_members, m.auc) == (4, 4, pytest.approx(12 / 16))
+    # the resampling draws rows of the flattened scores too
+    flat = membership_metrics(MEMBERS, OTHERS, fprs=(0.25,), bootstrap=30)
+    assert membership_metrics(MEMBERS.reshape(2, 2), OTHERS.reshape(2, 2), fprs=(0.25,), bootstrap=30) == flat
+    assert membership_metrics(MEMBERS.reshape(4, 1), OTHERS.reshape(1, 4), fprs=(0.25,), bootstrap=30) == flat
+
+
+def test_scores_are_read_as_numbers_everywhere() -> None:
+    # "0.5" and "0.50" are one score: a resample holding only them and 0.5 is degenerate
+    # (skipped), as it is for the same scores given as floats.
+    members, others = ["1.0", "0.5", "0.50"], ["0.5", "0.50", "0.5"]
+    want = membership_metrics(
+        np.array([1.0, 0.5, 0.5]), np.array([0.5, 0.5, 0.5]), fprs=(0.5,), bootstrap=80, seed=3
+    )
+    got = membership_metrics(np.array(members), np.array(others), fprs=(0.5,), bootstrap=80, seed=3)
+    assert got == want
+    assert (
+        membership_metrics(np.array(members), np.array([0.5, 0.5, 0.5]), fprs=(0.5,), bootstrap=80, seed=3)
+        == want
+    )
+    assert (
+        membership_metrics(np.array([1.0, 0.5, 0.5]), np.array(others), fprs=(0.5,), bootstrap=80, seed=3)
+        == want
+    )
 
 
 def test_defaults_are_200_resamples_seed_0_at_95_percent() -> None:
