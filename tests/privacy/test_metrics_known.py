@@ -106,11 +106,12 @@ def _best_tpr(m: np.ndarray, o: np.ndarray, rate: float) -> float:
     return best
 
 
-def test_bootstrap_intervals_match_a_resampling_done_by_hand() -> None:
+@pytest.mark.parametrize("seed", [11, 1])  # seed 1 draws a degenerate resample fourth
+def test_bootstrap_intervals_match_a_resampling_done_by_hand(seed: int) -> None:
     # Ties and a degenerate draw possible (all four resampled scores 0.0): those are skipped.
     members, others = np.array([1.0, 0.0, 0.5]), np.array([0.0, 0.5])
-    m = membership_metrics(members, others, fprs=(0.5,), bootstrap=60, seed=11, confidence=0.8)
-    rng = np.random.default_rng(11)
+    m = membership_metrics(members, others, fprs=(0.5,), bootstrap=60, seed=seed, confidence=0.8)
+    rng = np.random.default_rng(seed)
     aucs, tprs, skipped = [], [], 0
     for _ in range(60):
         bm = members[rng.integers(0, 3, 3)]
@@ -304,3 +305,22 @@ def test_log_spaced_roc_reads_the_first_point_below_the_curve() -> None:
     roc = _log_spaced_roc(np.array([0.5, 1.0]), np.array([0.3, 1.0]))
     assert roc["fpr"][0] == 0.5 and roc["tpr"][0] == 0.3
     assert roc["fpr"][1] == 0.5 and roc["fpr"][-1] == 1.0 and roc["tpr"][-1] == 1.0
+
+
+def test_bootstrap_quantiles_of_continuous_scores() -> None:
+    # Scores without ties: every resampled AUC differs, so the interval's ends move with the
+    # quantile levels themselves (5% and 95% at confidence 0.9).
+    draw = np.random.default_rng(9)
+    members, others = draw.normal(0.4, 1.0, 30), draw.normal(0.0, 1.0, 25)
+    m = membership_metrics(members, others, fprs=(0.2,), bootstrap=50, seed=4, confidence=0.9)
+    rng = np.random.default_rng(4)
+    aucs, tprs = [], []
+    for _ in range(50):
+        bm = members[rng.integers(0, 30, 30)]
+        bo = others[rng.integers(0, 25, 25)]
+        aucs.append(float((bm[:, None] > bo[None, :]).mean() + 0.5 * (bm[:, None] == bo[None, :]).mean()))
+        tprs.append(_best_tpr(bm, bo, 0.2))
+    assert m.auc_ci == pytest.approx((np.quantile(aucs, 0.05), np.quantile(aucs, 0.95)), abs=1e-12)
+    row = m.tpr_at_fpr["0.2"]
+    assert row["bootstrap_ci"] == pytest.approx([np.quantile(tprs, 0.05), np.quantile(tprs, 0.95)], abs=1e-12)
+    assert m.auc_ci != pytest.approx((np.quantile(aucs, 0.05), np.quantile(aucs, 1 - 0.1 / 3)), abs=1e-12)
