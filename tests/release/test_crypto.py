@@ -581,3 +581,45 @@ def test_the_chunk_count_limit_holds_when_reading(tmp_path: Path, monkeypatch: p
     with pytest.raises(DecryptionError) as caught:
         decrypt_stream(io.BytesIO(enc.read_bytes()), io.BytesIO(), passphrase="pass", label="m")
     assert str(caught.value) == "m: truncated or tampered (chunk 1 is incomplete)"
+
+
+def test_paths_are_checked_before_anything_is_written(tmp_path: Path) -> None:
+    src = tmp_path / "model.bin"
+    src.write_bytes(b"weights")
+    with pytest.raises(UsageError) as missing:
+        encrypt_file(tmp_path / "absent.bin", tmp_path / "x.enc", passphrase="pw", **FAST)
+    assert str(missing.value) == f"{tmp_path / 'absent.bin'}: no such file"
+    enc = encrypt_file(src, tmp_path / "model.enc", passphrase="pw", **FAST)
+    before = enc.read_bytes()
+    with pytest.raises(UsageError) as exists:
+        encrypt_file(src, enc, passphrase="pw", **FAST)
+    assert str(exists.value) == f"{enc} exists; pass --force to replace it"
+    # With overwrite, another existing file is replaced...
+    assert encrypt_file(src, enc, passphrase="pw", overwrite=True, **FAST) == enc
+    assert enc.read_bytes() != before  # a fresh salt and nonce prefix
+    # ...but never the input itself, by the same path or another one that resolves to it.
+    for same in (src, tmp_path / "." / "model.bin"):
+        with pytest.raises(UsageError) as itself:
+            encrypt_file(src, same, passphrase="pw", overwrite=True, **FAST)
+        assert str(itself.value) == "the output would overwrite the input"
+        with pytest.raises(UsageError, match="^the output would overwrite the input$"):
+            decrypt_file(enc, enc, passphrase="pw", overwrite=True)
+    assert src.read_bytes() == b"weights"
+    # A new output that does not exist yet is fine, with or without overwrite.
+    back = decrypt_file(enc, tmp_path / "back.bin", passphrase="pw", overwrite=True)
+    assert back.read_bytes() == b"weights"
+
+
+def test_a_key_encapsulation_that_does_not_open_is_named(tmp_path: Path, identity: Identity) -> None:
+    src = tmp_path / "model.bin"
+    src.write_bytes(os.urandom(100))
+    enc = encrypt_file(src, tmp_path / "model.enc", recipient=identity.recipient(), chunk_size=CHUNK)
+    header = read_header(enc)
+    data = enc.read_bytes()
+    at = data.index(header.ephemeral)
+    # X25519 refuses the all-zero point (a low-order point gives an all-zero shared secret).
+    (tmp_path / "bad.enc").write_bytes(data[:at] + bytes(32) + data[at + 32 :])
+    with pytest.raises(DecryptionError) as err:
+        decrypt_file(tmp_path / "bad.enc", tmp_path / "out.bin", identity=identity)
+    assert str(err.value) == f"{tmp_path / 'bad.enc'}: the key encapsulation does not open (tampered header)"
+    assert not (tmp_path / "out.bin").exists()
