@@ -623,3 +623,40 @@ def test_a_key_encapsulation_that_does_not_open_is_named(tmp_path: Path, identit
         decrypt_file(tmp_path / "bad.enc", tmp_path / "out.bin", identity=identity)
     assert str(err.value) == f"{tmp_path / 'bad.enc'}: the key encapsulation does not open (tampered header)"
     assert not (tmp_path / "out.bin").exists()
+
+
+def test_the_first_error_wins_over_a_later_write_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Chunk 1 does not authenticate while the writer thread is still writing chunk 0 and then
+    fails: the caller sees the tampering, not the write error that came after it."""
+    import threading
+
+    from dlsec.release import _crypto
+
+    src = tmp_path / "model.bin"
+    src.write_bytes(os.urandom(2 * CHUNK))
+    data = bytearray(encrypt_file(src, tmp_path / "model.enc", passphrase="pw", **FAST).read_bytes())
+    data[-5] ^= 1  # inside chunk 1, the last
+    second_buffer = threading.Event()
+    real_buffer = _crypto._Writer.buffer
+    calls = []
+
+    def buffer(self: object) -> bytearray:
+        out = real_buffer(self)  # type: ignore[arg-type]
+        calls.append(1)
+        if len(calls) == 2:  # the buffer for chunk 1: the writer's error has not been seen
+            second_buffer.set()
+        return out
+
+    monkeypatch.setattr(_crypto._Writer, "buffer", buffer)
+
+    class FailingDisk(io.RawIOBase):
+        def fileno(self) -> int:  # a real descriptor, so the writer runs on its thread
+            return 0
+
+        def write(self, b: object) -> int:
+            assert second_buffer.wait(30)
+            raise OSError("no space left on device")
+
+    with pytest.raises(DecryptionError, match=r"chunk 1 does not authenticate"):
+        decrypt_stream(io.BytesIO(bytes(data)), FailingDisk(), passphrase="pw")
+    assert len(calls) == 2
