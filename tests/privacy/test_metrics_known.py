@@ -324,3 +324,23 @@ def test_bootstrap_quantiles_of_continuous_scores() -> None:
     row = m.tpr_at_fpr["0.2"]
     assert row["bootstrap_ci"] == pytest.approx([np.quantile(tprs, 0.05), np.quantile(tprs, 0.95)], abs=1e-12)
     assert m.auc_ci != pytest.approx((np.quantile(aucs, 0.05), np.quantile(aucs, 1 - 0.1 / 3)), abs=1e-12)
+
+
+def test_roc_curve_reads_text_and_shaped_scores_as_numbers() -> None:
+    from dlsec.attacks.privacy._metrics import roc_curve
+
+    want = roc_curve(MEMBERS, OTHERS)
+    for got in (
+        roc_curve(np.array([str(v) for v in MEMBERS]), np.array([str(v) for v in OTHERS])),
+        roc_curve(MEMBERS.reshape(2, 2), OTHERS.reshape(2, 2)),
+    ):
+        for a, b in zip(got, want, strict=True):
+            assert np.array_equal(a, b)
+
+
+def test_the_reported_roc_is_the_log_spaced_curve() -> None:
+    from dlsec.attacks.privacy._metrics import roc_curve
+
+    m = membership_metrics(MEMBERS, OTHERS, fprs=(0.25,), bootstrap=0)
+    fpr, tpr, _ = roc_curve(MEMBERS, OTHERS)
+    assert m.roc == _log_spaced_roc(fpr, tpr) and len(m.roc["fpr"]) == 201
