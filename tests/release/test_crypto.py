@@ -660,3 +660,20 @@ def test_the_first_error_wins_over_a_later_write_error(tmp_path: Path, monkeypat
     with pytest.raises(DecryptionError, match=r"chunk 1 does not authenticate"):
         decrypt_stream(io.BytesIO(bytes(data)), FailingDisk(), passphrase="pw")
     assert len(calls) == 2
+
+
+def test_a_stream_whose_write_returns_none_took_everything(tmp_path: Path) -> None:
+    """File-likes that predate ``RawIOBase`` return ``None`` from ``write`` once they took it all."""
+    src = tmp_path / "model.bin"
+    src.write_bytes(os.urandom(3 * CHUNK + 5))
+    enc = encrypt_file(src, tmp_path / "model.enc", passphrase="pw", **FAST)
+
+    class LegacySink(io.BytesIO):
+        def write(self, b: object) -> None:  # type: ignore[override]
+            super().write(b)  # type: ignore[arg-type]
+            assert self.tell() <= src.stat().st_size, "a chunk was written twice"
+
+    sink = LegacySink()
+    with enc.open("rb") as f:
+        decrypt_stream(f, sink, passphrase="pw")
+    assert sink.getvalue() == src.read_bytes()
