@@ -677,3 +677,61 @@ def test_a_stream_whose_write_returns_none_took_everything(tmp_path: Path) -> No
     with enc.open("rb") as f:
         decrypt_stream(f, sink, passphrase="pw")
     assert sink.getvalue() == src.read_bytes()
+
+
+def test_the_chunk_count_limit_holds_when_writing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dlsec.release import _crypto
+
+    monkeypatch.setattr(_crypto, "_MAX_CHUNKS", 2)
+    src = tmp_path / "plain.bin"
+    src.write_bytes(os.urandom(2 * CHUNK))  # exactly the limit: two chunks
+    enc = encrypt_file(src, tmp_path / "two.enc", passphrase="pw", **FAST)
+    assert decrypt_file(enc, tmp_path / "back.bin", passphrase="pw").read_bytes() == src.read_bytes()
+    src.write_bytes(os.urandom(2 * CHUNK + 1))  # one byte more: a third chunk
+    with pytest.raises(UsageError) as caught:
+        encrypt_file(src, tmp_path / "three.enc", passphrase="pw", **FAST)
+    assert str(caught.value) == "file too large for one encrypted stream"
+    assert not (tmp_path / "three.enc").exists() and not _leftovers(tmp_path)
+
+
+class _FullDisk(io.RawIOBase):
+    """An output with a real descriptor (so the writer runs on its thread) that refuses every write."""
+
+    def fileno(self) -> int:
+        return 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: object) -> int:
+        raise OSError(28, "No space left on device")
+
+
+def test_a_failed_write_is_an_error_never_a_short_output(tmp_path: Path) -> None:
+    src = tmp_path / "model.bin"
+    src.write_bytes(os.urandom(100))  # one chunk: the error can only surface when the writer closes
+    enc = encrypt_file(src, tmp_path / "model.enc", passphrase="pw", **FAST)
+    with pytest.raises(OSError, match="No space left on device"), enc.open("rb") as f:
+        decrypt_stream(f, _FullDisk(), passphrase="pw")
+
+
+def test_an_encryption_error_wins_over_the_writers_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunk 0 goes to a writer that fails; chunk 1 is over the limit: the caller sees the limit
+    (no buffer is taken in between, so the writer's error is only seen when it closes)."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from dlsec.release import _crypto
+
+    monkeypatch.setattr(_crypto, "_MAX_CHUNKS", 1)
+    with pytest.raises(UsageError, match="^file too large for one encrypted stream$"):
+        _crypto._seal(io.BytesIO(os.urandom(CHUNK + 1)), _FullDisk(), AESGCM(bytes(32)), bytes(7), CHUNK)
+
+
+def test_more_chunks_than_the_writer_has_buffers(tmp_path: Path) -> None:
+    """Nine chunks through files: the writer's four buffers are each recycled and reused."""
+    src = tmp_path / "model.bin"
+    src.write_bytes(os.urandom(9 * CHUNK + 3))
+    enc = encrypt_file(src, tmp_path / "model.enc", passphrase="pw", **FAST)
+    assert decrypt_file(enc, tmp_path / "back.bin", passphrase="pw").read_bytes() == src.read_bytes()
