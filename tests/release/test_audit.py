@@ -304,3 +304,49 @@ def test_an_interval_between_checkpoints_is_named_in_the_reason(tmp_path):
         "the log up to entry 5 does not match the checkpoint signed at size 6: an entry from 2 to 5 was "
         "altered, inserted or reordered"
     )
+
+
+def _documented_leaf(index: int, ts: str, actor: str, action: str, subject: str, details: str) -> bytes:
+    """RFC 6962's leaf hash of an entry's documented canonical form, written out by hand: sorted
+    keys, no spaces, UTF-8 (not ASCII escapes); ``details`` given as its canonical JSON text."""
+    import hashlib
+
+    body = (
+        f'{{"action":"{action}","actor":"{actor}","details":{details},"i":{index},'
+        f'"subject":"{subject}","ts":"{ts}"}}'
+    )
+    return hashlib.sha256(b"\x00" + body.encode("utf-8")).digest()
+
+
+def test_the_canonical_form_is_the_documented_one():
+    from dlsec.store._audit import Entry
+
+    entry = Entry(3, "2026-01-01T00:00:00+00:00", "ana", "registry.add", "modèle@1", {"b": "é", "a": [1, 2]})
+    assert (
+        entry.canonical()
+        == (
+            '{"action":"registry.add","actor":"ana","details":{"a":[1,2],"b":"é"},"i":3,'
+            '"subject":"modèle@1","ts":"2026-01-01T00:00:00+00:00"}'
+        ).encode()
+    )
+    assert entry.leaf() == _documented_leaf(
+        3, "2026-01-01T00:00:00+00:00", "ana", "registry.add", "modèle@1", '{"a":[1,2],"b":"é"}'
+    )
+    assert entry.to_dict() == {
+        "index": 3,
+        "ts": "2026-01-01T00:00:00+00:00",
+        "actor": "ana",
+        "action": "registry.add",
+        "subject": "modèle@1",
+        "details": {"b": "é", "a": [1, 2]},
+    }
+
+
+def test_the_logs_root_is_built_from_the_documented_leaves(log):
+    entries = log.entries()
+    leaves = [
+        _documented_leaf(e.index, e.ts, e.actor, "registry.add", f"model@{i}", f'{{"i":{i}}}')
+        for i, e in enumerate(entries)
+    ]
+    assert [e.index for e in entries] == list(range(12))
+    assert log.verify().to_dict()["root"] == merkle.tree_root(leaves).hex()
