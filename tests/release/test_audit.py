@@ -350,3 +350,42 @@ def test_the_logs_root_is_built_from_the_documented_leaves(log):
     ]
     assert [e.index for e in entries] == list(range(12))
     assert log.verify().to_dict()["root"] == merkle.tree_root(leaves).hex()
+
+
+def test_proofs_are_exact_and_check_out_against_the_documented_leaves(log):
+    entries = log.entries()
+    leaves = [
+        _documented_leaf(e.index, e.ts, e.actor, "registry.add", f"model@{i}", f'{{"i":{i}}}')
+        for i, e in enumerate(entries)
+    ]
+    root = merkle.tree_root(leaves)
+    p = log.inclusion_proof(5)
+    assert set(p) == {"index", "leaf_hash", "tree_size", "root", "checkpoint", "proof", "verified"}
+    assert (p["index"], p["leaf_hash"], p["tree_size"], p["root"]) == (5, leaves[5].hex(), 12, root.hex())
+    assert p["checkpoint"]["size"] == 12 and p["checkpoint"]["root"] == root.hex() and p["verified"] is True
+    assert merkle.verify_inclusion(leaves[5], 5, 12, [bytes.fromhex(h) for h in p["proof"]], root)
+    for bad in (-1, 12):
+        with pytest.raises(UsageError) as err:
+            log.inclusion_proof(bad)
+        assert str(err.value) == f"entry {bad} is not covered by the checkpoint at size 12"
+    c = log.consistency_proof(1)
+    assert set(c) == {"old_size", "old_root", "tree_size", "root", "proof", "verified"}
+    assert (c["old_size"], c["old_root"], c["tree_size"], c["root"]) == (1, leaves[0].hex(), 12, root.hex())
+    old = [bytes.fromhex(h) for h in c["proof"]]
+    assert c["verified"] is True and merkle.verify_consistency(1, 12, leaves[0], root, old)
+    assert log.consistency_proof(12)["verified"] is True  # the whole log is its own prefix
+    for bad in (0, 13):
+        with pytest.raises(UsageError) as err:
+            log.consistency_proof(bad)
+        assert str(err.value) == "--old must be between 1 and 12"
+    # Against an earlier signed checkpoint (one is signed at every append here).
+    early = merkle.tree_root(leaves[:4])
+    q = log.inclusion_proof(2, size=4)
+    assert (q["tree_size"], q["root"], q["verified"]) == (4, early.hex(), True)
+    r = log.consistency_proof(2, size=4)
+    assert (r["tree_size"], r["root"], r["old_root"], r["verified"]) == (
+        4,
+        early.hex(),
+        merkle.tree_root(leaves[:2]).hex(),
+        True,
+    )
