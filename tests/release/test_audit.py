@@ -364,6 +364,8 @@ def test_proofs_are_exact_and_check_out_against_the_documented_leaves(log):
     assert (p["index"], p["leaf_hash"], p["tree_size"], p["root"]) == (5, leaves[5].hex(), 12, root.hex())
     assert p["checkpoint"]["size"] == 12 and p["checkpoint"]["root"] == root.hex() and p["verified"] is True
     assert merkle.verify_inclusion(leaves[5], 5, 12, [bytes.fromhex(h) for h in p["proof"]], root)
+    first = log.inclusion_proof(0)  # the first entry is covered too
+    assert (first["leaf_hash"], first["verified"]) == (leaves[0].hex(), True)
     for bad in (-1, 12):
         with pytest.raises(UsageError) as err:
             log.inclusion_proof(bad)
