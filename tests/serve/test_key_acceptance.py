@@ -211,8 +211,8 @@ def test_the_key_table_is_refreshed_first_when_due() -> None:
     assert gateway.calls == [("key", GOOD)]
 
 
-@pytest.mark.parametrize(("dependency", "needs"), [(require_operator, "operator"), (require_admin, "admin")])
-def test_role_dependencies_refuse_lower_roles_with_403(dependency: Any, needs: str) -> None:
+def _check_role_dependency(dependency: Any, needs: str) -> None:
+    """``dependency`` is ``require_<needs>``: it passes keys of role ``needs`` or higher, 403 below."""
     assert dependency.__name__ == dependency.__qualname__ == f"require_{needs}"
     assert dependency.__doc__ == f"The caller's API key if its role is at least {needs}, or 403."
     for role in ROLES:
@@ -225,6 +225,11 @@ def test_role_dependencies_refuse_lower_roles_with_403(dependency: Any, needs: s
         err = caught.value
         assert (err.status, err.reason, err.headers) == (403, "role", {})
         assert err.message == f"this key's role ({role}) may not do this; it needs {needs}"
+
+
+@pytest.mark.parametrize(("dependency", "needs"), [(require_operator, "operator"), (require_admin, "admin")])
+def test_role_dependencies_refuse_lower_roles_with_403(dependency: Any, needs: str) -> None:
+    _check_role_dependency(dependency, needs)
 
 
 @pytest.mark.parametrize("needs", ROLES)
@@ -232,18 +237,7 @@ def test_the_role_dependency_factory_builds_each_check(needs: str) -> None:
     # require_operator and require_admin were built at import; build them (and the others) here,
     # so that the factory itself runs under test.
     dependency: Any = _requires(needs)
-    assert dependency.__name__ == dependency.__qualname__ == f"require_{needs}"
-    assert dependency.__doc__ == f"The caller's API key if its role is at least {needs}, or 403."
-    for role in ROLES:
-        key = record(role)
-        if ROLES.index(role) >= ROLES.index(needs):
-            assert asyncio.run(dependency(key)) is key
-            continue
-        with pytest.raises(ApiError) as caught:
-            asyncio.run(dependency(key))
-        err = caught.value
-        assert (err.status, err.reason, err.headers) == (403, "role", {})
-        assert err.message == f"this key's role ({role}) may not do this; it needs {needs}"
+    _check_role_dependency(dependency, needs)
 
 
 def test_the_client_role_is_any_valid_key() -> None:

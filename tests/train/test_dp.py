@@ -87,14 +87,20 @@ def test_auto_mode_picks_what_was_measured_fastest():
     assert DPSGD(epsilon=1.0, grad_sample_mode="ew").resolve_mode(_net()) == "ew"
 
 
+def _zero_linear(n_in: int, n_out: int) -> nn.Linear:
+    """A linear layer with all weights zero: its gradients are the data's, its noise stands out."""
+    module = nn.Linear(n_in, n_out)
+    with torch.no_grad():
+        module.weight.zero_()
+        module.bias.zero_()
+    return module
+
+
 @pytest.mark.filterwarnings("ignore:Full backward hook is firing")
 def test_noise_has_the_calibrated_scale():
     # 20,040 parameters: the sample std of the noise is within 0.5% (one standard error) of
     # sigma * C / expected batch, so a 5% tolerance fails for any miscalibration of 10% or more.
-    module = nn.Linear(500, 40)
-    with torch.no_grad():
-        module.weight.zero_()
-        module.bias.zero_()
+    module = _zero_linear(500, 40)
     step = _DPStep(
         module,
         torch.optim.SGD(module.parameters(), lr=1.0),
@@ -677,10 +683,7 @@ def test_dp_step_refuses_ghost_with_views():
 @pytest.mark.filterwarnings("ignore:Full backward hook is firing")
 @pytest.mark.parametrize("mode", ["ghost", "functorch", "ew"])
 def test_an_empty_batch_is_noise_alone_in_every_mode(mode):
-    module = nn.Linear(30, 20)
-    with torch.no_grad():
-        module.weight.zero_()
-        module.bias.zero_()
+    module = _zero_linear(30, 20)
     step = _DPStep(
         module,
         torch.optim.SGD(module.parameters(), lr=1.0),
