@@ -88,6 +88,7 @@ TARGETS: dict[str, Target] = {
             "tests/serve/test_auth.py",
             "tests/serve/test_key_acceptance.py",
             "tests/serve/test_key_store.py",
+            "tests/serve/test_auth_known.py",
             "tests/serve/test_gateway.py",
             "tests/serve/test_limits.py",
         ),
