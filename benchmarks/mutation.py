@@ -18,9 +18,14 @@ Usage:
     python benchmarks/mutation.py --max-children 2 --timeout 1800 --json out.json
     python benchmarks/mutation.py --only merkle --survivors   # the diff of each survivor
     python benchmarks/mutation.py --only pickle-scanner --mutants '*_pickle.x_scan_pickle__*'
+    python benchmarks/mutation.py --only dp --tests tests/train/test_dp_known.py --mutants '*_dp.xǁ_DPStepǁ*'
 
 ``--mutants GLOB`` (repeatable, fnmatch on mutmut's names) mutates only the functions it names:
 the way to measure the code that decides a verdict in a module too large to finish in one run.
+
+``--tests PATH`` (repeatable; a test file or a pytest node id) runs those tests instead of the
+module's own: a fast subset for a module whose full tests are too slow per mutant. The score it
+gives is a lower bound: a mutant a subset kills, the whole suite (a superset) kills too.
 
 Each module's run is bounded by ``--timeout`` seconds (mutmut is killed; the mutants it had not
 checked count as not run, and the row says so).
@@ -39,7 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -269,11 +274,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the rows and survivors as JSON")
     parser.add_argument("--check", action="store_true", help="exit 1 when a module is under its target")
     parser.add_argument("--mutants", action="append", default=[], help="only mutants matching this glob")
+    parser.add_argument("--tests", action="append", default=[], help="tests to run instead (lower bound)")
     args = parser.parse_args(argv)
     equivalent = equivalent_mutants()
     rows = []
     for name in args.only or list(TARGETS):
         target = TARGETS[name]
+        if args.tests:
+            target = replace(target, tests=tuple(args.tests))
         print(f"== {name}: {', '.join(target.sources)} against {', '.join(target.tests)}", flush=True)
         row = run_module(name, target, max_children=args.max_children, timeout=args.timeout,
                          keep=args.keep, survivors=args.survivors, equivalent=equivalent,
