@@ -116,6 +116,7 @@ TARGETS: dict[str, Target] = {
             "tests/scan/test_verdicts.py",
             "tests/scan/test_frames.py",
             "tests/scan/test_verdict_mutants.py",
+            "tests/scan/test_scanner_mutants.py",
         ),
         1.0,
     ),
