@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import re
 from pathlib import Path
 
 import pytest
-from sqlalchemy import delete, text, update
+from sqlalchemy import delete, select, text, update
 
 from dlsec.errors import UsageError
 from dlsec.store import AuditLog, open_database
@@ -391,3 +394,394 @@ def test_proofs_are_exact_and_check_out_against_the_documented_leaves(log):
         merkle.tree_root(leaves[:2]).hex(),
         True,
     )
+
+
+# ---------------------------------------------------------------- the writer, the readers and the keys
+# (second round against survivors: append_many, _sync_frontier, the readers, the checkpoint file, the
+# key files, the actor; and the verify branches no test reached: a checkpoint at size 0, an entry
+# inserted before the first, an interval that starts at 0, rows returned out of key order).
+
+
+def _stored(log: AuditLog) -> list[tuple]:
+    with log.db.read() as conn:
+        return [tuple(r) for r in conn.execute(select(audit_entries).order_by(audit_entries.c.idx))]
+
+
+def _checkpoint_rows(log: AuditLog) -> list[dict]:
+    with log.db.read() as conn:
+        return [
+            dict(r._mapping)
+            for r in conn.execute(select(audit_checkpoints).order_by(audit_checkpoints.c.size))
+        ]
+
+
+def _raw(key) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def _message(size: int, root: str, ts: str) -> bytes:
+    """The documented signed checkpoint message, written out here."""
+    return b"dlsec-audit-checkpoint/1\n" + f"{size}\n{root}\n{ts}\n".encode()
+
+
+def _unordered(db) -> None:
+    """Make SQLite return the rows of a query without ``ORDER BY`` newest first (its
+    ``reverse_unordered_selects`` pragma), as a database that does not keep key order may."""
+    from sqlalchemy import event
+
+    def pragma(dbapi_conn, _record) -> None:
+        dbapi_conn.execute("PRAGMA reverse_unordered_selects = ON")
+
+    for engine in {db.engine, db.read_engine}:
+        event.listen(engine, "connect", pragma)
+        engine.dispose()
+
+
+EMPTY_ROOT = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+TS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$")
+
+
+def test_a_batch_is_stored_in_the_documented_form_under_one_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setenv("DLSEC_ACTOR", "ana")
+    log = AuditLog(open_database(home=tmp_path))
+    assert log.append("first", "s0").index == 0  # details default to {}
+    batch = log.append_many([("b.x", "m@1", {"é": "ü", "z": 1}), ("b.y", "m@2", {})], actor="bob")
+    assert [(e.index, e.actor, e.action, e.subject, e.details) for e in batch] == [
+        (1, "bob", "b.x", "m@1", {"é": "ü", "z": 1}),
+        (2, "bob", "b.y", "m@2", {}),
+    ]
+    ts = [e.ts for e in log.entries()]
+    assert all(TS.match(t) for t in ts) and ts == sorted(ts) and ts[1:] == [e.ts for e in batch]
+    details = ["{}", '{"z": 1, "é": "ü"}', "{}"]  # sorted keys, UTF-8 kept, json's default spacing
+    leaves = [
+        _documented_leaf(0, ts[0], "ana", "first", "s0", "{}"),
+        _documented_leaf(1, ts[1], "bob", "b.x", "m@1", '{"z":1,"é":"ü"}'),
+        _documented_leaf(2, ts[2], "bob", "b.y", "m@2", "{}"),
+    ]
+    assert _stored(log) == [
+        (0, ts[0], "ana", "first", "s0", details[0], leaves[0].hex()),
+        (1, ts[1], "bob", "b.x", "m@1", details[1], leaves[1].hex()),
+        (2, ts[2], "bob", "b.y", "m@2", details[2], leaves[2].hex()),
+    ]
+    cps = _checkpoint_rows(log)
+    assert [(c["size"], c["root"]) for c in cps] == [
+        (1, merkle.tree_root(leaves[:1]).hex()),
+        (3, merkle.tree_root(leaves).hex()),
+    ]  # one checkpoint for the whole batch
+    assert log.append_many([]) == [] and log.size() == 3 and len(_checkpoint_rows(log)) == 2
+    unsigned = log.append_many([("c", "s3", {})], checkpoint=False)
+    assert [e.index for e in unsigned] == [3] and len(_checkpoint_rows(log)) == 2
+    assert log.verify().to_dict() == {
+        "ok": False, "entries": 4, "checkpoints_checked": 2, "first_bad_entry": 3,
+        "reason": "entries from 3 on are not covered by a signed checkpoint",
+        "root": merkle.tree_root([*leaves, bytes.fromhex(_stored(log)[3][6])]).hex(),
+    }  # fmt: skip
+
+
+def test_a_failed_batch_leaves_nothing_and_does_not_poison_the_next_checkpoint(tmp_path):
+    db = open_database(home=tmp_path)
+    first, second = AuditLog(db), AuditLog(db)
+    first.append("a", "s0", {})
+    with pytest.raises(TypeError):  # the second event's details cannot be written as JSON
+        first.append_many([("a", "s1", {}), ("a", "s2", {"x": object()})])
+    assert [e.subject for e in first.entries()] == ["s0"] and first.size() == 1
+    second.append("a", "t1", {})  # another writer takes index 1 meanwhile
+    assert first.append("a", "t2", {}).index == 2
+    assert second.append("a", "t3", {}).index == 3
+    assert [e.subject for e in first.entries()] == ["s0", "t1", "t2", "t3"]
+    assert first.verify().to_dict()["ok"] is True
+
+
+def test_the_writer_signs_the_leaves_it_wrote_and_a_new_one_rereads_them(tmp_path):
+    log = _new_log(tmp_path, 3)
+    honest = [bytes.fromhex(r[6]) for r in _stored(log)]
+    with log.db.write() as conn:  # the stored hash of entry 1 is rewritten behind the writer's back
+        conn.execute(update(audit_entries).where(audit_entries.c.idx == 1).values(leaf_hash="00" * 32))
+    log.append("a", "s3", {})
+    stored = [bytes.fromhex(r[6]) for r in _stored(log)]
+    assert _checkpoint_rows(log)[-1]["root"] == merkle.tree_root([*honest, stored[3]]).hex()
+    fresh = AuditLog(log.db)  # a new writer knows only what is stored
+    fresh.append("a", "s4", {})
+    stored = [bytes.fromhex(r[6]) for r in _stored(log)]
+    assert stored[1] == bytes(32)
+    assert _checkpoint_rows(log)[-1]["root"] == merkle.tree_root(stored).hex()
+
+    one = _new_log(tmp_path / "one", 1)
+    with one.db.write() as conn:  # every entry removed: the next one is entry 0 again
+        conn.execute(delete(audit_entries))
+    assert one.append("a", "again", {}).index == 0
+
+
+def test_the_readers_order_by_index_whatever_order_the_database_returns(tmp_path):
+    log = _new_log(tmp_path, 5)
+    _unordered(log.db)
+    with log.db.read() as conn:  # the pragma is in force: a bare SELECT comes back newest first
+        assert [r.idx for r in conn.execute(select(audit_entries.c.idx))] == [4, 3, 2, 1, 0]
+        assert [r.size for r in conn.execute(select(audit_checkpoints.c.size))] == [5, 4, 3, 2, 1]
+    leaves = [bytes.fromhex(r[6]) for r in _stored(log)]
+    assert log.verify().to_dict() == {
+        "ok": True, "entries": 5, "checkpoints_checked": 5, "first_bad_entry": None, "reason": None,
+        "root": merkle.tree_root(leaves).hex(),
+    }  # fmt: skip
+    assert [e.index for e in log.entries()] == [0, 1, 2, 3, 4]
+    assert [e.subject for e in log.recent("a", limit=2)] == ["s3", "s4"]
+    proof = log.inclusion_proof(1)
+    assert (proof["tree_size"], proof["leaf_hash"], proof["verified"]) == (5, leaves[1].hex(), True)
+    assert log.inclusion_proof(1, size=2)["root"] == merkle.tree_root(leaves[:2]).hex()
+    assert log.consistency_proof(2)["old_root"] == merkle.tree_root(leaves[:2]).hex()
+    log.export(tmp_path / "out.jsonl")
+    lines = (tmp_path / "out.jsonl").read_text().splitlines()
+    assert [json.loads(line)["index"] for line in lines] == [0, 1, 2, 3, 4]
+    fresh = AuditLog(log.db)  # rebuilds its frontier from the stored leaves, in index order
+    fresh.append("a", "s5", {})
+    leaves = [bytes.fromhex(r[6]) for r in _stored(log)]
+    newest = _checkpoint_rows(log)[-1]
+    assert (newest["size"], newest["root"]) == (6, merkle.tree_root(leaves).hex())
+
+
+def test_the_readers_return_exact_entries(tmp_path):
+    log = AuditLog(open_database(home=tmp_path))
+    assert (log.last_index(), log.size(), log.entries(), log.recent("x")) == (-1, 0, [], [])
+    log.append_many([("x", "m@1", {}), ("y", "m@1/v2", {}), ("x", "n@1", {}), ("x", "m@2", {})], actor="ana")
+    assert (log.last_index(), log.size()) == (3, 4)
+
+    def idx(entries) -> list[int]:
+        return [e.index for e in entries]
+
+    assert idx(log.entries(subject="m@")) == [0, 1, 3]
+    assert idx(log.entries(subject="m@1")) == [0, 1]
+    assert idx(log.entries(limit=2)) == [2, 3]
+    assert idx(log.entries(subject="m@", limit=2)) == [1, 3]
+    assert idx(log.entries(limit=0)) == [0, 1, 2, 3]  # 0: no limit
+    assert idx(log.recent("x")) == [0, 2, 3]
+    assert idx(log.recent("x", limit=2)) == [2, 3]
+    assert idx(log.recent("y")) == [1] and log.recent("z") == []
+    log.append_many([("g", f"g{i}", {}) for i in range(101)], actor="ana")
+    newest = log.recent("g")  # 100 by default: entries 5 to 104, oldest first
+    assert idx(newest) == list(range(5, 105)) and newest[0].subject == "g1"
+    assert (log.last_index(), log.size()) == (104, 105)
+    with log.db.write() as conn:  # details that are not JSON are read back, not dropped
+        conn.execute(update(audit_entries).where(audit_entries.c.idx == 1).values(details="{not json"))
+    assert log.entries()[1].details == {"unparseable": "{not json"}
+    result = log.verify()
+    assert (result.first_bad, result.reason) == (
+        1,
+        "entry 1 was altered: its content does not match its leaf hash",
+    )
+
+
+def test_the_export_is_one_documented_json_line_per_entry(tmp_path):
+    log = AuditLog(open_database(home=tmp_path))
+    assert log.export(tmp_path / "empty.jsonl") == 0 and (tmp_path / "empty.jsonl").read_text() == ""
+    log.append_many([("x", "m@1", {"b": 2, "a": "é"}), ("y", "m@2", {})], actor="ana")
+    assert log.export(tmp_path / "out.jsonl") == 2
+    ts = [e.ts for e in log.entries()]
+    leaf = _documented_leaf(0, ts[0], "ana", "x", "m@1", '{"a":"é","b":2}').hex()
+    leaf1 = _documented_leaf(1, ts[1], "ana", "y", "m@2", "{}").hex()
+    assert (tmp_path / "out.jsonl").read_text() == (
+        f'{{"action": "x", "actor": "ana", "details": {{"a": "\\u00e9", "b": 2}}, "index": 0, '
+        f'"leaf_hash": "{leaf}", "subject": "m@1", "ts": "{ts[0]}"}}\n'
+        f'{{"action": "y", "actor": "ana", "details": {{}}, "index": 1, '
+        f'"leaf_hash": "{leaf1}", "subject": "m@2", "ts": "{ts[1]}"}}\n'
+    )
+
+
+def test_the_checkpoint_file_is_refreshed_at_most_once_a_second_unless_published(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from dlsec.store import _audit
+
+    clock = [0.0]
+    monkeypatch.setattr(_audit, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    log = AuditLog(open_database(home=tmp_path))
+    latest = log.db.root / "audit-checkpoint.json"
+
+    def published() -> int:
+        return json.loads(latest.read_text())["size"]
+
+    log.append("a", "s0", {})  # the first append publishes, whatever the clock says
+    assert published() == 1
+    clock[0] = 0.999
+    log.append("a", "s1", {})
+    assert published() == 1
+    clock[0] = 1.0  # a second after the last write
+    log.append("a", "s2", {})
+    assert published() == 3
+    clock[0] = 1.5
+    log.append("a", "s3", {}, publish=True)
+    assert published() == 4
+    clock[0] = 2.0  # half a second after the forced write
+    log.append("a", "s4", {})
+    assert published() == 4
+    record = log.checkpoint()  # always published; the database already has a checkpoint at 5
+    assert published() == 5 and len(_checkpoint_rows(log)) == 5
+
+    # The file's form, written out: the checkpoint record, two-space indented, then a newline.
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    public = load_pem_public_key((log.db.root / "audit-key.pub.pem").read_bytes())
+    row = record  # signed anew; the database keeps its first checkpoint at that size, same root
+    assert set(row) == {"size", "root", "ts", "key_fingerprint", "signature"}
+    assert (_checkpoint_rows(log)[-1]["size"], _checkpoint_rows(log)[-1]["root"]) == (5, row["root"])
+    assert row["key_fingerprint"] == hashlib.sha256(_raw(public)).hexdigest()
+    assert row["root"] == merkle.tree_root([bytes.fromhex(r[6]) for r in _stored(log)]).hex()
+    assert TS.match(row["ts"])
+    public.verify(base64.b64decode(row["signature"]), _message(5, row["root"], row["ts"]))
+    assert latest.read_text() == (
+        f'{{\n  "size": 5,\n  "root": "{row["root"]}",\n  "ts": "{row["ts"]}",\n'
+        f'  "key_fingerprint": "{row["key_fingerprint"]}",\n  "signature": "{row["signature"]}"\n}}\n'
+    )
+
+
+def test_the_signing_key_is_made_once_kept_private_and_checked(tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+    from dlsec.errors import KeyFileError
+
+    log = _new_log(tmp_path / "made", 1)
+    root = log.db.root
+    pem = (root / "audit-key.pem").read_bytes()
+    assert pem.startswith(b"-----BEGIN PRIVATE KEY-----\n")  # PKCS#8, not encrypted
+    assert (root / "audit-key.pem").stat().st_mode & 0o777 == 0o600
+    private = serialization.load_pem_private_key(pem, None)
+    public = serialization.load_pem_public_key((root / "audit-key.pub.pem").read_bytes())
+    assert _raw(public) == _raw(private.public_key())
+    AuditLog(log.db).append("a", "s1", {})  # a second writer signs with the same key
+    assert (root / "audit-key.pem").read_bytes() == pem
+    for cp in _checkpoint_rows(log):
+        public.verify(base64.b64decode(cp["signature"]), _message(cp["size"], cp["root"], cp["ts"]))
+
+    # A key put there before the first entry is used as it is (its public half is not written).
+    given = ed25519.Ed25519PrivateKey.generate()
+    placed = AuditLog(open_database(home=tmp_path / "placed"))
+    (placed.db.root / "audit-key.pem").write_bytes(
+        given.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    placed.append("a", "s0", {})
+    cp = _checkpoint_rows(placed)[0]
+    given.public_key().verify(base64.b64decode(cp["signature"]), _message(1, cp["root"], cp["ts"]))
+    assert cp["key_fingerprint"] == hashlib.sha256(_raw(given.public_key())).hexdigest()
+    assert not (placed.db.root / "audit-key.pub.pem").exists()
+
+    wrong = AuditLog(open_database(home=tmp_path / "wrong"))
+    path = wrong.db.root / "audit-key.pem"
+    path.write_bytes(
+        ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    with pytest.raises(KeyFileError) as caught:
+        wrong.append("a", "s0", {})
+    assert str(caught.value) == f"{path}: not an Ed25519 private key"
+    assert wrong.size() == 0 and _checkpoint_rows(wrong) == []  # nothing half-written
+
+
+def test_the_public_key_is_refused_when_missing_or_not_ed25519(tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from dlsec.errors import AuditLogError
+
+    log = _new_log(tmp_path / "log", 1)
+    default = log.db.root / "audit-key.pub.pem"
+    assert _raw(log.public_key()) == _raw(log.public_key(str(default)))
+    cases = {
+        tmp_path / "missing.pem": "the audit log's public key is missing; the log cannot be verified",
+        tmp_path / "garbage.pem": "not a PEM public key",
+        tmp_path / "ec.pem": "not an Ed25519 public key",
+    }
+    (tmp_path / "garbage.pem").write_text("not a key\n")
+    (tmp_path / "ec.pem").write_bytes(
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    for path, message in cases.items():
+        with pytest.raises(AuditLogError) as caught:
+            log.verify(public_key=path)
+        assert str(caught.value) == f"{path}: {message}"
+    default.unlink()
+    with pytest.raises(AuditLogError) as caught:
+        log.verify()
+    assert (
+        str(caught.value) == f"{default}: the audit log's public key is missing; the log cannot be verified"
+    )
+
+
+def test_the_actor_is_dlsec_actor_else_the_os_user_else_unknown(monkeypatch):
+    import getpass
+
+    from dlsec.store._audit import actor_name, now
+
+    monkeypatch.setattr(getpass, "getuser", lambda: "osuser")
+    monkeypatch.setenv("DLSEC_ACTOR", "a" * 200)
+    assert actor_name() == "a" * 200
+    monkeypatch.setenv("DLSEC_ACTOR", "b" * 201)
+    with pytest.raises(UsageError) as caught:
+        actor_name()
+    assert str(caught.value) == "DLSEC_ACTOR is longer than 200 characters; use a shorter name"
+    monkeypatch.setenv("DLSEC_ACTOR", "")
+    assert actor_name() == "osuser"
+    monkeypatch.delenv("DLSEC_ACTOR")
+    assert actor_name() == "osuser"
+    for error in (KeyError("no such uid"), OSError("no login")):
+
+        def fail(error=error) -> str:
+            raise error
+
+        monkeypatch.setattr(getpass, "getuser", fail)
+        assert actor_name() == "unknown"
+    assert TS.match(now())
+
+
+def test_verify_at_the_edges_empty_log_size_zero_checkpoint_first_interval_and_inserted_entry(tmp_path):
+    empty = AuditLog(open_database(home=tmp_path / "empty"))
+    empty._signing_key()  # writes the key pair; no entry, no checkpoint
+    assert empty.verify().to_dict() == {
+        "ok": True, "entries": 0, "checkpoints_checked": 0, "first_bad_entry": None, "reason": None,
+        "root": EMPTY_ROOT,
+    }  # fmt: skip
+    record = empty.checkpoint()  # a checkpoint of the empty log, at size 0
+    assert (record["size"], record["root"]) == (0, EMPTY_ROOT)
+    assert empty.verify().to_dict()["checkpoints_checked"] == 1
+    empty.append("a", "s0", {})
+    assert empty.verify().to_dict()["checkpoints_checked"] == 2
+    with empty.db.write() as conn:
+        conn.execute(update(audit_checkpoints).where(audit_checkpoints.c.size == 0).values(signature="AAAA"))
+    assert empty.verify().to_dict() == {
+        "ok": False, "entries": 1, "checkpoints_checked": 0, "first_bad_entry": 0,
+        "reason": "checkpoint at size 0 has an invalid signature", "root": EMPTY_ROOT,
+    }  # fmt: skip
+
+    first = _new_log(tmp_path / "first", 3)
+    with first.db.write() as conn:  # only the checkpoint at 3 is kept; entry 1 is forged, hash and all
+        conn.execute(delete(audit_checkpoints).where(audit_checkpoints.c.size != 3))
+        row = conn.execute(select(audit_entries).where(audit_entries.c.idx == 1)).one()
+        forged = _documented_leaf(1, row.ts, "mallory", "a", "s1", "{}").hex()
+        conn.execute(
+            update(audit_entries).where(audit_entries.c.idx == 1).values(actor="mallory", leaf_hash=forged)
+        )
+    leaves = [bytes.fromhex(r[6]) for r in _stored(first)]
+    assert first.verify().to_dict() == {
+        "ok": False, "entries": 3, "checkpoints_checked": 1, "first_bad_entry": 0,
+        "reason": "the log up to entry 2 does not match the checkpoint signed at size 3: an entry from 0 "
+        "to 2 was altered, inserted or reordered",
+        "root": merkle.tree_root(leaves).hex(),
+    }  # fmt: skip
+
+    inserted = _new_log(tmp_path / "inserted", 2)
+    with inserted.db.write() as conn:  # an entry slipped in before the first one
+        conn.execute(
+            audit_entries.insert(),
+            [{"idx": -1, "ts": "2026-01-01", "actor": "m", "action": "a", "subject": "s", "details": "{}",
+              "leaf_hash": "00" * 32}],
+        )  # fmt: skip
+    assert inserted.verify().to_dict() == {
+        "ok": False, "entries": 3, "checkpoints_checked": 0, "first_bad_entry": 0,
+        "reason": "entry 0 is duplicated or inserted: found index -1 at position 0", "root": EMPTY_ROOT,
+    }  # fmt: skip
