@@ -920,3 +920,105 @@ def test_context_keeps_findings_up_to_its_limit() -> None:
     for i in range(MAX_FINDINGS + 1):
         ctx.add(Finding("low", "x", "r", offset=i))
     assert (len(ctx.findings), ctx.dropped, ctx.findings[-1].offset) == (MAX_FINDINGS, 1, MAX_FINDINGS - 1)
+
+
+# -- more exact edges: the plain reading, the C reading of a joblib stream, the readers' ends -----------
+
+
+def test_a_plain_reading_reports_only_imports_that_can_resolve() -> None:
+    prefix = "read with plain pickle.load (not joblib), the array bytes become opcodes: "
+    for body, expected in (
+        (b"ca\nb\n", [("unsafe-global", "a.b")]),
+        (b"ca\n1b\n", []),  # "1b" is no identifier: no import can resolve it
+        (b"ca-b\nc\n", []),
+        (b"\x82\x01", []),  # a finding without a name
+    ):
+        trace: list[Any] = []
+        _, ctx = scan(proto(2) + body + STOP, plain=True, trace=trace)
+        assert [(f.code, f.import_name) for f in ctx.findings] == expected, body
+        assert all(f.reason.startswith(prefix) for f in ctx.findings)
+        assert [t.view for t in trace] == ["plain"]
+
+
+def test_a_wrapper_state_joblib_cannot_read_is_refused_at_its_build() -> None:
+    head = proto(4) + WRAPPER + b"}(" + u("shape") + u("x") + b"u"
+    assert refusal(head + b"b" + STOP, member="m") == (
+        "joblib array wrapper with a non-constant shape",
+        len(head),
+        "m",
+    )
+
+
+def test_the_c_reading_reads_joblib_array_bytes_as_opcodes() -> None:
+    # A straddling BINBYTES makes the stream be read again as the C unpickler reads a file; that
+    # reading does not skip array bytes (joblib's own reader is not the C unpickler's), so the
+    # array's bytes, GLOBAL a b, are reported from it, and only from it.
+    state = _jstate((2,))
+    head = proto(4) + b"\x95" + Q(3) + b"B" + struct.pack("<H", 4) + b"\0" * 4 + b"N0"
+    data = head + WRAPPER + state + b"b" + b"ca\nb\n0N0" + b"N\x86\x86" + STOP
+    build = len(head) + len(WRAPPER) + len(state)
+    trace: list[Any] = []
+    _, ctx = scan(data, trace=trace)
+    assert [(f.code, f.import_name, f.offset) for f in ctx.findings] == [
+        ("frame-divergence", None, 11),
+        ("unsafe-global", "a.b", build + 1),
+    ]
+    assert ctx.findings[1].reason == C_PREFIX + A_B
+    assert [t.view for t in trace] == ["flat", "c-file"]
+
+
+def test_joblib_array_bytes_inside_a_frame_are_read_again_as_the_c_unpickler_does() -> None:
+    body = WRAPPER + _jstate((2,)) + b"b"
+    data = proto(4) + b"\x95" + Q(len(body) + 4) + body + b"\x00" * 8 + b"N\x86" + STOP
+    trace: list[Any] = []
+    _, ctx = scan(data, trace=trace)
+    assert [f.code for f in ctx.findings] == ["frame-divergence"]
+    assert [t.view for t in trace] == ["flat", "c-file"]
+
+
+def test_legacy_keys_refuse_other_prefixes() -> None:
+    assert [_legacy_key(v) for v in ("X3", "+", "3 ", "٣")] == [None, None, 3, None]
+
+
+def test_skip_reads_a_single_byte() -> None:
+    f = io.BytesIO(b"abc")
+    _skip(f, 1, None, 0)
+    assert f.tell() == 1
+
+
+def test_at_eof_peeks_a_stream_that_cannot_seek() -> None:
+    class Raw(io.RawIOBase):
+        def __init__(self, data: bytes) -> None:
+            self.data = data
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, b: Any) -> int:
+            n = min(len(b), len(self.data))
+            b[:n] = self.data[:n]
+            self.data = self.data[n:]
+            return n
+
+    f = io.BufferedReader(Raw(b"ab"))
+    assert not at_eof(f) and f.read() == b"ab" and at_eof(f)
+
+
+def test_c_file_view_readline_finds_a_newline_at_its_buffer_s_first_byte() -> None:
+    f = io.BytesIO(b"\nab\ncd\n")
+    v = CFileView(f)
+    v.frame(4)
+    assert (v.readline(), v.tell(), f.tell()) == (b"\n", 1, 4)
+    assert (v.readline(), v.tell()) == (b"ab\n", 4)
+
+
+def test_a_stream_unreadable_from_its_first_byte_is_refused_at_that_byte() -> None:
+    f = io.BytesIO(b"garbage\xff")
+    f.seek(7)
+    with pytest.raises(Malformed) as err:
+        analyse_stream(f, ScanContext(DEFAULT_ALLOWLIST), member="m")
+    assert (err.value.reason, err.value.offset, err.value.member) == (
+        "not a valid pickle (at position 7, opcode b'\\xff' unknown)",
+        7,
+        "m",
+    )
