@@ -260,14 +260,16 @@ def test_augmented_views_are_averaged_before_clipping(calibration):
     try:
         step = state.extra["dp_step"]
         assert (step.mode, step.augmult) == ("hooks", 3)
-        x, y = state.x[:4], state.y[:4]
-        views = x.repeat_interleave(3, dim=0) + shift.repeat(4)[:, None]
+        x, y = state.x[:6], state.y[:6]
+        views = x.repeat_interleave(3, dim=0) + shift.repeat(6)[:, None]
         w, b = original.weight.detach().clone(), original.bias.detach().clone()
         noise = _noise(state.extra["noise_gen"].get_state(), SIGMA * 1.5)
         g_w, g_b, norms, loss, correct = _by_hand(w, b, 2 * views - 1, y, views=3, clip=1.5)
         assert min(norms) < 1.5 < max(norms)
         total, right = recipe.train_step(state, x, y)
+        # 5 of the 18 views are right: 1 example counted (5 // 3), a remainder dropped.
         assert total == pytest.approx(loss, rel=1e-5) and right == correct // 3
+        assert type(total) is float and type(right) is int and (correct, right) == (5, 1)
         want_w = w - 0.5 * (torch.tensor(g_w, dtype=torch.float32) + noise[0]) / 10
         want_b = b - 0.5 * (torch.tensor(g_b, dtype=torch.float32) + noise[1]) / 10
         torch.testing.assert_close(original.weight.detach(), want_w, atol=1e-6, rtol=1e-5)
@@ -342,6 +344,7 @@ def test_one_step_of_a_linear_model_by_hand_in_every_mode(mode):
     finally:
         step.close()
     assert total == pytest.approx(loss, rel=1e-5) and right == correct
+    assert type(total) is float and type(right) is int
     want_w = torch.tensor(W0) - 2.0 * (torch.tensor(g_w, dtype=torch.float32) + noise[0]) / 5
     want_b = torch.tensor(B0) - 2.0 * (torch.tensor(g_b, dtype=torch.float32) + noise[1]) / 5
     torch.testing.assert_close(module.weight.detach(), want_w, atol=1e-6, rtol=1e-5)
