@@ -351,3 +351,18 @@ def test_one_step_of_a_linear_model_by_hand_in_every_mode(mode):
     torch.testing.assert_close(module.bias.detach(), want_b, atol=1e-6, rtol=1e-5)
     assert not module._forward_hooks and not module._backward_hooks
     assert not any(hasattr(p, "grad_sample") for p in module.parameters())
+
+
+def test_poisson_sampling_takes_rows_strictly_below_the_rate():
+    from types import SimpleNamespace
+
+    # The rate is the first row's own draw: ``rand < q`` leaves that row out (``<=`` would not).
+    q = float(torch.rand(6, generator=torch.Generator().manual_seed(5))[0])
+    state = SimpleNamespace(
+        n=6, gen=torch.Generator().manual_seed(5), x=torch.empty(0), extra={"rate": q, "per_epoch": 3}
+    )
+    replay = torch.Generator().manual_seed(5)
+    got = list(DPSGD(epsilon=1.0).batches(state))
+    want = [(torch.rand(6, generator=replay) < q).nonzero().reshape(-1) for _ in range(3)]
+    assert len(got) == 3 and all(torch.equal(g, w) for g, w in zip(got, want, strict=True))
+    assert 0 not in got[0].tolist() and len(got[0]) > 0
