@@ -366,3 +366,11 @@ def test_poisson_sampling_takes_rows_strictly_below_the_rate():
     want = [(torch.rand(6, generator=replay) < q).nonzero().reshape(-1) for _ in range(3)]
     assert len(got) == 3 and all(torch.equal(g, w) for g, w in zip(got, want, strict=True))
     assert 0 not in got[0].tolist() and len(got[0]) > 0
+
+
+def test_bounds_normalisation_of_a_two_dimensional_table_is_per_feature():
+    spec = InputSpec(
+        shape=(2, 2), num_classes=2, kind="tabular", lower=(0.0, 1.0, 2.0, 3.0), upper=(1.0, 3.0, 5.0, 7.0)
+    )
+    out = bounds_normalisation(spec)
+    assert out.mean == (0.5, 2.0, 3.5, 5.0) and out.std == (0.5, 1.0, 1.5, 2.0)
