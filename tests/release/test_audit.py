@@ -785,3 +785,36 @@ def test_verify_at_the_edges_empty_log_size_zero_checkpoint_first_interval_and_i
         "ok": False, "entries": 3, "checkpoints_checked": 0, "first_bad_entry": 0,
         "reason": "entry 0 is duplicated or inserted: found index -1 at position 0", "root": EMPTY_ROOT,
     }  # fmt: skip
+
+
+def test_proofs_need_a_signed_checkpoint_of_that_size(tmp_path):
+    log = AuditLog(open_database(home=tmp_path))
+    for refused in (lambda: log.inclusion_proof(0), lambda: log.consistency_proof(1)):
+        with pytest.raises(UsageError) as caught:
+            refused()
+        assert str(caught.value) == "the audit log has no signed checkpoint yet"
+    log.append_many([("a", "s0", {}), ("a", "s1", {})], checkpoint=False)
+    with pytest.raises(UsageError) as caught:  # entries, but none signed
+        log.inclusion_proof(0)
+    assert str(caught.value) == "the audit log has no signed checkpoint yet"
+    log.checkpoint()
+    log.append("a", "s2", {}, checkpoint=False)
+    for size in (1, 3):
+        with pytest.raises(UsageError) as caught:
+            log.inclusion_proof(0, size=size)
+        assert str(caught.value) == f"no checkpoint was signed at size {size}; see `dlsec audit checkpoints`"
+    with pytest.raises(UsageError) as caught:  # entry 2 is past the newest checkpoint (size 2)
+        log.inclusion_proof(2)
+    assert str(caught.value) == "entry 2 is not covered by the checkpoint at size 2"
+    assert log.inclusion_proof(1)["tree_size"] == 2
+
+
+def test_a_log_one_entry_short_of_its_newest_checkpoint_is_named(tmp_path):
+    log = _new_log(tmp_path, 4)
+    with log.db.write() as conn:
+        conn.execute(delete(audit_entries).where(audit_entries.c.idx == 3))
+    assert log.verify().to_dict() == {
+        "ok": False, "entries": 3, "checkpoints_checked": 3, "first_bad_entry": 3,
+        "reason": "the log has 3 entries but a checkpoint was signed at size 4", "root": _root(log, 3),
+    }  # fmt: skip
+    assert [e.index for e in log.entries(limit=1)] == [2]
