@@ -27,6 +27,7 @@ from dlsec.core.model import WhiteBoxModel
 from dlsec.core.recipe import TrainState
 from dlsec.core.seeding import torch_generator
 from dlsec.core.spec import InputSpec
+from dlsec.errors import UsageError
 from dlsec.train import DPSGD
 from dlsec.train._dp import UnsafeNoNoiseDPSGD, _DPStep, bounds_normalisation
 
@@ -374,3 +375,10 @@ def test_bounds_normalisation_of_a_two_dimensional_table_is_per_feature():
     )
     out = bounds_normalisation(spec)
     assert out.mean == (0.5, 2.0, 3.5, 5.0) and out.std == (0.5, 1.0, 1.5, 2.0)
+
+
+@pytest.mark.parametrize("augmult", [0, 1.5, True])
+def test_a_bad_augmult_is_refused_by_name(augmult):
+    with pytest.raises(UsageError) as exc:
+        DPSGD(epsilon=1.0, augmult=augmult)
+    assert str(exc.value) == f"augmult must be a positive integer, got {augmult!r}"
