@@ -1043,3 +1043,31 @@ def test_a_stream_unreadable_from_its_first_byte_is_refused_at_that_byte() -> No
         7,
         "m",
     )
+
+
+@pytest.mark.parametrize(
+    ("body", "opcode", "method"),
+    [
+        (u("s") + K1 + b"a", "APPEND", "append"),
+        (u("s") + b"(" + K1 + b"e", "APPENDS", "extend"),
+        (u("s") + u("k") + K1 + b"s", "SETITEM", "__setitem__"),
+        (u("s") + b"(" + u("k") + K1 + b"u", "SETITEMS", "__setitem__"),
+        (u("s") + b"(" + K1 + b"\x90", "ADDITEMS", "add"),
+    ],
+)
+def test_a_container_opcode_on_a_constant_is_reported_at_that_opcode(
+    body: bytes, opcode: str, method: str
+) -> None:
+    data = proto(4) + body + STOP
+    _, ctx = scan(data, member="m")
+    reason = f"calls .{method}() on a str constant, not on a list, dict or set built by the pickle"
+    assert found(ctx) == [("high", "method-call", reason, None, len(data) - 2, "m")], opcode
+
+
+def test_global_and_inst_read_a_name_with_a_space_as_the_loader_does() -> None:
+    # The module is the first line, the name the second; pickletools joins them with a space.
+    stream, ctx = scan(proto(2) + b"ca\nb c\n" + STOP)
+    assert norm(stream.value) == ("global", "a", "b c", 2)
+    assert [f.import_name for f in ctx.findings] == ["a.b c"]
+    stream, ctx = scan(proto(2) + b"(ia\nb c\n" + STOP)
+    assert norm(stream.value)[1] == ("global", "a", "b c", 3)
