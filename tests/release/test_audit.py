@@ -614,9 +614,10 @@ def test_the_checkpoint_file_is_refreshed_at_most_once_a_second_unless_published
     assert published() == 4
     clock[0] = 2.0  # half a second after the forced write
     log.append("a", "s4", {})
+    log.append_many([("a", "s5", {})])  # a batch is not forced either
     assert published() == 4
-    record = log.checkpoint()  # always published; the database already has a checkpoint at 5
-    assert published() == 5 and len(_checkpoint_rows(log)) == 5
+    record = log.checkpoint()  # always published; the database already has a checkpoint at 6
+    assert published() == 6 and len(_checkpoint_rows(log)) == 6
 
     # The file's form, written out: the checkpoint record, two-space indented, then a newline.
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
@@ -624,13 +625,13 @@ def test_the_checkpoint_file_is_refreshed_at_most_once_a_second_unless_published
     public = load_pem_public_key((log.db.root / "audit-key.pub.pem").read_bytes())
     row = record  # signed anew; the database keeps its first checkpoint at that size, same root
     assert set(row) == {"size", "root", "ts", "key_fingerprint", "signature"}
-    assert (_checkpoint_rows(log)[-1]["size"], _checkpoint_rows(log)[-1]["root"]) == (5, row["root"])
+    assert (_checkpoint_rows(log)[-1]["size"], _checkpoint_rows(log)[-1]["root"]) == (6, row["root"])
     assert row["key_fingerprint"] == hashlib.sha256(_raw(public)).hexdigest()
     assert row["root"] == merkle.tree_root([bytes.fromhex(r[6]) for r in _stored(log)]).hex()
     assert TS.match(row["ts"])
-    public.verify(base64.b64decode(row["signature"]), _message(5, row["root"], row["ts"]))
+    public.verify(base64.b64decode(row["signature"]), _message(6, row["root"], row["ts"]))
     assert latest.read_text() == (
-        f'{{\n  "size": 5,\n  "root": "{row["root"]}",\n  "ts": "{row["ts"]}",\n'
+        f'{{\n  "size": 6,\n  "root": "{row["root"]}",\n  "ts": "{row["ts"]}",\n'
         f'  "key_fingerprint": "{row["key_fingerprint"]}",\n  "signature": "{row["signature"]}"\n}}\n'
     )
 
@@ -737,6 +738,20 @@ def test_the_actor_is_dlsec_actor_else_the_os_user_else_unknown(monkeypatch):
         monkeypatch.setattr(getpass, "getuser", fail)
         assert actor_name() == "unknown"
     assert TS.match(now())
+
+
+def test_entry_times_are_utc_to_the_microsecond_even_on_a_whole_second(monkeypatch):
+    from datetime import datetime
+
+    from dlsec.store import _audit
+
+    class Frozen(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return datetime(2026, 1, 2, 3, 4, 5, tzinfo=tz)
+
+    monkeypatch.setattr(_audit, "datetime", Frozen)
+    assert _audit.now() == "2026-01-02T03:04:05.000000+00:00"
 
 
 def test_verify_at_the_edges_empty_log_size_zero_checkpoint_first_interval_and_inserted_entry(tmp_path):
