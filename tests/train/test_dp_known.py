@@ -251,26 +251,30 @@ def test_the_summary_is_the_accountants_word_for_word(calibration):
         recipe.cleanup(state)
 
 
-def test_augmented_views_are_averaged_before_clipping(calibration):
-    recipe = DPSGD(epsilon=3.0, delta=1e-3, max_grad_norm=1.5, augmult=3)
+@pytest.mark.parametrize(
+    ("augmult", "shift", "counts"),
+    # (views right, examples counted): 5 of 18 views right count 1 example (a remainder dropped).
+    [(2, [0.1, -0.2], (3, 1)), (3, [0.0, 0.1, -0.2], (5, 1))],
+)
+def test_augmented_views_are_averaged_before_clipping(calibration, augmult, shift, counts):
+    recipe = DPSGD(epsilon=3.0, delta=1e-3, max_grad_norm=1.5, augmult=augmult)
     state = _state(recipe, augment=True)
-    shift = torch.tensor([0.0, 0.1, -0.2])
-    state.augment = lambda v: v + shift.repeat(len(v) // 3)[:, None]  # views told apart
+    offsets = torch.tensor(shift)
+    state.augment = lambda v: v + offsets.repeat(len(v) // augmult)[:, None]  # views told apart
     original = state.module
     recipe.prepare(state)
     try:
         step = state.extra["dp_step"]
-        assert (step.mode, step.augmult) == ("hooks", 3)
+        assert (step.mode, step.augmult) == ("hooks", augmult)
         x, y = state.x[:6], state.y[:6]
-        views = x.repeat_interleave(3, dim=0) + shift.repeat(6)[:, None]
+        views = x.repeat_interleave(augmult, dim=0) + offsets.repeat(6)[:, None]
         w, b = original.weight.detach().clone(), original.bias.detach().clone()
         noise = _noise(state.extra["noise_gen"].get_state(), SIGMA * 1.5)
-        g_w, g_b, norms, loss, correct = _by_hand(w, b, 2 * views - 1, y, views=3, clip=1.5)
+        g_w, g_b, norms, loss, correct = _by_hand(w, b, 2 * views - 1, y, views=augmult, clip=1.5)
         assert min(norms) < 1.5 < max(norms)
         total, right = recipe.train_step(state, x, y)
-        # 5 of the 18 views are right: 1 example counted (5 // 3), a remainder dropped.
-        assert total == pytest.approx(loss, rel=1e-5) and right == correct // 3
-        assert type(total) is float and type(right) is int and (correct, right) == (5, 1)
+        assert total == pytest.approx(loss, rel=1e-5) and right == correct // augmult
+        assert type(total) is float and type(right) is int and (correct, right) == counts
         want_w = w - 0.5 * (torch.tensor(g_w, dtype=torch.float32) + noise[0]) / 10
         want_b = b - 0.5 * (torch.tensor(g_b, dtype=torch.float32) + noise[1]) / 10
         torch.testing.assert_close(original.weight.detach(), want_w, atol=1e-6, rtol=1e-5)
@@ -367,6 +371,9 @@ def test_poisson_sampling_takes_rows_strictly_below_the_rate():
     want = [(torch.rand(6, generator=replay) < q).nonzero().reshape(-1) for _ in range(3)]
     assert len(got) == 3 and all(torch.equal(g, w) for g, w in zip(got, want, strict=True))
     assert 0 not in got[0].tolist() and len(got[0]) > 0
+    # The indices live on the data's device (shape and device only on the meta device).
+    state.gen, state.x = torch.Generator().manual_seed(5), torch.empty(0, device="meta")
+    assert all(idx.device.type == "meta" for idx in DPSGD(epsilon=1.0).batches(state))
 
 
 def test_bounds_normalisation_of_a_two_dimensional_table_is_per_feature():
@@ -382,3 +389,44 @@ def test_a_bad_augmult_is_refused_by_name(augmult):
     with pytest.raises(UsageError) as exc:
         DPSGD(epsilon=1.0, augmult=augmult)
     assert str(exc.value) == f"augmult must be a positive integer, got {augmult!r}"
+
+
+@pytest.mark.parametrize(
+    ("mode", "gsm", "optimizer", "functorch"),
+    [
+        ("hooks", opacus.grad_sample.GradSampleModule, opacus.optimizers.DPOptimizer, False),
+        ("functorch", opacus.grad_sample.GradSampleModule, opacus.optimizers.DPOptimizer, True),
+        ("ew", opacus.grad_sample.GradSampleModuleExpandedWeights, opacus.optimizers.DPOptimizer, None),
+        (
+            "ghost",
+            opacus.grad_sample.GradSampleModuleFastGradientClipping,
+            opacus.optimizers.DPOptimizerFastGradientClipping,
+            False,
+        ),
+    ],
+)
+def test_each_mode_wraps_the_model_in_its_own_opacus_engine(mode, gsm, optimizer, functorch):
+    from opacus.utils.fast_gradient_clipping_utils import DPLossFastGradientClipping
+
+    module = _linear()
+    step = _DPStep(
+        module,
+        torch.optim.SGD(module.parameters(), lr=1.0),
+        noise_multiplier=0.5,
+        max_grad_norm=0.4,
+        expected_batch_size=5,
+        mode=mode,
+        label_smoothing=0.2,
+    )
+    try:
+        assert type(step.gsm) is gsm and type(step.optimizer) is optimizer
+        assert getattr(step.gsm, "force_functorch", None) is functorch  # the mode asked for is used
+        if mode == "ghost":
+            assert type(step.criterion) is DPLossFastGradientClipping
+            assert step.criterion.loss_reduction == "mean"
+            assert step.criterion.criterion.label_smoothing == 0.2
+            assert step.gsm.max_grad_norm == 0.4
+        else:
+            assert step.criterion is None
+    finally:
+        step.close()
