@@ -1071,3 +1071,15 @@ def test_global_and_inst_read_a_name_with_a_space_as_the_loader_does() -> None:
     assert [f.import_name for f in ctx.findings] == ["a.b c"]
     stream, ctx = scan(proto(2) + b"(ia\nb c\n" + STOP)
     assert norm(stream.value)[1] == ("global", "a", "b c", 3)
+
+
+def test_an_opcode_the_loop_does_not_know_is_refused() -> None:
+    # Every opcode of this Python's pickletools is handled; one a later Python adds fails closed.
+    from dlsec.scan._pickle import _Analyser
+
+    analyser = _Analyser(
+        io.BytesIO(b""), ScanContext(DEFAULT_ALLOWLIST), member="m", torchscript=False, size=None, plain=False
+    )
+    with pytest.raises(Malformed) as err:
+        analyser.step("NEW_OPCODE", None, 7)
+    assert (err.value.reason, err.value.offset, err.value.member) == ("unsupported opcode NEW_OPCODE", 7, "m")
