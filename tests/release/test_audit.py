@@ -833,3 +833,23 @@ def test_a_log_one_entry_short_of_its_newest_checkpoint_is_named(tmp_path):
         "reason": "the log has 3 entries but a checkpoint was signed at size 4", "root": _root(log, 3),
     }  # fmt: skip
     assert [e.index for e in log.entries(limit=1)] == [2]
+
+
+def test_one_append_honours_its_actor_checkpoint_flag_and_the_callers_transaction(tmp_path, monkeypatch):
+    monkeypatch.setenv("DLSEC_ACTOR", "ana")
+    log = _new_log(tmp_path, 2)
+    assert log.append("a", "s2", {}, actor="carol").actor == "carol"
+    assert log.append("a", "s3", {}, checkpoint=False).index == 3
+    assert [c["size"] for c in _checkpoint_rows(log)] == [1, 2, 3]  # none for entry 3
+    with pytest.raises(RuntimeError), log.db.write() as conn:  # the caller's transaction fails later
+        assert log.append("a", "inside", {}, conn=conn).index == 4
+        raise RuntimeError("rolled back")
+    assert log.size() == 4 and [c["size"] for c in _checkpoint_rows(log)] == [1, 2, 3]
+    with log.db.write() as conn:
+        log.append("a", "s4", {}, conn=conn)
+    assert [(e.index, e.actor, e.subject) for e in log.entries()][2:] == [
+        (2, "carol", "s2"),
+        (3, "ana", "s3"),
+        (4, "ana", "s4"),
+    ]
+    assert log.verify().to_dict()["ok"] is True
