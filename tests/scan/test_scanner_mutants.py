@@ -1021,8 +1021,8 @@ def test_at_eof_peeks_a_stream_that_cannot_seek() -> None:
             self.data = self.data[n:]
             return n
 
-    f = io.BufferedReader(Raw(b"ab"))
-    assert not at_eof(f) and f.read() == b"ab" and at_eof(f)
+    with io.BufferedReader(Raw(b"ab")) as f:
+        assert not at_eof(f) and f.read() == b"ab" and at_eof(f)
 
 
 def test_c_file_view_readline_finds_a_newline_at_its_buffer_s_first_byte() -> None:
@@ -1083,3 +1083,19 @@ def test_an_opcode_the_loop_does_not_know_is_refused() -> None:
     with pytest.raises(Malformed) as err:
         analyser.step("NEW_OPCODE", None, 7)
     assert (err.value.reason, err.value.offset, err.value.member) == ("unsupported opcode NEW_OPCODE", 7, "m")
+
+
+def test_a_reader_that_ends_without_stop_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    # genops raises before it runs out without a STOP; if it ever did not, the loop fails closed.
+    import pickletools
+
+    import dlsec.scan._pickle as module
+
+    ops = {op.name: op for op in pickletools.opcodes}
+
+    def short_genops(f: Any) -> Any:
+        yield ops["PROTO"], 4, 0, 2
+        yield ops["NONE"], None, 2, 3
+
+    monkeypatch.setattr(module, "genops", short_genops)
+    assert refusal(b"", member="m") == ("pickle ended without STOP", 2, "m")
