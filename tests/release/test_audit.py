@@ -853,3 +853,22 @@ def test_one_append_honours_its_actor_checkpoint_flag_and_the_callers_transactio
         (4, "ana", "s4"),
     ]
     assert log.verify().to_dict()["ok"] is True
+
+
+def test_a_subject_filter_is_a_literal_case_sensitive_prefix(tmp_path):
+    # Before: SQL LIKE with the subject pasted in, so "_" and "%" were wildcards and SQLite
+    # matched "CLF@1" for "clf@1".
+    log = AuditLog(open_database(home=tmp_path))
+    subjects = ["clf@1", "CLF@1", "my_model@1", "myXmodel@1", "50%@1", "50x@1", "a/b\\c@1", "a/bxc@1"]
+    log.append_many([("x", s, {}) for s in subjects], actor="ana")
+
+    def found(prefix: str) -> list[str]:
+        return [e.subject for e in log.entries(subject=prefix)]
+
+    assert found("clf@1") == ["clf@1"]
+    assert found("CLF") == ["CLF@1"]
+    assert found("my_model") == ["my_model@1"]
+    assert found("50%") == ["50%@1"]
+    assert found("a/b\\c") == ["a/b\\c@1"]
+    assert found("") == subjects
+    assert found("nothing") == []

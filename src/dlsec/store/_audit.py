@@ -284,11 +284,14 @@ class AuditLog:
         return Entry(row.idx, row.ts, row.actor, row.action, row.subject, details)
 
     def entries(self, *, subject: str | None = None, limit: int | None = None) -> list[Entry]:
+        """The entries, oldest first; ``subject``: only those whose subject starts with it, literally."""
         with self.db.read() as conn:
             query = select(audit_entries).order_by(audit_entries.c.idx)
             if subject is not None:
-                query = query.where(audit_entries.c.subject.like(f"{subject}%"))
-            rows = list(conn.execute(query))
+                # LIKE's wildcards in the subject are escaped; SQLite's LIKE ignores ASCII case, so
+                # the prefix is checked again here, case and all.
+                query = query.where(audit_entries.c.subject.startswith(subject, autoescape=True))
+            rows = [r for r in conn.execute(query) if subject is None or r.subject.startswith(subject)]
         entries = [self._entry(r) for r in rows]
         return entries[-limit:] if limit else entries
 
