@@ -859,7 +859,17 @@ def test_a_subject_filter_is_a_literal_case_sensitive_prefix(tmp_path):
     # Before: SQL LIKE with the subject pasted in, so "_" and "%" were wildcards and SQLite
     # matched "CLF@1" for "clf@1".
     log = AuditLog(open_database(home=tmp_path))
-    subjects = ["clf@1", "CLF@1", "my_model@1", "myXmodel@1", "50%@1", "50x@1", "a/b\\c@1", "a/bxc@1"]
+    subjects = [
+        "clf@1",
+        "CLF@1",
+        "my_model@1",
+        "myXmodel@1",
+        "50%@1",
+        "50x@1",
+        "a/b\\c@1",
+        "a/bxc@1",
+        "modèle@1",
+    ]
     log.append_many([("x", s, {}) for s in subjects], actor="ana")
 
     def found(prefix: str) -> list[str]:
@@ -872,3 +882,5 @@ def test_a_subject_filter_is_a_literal_case_sensitive_prefix(tmp_path):
     assert found("a/b\\c") == ["a/b\\c@1"]
     assert found("") == subjects
     assert found("nothing") == []
+    assert found("modè") == found("modèle@1") == ["modèle@1"]  # counted in characters, not bytes
+    assert found("odèle") == []  # a prefix, not a substring

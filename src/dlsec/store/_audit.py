@@ -288,10 +288,10 @@ class AuditLog:
         with self.db.read() as conn:
             query = select(audit_entries).order_by(audit_entries.c.idx)
             if subject is not None:
-                # LIKE's wildcards in the subject are escaped; SQLite's LIKE ignores ASCII case, so
-                # the prefix is checked again here, case and all.
-                query = query.where(audit_entries.c.subject.startswith(subject, autoescape=True))
-            rows = [r for r in conn.execute(query) if subject is None or r.subject.startswith(subject)]
+                # Not LIKE: its % and _ are wildcards, and SQLite's LIKE ignores ASCII case.
+                prefix = func.substr(audit_entries.c.subject, 1, len(subject))
+                query = query.where(prefix == subject)
+            rows = list(conn.execute(query))
         entries = [self._entry(r) for r in rows]
         return entries[-limit:] if limit else entries
 
