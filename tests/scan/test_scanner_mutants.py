@@ -1099,3 +1099,8 @@ def test_a_reader_that_ends_without_stop_is_refused(monkeypatch: pytest.MonkeyPa
 
     monkeypatch.setattr(module, "genops", short_genops)
     assert refusal(b"", member="m") == ("pickle ended without STOP", 2, "m")
+
+
+def test_array_bytes_cut_short_are_refused_at_the_build() -> None:
+    head = proto(4) + WRAPPER + _jstate((2,)) + b"b"
+    assert refusal(head + b"\x00" * 7, member="m") == ("array data truncated", len(head) - 1, "m")
