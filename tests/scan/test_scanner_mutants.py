@@ -1104,3 +1104,15 @@ def test_a_reader_that_ends_without_stop_is_refused(monkeypatch: pytest.MonkeyPa
 def test_array_bytes_cut_short_are_refused_at_the_build() -> None:
     head = proto(4) + WRAPPER + _jstate((2,)) + b"b"
     assert refusal(head + b"\x00" * 7, member="m") == ("array data truncated", len(head) - 1, "m")
+
+
+def test_streams_are_not_torchscript_unless_the_caller_says_so() -> None:
+    torch_class = proto(4) + sglobal("__torch__", "Net") + STOP
+    ctx = ScanContext(DEFAULT_ALLOWLIST)
+    list(iter_streams(io.BytesIO(torch_class), ctx, member=None, size=None))
+    assert [(f.code, f.import_name) for f in ctx.findings] == [("unsafe-global", "__torch__.Net")]
+    # A pickle inside a TorchScript archive's constant is not part of the archive's code.
+    _, ctx = scan(proto(4) + by(torch_class) + STOP, torchscript=True)
+    assert [(f.code, f.import_name, f.member) for f in ctx.findings] == [
+        ("unsafe-global", "__torch__.Net", "pickle > bytes at 2")
+    ]
