@@ -1001,6 +1001,11 @@ def test_legacy_keys_refuse_other_prefixes() -> None:
     assert [_legacy_key(v) for v in ("X3", "+", "3 ", "٣")] == [None, None, 3, None]
 
 
+def test_legacy_keys_with_two_signs_are_not_keys() -> None:
+    # int() refuses "+-3" and "-+3": they name no tar member, and must not crash the scan.
+    assert [_legacy_key(v) for v in ("+-3", "-+3", "--3")] == [None, None, None]
+
+
 def test_skip_reads_a_single_byte() -> None:
     f = io.BytesIO(b"abc")
     _skip(f, 1, None, 0)

@@ -868,7 +868,10 @@ def _legacy_key(pid: Any) -> int | None:
     if isinstance(pid, int):
         return pid
     if isinstance(pid, str) and pid.isascii() and pid.strip().lstrip("+-").isdigit():
-        return int(pid)
+        try:
+            return int(pid)
+        except ValueError:  # "+-3": more than one sign; not a key, so the id is judged on its own
+            return None
     return None
 
 
