@@ -212,6 +212,18 @@ def test_two_processes_writing_at_once_lose_nothing(tmp_path):
     _concurrent_writers(tmp_path, None).close()
 
 
+def test_show_lists_the_versions_own_audit_entries_not_those_of_a_longer_number(home):
+    reg = Registry.open(home=home)
+    reg.add(_model(home / "src" / "a", 0), "clf")
+    reg.audit.append("registry.note", "clf@10", {"n": 10})  # another version whose ref starts with clf@1
+    reg.audit.append("registry.note", "clf@1:card", {"n": 1})  # the version itself, qualified
+    shown = reg.show("clf@1")
+    assert [(e["action"], e["subject"]) for e in shown["audit"]] == [
+        ("registry.add", "clf@1"),
+        ("registry.note", "clf@1:card"),
+    ]
+
+
 def test_registry_cli_flow_and_errors(capsys, home, monkeypatch):
     monkeypatch.setenv("DLSEC_PASSPHRASE", PASS)
     h = str(home)

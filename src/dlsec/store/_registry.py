@@ -481,7 +481,9 @@ class Registry:
             **record.to_dict(),
             "aliases": sorted(a for a, v in self.aliases(record.model).items() if v == record.version),
             "alias_history": [h for h in history if h["version"] == record.version],
-            "audit": [e.to_dict() for e in self.audit.entries(subject=record.ref)],
+            "audit": [
+                e.to_dict() for e in self.audit.entries(subject=record.ref) if _about(e.subject, record.ref)
+            ],
         }
 
     # -- policy and state changes -----------------------------------------------------------
@@ -859,3 +861,10 @@ def load_registry_ref(ref: str, options: LoadOptions) -> Model:
     from dlsec.core.loading import load_model_file
 
     return load_model_file(path, options)
+
+
+def _about(subject: str, ref: str) -> bool:
+    """Whether an audit subject found by the prefix ``ref`` (``clf@1``) is about that version:
+    the ref itself or the ref followed by a qualifier, never a longer number (``clf@10``)."""
+    rest = subject[len(ref) :]
+    return subject.startswith(ref) and not rest[:1].isdigit()
