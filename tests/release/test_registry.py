@@ -400,6 +400,11 @@ def test_postgresql_registry_flow_and_concurrent_writers(postgres_url, tmp_path)
     with pytest.raises(ModelOutOfServiceError):
         reg.open_for_use("pgmodel")
     reg.audit.append("keys.generate", "/deep" * 100, {})  # PostgreSQL enforces column lengths
+    # The subject filter is a literal, case-sensitive prefix on PostgreSQL too (no LIKE wildcards).
+    for subject in ("pg_model@1", "pgXmodel@1", "PG_MODEL@1"):
+        reg.audit.append("registry.note", subject, {})
+    assert [e.subject for e in reg.audit.entries(subject="pg_model")] == ["pg_model@1"]
+    assert [e.subject for e in reg.audit.entries(subject="pgmodel@1")] == ["pgmodel@1"] * 3
     from dlsec.store._apikeys import KeyStore
 
     KeyStore(reg.db).create(role="client", budget=2**63 - 1, rate=f"{10**12}/day")  # BIGINT, 40 chars
