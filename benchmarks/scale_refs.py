@@ -39,6 +39,7 @@ def warm(_: int) -> int:
     """A worker's first task: it imports torch and dlsec, as the first real task would."""
     import dlsec.attacks.privacy  # noqa: F401
 
+    time.sleep(1.0)  # held long enough that each warm-up task goes to a worker of its own
     return torch.get_num_threads()
 
 
