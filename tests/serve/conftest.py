@@ -1,4 +1,4 @@
-"""A registry with two signed versions of a small model, and a gateway over it."""
+"""A registry with two signed versions of a small model, a gateway over it, and a bare key store."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from dlsec.release import generate_signing_keys
 from dlsec.serve import Gateway, GatewayConfig, create_app
 from dlsec.store import Registry
 from dlsec.store._apikeys import KeyStore
+from dlsec.store._db import open_database
 from tests.release.test_registry import PASS, _signed_model
 
 
@@ -60,3 +61,12 @@ def client(home: Path, keys: dict[str, str]) -> Iterator[TestClient]:
 
 def auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[KeyStore]:
+    """A key store on an empty database, the actor named by `DLSEC_ACTOR`."""
+    monkeypatch.setenv("DLSEC_ACTOR", "env-actor")
+    s = KeyStore(open_database(home=tmp_path))
+    yield s
+    s.db.dispose()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,14 +12,6 @@ from dlsec.store._db import api_keys, open_database
 
 _RATE_HELP = "use COUNT/second, /minute, /hour or /day (COUNT from 1 to 10^12), e.g. 10/second"
 _OUTPUT_HELP = "use full, top-K, rounded-D or label"
-
-
-@pytest.fixture
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[KeyStore]:
-    monkeypatch.setenv("DLSEC_ACTOR", "env-actor")
-    s = KeyStore(open_database(home=tmp_path))
-    yield s
-    s.db.dispose()
 
 
 @pytest.mark.parametrize(

@@ -5,26 +5,15 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from dlsec.errors import UsageError
 from dlsec.store._apikeys import ApiKey, KeyStore, OutputPolicy, Rate
 from dlsec.store._audit import LATEST
-from dlsec.store._db import open_database
 
 _MAX = 2**63 - 1
 _BUDGET = f"--budget must be a number of predictions from 1 to {_MAX}"
-
-
-@pytest.fixture
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[KeyStore]:
-    monkeypatch.setenv("DLSEC_ACTOR", "env-actor")
-    s = KeyStore(open_database(home=tmp_path))
-    yield s
-    s.db.dispose()
 
 
 def _key(**kw: object) -> ApiKey:
