@@ -226,6 +226,7 @@ def bench_nocard(n_refs: int) -> list[dict[str, Any]]:
             ),
         ):
             print(f"… auditing: {label}", flush=True)
+
             def progress(done: int, total: int, stats: dict[str, float]) -> None:
                 print(f"   reference models: {done}/{total}", flush=True)
 
@@ -413,9 +414,7 @@ def tables(mia: list[dict[str, Any]], thr: list[dict[str, Any]], dp: list[dict[s
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument(
-        "--skip", nargs="*", default=[], choices=["membership", "throughput", "dp", "nocard"]
-    )
+    parser.add_argument("--skip", nargs="*", default=[], choices=["membership", "throughput", "dp", "nocard"])
     parser.add_argument("--only", choices=["nocard"], help="run one part only")
     parser.add_argument("--json", action="store_true")
     parser.add_argument(
